@@ -1,0 +1,459 @@
+//! The state of one broker node: its identity, its topics and their partition logs.
+//!
+//! `Broker` is what request handlers talk to; it knows nothing about sockets. Kafka splits
+//! this between ReplicaManager (partitions and their logs), MetadataCache (what clients are
+//! told) and the controller (topic creation); on a single node they are one struct.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use crate::config::NodeConfig;
+use crate::log::{AppendInfo, LogError, PartitionLog};
+use crate::metadata_store::{self, MetadataStoreError, TopicRecord};
+use crate::topic_config::{ConfigValueError, TopicConfig};
+
+/// Kafka's longest legal topic name.
+pub const TOPIC_NAME_LENGTH_MAX: usize = 249;
+/// Upper bound on partitions per topic: each one is a directory and open files.
+pub const PARTITIONS_PER_TOPIC_MAX: i32 = 10_000;
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// Checks a topic name with Kafka's rules (`Topic.validate`).
+pub fn validate_topic_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("topic name is empty".into());
+    }
+    if name == "." || name == ".." {
+        return Err(format!("topic name `{name}` is not allowed"));
+    }
+    if name.len() > TOPIC_NAME_LENGTH_MAX {
+        return Err(format!(
+            "topic name is {} characters, longer than the limit of {TOPIC_NAME_LENGTH_MAX}",
+            name.len()
+        ));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return Err(format!(
+            "topic name `{name}` contains `{c}`; legal characters are ASCII letters, digits, `.`, `_` and `-`"
+        ));
+    }
+    Ok(())
+}
+
+/// A failure of a broker operation, each mapping to one Kafka error code.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    /// The topic or partition does not exist (UNKNOWN_TOPIC_OR_PARTITION).
+    #[error("unknown topic or partition {topic}-{partition}")]
+    UnknownTopicOrPartition {
+        /// Topic.
+        topic: String,
+        /// Partition.
+        partition: i32,
+    },
+    /// Bad topic name (INVALID_TOPIC_EXCEPTION).
+    #[error("{0}")]
+    InvalidTopic(String),
+    /// Topic exists (TOPIC_ALREADY_EXISTS).
+    #[error("topic `{0}` already exists")]
+    TopicAlreadyExists(String),
+    /// Bad partition count (INVALID_PARTITIONS).
+    #[error("{0}")]
+    InvalidPartitions(String),
+    /// Bad replication factor (INVALID_REPLICATION_FACTOR).
+    #[error("{0}")]
+    InvalidReplicationFactor(String),
+    /// Bad config (INVALID_CONFIG).
+    #[error(transparent)]
+    InvalidConfig(#[from] ConfigValueError),
+    /// The partition log failed.
+    #[error(transparent)]
+    Log(#[from] LogError),
+    /// Metadata could not be persisted.
+    #[error(transparent)]
+    Metadata(#[from] MetadataStoreError),
+}
+
+impl BrokerError {
+    /// The Kafka error code for this failure.
+    pub fn kafka_error_code(&self) -> i16 {
+        use kafka_protocol::error::ResponseError as E;
+        match self {
+            BrokerError::UnknownTopicOrPartition { .. } => E::UnknownTopicOrPartition.code(),
+            BrokerError::InvalidTopic(_) => E::InvalidTopicException.code(),
+            BrokerError::TopicAlreadyExists(_) => E::TopicAlreadyExists.code(),
+            BrokerError::InvalidPartitions(_) => E::InvalidPartitions.code(),
+            BrokerError::InvalidReplicationFactor(_) => E::InvalidReplicationFactor.code(),
+            BrokerError::InvalidConfig(_) => E::InvalidConfig.code(),
+            BrokerError::Log(e) => e.kafka_error_code(),
+            BrokerError::Metadata(_) => E::KafkaStorageError.code(),
+        }
+    }
+}
+
+/// One partition on this node: its log and nothing else yet (a single node is always leader).
+pub struct Partition {
+    /// Topic name.
+    pub topic: String,
+    /// Partition index.
+    pub index: i32,
+    log: RwLock<PartitionLog>,
+}
+
+impl Partition {
+    /// Shared access to the log (reads run concurrently).
+    pub fn log(&self) -> RwLockReadGuard<'_, PartitionLog> {
+        // A poisoned lock means a thread panicked mid-append; the log's own recovery on the
+        // next start is the remedy, so keep serving what is there.
+        self.log.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Exclusive access to the log (appends, flushes).
+    pub fn log_mut(&self) -> RwLockWriteGuard<'_, PartitionLog> {
+        self.log.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The high watermark: on a single node every appended record is committed.
+    pub fn high_watermark(&self) -> i64 {
+        self.log().log_end_offset()
+    }
+}
+
+/// A topic and its partitions.
+pub struct Topic {
+    /// Name.
+    pub name: String,
+    /// Kafka topic id.
+    pub id: Uuid,
+    /// Effective configuration.
+    pub config: TopicConfig,
+    /// Partitions, indexed by partition number.
+    pub partitions: Vec<Arc<Partition>>,
+}
+
+impl Topic {
+    fn record(&self) -> TopicRecord {
+        TopicRecord {
+            name: self.name.clone(),
+            id: self.id,
+            partitions: i32::try_from(self.partitions.len()).unwrap_or(i32::MAX),
+            configs: self.config.overrides().clone(),
+        }
+    }
+}
+
+/// A topic creation request, already decoded.
+#[derive(Debug, Clone)]
+pub struct NewTopic {
+    /// Name.
+    pub name: String,
+    /// Partition count; -1 means the node default.
+    pub num_partitions: i32,
+    /// Replication factor; -1 means the default.
+    pub replication_factor: i16,
+    /// Config overrides.
+    pub configs: BTreeMap<String, String>,
+}
+
+/// One broker node's state.
+pub struct Broker {
+    config: NodeConfig,
+    cluster_id: String,
+    advertised_host: String,
+    advertised_port: i32,
+    topics: RwLock<BTreeMap<String, Arc<Topic>>>,
+    /// Serialises topic creation and deletion, which rewrite the topic table.
+    admin_lock: std::sync::Mutex<()>,
+    /// Bumped after every append; long-polling fetches wait on it.
+    appended: watch::Sender<u64>,
+}
+
+fn partition_dir(data_dir: &Path, topic: &str, partition: i32) -> PathBuf {
+    data_dir.join(format!("{topic}-{partition}"))
+}
+
+impl Broker {
+    /// Opens the node's data directory: identity, topic table, and every partition log
+    /// (recovering any that were not closed cleanly).
+    pub fn open(config: NodeConfig, advertised: (String, i32)) -> Result<Broker, BrokerError> {
+        let data_dir = config.data_dir.clone();
+        std::fs::create_dir_all(&data_dir).map_err(|source| MetadataStoreError::Io {
+            path: data_dir.clone(),
+            source,
+        })?;
+        let cluster_id = metadata_store::load_or_create_identity(&data_dir, config.node_id)?;
+        remove_deleted_dirs(&data_dir);
+        let now = now_ms();
+        let mut topics = BTreeMap::new();
+        for record in metadata_store::load_topics(&data_dir)? {
+            let topic_config = TopicConfig::new(&config.log, record.configs.clone())?;
+            let mut partitions = Vec::new();
+            for index in 0..record.partitions {
+                let dir = partition_dir(&data_dir, &record.name, index);
+                let log = PartitionLog::open(&dir, topic_config.log_config(), now)?;
+                partitions.push(Arc::new(Partition {
+                    topic: record.name.clone(),
+                    index,
+                    log: RwLock::new(log),
+                }));
+            }
+            tracing::info!(topic = %record.name, partitions = record.partitions, "loaded topic");
+            topics.insert(
+                record.name.clone(),
+                Arc::new(Topic {
+                    name: record.name,
+                    id: record.id,
+                    config: topic_config,
+                    partitions,
+                }),
+            );
+        }
+        let (appended, _) = watch::channel(0);
+        Ok(Broker {
+            config,
+            cluster_id,
+            advertised_host: advertised.0,
+            advertised_port: advertised.1,
+            topics: RwLock::new(topics),
+            admin_lock: std::sync::Mutex::new(()),
+            appended,
+        })
+    }
+
+    /// The node's configuration.
+    pub fn config(&self) -> &NodeConfig {
+        &self.config
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> i32 {
+        self.config.node_id
+    }
+
+    /// The cluster id from `meta.properties`.
+    pub fn cluster_id(&self) -> &str {
+        &self.cluster_id
+    }
+
+    /// Host and port clients are told to use.
+    pub fn advertised(&self) -> (&str, i32) {
+        (&self.advertised_host, self.advertised_port)
+    }
+
+    fn topics_read(&self) -> RwLockReadGuard<'_, BTreeMap<String, Arc<Topic>>> {
+        self.topics.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// All topics, by name.
+    pub fn topics(&self) -> Vec<Arc<Topic>> {
+        self.topics_read().values().cloned().collect()
+    }
+
+    /// One topic.
+    pub fn topic(&self, name: &str) -> Option<Arc<Topic>> {
+        self.topics_read().get(name).cloned()
+    }
+
+    /// One topic by id.
+    pub fn topic_by_id(&self, id: Uuid) -> Option<Arc<Topic>> {
+        self.topics_read().values().find(|t| t.id == id).cloned()
+    }
+
+    /// One partition.
+    pub fn partition(&self, topic: &str, partition: i32) -> Result<Arc<Partition>, BrokerError> {
+        self.topic(topic)
+            .and_then(|t| {
+                usize::try_from(partition)
+                    .ok()
+                    .and_then(|i| t.partitions.get(i).cloned())
+            })
+            .ok_or_else(|| BrokerError::UnknownTopicOrPartition {
+                topic: topic.to_string(),
+                partition,
+            })
+    }
+
+    /// A receiver that changes after every append, for long-polling fetches.
+    pub fn subscribe_appends(&self) -> watch::Receiver<u64> {
+        self.appended.subscribe()
+    }
+
+    /// Appends validated batches to a partition and wakes waiting fetches.
+    pub fn append(
+        &self,
+        partition: &Partition,
+        records: &mut [u8],
+        headers: &[crate::log::batch::BatchHeader],
+        log_append_time_ms: Option<i64>,
+    ) -> Result<AppendInfo, BrokerError> {
+        let info = partition
+            .log_mut()
+            .append(records, headers, 0, log_append_time_ms, now_ms())?;
+        self.appended.send_modify(|n| *n = n.wrapping_add(1));
+        Ok(info)
+    }
+
+    /// Validates a topic creation without creating anything; returns the effective partition
+    /// count, replication factor and config.
+    pub fn validate_new_topic(&self, t: &NewTopic) -> Result<(i32, i16, TopicConfig), BrokerError> {
+        validate_topic_name(&t.name).map_err(BrokerError::InvalidTopic)?;
+        if self.topic(&t.name).is_some() {
+            return Err(BrokerError::TopicAlreadyExists(t.name.clone()));
+        }
+        let partitions = match t.num_partitions {
+            -1 => self.config.num_partitions,
+            n if (1..=PARTITIONS_PER_TOPIC_MAX).contains(&n) => n,
+            n => {
+                return Err(BrokerError::InvalidPartitions(format!(
+                    "number of partitions must be between 1 and {PARTITIONS_PER_TOPIC_MAX}, got {n}"
+                )))
+            }
+        };
+        let replication_factor = match t.replication_factor {
+            -1 | 1 => 1,
+            n => {
+                return Err(BrokerError::InvalidReplicationFactor(format!(
+                    "replication factor {n} is larger than the 1 available broker"
+                )))
+            }
+        };
+        let config = TopicConfig::new(&self.config.log, t.configs.clone())?;
+        Ok((partitions, replication_factor, config))
+    }
+
+    /// Creates a topic: partition directories, then the persisted topic table.
+    pub fn create_topic(&self, t: &NewTopic) -> Result<Arc<Topic>, BrokerError> {
+        let _guard = self.admin_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let (partitions, _, config) = self.validate_new_topic(t)?;
+        let now = now_ms();
+        let mut parts = Vec::new();
+        for index in 0..partitions {
+            let dir = partition_dir(&self.config.data_dir, &t.name, index);
+            let log = PartitionLog::open(&dir, config.log_config(), now)?;
+            parts.push(Arc::new(Partition {
+                topic: t.name.clone(),
+                index,
+                log: RwLock::new(log),
+            }));
+        }
+        let topic = Arc::new(Topic {
+            name: t.name.clone(),
+            id: Uuid::new_v4(),
+            config,
+            partitions: parts,
+        });
+        let mut records: Vec<TopicRecord> = self.topics().iter().map(|t| t.record()).collect();
+        records.push(topic.record());
+        metadata_store::save_topics(&self.config.data_dir, records)?;
+        self.topics
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(t.name.clone(), topic.clone());
+        tracing::info!(topic = %t.name, partitions, "created topic");
+        Ok(topic)
+    }
+
+    /// Deletes a topic: removes it from the table, then its partition directories.
+    pub fn delete_topic(&self, name: &str) -> Result<(), BrokerError> {
+        let _guard = self.admin_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let topic = self
+            .topic(name)
+            .ok_or_else(|| BrokerError::UnknownTopicOrPartition {
+                topic: name.to_string(),
+                partition: -1,
+            })?;
+        let records: Vec<TopicRecord> = self
+            .topics()
+            .iter()
+            .filter(|t| t.name != name)
+            .map(|t| t.record())
+            .collect();
+        metadata_store::save_topics(&self.config.data_dir, records)?;
+        self.topics
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name);
+        for p in &topic.partitions {
+            // Rename first so a crash mid-removal leaves a `.deleted` dir that the next start
+            // finishes removing, never a half-deleted log that looks live.
+            let dir = partition_dir(&self.config.data_dir, name, p.index);
+            let doomed = dir.with_extension(format!("{}.deleted", topic.id.simple()));
+            if let Err(e) = std::fs::rename(&dir, &doomed) {
+                tracing::warn!(dir = %dir.display(), error = %e, "could not rename deleted partition");
+                continue;
+            }
+            if let Err(e) = std::fs::remove_dir_all(&doomed) {
+                tracing::warn!(dir = %doomed.display(), error = %e, "could not remove deleted partition");
+            }
+        }
+        tracing::info!(topic = %name, "deleted topic");
+        Ok(())
+    }
+
+    /// Applies `flush.ms` to every log.
+    pub fn flush_due(&self) {
+        let now = now_ms();
+        for topic in self.topics() {
+            for p in &topic.partitions {
+                if let Err(e) = p.log_mut().maybe_flush(now) {
+                    tracing::error!(topic = %p.topic, partition = p.index, error = %e, "flush failed");
+                }
+            }
+        }
+    }
+
+    /// Flushes and closes every log, marking them cleanly shut down.
+    pub fn close(&self) {
+        for topic in self.topics() {
+            for p in &topic.partitions {
+                if let Err(e) = p.log_mut().close() {
+                    tracing::error!(topic = %p.topic, partition = p.index, error = %e, "close failed");
+                }
+            }
+        }
+    }
+}
+
+fn remove_deleted_dirs(data_dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(data_dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() && path.to_string_lossy().ends_with(".deleted") {
+            if let Err(e) = std::fs::remove_dir_all(&path) {
+                tracing::warn!(dir = %path.display(), error = %e, "could not remove deleted partition");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_names_follow_kafka_rules() {
+        assert!(validate_topic_name("orders.v1_x-y").is_ok());
+        assert!(validate_topic_name("").is_err());
+        assert!(validate_topic_name("..").is_err());
+        assert!(validate_topic_name("bad name!").is_err());
+        assert!(validate_topic_name(&"a".repeat(249)).is_ok());
+        assert!(validate_topic_name(&"a".repeat(250)).is_err());
+    }
+}

@@ -1,0 +1,265 @@
+//! Node configuration: the YAML file a `strait broker` process starts from.
+//!
+//! Keys are snake_case versions of Apache Kafka's broker property names (`node_id` is
+//! `node.id`, `log.segment_bytes` is `log.segment.bytes`), so what an operator knows carries
+//! over. Unknown keys are rejected with the file, line and column, and a relative `data_dir` is
+//! resolved against the directory of the file that names it.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::log::LogConfig;
+
+/// Kafka's `socket.request.max.bytes` default: 100 MiB.
+pub const SOCKET_REQUEST_MAX_BYTES_DEFAULT: u32 = 100 * 1024 * 1024;
+
+/// Why a configuration could not be loaded. Each message names the file and, where the YAML
+/// parser knows it, the line and column.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{path}: cannot read config file: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The YAML is malformed or does not match the schema.
+    #[error("{path}:{line}:{column}: {reason}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line of the offending key or value (0 when unknown).
+        line: usize,
+        /// 1-based column.
+        column: usize,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A value parsed but is not allowed.
+    #[error("{path}: {reason}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong and what to do.
+        reason: String,
+    },
+}
+
+/// Log defaults of the node; topics override them with Kafka's topic-level config names.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogDefaults {
+    /// `log.segment.bytes`: roll a segment at this size.
+    pub segment_bytes: u64,
+    /// `log.roll.ms`: roll a segment at this age.
+    pub segment_ms: u64,
+    /// `log.index.interval.bytes`: bytes between sparse index entries.
+    pub index_interval_bytes: u64,
+    /// `log.flush.interval.messages`: fsync after this many records; absent means never
+    /// (Kafka's default: durability comes from the page cache and, in a cluster, replication).
+    pub flush_messages: Option<u64>,
+    /// `log.flush.interval.ms`: fsync when this long since the last flush; absent means never.
+    pub flush_ms: Option<u64>,
+    /// `log.retention.ms`: delete segments older than this; -1 keeps them forever.
+    pub retention_ms: i64,
+    /// `log.retention.bytes`: delete old segments past this partition size; -1 is unlimited.
+    pub retention_bytes: i64,
+    /// `message.max.bytes`: the largest record batch a producer may send.
+    pub message_max_bytes: u32,
+    /// `log.message.timestamp.type`: `CreateTime` or `LogAppendTime`.
+    pub message_timestamp_type: String,
+}
+
+impl Default for LogDefaults {
+    fn default() -> Self {
+        let log = LogConfig::default();
+        LogDefaults {
+            segment_bytes: log.segment_bytes,
+            segment_ms: log.segment_ms,
+            index_interval_bytes: log.index_interval_bytes,
+            flush_messages: None,
+            flush_ms: None,
+            retention_ms: 7 * 24 * 60 * 60 * 1000,
+            retention_bytes: -1,
+            message_max_bytes: 1_048_588,
+            message_timestamp_type: "CreateTime".to_string(),
+        }
+    }
+}
+
+/// The configuration of one broker node, as read from YAML.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// `node.id`: this node's id, unique in the cluster.
+    pub node_id: i32,
+    /// The Kafka listener, `HOST:PORT` (port 0 picks a free port).
+    pub listen: SocketAddr,
+    /// The address clients are told to connect to; defaults to the listener's.
+    #[serde(default)]
+    pub advertised: Option<String>,
+    /// Where partition logs and metadata live. Relative paths are relative to the config file.
+    pub data_dir: PathBuf,
+    /// `auto.create.topics.enable`.
+    #[serde(default = "default_true")]
+    pub auto_create_topics_enable: bool,
+    /// `num.partitions`: partitions of an auto-created topic or of a CreateTopics request that
+    /// leaves the count to the broker.
+    #[serde(default = "default_num_partitions")]
+    pub num_partitions: i32,
+    /// `socket.request.max.bytes`: a frame above this closes the connection.
+    #[serde(default = "default_socket_request_max_bytes")]
+    pub socket_request_max_bytes: u32,
+    /// `max.connections`: connections above this are closed on accept.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Log defaults.
+    #[serde(default)]
+    pub log: LogDefaults,
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_num_partitions() -> i32 {
+    1
+}
+fn default_socket_request_max_bytes() -> u32 {
+    SOCKET_REQUEST_MAX_BYTES_DEFAULT
+}
+fn default_max_connections() -> usize {
+    4096
+}
+
+impl NodeConfig {
+    /// Reads and validates a node config file.
+    pub fn load(path: &Path) -> Result<NodeConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut config = NodeConfig::parse(&text, path)?;
+        if config.data_dir.is_relative() {
+            let base = path.parent().unwrap_or_else(|| Path::new("."));
+            config.data_dir = base.join(&config.data_dir);
+        }
+        Ok(config)
+    }
+
+    /// Parses YAML text; `path` is only used in error messages.
+    pub fn parse(text: &str, path: &Path) -> Result<NodeConfig, ConfigError> {
+        let config: NodeConfig = serde_yaml::from_str(text).map_err(|e| {
+            let (line, column) = e
+                .location()
+                .map(|l| (l.line(), l.column()))
+                .unwrap_or((0, 0));
+            ConfigError::Parse {
+                path: path.to_path_buf(),
+                line,
+                column,
+                reason: e.to_string(),
+            }
+        })?;
+        config.validate(path)?;
+        Ok(config)
+    }
+
+    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |reason: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            reason,
+        };
+        if self.node_id < 0 {
+            return Err(invalid(format!(
+                "node_id must be >= 0, got {}",
+                self.node_id
+            )));
+        }
+        if self.num_partitions < 1 {
+            return Err(invalid(format!(
+                "num_partitions must be >= 1, got {}",
+                self.num_partitions
+            )));
+        }
+        if self.socket_request_max_bytes < 64 {
+            return Err(invalid(format!(
+                "socket_request_max_bytes must be >= 64, got {}",
+                self.socket_request_max_bytes
+            )));
+        }
+        if let Some(adv) = &self.advertised {
+            parse_host_port(adv).map_err(|reason| invalid(format!("advertised: {reason}")))?;
+        }
+        // Topic-level validation gives the same answer for the node's defaults.
+        crate::topic_config::TopicConfig::from_defaults(&self.log)
+            .map_err(|e| invalid(format!("log: {e}")))?;
+        Ok(())
+    }
+
+    /// The `(host, port)` clients should use, given the port actually bound.
+    pub fn advertised_host_port(&self, bound: SocketAddr) -> (String, i32) {
+        match self.advertised.as_deref().map(parse_host_port) {
+            Some(Ok((host, port))) => (host, port),
+            // Validated at load; a bad value cannot reach here, fall back to the bound address.
+            _ => (bound.ip().to_string(), i32::from(bound.port())),
+        }
+    }
+}
+
+/// Splits `HOST:PORT`.
+pub fn parse_host_port(s: &str) -> Result<(String, i32), String> {
+    let (host, port) = s
+        .rsplit_once(':')
+        .ok_or_else(|| format!("`{s}` is not HOST:PORT"))?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| format!("`{s}`: port `{port}` is not a number in 0..=65535"))?;
+    if host.is_empty() {
+        return Err(format!("`{s}`: empty host"));
+    }
+    Ok((host.trim_matches(['[', ']']).to_string(), i32::from(port)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_key_is_reported_with_line_and_column() {
+        let text = "node_id: 1\nlisten: 127.0.0.1:9092\ndata_dir: d\nbogus: 3\n";
+        let err = NodeConfig::parse(text, Path::new("x.yaml")).unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.starts_with("x.yaml:4:1: unknown field `bogus`"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn relative_data_dir_is_relative_to_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("n.yaml");
+        std::fs::write(
+            &path,
+            "node_id: 1\nlisten: 127.0.0.1:0\ndata_dir: data/n1\n",
+        )
+        .unwrap();
+        let config = NodeConfig::load(&path).unwrap();
+        assert_eq!(config.data_dir, dir.path().join("data/n1"));
+        assert_eq!(
+            config.socket_request_max_bytes,
+            SOCKET_REQUEST_MAX_BYTES_DEFAULT
+        );
+    }
+
+    #[test]
+    fn bad_log_default_is_rejected() {
+        let text = "node_id: 1\nlisten: 127.0.0.1:9092\ndata_dir: d\nlog:\n  message_timestamp_type: Wallclock\n";
+        let err = NodeConfig::parse(text, Path::new("x.yaml")).unwrap_err();
+        assert!(err.to_string().contains("message.timestamp.type"), "{err}");
+    }
+}

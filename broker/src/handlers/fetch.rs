@@ -1,0 +1,133 @@
+//! Fetch: whole batches from each partition's log, long-polling until `min_bytes` are ready
+//! or `max_wait_ms` has passed.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::fetch_request::FetchPartition;
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse};
+use tokio::time::Instant;
+
+use crate::broker::Broker;
+use crate::log::LogError;
+
+/// Longest a fetch may park, whatever the client asks: bounds how long a connection is held.
+pub const FETCH_MAX_WAIT_MS_LIMIT: i32 = 30_000;
+
+fn partition_error(index: i32, code: i16) -> PartitionData {
+    PartitionData::default()
+        .with_partition_index(index)
+        .with_error_code(code)
+        .with_high_watermark(-1)
+        .with_last_stable_offset(-1)
+        .with_log_start_offset(-1)
+        .with_preferred_read_replica(BrokerId(-1))
+}
+
+/// Reads one partition; `budget_bytes` is what the response may still carry and
+/// `first_with_data` says whether one whole batch may exceed it (Kafka's KIP-74 rule: only the
+/// first partition with data may go over the limits, so a consumer always makes progress).
+fn read_partition(
+    broker: &Broker,
+    topic: &str,
+    fp: &FetchPartition,
+    budget_bytes: usize,
+    first_with_data: bool,
+) -> PartitionData {
+    let partition = match broker.partition(topic, fp.partition) {
+        Ok(p) => p,
+        Err(e) => return partition_error(fp.partition, e.kafka_error_code()),
+    };
+    let log = partition.log();
+    let high_watermark = log.log_end_offset();
+    let partition_max_bytes = usize::try_from(fp.partition_max_bytes.max(0)).unwrap_or(0);
+    let limit_bytes = partition_max_bytes.min(budget_bytes);
+    let records = if fp.fetch_offset == high_watermark {
+        Ok(Bytes::new())
+    } else {
+        log.read(fp.fetch_offset, limit_bytes, high_watermark)
+    };
+    let records = match records {
+        Ok(r) if !first_with_data && r.len() > limit_bytes => Bytes::new(),
+        Ok(r) => r,
+        Err(e @ LogError::OffsetOutOfRange { .. }) => {
+            tracing::debug!(topic, partition = fp.partition, error = %e, "fetch out of range");
+            return partition_error(fp.partition, ResponseError::OffsetOutOfRange.code())
+                .with_high_watermark(high_watermark)
+                .with_last_stable_offset(high_watermark)
+                .with_log_start_offset(log.log_start_offset());
+        }
+        Err(e) => {
+            tracing::error!(topic, partition = fp.partition, error = %e, "fetch read failed");
+            return partition_error(fp.partition, e.kafka_error_code());
+        }
+    };
+    PartitionData::default()
+        .with_partition_index(fp.partition)
+        .with_high_watermark(high_watermark)
+        // Without transactions everything below the high watermark is stable.
+        .with_last_stable_offset(high_watermark)
+        .with_log_start_offset(log.log_start_offset())
+        .with_aborted_transactions(Some(Vec::new()))
+        .with_preferred_read_replica(BrokerId(-1))
+        .with_records(Some(records))
+}
+
+/// One pass over every requested partition: the response, its record bytes, and whether any
+/// partition carries an error (which answers at once, as in Kafka).
+fn read_all(broker: &Broker, req: &FetchRequest) -> (FetchResponse, usize, bool) {
+    let max_bytes = usize::try_from(req.max_bytes.max(0)).unwrap_or(0);
+    let mut total_bytes = 0usize;
+    let mut has_error = false;
+    let mut topics = Vec::with_capacity(req.topics.len());
+    for ft in &req.topics {
+        let name = ft.topic.0.as_str();
+        let mut partitions = Vec::with_capacity(ft.partitions.len());
+        for fp in &ft.partitions {
+            let budget = max_bytes.saturating_sub(total_bytes);
+            let data = read_partition(broker, name, fp, budget, total_bytes == 0);
+            has_error |= data.error_code != 0;
+            total_bytes += data.records.as_ref().map_or(0, Bytes::len);
+            partitions.push(data);
+        }
+        topics.push(
+            FetchableTopicResponse::default()
+                .with_topic(ft.topic.clone())
+                .with_topic_id(ft.topic_id)
+                .with_partitions(partitions),
+        );
+    }
+    (
+        FetchResponse::default().with_responses(topics),
+        total_bytes,
+        has_error,
+    )
+}
+
+/// Answers a Fetch request, waiting for data when there is less than `min_bytes`.
+pub async fn handle(broker: &Broker, req: FetchRequest, _version: i16) -> FetchResponse {
+    let wait_ms = req.max_wait_ms.clamp(0, FETCH_MAX_WAIT_MS_LIMIT);
+    let deadline = Instant::now() + Duration::from_millis(u64::try_from(wait_ms).unwrap_or(0));
+    let min_bytes = usize::try_from(req.min_bytes.max(0)).unwrap_or(0);
+    let mut appended = broker.subscribe_appends();
+    loop {
+        // Mark the current append count seen before reading, so an append that lands after
+        // the read wakes the wait below instead of being missed.
+        appended.borrow_and_update();
+        let (resp, bytes, has_error) = read_all(broker, &req);
+        if bytes >= min_bytes || has_error {
+            return resp;
+        }
+        if Instant::now() >= deadline {
+            return resp;
+        }
+        match tokio::time::timeout_at(deadline, appended.changed()).await {
+            Ok(Ok(())) => continue,
+            // Timed out (or the broker is going away): one last read so data that arrived at
+            // the deadline is not left behind.
+            _ => return read_all(broker, &req).0,
+        }
+    }
+}

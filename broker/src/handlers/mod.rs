@@ -1,0 +1,513 @@
+//! Request handlers: decoded request in, encoded response out, no sockets.
+//!
+//! `dispatch` is the one entry point the network layer calls for a frame. It decides, as Kafka's
+//! SocketServer and KafkaApis do, between three outcomes: a response, no response (acks=0
+//! produce), or closing the connection (an API we do not serve, an unsupported version of
+//! anything but ApiVersions, or a body that does not decode).
+
+use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
+use kafka_protocol::protocol::{Decodable, Encodable};
+
+use crate::broker::Broker;
+
+pub mod api_versions;
+pub mod create_topics;
+pub mod delete_topics;
+pub mod fetch;
+pub mod list_offsets;
+pub mod metadata;
+pub mod produce;
+
+/// The APIs this broker serves, with the version range of each. Anything else closes the
+/// connection, as Kafka does for an API that is not enabled on a listener.
+pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
+    (ApiKey::Produce, 3, 9),
+    (ApiKey::Fetch, 4, 12),
+    (ApiKey::ListOffsets, 1, 6),
+    (ApiKey::Metadata, 0, 12),
+    (ApiKey::ApiVersions, 0, 3),
+    (ApiKey::CreateTopics, 2, 7),
+    (ApiKey::DeleteTopics, 1, 6),
+];
+
+/// The version range this broker serves for `key`, if any.
+pub fn supported_range(key: ApiKey) -> Option<(i16, i16)> {
+    SUPPORTED_APIS
+        .iter()
+        .find(|(k, _, _)| *k == key)
+        .map(|&(_, min, max)| (min, max))
+}
+
+/// Why a request ends the connection instead of getting a response.
+#[derive(Debug, thiserror::Error)]
+pub enum CloseReason {
+    /// Fewer bytes than a request header's fixed part.
+    #[error("frame of {0} bytes is too short for a request header")]
+    TooShort(usize),
+    /// The API key is not one Kafka defines.
+    #[error("unknown api key {0}")]
+    UnknownApiKey(i16),
+    /// The API exists but this broker does not serve it.
+    #[error("api {0:?} is not enabled on this broker")]
+    ApiNotEnabled(ApiKey),
+    /// The version is outside what we advertise (ApiVersions is answered instead).
+    #[error("api {key:?} version {version} is not supported (supported: {min}..={max})")]
+    UnsupportedVersion {
+        /// API.
+        key: ApiKey,
+        /// Requested version.
+        version: i16,
+        /// Lowest supported.
+        min: i16,
+        /// Highest supported.
+        max: i16,
+    },
+    /// Header or body failed to decode.
+    #[error("malformed {key:?} v{version} request: {reason}")]
+    Malformed {
+        /// API.
+        key: ApiKey,
+        /// Version.
+        version: i16,
+        /// Decoder message.
+        reason: String,
+    },
+    /// A response could not be encoded (a bug: fields out of range for the version).
+    #[error("cannot encode {key:?} v{version} response: {reason}")]
+    Encode {
+        /// API.
+        key: ApiKey,
+        /// Version.
+        version: i16,
+        /// Encoder message.
+        reason: String,
+    },
+}
+
+/// What to do with one request frame.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Send this frame: length prefix, header and body.
+    Respond(BytesMut),
+    /// Send nothing (acks=0 produce).
+    NoResponse,
+}
+
+/// A decoded request body, typed per API.
+pub(crate) fn decode_body<T: Decodable>(
+    key: ApiKey,
+    version: i16,
+    body: &mut Bytes,
+) -> Result<T, CloseReason> {
+    T::decode(body, version).map_err(|e| CloseReason::Malformed {
+        key,
+        version,
+        reason: e.to_string(),
+    })
+}
+
+/// Encodes a response header and body for `key`/`version`.
+pub(crate) fn encode_response<T: Encodable>(
+    key: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    body: &T,
+) -> Result<BytesMut, CloseReason> {
+    let header_version = if key == ApiKey::ApiVersions {
+        // KIP-511: ApiVersions responses always use header v0 so any client can read them.
+        0
+    } else {
+        key.response_header_version(version)
+    };
+    let err = |reason: String| CloseReason::Encode {
+        key,
+        version,
+        reason,
+    };
+    let mut buf = BytesMut::new();
+    // Reserve the length prefix; filled in once the size is known, so the frame goes out in
+    // one write without copying the body.
+    buf.put_i32(0);
+    ResponseHeader::default()
+        .with_correlation_id(correlation_id)
+        .encode(&mut buf, header_version)
+        .map_err(|e| err(e.to_string()))?;
+    body.encode(&mut buf, version)
+        .map_err(|e| err(e.to_string()))?;
+    let len = i32::try_from(buf.len() - 4)
+        .map_err(|_| err(format!("response of {} bytes exceeds a frame", buf.len())))?;
+    buf[..4].copy_from_slice(&len.to_be_bytes());
+    Ok(buf)
+}
+
+/// Handles one request frame (everything after the 4-byte length).
+pub async fn dispatch(broker: &Broker, mut frame: Bytes) -> Result<Outcome, CloseReason> {
+    if frame.len() < 8 {
+        return Err(CloseReason::TooShort(frame.len()));
+    }
+    let raw_key = i16::from_be_bytes([frame[0], frame[1]]);
+    let version = i16::from_be_bytes([frame[2], frame[3]]);
+    let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
+    let key = ApiKey::try_from(raw_key).map_err(|_| CloseReason::UnknownApiKey(raw_key))?;
+    let (min, max) = supported_range(key).ok_or(CloseReason::ApiNotEnabled(key))?;
+    if version < min || version > max {
+        if key == ApiKey::ApiVersions {
+            // Kafka answers an unknown ApiVersions version with a v0 body carrying
+            // UNSUPPORTED_VERSION and the full list, so the client can pick a version.
+            let body = api_versions::unsupported_version_response();
+            return encode_response(key, 0, correlation_id, &body).map(Outcome::Respond);
+        }
+        return Err(CloseReason::UnsupportedVersion {
+            key,
+            version,
+            min,
+            max,
+        });
+    }
+    let header_version = key.request_header_version(version);
+    let header =
+        RequestHeader::decode(&mut frame, header_version).map_err(|e| CloseReason::Malformed {
+            key,
+            version,
+            reason: format!("header: {e}"),
+        })?;
+    let body = &mut frame;
+    let cid = header.correlation_id;
+    let respond = |resp: Result<BytesMut, CloseReason>| resp.map(Outcome::Respond);
+    match key {
+        ApiKey::ApiVersions => {
+            let req = decode_body(key, version, body)?;
+            respond(encode_response(
+                key,
+                version,
+                cid,
+                &api_versions::handle(&req, version),
+            ))
+        }
+        ApiKey::Metadata => {
+            let req = decode_body(key, version, body)?;
+            let resp = metadata::handle(broker, req, version);
+            respond(encode_response(key, version, cid, &resp))
+        }
+        ApiKey::Produce => {
+            let req = decode_body(key, version, body)?;
+            match produce::handle(broker, req, version) {
+                Some(resp) => respond(encode_response(key, version, cid, &resp)),
+                None => Ok(Outcome::NoResponse),
+            }
+        }
+        ApiKey::Fetch => {
+            let req = decode_body(key, version, body)?;
+            let resp = fetch::handle(broker, req, version).await;
+            respond(encode_response(key, version, cid, &resp))
+        }
+        ApiKey::ListOffsets => {
+            let req = decode_body(key, version, body)?;
+            let resp = list_offsets::handle(broker, req, version);
+            respond(encode_response(key, version, cid, &resp))
+        }
+        ApiKey::CreateTopics => {
+            let req = decode_body(key, version, body)?;
+            let resp = create_topics::handle(broker, req, version);
+            respond(encode_response(key, version, cid, &resp))
+        }
+        ApiKey::DeleteTopics => {
+            let req = decode_body(key, version, body)?;
+            let resp = delete_topics::handle(broker, req, version);
+            respond(encode_response(key, version, cid, &resp))
+        }
+        other => Err(CloseReason::ApiNotEnabled(other)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::NodeConfig;
+    use kafka_protocol::messages::create_topics_request::CreatableTopic;
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::{
+        ApiVersionsRequest, ApiVersionsResponse, CreateTopicsRequest, CreateTopicsResponse,
+        FetchRequest, FetchResponse, ListOffsetsRequest, ListOffsetsResponse, MetadataRequest,
+        MetadataResponse, ProduceRequest, ProduceResponse, TopicName,
+    };
+    use kafka_protocol::protocol::StrBytes;
+    use kafka_protocol::records::{
+        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    };
+
+    fn broker(dir: &std::path::Path) -> Broker {
+        let yaml = format!(
+            "node_id: 1\nlisten: 127.0.0.1:0\ndata_dir: {}\n",
+            dir.display()
+        );
+        let config = NodeConfig::parse(&yaml, std::path::Path::new("test.yaml")).unwrap();
+        Broker::open(config, ("127.0.0.1".into(), 9092)).unwrap()
+    }
+
+    fn frame<T: Encodable>(key: ApiKey, version: i16, body: &T) -> Bytes {
+        let mut buf = BytesMut::new();
+        RequestHeader::default()
+            .with_request_api_key(key as i16)
+            .with_request_api_version(version)
+            .with_correlation_id(7)
+            .with_client_id(Some(StrBytes::from_static_str("unit")))
+            .encode(&mut buf, key.request_header_version(version))
+            .unwrap();
+        body.encode(&mut buf, version).unwrap();
+        buf.freeze()
+    }
+
+    /// Sends a request through `dispatch` and decodes the response at `version`.
+    async fn call<Req: Encodable, Resp: Decodable>(
+        b: &Broker,
+        key: ApiKey,
+        version: i16,
+        req: &Req,
+    ) -> Resp {
+        let Outcome::Respond(out) = dispatch(b, frame(key, version, req)).await.unwrap() else {
+            panic!("expected a response");
+        };
+        let mut bytes = out.freeze();
+        let len = i32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
+        assert_eq!(len as usize, bytes.len() - 4, "length prefix");
+        let _ = bytes.split_to(4);
+        let header_version = if key == ApiKey::ApiVersions {
+            0
+        } else {
+            key.response_header_version(version)
+        };
+        let header = ResponseHeader::decode(&mut bytes, header_version).unwrap();
+        assert_eq!(header.correlation_id, 7);
+        Resp::decode(&mut bytes, version).unwrap()
+    }
+
+    fn batch(values: &[&str]) -> Bytes {
+        let records: Vec<Record> = values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| Record {
+                transactional: false,
+                control: false,
+                delete_horizon: false,
+                partition_leader_epoch: 0,
+                producer_id: -1,
+                producer_epoch: -1,
+                timestamp_type: TimestampType::Creation,
+                offset: i as i64,
+                sequence: -1,
+                timestamp: 1_000 + i as i64,
+                key: None,
+                value: Some(Bytes::copy_from_slice(v.as_bytes())),
+                headers: Default::default(),
+            })
+            .collect();
+        let mut buf = BytesMut::new();
+        RecordBatchEncoder::encode(
+            &mut buf,
+            &records,
+            &RecordEncodeOptions {
+                version: 2,
+                compression: Compression::None,
+            },
+        )
+        .unwrap();
+        buf.freeze()
+    }
+
+    #[tokio::test]
+    async fn api_versions_lists_supported_apis_and_rejects_unknown_versions() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = broker(dir.path());
+        let resp: ApiVersionsResponse =
+            call(&b, ApiKey::ApiVersions, 3, &ApiVersionsRequest::default()).await;
+        assert_eq!(resp.error_code, 0);
+        assert_eq!(resp.api_keys.len(), SUPPORTED_APIS.len());
+        // A version we do not serve: answered in v0 with error 35 and the list.
+        let mut raw = BytesMut::new();
+        raw.put_i16(ApiKey::ApiVersions as i16);
+        raw.put_i16(99);
+        raw.put_i32(7);
+        raw.put_i16(-1);
+        let Outcome::Respond(out) = dispatch(&b, raw.freeze()).await.unwrap() else {
+            panic!()
+        };
+        let mut bytes = out.freeze().split_off(4);
+        assert_eq!(
+            ResponseHeader::decode(&mut bytes, 0)
+                .unwrap()
+                .correlation_id,
+            7
+        );
+        let resp = ApiVersionsResponse::decode(&mut bytes, 0).unwrap();
+        assert_eq!(resp.error_code, 35);
+        assert!(resp
+            .api_keys
+            .iter()
+            .any(|k| k.api_key == ApiKey::Produce as i16 && k.max_version == 9));
+    }
+
+    #[tokio::test]
+    async fn unserved_apis_and_malformed_frames_close_the_connection() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = broker(dir.path());
+        let join = frame(
+            ApiKey::JoinGroup,
+            5,
+            &kafka_protocol::messages::JoinGroupRequest::default(),
+        );
+        assert!(matches!(
+            dispatch(&b, join).await,
+            Err(CloseReason::ApiNotEnabled(ApiKey::JoinGroup))
+        ));
+        let mut unknown = BytesMut::new();
+        unknown.put_i16(999);
+        unknown.put_i16(0);
+        unknown.put_i32(1);
+        assert!(matches!(
+            dispatch(&b, unknown.freeze()).await,
+            Err(CloseReason::UnknownApiKey(999))
+        ));
+        let meta = frame(ApiKey::Metadata, 12, &MetadataRequest::default());
+        let truncated = meta.slice(..meta.len() - 3);
+        assert!(matches!(
+            dispatch(&b, truncated).await,
+            Err(CloseReason::Malformed { .. })
+        ));
+        assert!(matches!(
+            dispatch(&b, Bytes::from_static(b"abc")).await,
+            Err(CloseReason::TooShort(3))
+        ));
+    }
+
+    #[tokio::test]
+    async fn every_advertised_version_round_trips_produce_fetch_and_list_offsets() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = broker(dir.path());
+        let name = TopicName(StrBytes::from_static_str("t"));
+        for v in 2..=7 {
+            let req = CreateTopicsRequest::default().with_topics(vec![CreatableTopic::default()
+                .with_name(TopicName(StrBytes::from_string(format!("ct{v}"))))
+                .with_num_partitions(2)
+                .with_replication_factor(1)]);
+            let resp: CreateTopicsResponse = call(&b, ApiKey::CreateTopics, v, &req).await;
+            assert_eq!(resp.topics[0].error_code, 0, "CreateTopics v{v}");
+        }
+        for v in 0..=12 {
+            let all =
+                MetadataRequest::default().with_topics(if v == 0 { Some(vec![]) } else { None });
+            let resp: MetadataResponse = call(&b, ApiKey::Metadata, v, &all).await;
+            assert_eq!(resp.topics.len(), 6, "Metadata v{v} lists every topic");
+            assert!(resp.topics.iter().all(|t| t.partitions.len() == 2));
+        }
+        let req = CreateTopicsRequest::default().with_topics(vec![CreatableTopic::default()
+            .with_name(name.clone())
+            .with_num_partitions(1)
+            .with_replication_factor(1)]);
+        let _: CreateTopicsResponse = call(&b, ApiKey::CreateTopics, 7, &req).await;
+        let mut expected_offset = 0;
+        for v in 3..=9 {
+            let req = ProduceRequest::default()
+                .with_acks(1)
+                .with_timeout_ms(1000)
+                .with_topic_data(vec![TopicProduceData::default()
+                    .with_name(name.clone())
+                    .with_partition_data(vec![PartitionProduceData::default()
+                        .with_index(0)
+                        .with_records(Some(batch(&["a", "b"])))])]);
+            let resp: ProduceResponse = call(&b, ApiKey::Produce, v, &req).await;
+            let p = &resp.responses[0].partition_responses[0];
+            assert_eq!(
+                (p.error_code, p.base_offset),
+                (0, expected_offset),
+                "Produce v{v}"
+            );
+            expected_offset += 2;
+        }
+        for v in 4..=12 {
+            let req = FetchRequest::default()
+                .with_max_bytes(1 << 20)
+                .with_max_wait_ms(0)
+                .with_topics(vec![FetchTopic::default()
+                    .with_topic(name.clone())
+                    .with_partitions(vec![FetchPartition::default()
+                        .with_partition(0)
+                        .with_fetch_offset(2)
+                        .with_partition_max_bytes(1 << 20)])]);
+            let resp: FetchResponse = call(&b, ApiKey::Fetch, v, &req).await;
+            let p = &resp.responses[0].partitions[0];
+            assert_eq!(p.error_code, 0, "Fetch v{v}");
+            assert_eq!(p.high_watermark, expected_offset);
+            let mut records = p.records.clone().unwrap();
+            let set = kafka_protocol::records::RecordBatchDecoder::decode(&mut records).unwrap();
+            assert_eq!(
+                set.records[0].offset, 2,
+                "Fetch v{v} starts at the batch holding offset 2"
+            );
+        }
+        for v in 1..=6 {
+            let req = ListOffsetsRequest::default()
+                .with_replica_id(kafka_protocol::messages::BrokerId(-1))
+                .with_topics(vec![ListOffsetsTopic::default()
+                    .with_name(name.clone())
+                    .with_partitions(vec![ListOffsetsPartition::default()
+                        .with_partition_index(0)
+                        .with_timestamp(-1)])]);
+            let resp: ListOffsetsResponse = call(&b, ApiKey::ListOffsets, v, &req).await;
+            assert_eq!(
+                resp.topics[0].partitions[0].offset, expected_offset,
+                "ListOffsets v{v}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn corrupt_batches_and_unknown_partitions_get_error_codes_and_append_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = broker(dir.path());
+        let name = TopicName(StrBytes::from_static_str("t"));
+        let _: MetadataResponse = call(
+            &b,
+            ApiKey::Metadata,
+            12,
+            &MetadataRequest::default()
+                .with_topics(Some(vec![
+                    kafka_protocol::messages::metadata_request::MetadataRequestTopic::default()
+                        .with_name(Some(name.clone())),
+                ]))
+                .with_allow_auto_topic_creation(true),
+        )
+        .await;
+        let mut bad = BytesMut::from(&batch(&["x"])[..]);
+        let last = bad.len() - 1;
+        bad[last] ^= 0xff;
+        let produce = |records: Bytes, partition: i32| {
+            ProduceRequest::default()
+                .with_acks(-1)
+                .with_timeout_ms(1000)
+                .with_topic_data(vec![TopicProduceData::default()
+                    .with_name(name.clone())
+                    .with_partition_data(vec![PartitionProduceData::default()
+                        .with_index(partition)
+                        .with_records(Some(records))])])
+        };
+        let resp: ProduceResponse = call(&b, ApiKey::Produce, 9, &produce(bad.freeze(), 0)).await;
+        assert_eq!(
+            resp.responses[0].partition_responses[0].error_code, 2,
+            "CORRUPT_MESSAGE"
+        );
+        let resp: ProduceResponse = call(&b, ApiKey::Produce, 9, &produce(batch(&["x"]), 5)).await;
+        assert_eq!(
+            resp.responses[0].partition_responses[0].error_code, 3,
+            "UNKNOWN_TOPIC_OR_PARTITION"
+        );
+        assert_eq!(
+            b.partition("t", 0).unwrap().high_watermark(),
+            0,
+            "nothing appended"
+        );
+    }
+}

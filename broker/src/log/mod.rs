@@ -1,0 +1,798 @@
+//! The durable, segmented log of one partition, with Kafka's on-disk layout and semantics.
+//!
+//! A partition directory holds segments named by base offset (`00000000000000000000.log`,
+//! `.index`, `.timeindex`), a `recovery-point` file (offset below which data is known to be
+//! fsynced) and, between a clean `close()` and the next `open()`, a `clean-shutdown` marker.
+//!
+//! Appends and reads work on whole record batches and only ever touch batch headers, never
+//! individual records, so the produce and fetch paths cost a few header parses per batch and
+//! one copy of the data.
+
+pub mod batch;
+pub mod index;
+pub mod segment;
+
+#[cfg(test)]
+mod tests;
+
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+
+pub use crate::log::batch::{split_and_validate, BatchError, BatchHeader};
+use crate::log::segment::{Segment, INDEX_EXTENSION, LOG_EXTENSION, TIME_INDEX_EXTENSION};
+
+/// File holding the recovery point: `"<version>\n<offset>\n"`, like Kafka's checkpoint files.
+const RECOVERY_POINT_FILE: &str = "recovery-point";
+/// Temporary name the recovery point is written under before the atomic rename.
+const RECOVERY_POINT_TMP_FILE: &str = "recovery-point.tmp";
+/// Format version written in the recovery point file.
+const RECOVERY_POINT_VERSION: u32 = 0;
+/// The recovery point file is two short lines; anything bigger is garbage.
+const MAX_RECOVERY_POINT_FILE_BYTES: u64 = 64;
+/// Marker written by `close()`: its presence means the segments and indexes are consistent.
+const CLEAN_SHUTDOWN_FILE: &str = "clean-shutdown";
+/// Kafka caps segment.bytes at Int.MaxValue, which keeps file positions within the u32 the
+/// offset index stores.
+const MAX_SEGMENT_BYTES: u64 = i32::MAX as u64;
+
+/// Kafka error code OFFSET_OUT_OF_RANGE.
+const OFFSET_OUT_OF_RANGE: i16 = 1;
+/// Kafka error code CORRUPT_MESSAGE.
+const CORRUPT_MESSAGE: i16 = 2;
+/// Kafka error code KAFKA_STORAGE_ERROR.
+const KAFKA_STORAGE_ERROR: i16 = 56;
+/// Kafka error code INVALID_RECORD.
+const INVALID_RECORD: i16 = 87;
+/// Kafka error code UNKNOWN_SERVER_ERROR.
+const UNKNOWN_SERVER_ERROR: i16 = -1;
+
+/// Per-partition log settings (Kafka topic configs of the same meaning).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    /// segment.bytes: roll when the active segment would exceed this (default 1 GiB).
+    pub segment_bytes: u64,
+    /// segment.ms: roll when the active segment is older than this (default 7 days).
+    pub segment_ms: u64,
+    /// segment.index.bytes: size limit of each index file; a full index rolls the segment
+    /// (default 10 MiB).
+    pub segment_index_bytes: u64,
+    /// index.interval.bytes: bytes between sparse index entries (default 4096).
+    pub index_interval_bytes: u64,
+    /// flush.messages: fsync after this many appended records (u64::MAX = never, the default).
+    pub flush_messages: u64,
+    /// flush.ms: fsync when this long since the last flush (u64::MAX = never, the default).
+    pub flush_ms: u64,
+    /// max.message.bytes: largest record batch accepted (default 1048588).
+    pub max_batch_bytes: usize,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            segment_bytes: 1 << 30,
+            segment_ms: 7 * 24 * 60 * 60 * 1000,
+            segment_index_bytes: 10 * 1024 * 1024,
+            index_interval_bytes: 4096,
+            flush_messages: u64::MAX,
+            flush_ms: u64::MAX,
+            max_batch_bytes: 1_048_588,
+        }
+    }
+}
+
+impl LogConfig {
+    /// Rejects settings Kafka would also reject (or that would make the log misbehave).
+    pub fn validate(&self) -> Result<(), LogError> {
+        let invalid = |reason: &str| {
+            Err(LogError::InvalidConfig {
+                reason: reason.to_string(),
+            })
+        };
+        if self.segment_bytes == 0 {
+            return invalid("segment_bytes must be positive");
+        }
+        if self.segment_ms == 0 {
+            return invalid("segment_ms must be positive");
+        }
+        if self.segment_index_bytes < index::TimeIndex::ENTRY_BYTES as u64 {
+            return invalid("segment_index_bytes must hold at least one index entry");
+        }
+        if self.flush_messages == 0 {
+            return invalid("flush_messages must be positive");
+        }
+        if self.max_batch_bytes < batch::HEADER_BYTES {
+            return invalid("max_batch_bytes must be at least one batch header");
+        }
+        Ok(())
+    }
+}
+
+/// Errors of the partition log.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    /// A file system operation failed.
+    #[error("cannot {op} {path}: {source}")]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// The file or directory concerned.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+    /// A fetch asked for an offset the log does not have.
+    #[error("offset {offset} is out of range [{log_start_offset}, {log_end_offset}]")]
+    OffsetOutOfRange {
+        /// The requested offset.
+        offset: i64,
+        /// First offset in the log.
+        log_start_offset: i64,
+        /// Next offset to be assigned.
+        log_end_offset: i64,
+    },
+    /// A batch handed to `append` is invalid.
+    #[error(transparent)]
+    Batch(#[from] BatchError),
+    /// A call was made with arguments that do not fit together.
+    #[error("invalid argument: {reason}")]
+    InvalidArgument {
+        /// What was wrong.
+        reason: String,
+    },
+    /// Stored data turned out to be corrupt while serving a request.
+    #[error("corrupt data in {path} at byte {position}: {reason}")]
+    Corrupt {
+        /// The segment file.
+        path: PathBuf,
+        /// Byte position of the bad batch.
+        position: u64,
+        /// What was wrong.
+        reason: String,
+    },
+    /// The configuration is unusable.
+    #[error("invalid log config: {reason}")]
+    InvalidConfig {
+        /// What was wrong.
+        reason: String,
+    },
+    /// The log was closed; it must be reopened before it can change again.
+    #[error("log in {dir} is closed")]
+    Closed {
+        /// The partition directory.
+        dir: PathBuf,
+    },
+}
+
+impl LogError {
+    /// The Kafka error code a response should carry for this error.
+    pub fn kafka_error_code(&self) -> i16 {
+        match self {
+            LogError::OffsetOutOfRange { .. } => OFFSET_OUT_OF_RANGE,
+            LogError::Batch(e) => e.kafka_error_code(),
+            LogError::InvalidArgument { .. } => INVALID_RECORD,
+            LogError::Corrupt { .. } => CORRUPT_MESSAGE,
+            LogError::Io { .. } | LogError::Closed { .. } => KAFKA_STORAGE_ERROR,
+            LogError::InvalidConfig { .. } => UNKNOWN_SERVER_ERROR,
+        }
+    }
+}
+
+/// Offsets assigned by one `append`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendInfo {
+    /// Offset of the first record appended.
+    pub first_offset: i64,
+    /// Offset of the last record appended.
+    pub last_offset: i64,
+}
+
+/// The log of one partition: an ordered list of segments, the last one active.
+///
+/// Mutating methods take `&mut self`; `read` and the lookups take `&self` and use positional
+/// reads, so the broker can serve fetches concurrently under a read lock.
+#[derive(Debug)]
+pub struct PartitionLog {
+    dir: PathBuf,
+    config: LogConfig,
+    /// Sorted by base offset, dense (each segment starts where the previous ends), never empty.
+    segments: Vec<Segment>,
+    /// Every offset below this is fsynced (Kafka's recovery point).
+    recovery_point: i64,
+    last_flush_ms: i64,
+    closed: bool,
+}
+
+/// Wraps an `io::Error` with what was being done to which path.
+pub(crate) fn io_err<'a>(
+    op: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(io::Error) -> LogError + 'a {
+    move |source| LogError::Io {
+        op,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Fsyncs a directory, making file creations, renames and deletions in it durable.
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), LogError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err("fsync directory", dir))
+}
+
+fn remove_if_exists(path: &Path) -> Result<(), LogError> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(LogError::Io {
+            op: "delete",
+            path: path.to_path_buf(),
+            source: e,
+        }),
+    }
+}
+
+/// Deletes the files of a segment that was never opened (dropped during recovery).
+fn delete_segment_files(dir: &Path, base_offset: i64) -> Result<(), LogError> {
+    for extension in [INDEX_EXTENSION, TIME_INDEX_EXTENSION, LOG_EXTENSION] {
+        remove_if_exists(&dir.join(segment::file_name(base_offset, extension)))?;
+    }
+    Ok(())
+}
+
+/// Reads the recovery point; a missing or unreadable file means "recover everything" (0).
+fn read_recovery_point(dir: &Path) -> Result<i64, LogError> {
+    let path = dir.join(RECOVERY_POINT_FILE);
+    let file = match File::open(&path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(io_err("open", &path)(e)),
+    };
+    let mut text = String::new();
+    // Bounded read: a garbage file cannot make us allocate much.
+    file.take(MAX_RECOVERY_POINT_FILE_BYTES)
+        .read_to_string(&mut text)
+        .or_else(|e| {
+            if e.kind() == io::ErrorKind::InvalidData {
+                text.clear();
+                Ok(0)
+            } else {
+                Err(io_err("read", &path)(e))
+            }
+        })?;
+    let mut lines = text.lines();
+    let parsed = match (lines.next(), lines.next(), lines.next()) {
+        (Some(version), Some(offset), None)
+            if version.trim() == RECOVERY_POINT_VERSION.to_string() =>
+        {
+            offset.trim().parse::<i64>().ok().filter(|o| *o >= 0)
+        }
+        _ => None,
+    };
+    match parsed {
+        Some(offset) => Ok(offset),
+        None => {
+            tracing::warn!(path = %path.display(), "unreadable recovery point, recovering the whole log");
+            Ok(0)
+        }
+    }
+}
+
+/// Writes the recovery point atomically (temp file, fsync, rename). The directory is fsynced
+/// only when `durable_rename` is set: a lost rename leaves the previous, lower recovery point,
+/// which is always safe, except when the point moves down (truncation).
+fn write_recovery_point(dir: &Path, offset: i64, durable_rename: bool) -> Result<(), LogError> {
+    let tmp = dir.join(RECOVERY_POINT_TMP_FILE);
+    let path = dir.join(RECOVERY_POINT_FILE);
+    let mut file = File::create(&tmp).map_err(io_err("create", &tmp))?;
+    file.write_all(format!("{RECOVERY_POINT_VERSION}\n{offset}\n").as_bytes())
+        .and_then(|()| file.sync_all())
+        .map_err(io_err("write", &tmp))?;
+    drop(file);
+    fs::rename(&tmp, &path).map_err(io_err("rename", &tmp))?;
+    if durable_rename {
+        sync_dir(dir)?;
+    }
+    Ok(())
+}
+
+/// What a partition directory contains.
+struct DirListing {
+    /// Base offsets of well-named `.log` files, sorted.
+    log_bases: Vec<i64>,
+}
+
+fn list_dir(dir: &Path) -> Result<DirListing, LogError> {
+    let mut log_bases = Vec::new();
+    let mut index_files = Vec::new();
+    for entry in fs::read_dir(dir).map_err(io_err("list", dir))? {
+        let entry = entry.map_err(io_err("list", dir))?;
+        let path = entry.path();
+        let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+            tracing::warn!(path = %path.display(), "ignoring file with a non-UTF-8 name");
+            continue;
+        };
+        let Some((stem, extension)) = name.rsplit_once('.') else {
+            continue;
+        };
+        match extension {
+            LOG_EXTENSION => match segment::parse_base_offset(stem) {
+                Some(base) => log_bases.push(base),
+                None => tracing::warn!(path = %path.display(),
+                    "ignoring .log file whose name is not a 20-digit base offset"),
+            },
+            INDEX_EXTENSION | TIME_INDEX_EXTENSION => {
+                index_files.push((segment::parse_base_offset(stem), path));
+            }
+            _ if name == RECOVERY_POINT_TMP_FILE => {
+                // Left over from a crash mid-write; the real file is intact.
+                remove_if_exists(&path)?;
+            }
+            _ => {}
+        }
+    }
+    log_bases.sort_unstable();
+    for (base, path) in index_files {
+        let has_log = base.is_some_and(|b| log_bases.binary_search(&b).is_ok());
+        if !has_log {
+            tracing::warn!(path = %path.display(), "deleting index file without a segment");
+            remove_if_exists(&path)?;
+        }
+    }
+    Ok(DirListing { log_bases })
+}
+
+impl PartitionLog {
+    /// Opens (creating if needed) and recovers the log in `dir`.
+    ///
+    /// After a clean shutdown the segments are trusted (indexes are loaded, and rebuilt only if
+    /// missing or invalid). Otherwise every segment from the one containing the recovery point
+    /// onward is scanned batch by batch; the log is cut at the first torn or corrupt batch and
+    /// later segments are deleted.
+    pub fn open(dir: &Path, config: LogConfig, now_ms: i64) -> Result<PartitionLog, LogError> {
+        config.validate()?;
+        fs::create_dir_all(dir).map_err(io_err("create directory", dir))?;
+        let listing = list_dir(dir)?;
+        let bases = listing.log_bases;
+        let marker = dir.join(CLEAN_SHUTDOWN_FILE);
+        let clean = marker.exists();
+        let stored_recovery_point = read_recovery_point(dir)?;
+        // Segments before the one containing the recovery point were fsynced and are trusted.
+        let recover_from = if clean {
+            bases.len()
+        } else {
+            bases
+                .partition_point(|b| *b <= stored_recovery_point)
+                .saturating_sub(1)
+        };
+        tracing::debug!(dir = %dir.display(), segments = bases.len(), clean,
+            recovery_point = stored_recovery_point, "opening partition log");
+
+        let mut segments: Vec<Segment> = Vec::with_capacity(bases.len().max(1));
+        let mut recovered = Vec::with_capacity(bases.len().max(1));
+        for (i, &base) in bases.iter().enumerate() {
+            if let Some(previous) = segments.last() {
+                if base != previous.next_offset() {
+                    tracing::warn!(dir = %dir.display(), expected = previous.next_offset(),
+                        found = base, dropped_segments = bases.len() - i,
+                        "offsets are not dense across segments; deleting the later segments");
+                    for &later in &bases[i..] {
+                        delete_segment_files(dir, later)?;
+                    }
+                    break;
+                }
+            }
+            let (segment, damage, was_recovered) = if i < recover_from {
+                match Segment::load_trusted(dir, base, &config, now_ms)? {
+                    Ok(segment) => (segment, None, false),
+                    Err(reason) => {
+                        tracing::warn!(%reason, "rebuilding segment indexes");
+                        let (segment, damage) = Segment::recover(dir, base, &config, now_ms)?;
+                        (segment, damage, true)
+                    }
+                }
+            } else {
+                let (segment, damage) = Segment::recover(dir, base, &config, now_ms)?;
+                (segment, damage, true)
+            };
+            segments.push(segment);
+            recovered.push(was_recovered);
+            if damage.is_some() && i + 1 < bases.len() {
+                tracing::warn!(dir = %dir.display(), dropped_segments = bases.len() - i - 1,
+                    "deleting segments after the corrupt one");
+                for &later in &bases[i + 1..] {
+                    delete_segment_files(dir, later)?;
+                }
+                break;
+            }
+        }
+        if segments.is_empty() {
+            segments.push(Segment::create(dir, 0, &config)?);
+            recovered.push(true);
+        }
+
+        let log_end_offset = segments.last().map_or(0, Segment::next_offset);
+        let any_recovered = recovered.iter().any(|r| *r);
+        let last = segments.len() - 1;
+        for (i, segment) in segments.iter_mut().enumerate() {
+            if recovered[i] {
+                // Rebuilt data must reach the disk before the recovery point may pass it;
+                // inactive segments also get their final time index entry, as at roll time.
+                if i < last {
+                    segment.seal()?;
+                } else {
+                    segment.flush()?;
+                }
+            }
+        }
+        let recovery_point = if any_recovered {
+            write_recovery_point(dir, log_end_offset, false)?;
+            log_end_offset
+        } else {
+            stored_recovery_point.min(log_end_offset)
+        };
+        if clean {
+            // From here on the files may change, so a crash must not be mistaken for a clean
+            // shutdown.
+            remove_if_exists(&marker)?;
+            sync_dir(dir)?;
+        }
+        tracing::info!(dir = %dir.display(), log_start_offset = segments[0].base_offset(),
+            log_end_offset, segments = segments.len(), "partition log opened");
+        Ok(PartitionLog {
+            dir: dir.to_path_buf(),
+            config,
+            segments,
+            recovery_point,
+            last_flush_ms: now_ms,
+            closed: false,
+        })
+    }
+
+    fn active(&self) -> &Segment {
+        self.segments
+            .last()
+            .expect("a partition log always has an active segment")
+    }
+
+    fn active_mut(&mut self) -> &mut Segment {
+        self.segments
+            .last_mut()
+            .expect("a partition log always has an active segment")
+    }
+
+    fn ensure_open(&self) -> Result<(), LogError> {
+        if self.closed {
+            return Err(LogError::Closed {
+                dir: self.dir.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Appends one or more batches that [`batch::split_and_validate`] accepted (the caller
+    /// passes the headers it got). Assigns offsets: rewrites each batch's base offset to the
+    /// next offset; sets the partition leader epoch; when `log_append_time_ms` is Some,
+    /// rewrites timestamps as LogAppendTime. Rolls first if needed. Returns the first and last
+    /// offset assigned.
+    pub fn append(
+        &mut self,
+        records: &mut [u8],
+        headers: &[BatchHeader],
+        leader_epoch: i32,
+        log_append_time_ms: Option<i64>,
+        now_ms: i64,
+    ) -> Result<AppendInfo, LogError> {
+        self.ensure_open()?;
+        let invalid = |reason: String| Err(LogError::InvalidArgument { reason });
+        if headers.is_empty() {
+            return invalid("append without batches".to_string());
+        }
+        if records.len() as u64 > MAX_SEGMENT_BYTES {
+            return invalid(format!(
+                "append of {} bytes exceeds the maximum segment size",
+                records.len()
+            ));
+        }
+        // Cheap consistency check of headers against bytes, so a caller mix-up cannot corrupt
+        // the log: lengths must tile the buffer exactly.
+        let mut position = 0usize;
+        let mut offset_count = 0i64;
+        for header in headers {
+            let total = header.total_len_bytes();
+            if total > self.config.max_batch_bytes {
+                return Err(BatchError::TooLarge {
+                    size_bytes: total,
+                    limit_bytes: self.config.max_batch_bytes,
+                }
+                .into());
+            }
+            let end = position + total;
+            if end > records.len()
+                || records[position + 8..position + 12] != header.batch_length.to_be_bytes()
+            {
+                return invalid(format!(
+                    "batch header at byte {position} does not match the records"
+                ));
+            }
+            header.check_stored()?;
+            offset_count += i64::from(header.last_offset_delta) + 1;
+            position = end;
+        }
+        if position != records.len() {
+            return invalid(format!(
+                "headers cover {position} of {} record bytes",
+                records.len()
+            ));
+        }
+        let first_offset = self.log_end_offset();
+        let last_offset = first_offset + offset_count - 1;
+        self.maybe_roll(records.len(), last_offset, now_ms)?;
+
+        let mut rewritten = Vec::with_capacity(headers.len());
+        let mut position = 0usize;
+        let mut next_offset = first_offset;
+        for header in headers {
+            let batch = &mut records[position..position + header.total_len_bytes()];
+            batch::set_base_offset(batch, next_offset)?;
+            batch::set_partition_leader_epoch(batch, leader_epoch)?;
+            if let Some(ts_ms) = log_append_time_ms {
+                batch::set_log_append_time(batch, ts_ms)?;
+            }
+            let header = BatchHeader::parse(batch)?;
+            next_offset = header.next_offset();
+            position += header.total_len_bytes();
+            rewritten.push(header);
+        }
+        self.active_mut().append(records, &rewritten, now_ms)?;
+
+        let unflushed = u64::try_from(self.log_end_offset() - self.recovery_point).unwrap_or(0);
+        if unflushed >= self.config.flush_messages {
+            self.flush()?;
+            self.last_flush_ms = now_ms;
+        }
+        Ok(AppendInfo {
+            first_offset,
+            last_offset,
+        })
+    }
+
+    /// Kafka's shouldRoll: size, age, full index or relative offset overflow, but only for a
+    /// non-empty active segment (so an oversized append still lands, alone, in a segment).
+    fn maybe_roll(
+        &mut self,
+        append_bytes: usize,
+        last_offset: i64,
+        now_ms: i64,
+    ) -> Result<(), LogError> {
+        let active = self.active();
+        if active.size_bytes() > 0 {
+            let segment_bytes = self.config.segment_bytes.min(MAX_SEGMENT_BYTES);
+            let segment_ms = i64::try_from(self.config.segment_ms).unwrap_or(i64::MAX);
+            let reason = if active.size_bytes() + append_bytes as u64 > segment_bytes {
+                Some("segment.bytes")
+            } else if now_ms.saturating_sub(active.rolling_base_ms().unwrap_or(now_ms))
+                >= segment_ms
+            {
+                Some("segment.ms")
+            } else if active.indexes_full() {
+                Some("index full")
+            } else if !active.can_hold_offset(last_offset) {
+                Some("relative offset overflow")
+            } else {
+                None
+            };
+            if let Some(reason) = reason {
+                self.roll(reason)?;
+            }
+        }
+        if !self.active().can_hold_offset(last_offset) {
+            return Err(LogError::InvalidArgument {
+                reason: format!(
+                    "append spans offsets {}..={last_offset}, too many for one segment",
+                    self.log_end_offset()
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// Seals and fsyncs the active segment, moves the recovery point to its end and starts a
+    /// new segment there. Kafka does the flush asynchronously; doing it here keeps the
+    /// recovery point simple and costs one fsync per segment.bytes of data.
+    fn roll(&mut self, reason: &str) -> Result<(), LogError> {
+        let new_base = self.log_end_offset();
+        self.active_mut().seal()?;
+        self.recovery_point = new_base;
+        write_recovery_point(&self.dir, new_base, false)?;
+        let segment = Segment::create(&self.dir, new_base, &self.config)?;
+        tracing::info!(dir = %self.dir.display(), base_offset = new_base, reason, "rolled new segment");
+        self.segments.push(segment);
+        Ok(())
+    }
+
+    /// Reads whole batches starting at the batch that contains `fetch_offset`, at most
+    /// `max_bytes`, but always the first whole batch even if bigger (Kafka KIP-74), never a
+    /// batch with records at or beyond `max_offset_exclusive` (the high watermark). Reads from
+    /// one segment only (as Kafka). Returns empty Bytes at the end of the log.
+    pub fn read(
+        &self,
+        fetch_offset: i64,
+        max_bytes: usize,
+        max_offset_exclusive: i64,
+    ) -> Result<Bytes, LogError> {
+        let log_start_offset = self.log_start_offset();
+        let log_end_offset = self.log_end_offset();
+        if fetch_offset < log_start_offset || fetch_offset > log_end_offset {
+            return Err(LogError::OffsetOutOfRange {
+                offset: fetch_offset,
+                log_start_offset,
+                log_end_offset,
+            });
+        }
+        if fetch_offset >= log_end_offset || fetch_offset >= max_offset_exclusive {
+            return Ok(Bytes::new());
+        }
+        let first = self
+            .segments
+            .partition_point(|s| s.base_offset() <= fetch_offset)
+            .saturating_sub(1);
+        for segment in &self.segments[first..] {
+            if let Some(bytes) = segment.read(fetch_offset, max_bytes, max_offset_exclusive)? {
+                return Ok(bytes);
+            }
+        }
+        Ok(Bytes::new())
+    }
+
+    /// First offset of the log.
+    pub fn log_start_offset(&self) -> i64 {
+        self.segments[0].base_offset()
+    }
+
+    /// Next offset to assign.
+    pub fn log_end_offset(&self) -> i64 {
+        self.active().next_offset()
+    }
+
+    /// Offset below which everything is known to be fsynced.
+    pub fn recovery_point(&self) -> i64 {
+        self.recovery_point
+    }
+
+    /// First offset whose record timestamp >= `ts_ms`, with that timestamp (Kafka ListOffsets
+    /// by timestamp); None if no such record. The special ListOffsets timestamps (-1 latest,
+    /// -2 earliest, -3 max) are the caller's business.
+    pub fn offset_for_timestamp(&self, ts_ms: i64) -> Result<Option<(i64, i64)>, LogError> {
+        let log_start_offset = self.log_start_offset();
+        for segment in &self.segments {
+            if segment.max_timestamp_ms() >= ts_ms {
+                if let Some(found) = segment.find_offset_for_timestamp(ts_ms, log_start_offset)? {
+                    return Ok(Some(found));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Fsyncs the active segment and its indexes, and records the recovery point.
+    pub fn flush(&mut self) -> Result<(), LogError> {
+        let log_end_offset = self.log_end_offset();
+        if self.recovery_point >= log_end_offset {
+            return Ok(());
+        }
+        // Older segments were fsynced when they were rolled, so only the active one is dirty.
+        self.active().flush()?;
+        self.recovery_point = log_end_offset;
+        write_recovery_point(&self.dir, log_end_offset, false)?;
+        tracing::trace!(dir = %self.dir.display(), recovery_point = log_end_offset, "flushed");
+        Ok(())
+    }
+
+    /// Applies flush.ms: flushes when due. The broker calls this periodically.
+    pub fn maybe_flush(&mut self, now_ms: i64) -> Result<(), LogError> {
+        let flush_ms = i64::try_from(self.config.flush_ms).unwrap_or(i64::MAX);
+        if flush_ms == i64::MAX || now_ms.saturating_sub(self.last_flush_ms) < flush_ms {
+            return Ok(());
+        }
+        self.flush()?;
+        self.last_flush_ms = now_ms;
+        Ok(())
+    }
+
+    /// Removes everything at or after `offset` (for follower truncation). As in Kafka, a batch
+    /// containing `offset` is removed whole, so the log end may end up below `offset`; an
+    /// `offset` below the log start empties the log and restarts it at `offset`.
+    pub fn truncate_to(&mut self, offset: i64) -> Result<(), LogError> {
+        self.ensure_open()?;
+        if offset < 0 {
+            return Err(LogError::InvalidArgument {
+                reason: format!("cannot truncate to negative offset {offset}"),
+            });
+        }
+        if offset >= self.log_end_offset() {
+            return Ok(());
+        }
+        tracing::info!(dir = %self.dir.display(), offset, log_end_offset = self.log_end_offset(),
+            "truncating log");
+        if offset < self.log_start_offset() {
+            // Newest first, so a crash midway leaves a consistent prefix.
+            while let Some(segment) = self.segments.pop() {
+                segment.delete()?;
+            }
+            let segment = Segment::create(&self.dir, offset, &self.config)?;
+            self.segments.push(segment);
+        } else {
+            while self.active().base_offset() > offset {
+                let segment = self
+                    .segments
+                    .pop()
+                    .expect("a segment with base offset <= offset exists");
+                segment.delete()?;
+            }
+            let active = self.active_mut();
+            active.truncate_to(offset)?;
+            // The cut must be durable: otherwise a crash could resurrect the removed batches
+            // (they are intact and would pass recovery).
+            active.flush()?;
+        }
+        sync_dir(&self.dir)?;
+        if self.recovery_point > self.log_end_offset() {
+            self.recovery_point = self.log_end_offset();
+            write_recovery_point(&self.dir, self.recovery_point, true)?;
+        }
+        Ok(())
+    }
+
+    /// Flushes and marks the log cleanly closed. Further appends and truncations fail.
+    pub fn close(&mut self) -> Result<(), LogError> {
+        if self.closed {
+            return Ok(());
+        }
+        self.flush()?;
+        let marker = self.dir.join(CLEAN_SHUTDOWN_FILE);
+        File::create(&marker)
+            .and_then(|f| f.sync_all())
+            .map_err(io_err("create", &marker))?;
+        sync_dir(&self.dir)?;
+        self.closed = true;
+        tracing::info!(dir = %self.dir.display(), log_end_offset = self.log_end_offset(),
+            "partition log closed");
+        Ok(())
+    }
+
+    /// Total size of the segment data files.
+    pub fn size_bytes(&self) -> u64 {
+        self.segments.iter().map(Segment::size_bytes).sum()
+    }
+
+    /// Number of segments.
+    pub fn segment_count(&self) -> usize {
+        self.segments.len()
+    }
+
+    /// Base offsets of the segments, oldest first.
+    pub fn segment_base_offsets(&self) -> Vec<i64> {
+        self.segments.iter().map(Segment::base_offset).collect()
+    }
+
+    /// The partition directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &LogConfig {
+        &self.config
+    }
+
+    #[cfg(test)]
+    pub(crate) fn segments(&self) -> &[Segment] {
+        &self.segments
+    }
+}

@@ -1,0 +1,130 @@
+//! The Kafka listener: accepts connections, reads length-prefixed frames, hands each to
+//! `handlers::dispatch` and writes the responses back in request order.
+//!
+//! One request is processed at a time per connection, as Kafka does (it mutes a channel while a
+//! request is in flight), which gives in-order responses for free.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
+
+use crate::broker::Broker;
+use crate::handlers::{self, Outcome};
+
+/// Read buffer per connection.
+const READ_BUFFER_BYTES: usize = 64 * 1024;
+
+/// Why a connection ended, for the log.
+#[derive(Debug, thiserror::Error)]
+enum ConnectionEnd {
+    #[error("peer closed the connection")]
+    Eof,
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("frame of {size_bytes} bytes exceeds socket.request.max.bytes ({limit_bytes})")]
+    FrameTooLarge { size_bytes: i64, limit_bytes: u32 },
+    #[error("frame truncated: {got} of {expected} bytes before the peer closed")]
+    Truncated { got: usize, expected: usize },
+    #[error("{0}")]
+    Rejected(#[from] handlers::CloseReason),
+}
+
+async fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    broker: Arc<Broker>,
+) -> ConnectionEnd {
+    let limit_bytes = broker.config().socket_request_max_bytes;
+    if let Err(e) = stream.set_nodelay(true) {
+        return ConnectionEnd::Io(e);
+    }
+    let (rd, mut wr) = stream.into_split();
+    let mut rd = BufReader::with_capacity(READ_BUFFER_BYTES, rd);
+    loop {
+        let size = match rd.read_i32().await {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return ConnectionEnd::Eof,
+            Err(e) => return ConnectionEnd::Io(e),
+        };
+        let Some(size_bytes) = u32::try_from(size).ok().filter(|n| *n <= limit_bytes) else {
+            return ConnectionEnd::FrameTooLarge {
+                size_bytes: i64::from(size),
+                limit_bytes,
+            };
+        };
+        // Grow the buffer as bytes arrive rather than allocating the claimed size up front, so
+        // a peer that announces a large frame and sends nothing holds no memory.
+        let expected = size_bytes as usize;
+        let mut frame = Vec::with_capacity(expected.min(READ_BUFFER_BYTES));
+        match (&mut rd)
+            .take(u64::from(size_bytes))
+            .read_to_end(&mut frame)
+            .await
+        {
+            Ok(got) if got == expected => {}
+            Ok(got) => return ConnectionEnd::Truncated { got, expected },
+            Err(e) => return ConnectionEnd::Io(e),
+        }
+        match handlers::dispatch(&broker, frame.into()).await {
+            Ok(Outcome::Respond(out)) => {
+                if let Err(e) = wr.write_all(&out).await {
+                    return ConnectionEnd::Io(e);
+                }
+            }
+            Ok(Outcome::NoResponse) => {}
+            Err(reason) => {
+                tracing::warn!(%peer, %reason, "closing connection");
+                return ConnectionEnd::Rejected(reason);
+            }
+        }
+    }
+}
+
+/// Accepts connections until `shutdown` turns true, then drops every open connection.
+pub async fn serve(
+    listener: TcpListener,
+    broker: Arc<Broker>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let max_connections = broker.config().max_connections;
+    let permits = Arc::new(Semaphore::new(max_connections));
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            // The guard `wait_for` returns is not Send; drop it inside the branch future.
+            _ = async { let _ = shutdown.wait_for(|stop| *stop).await; } => break,
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                        continue;
+                    }
+                };
+                let Ok(permit) = permits.clone().try_acquire_owned() else {
+                    tracing::warn!(%peer, max_connections, "too many connections; closing new one");
+                    continue;
+                };
+                let broker = broker.clone();
+                connections.spawn(async move {
+                    let end = serve_connection(stream, peer, broker).await;
+                    match end {
+                        ConnectionEnd::Eof => tracing::debug!(%peer, "connection closed"),
+                        ConnectionEnd::Rejected(_) => {}
+                        other => tracing::warn!(%peer, reason = %other, "connection closed"),
+                    }
+                    drop(permit);
+                });
+            }
+        }
+    }
+    connections.abort_all();
+    while connections.join_next().await.is_some() {}
+}

@@ -1,0 +1,307 @@
+//! `strait bench produce`: broker ingest measured against this machine's own write rate.
+//!
+//! The benchmark starts a fresh broker as a child process of this same binary on an ephemeral
+//! loopback port, produces fixed-size records with librdkafka (through the `rdkafka` crate) at
+//! acks=1 and acks=all, and in the same run writes the same number of bytes sequentially to a
+//! file in the same directory with the same flush policy. The ratio of the two is the figure
+//! that matters; absolute numbers vary from machine to machine.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use rdkafka::config::ClientConfig;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::ClientContext;
+
+/// Options of `strait bench produce`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ProduceBenchArgs {
+    /// Records to produce in each run (acks=1, then acks=all).
+    #[arg(long, default_value_t = 300_000)]
+    pub records: u64,
+    /// Size of each record value in bytes.
+    #[arg(long, default_value_t = 1024)]
+    pub record_bytes: usize,
+    /// Records allowed in flight (sent, not yet acknowledged). Bounds client-side queueing so
+    /// the latency figures measure the broker, not the depth of the producer's buffer.
+    #[arg(long, default_value_t = 20_000)]
+    pub in_flight_records: u64,
+    /// fsync after this many records, on the broker (log.flush_messages) and on the raw write
+    /// alike. Unset means never, Kafka's default.
+    #[arg(long)]
+    pub flush_messages: Option<u64>,
+    /// Directory for the broker's data and the raw-write file (default: a fresh temp dir).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+}
+
+/// A broker child process that is killed when dropped.
+struct ChildBroker {
+    child: Child,
+    bootstrap: String,
+}
+
+impl ChildBroker {
+    fn start(dir: &Path, flush_messages: Option<u64>) -> anyhow::Result<ChildBroker> {
+        let config = dir.join("bench-node.yaml");
+        let mut yaml = String::from(
+            "node_id: 1\nlisten: 127.0.0.1:0\ndata_dir: broker-data\nlog:\n  segment_bytes: 268435456\n",
+        );
+        if let Some(n) = flush_messages {
+            yaml.push_str(&format!("  flush_messages: {n}\n"));
+        }
+        std::fs::write(&config, yaml).with_context(|| format!("writing {}", config.display()))?;
+        let exe = std::env::current_exe().context("locating the strait binary")?;
+        let mut child = Command::new(exe)
+            .args(["broker", "--config"])
+            .arg(&config)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("starting the broker")?;
+        let stdout = child.stdout.take().context("broker stdout")?;
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .context("reading the broker's ready line")?;
+        let Some(addr) = line.split("listening on ").nth(1) else {
+            let _ = child.kill();
+            bail!("broker did not report its address; it printed: {line:?}");
+        };
+        let bootstrap = addr.split(',').next().unwrap_or(addr).trim().to_string();
+        Ok(ChildBroker { child, bootstrap })
+    }
+}
+
+impl Drop for ChildBroker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Collects delivery latencies; the opaque of each record is its send time in nanoseconds
+/// since `start`.
+struct LatencyContext {
+    start: Instant,
+    latencies_us: Mutex<Vec<u32>>,
+    delivered: AtomicU64,
+    failed: AtomicU64,
+}
+
+impl ClientContext for LatencyContext {}
+
+impl ProducerContext for LatencyContext {
+    type DeliveryOpaque = usize;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, sent_at_ns: usize) {
+        let now_ns = self.start.elapsed().as_nanos();
+        let latency_us = (now_ns.saturating_sub(sent_at_ns as u128) / 1_000) as u32;
+        match result {
+            Ok(_) => {
+                self.delivered.fetch_add(1, Ordering::Relaxed);
+                self.latencies_us
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(latency_us);
+            }
+            Err(_) => {
+                self.failed.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// One run's result.
+#[derive(Debug, Clone, Copy)]
+pub struct RunResult {
+    /// Megabytes (10^6 bytes) of record values per second.
+    pub mb_per_s: f64,
+    /// Records per second.
+    pub records_per_s: f64,
+    /// Median delivery latency in milliseconds.
+    pub p50_ms: f64,
+    /// 99th percentile delivery latency in milliseconds.
+    pub p99_ms: f64,
+}
+
+fn percentile_ms(sorted_us: &[u32], p: f64) -> f64 {
+    if sorted_us.is_empty() {
+        return f64::NAN;
+    }
+    let idx = ((sorted_us.len() as f64 - 1.0) * p).round() as usize;
+    f64::from(sorted_us[idx]) / 1_000.0
+}
+
+fn run_producer(
+    bootstrap: &str,
+    topic: &str,
+    acks: &str,
+    args: &ProduceBenchArgs,
+) -> anyhow::Result<RunResult> {
+    let context = LatencyContext {
+        start: Instant::now(),
+        latencies_us: Mutex::new(Vec::with_capacity(args.records as usize)),
+        delivered: AtomicU64::new(0),
+        failed: AtomicU64::new(0),
+    };
+    let producer: ThreadedProducer<LatencyContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("acks", acks)
+        .set("linger.ms", "5")
+        .set("enable.idempotence", "false")
+        .set(
+            "queue.buffering.max.messages",
+            args.in_flight_records.to_string(),
+        )
+        .create_with_context(context)
+        .context("creating the producer")?;
+    let value = vec![0x5au8; args.record_bytes];
+    let started = Instant::now();
+    let mut sent = 0u64;
+    while sent < args.records {
+        let ctx = producer.context();
+        let in_flight =
+            sent - ctx.delivered.load(Ordering::Relaxed) - ctx.failed.load(Ordering::Relaxed);
+        if in_flight >= args.in_flight_records {
+            std::thread::sleep(Duration::from_micros(200));
+            continue;
+        }
+        let key = sent.to_be_bytes();
+        let sent_at_ns = ctx.start.elapsed().as_nanos() as usize;
+        let record = BaseRecord::with_opaque_to(topic, sent_at_ns)
+            .key(&key[..])
+            .payload(&value[..]);
+        match producer.send(record) {
+            Ok(()) => sent += 1,
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                std::thread::sleep(Duration::from_micros(200));
+            }
+            Err((e, _)) => bail!("produce failed: {e}"),
+        }
+    }
+    producer
+        .flush(Duration::from_secs(120))
+        .context("flushing the producer")?;
+    let elapsed = started.elapsed().as_secs_f64();
+    let ctx = producer.context();
+    let failed = ctx.failed.load(Ordering::Relaxed);
+    if failed > 0 {
+        bail!("{failed} records failed to deliver with acks={acks}");
+    }
+    let mut lat = std::mem::take(&mut *ctx.latencies_us.lock().unwrap_or_else(|p| p.into_inner()));
+    lat.sort_unstable();
+    let bytes = args.records as f64 * args.record_bytes as f64;
+    Ok(RunResult {
+        mb_per_s: bytes / elapsed / 1e6,
+        records_per_s: args.records as f64 / elapsed,
+        p50_ms: percentile_ms(&lat, 0.50),
+        p99_ms: percentile_ms(&lat, 0.99),
+    })
+}
+
+/// Writes `total_bytes` sequentially in `chunk_bytes` writes, fsyncing every `fsync_every_bytes`
+/// (and never when `None`), and returns MB/s.
+pub fn raw_write_mb_per_s(
+    path: &Path,
+    total_bytes: u64,
+    chunk_bytes: usize,
+    fsync_every_bytes: Option<u64>,
+) -> anyhow::Result<f64> {
+    let chunk = vec![0xa5u8; chunk_bytes];
+    let mut file =
+        std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    let started = Instant::now();
+    let mut written = 0u64;
+    let mut since_sync = 0u64;
+    while written < total_bytes {
+        file.write_all(&chunk)?;
+        written += chunk_bytes as u64;
+        since_sync += chunk_bytes as u64;
+        if let Some(every) = fsync_every_bytes {
+            if since_sync >= every {
+                file.sync_data()?;
+                since_sync = 0;
+            }
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    drop(file);
+    std::fs::remove_file(path).ok();
+    Ok(written as f64 / elapsed / 1e6)
+}
+
+fn print_run(label: &str, r: &RunResult, raw_mb_per_s: f64) {
+    println!(
+        "{label:<9} {:>8.1} MB/s {:>10.0} records/s   p50 {:>7.2} ms   p99 {:>7.2} ms   ratio to raw write {:.2}",
+        r.mb_per_s,
+        r.records_per_s,
+        r.p50_ms,
+        r.p99_ms,
+        r.mb_per_s / raw_mb_per_s
+    );
+}
+
+/// Runs the produce benchmark and prints its figures.
+pub async fn produce(args: ProduceBenchArgs) -> anyhow::Result<()> {
+    tokio::task::spawn_blocking(move || produce_blocking(&args))
+        .await
+        .context("benchmark thread")?
+}
+
+fn produce_blocking(args: &ProduceBenchArgs) -> anyhow::Result<()> {
+    if args.records == 0 || args.record_bytes == 0 || args.in_flight_records == 0 {
+        bail!("--records, --record-bytes and --in-flight-records must be positive");
+    }
+    let temp;
+    let dir = match &args.dir {
+        Some(d) => {
+            std::fs::create_dir_all(d)?;
+            d.clone()
+        }
+        None => {
+            temp = tempfile::tempdir().context("creating a temp dir")?;
+            temp.path().to_path_buf()
+        }
+    };
+    let total_bytes = args.records * args.record_bytes as u64;
+    let fsync_every_bytes = args.flush_messages.map(|n| n * args.record_bytes as u64);
+    let policy = match args.flush_messages {
+        None => "no fsync (Kafka's default flush policy)".to_string(),
+        Some(n) => format!("fsync every {n} records"),
+    };
+    println!(
+        "strait bench produce: {} records x {} B, {} in flight, {policy}, in {}",
+        args.records,
+        args.record_bytes,
+        args.in_flight_records,
+        dir.display()
+    );
+    // The raw rate uses 1 MiB writes: the best case for the device, so the ratio is a floor.
+    let raw = raw_write_mb_per_s(
+        &dir.join("raw-write.bin"),
+        total_bytes,
+        1 << 20,
+        fsync_every_bytes,
+    )?;
+    println!("raw write {raw:>8.1} MB/s   (sequential 1 MiB writes, same volume, {policy})");
+    let broker = ChildBroker::start(&dir, args.flush_messages)?;
+    let acks1 = run_producer(&broker.bootstrap, "bench-acks-1", "1", args)?;
+    print_run("acks=1", &acks1, raw);
+    let acks_all = run_producer(&broker.bootstrap, "bench-acks-all", "all", args)?;
+    print_run("acks=all", &acks_all, raw);
+    let ratio = acks_all.mb_per_s.min(acks1.mb_per_s) / raw;
+    println!(
+        "result: broker ingest / raw write = {ratio:.2} (target >= 0.50): {}",
+        if ratio >= 0.5 { "met" } else { "NOT met" }
+    );
+    drop(broker);
+    Ok(())
+}
