@@ -284,24 +284,36 @@ fn produce_blocking(args: &ProduceBenchArgs) -> anyhow::Result<()> {
         args.in_flight_records,
         dir.display()
     );
-    // The raw rate uses 1 MiB writes: the best case for the device, so the ratio is a floor.
-    let raw = raw_write_mb_per_s(
-        &dir.join("raw-write.bin"),
-        total_bytes,
-        1 << 20,
-        fsync_every_bytes,
-    )?;
-    println!("raw write {raw:>8.1} MB/s   (sequential 1 MiB writes, same volume, {policy})");
+    // The raw rate uses 1 MiB writes, the best case for the device. Page-cache write speed on
+    // a VM swings widely between passes (hypervisor memory, writeback), so it is measured five
+    // times around the broker runs; the ratio uses the median pass, and the ratio to the
+    // fastest pass is printed too.
+    let raw_path = dir.join("raw-write.bin");
+    let raw_pass = || raw_write_mb_per_s(&raw_path, total_bytes, 1 << 20, fsync_every_bytes);
+    let mut raw_mb_per_s = vec![raw_pass()?, raw_pass()?];
     let broker = ChildBroker::start(&dir, args.flush_messages)?;
     let acks1 = run_producer(&broker.bootstrap, "bench-acks-1", "1", args)?;
-    print_run("acks=1", &acks1, raw);
+    raw_mb_per_s.push(raw_pass()?);
     let acks_all = run_producer(&broker.bootstrap, "bench-acks-all", "all", args)?;
-    print_run("acks=all", &acks_all, raw);
-    let ratio = acks_all.mb_per_s.min(acks1.mb_per_s) / raw;
-    println!(
-        "result: broker ingest / raw write = {ratio:.2} (target >= 0.50): {}",
-        if ratio >= 0.5 { "met" } else { "NOT met" }
-    );
     drop(broker);
+    raw_mb_per_s.push(raw_pass()?);
+    raw_mb_per_s.push(raw_pass()?);
+    let passes: Vec<String> = raw_mb_per_s.iter().map(|r| format!("{r:.0}")).collect();
+    raw_mb_per_s.sort_by(f64::total_cmp);
+    let raw = raw_mb_per_s[raw_mb_per_s.len() / 2];
+    let raw_max = raw_mb_per_s[raw_mb_per_s.len() - 1];
+    println!(
+        "raw write {raw:>8.1} MB/s   median of passes {} MB/s (sequential 1 MiB writes, same volume, {policy})",
+        passes.join(" / ")
+    );
+    print_run("acks=1", &acks1, raw);
+    print_run("acks=all", &acks_all, raw);
+    let ingest = acks_all.mb_per_s.min(acks1.mb_per_s);
+    let ratio = ingest / raw;
+    println!(
+        "result: broker ingest / raw write = {ratio:.2} (target >= 0.50): {}; against the fastest raw pass: {:.2}",
+        if ratio >= 0.5 { "met" } else { "NOT met" },
+        ingest / raw_max
+    );
     Ok(())
 }

@@ -17,6 +17,9 @@ use crate::handlers::{self, Outcome};
 
 /// Read buffer per connection.
 const READ_BUFFER_BYTES: usize = 64 * 1024;
+/// Frame memory reserved up front: enough for a default-sized produce batch in one allocation,
+/// small enough that a peer announcing a huge frame and sending nothing holds little memory.
+const FRAME_RESERVE_BYTES_MAX: usize = 2 * 1024 * 1024;
 
 /// Why a connection ended, for the log.
 #[derive(Debug, thiserror::Error)]
@@ -56,10 +59,10 @@ async fn serve_connection(
                 limit_bytes,
             };
         };
-        // Grow the buffer as bytes arrive rather than allocating the claimed size up front, so
-        // a peer that announces a large frame and sends nothing holds no memory.
+        // Past FRAME_RESERVE_BYTES_MAX the buffer grows only as bytes arrive, so a peer that
+        // announces a large frame and sends nothing holds little memory.
         let expected = size_bytes as usize;
-        let mut frame = Vec::with_capacity(expected.min(READ_BUFFER_BYTES));
+        let mut frame = Vec::with_capacity(expected.min(FRAME_RESERVE_BYTES_MAX));
         match (&mut rd)
             .take(u64::from(size_bytes))
             .read_to_end(&mut frame)

@@ -499,6 +499,25 @@ mod tests {
             resp.responses[0].partition_responses[0].error_code, 2,
             "CORRUPT_MESSAGE"
         );
+        assert_eq!(
+            b.partition("t", 0).unwrap().high_watermark(),
+            0,
+            "corrupt batch not appended"
+        );
+        // acks=0: appended, and no response at all (the client expects none).
+        let silent = produce(batch(&["y"]), 0).with_acks(0);
+        let out = dispatch(&b, frame(ApiKey::Produce, 9, &silent))
+            .await
+            .unwrap();
+        assert!(
+            matches!(out, Outcome::NoResponse),
+            "acks=0 gets no response"
+        );
+        assert_eq!(
+            b.partition("t", 0).unwrap().high_watermark(),
+            1,
+            "acks=0 record appended"
+        );
         let resp: ProduceResponse = call(&b, ApiKey::Produce, 9, &produce(batch(&["x"]), 5)).await;
         assert_eq!(
             resp.responses[0].partition_responses[0].error_code, 3,
@@ -506,8 +525,8 @@ mod tests {
         );
         assert_eq!(
             b.partition("t", 0).unwrap().high_watermark(),
-            0,
-            "nothing appended"
+            1,
+            "nothing appended for the unknown partition"
         );
     }
 }

@@ -202,9 +202,16 @@ pub struct PartitionLog {
     segments: Vec<Segment>,
     /// Every offset below this is fsynced (Kafka's recovery point).
     recovery_point: i64,
+    /// When the recovery-point file was last rewritten by `flush` (None: not since open).
+    recovery_point_saved_at: Option<std::time::Instant>,
     last_flush_ms: i64,
     closed: bool,
 }
+
+/// How often `flush` rewrites the recovery-point file (Kafka's
+/// `log.flush.offset.checkpoint.interval.ms`). Rewriting it on every flush would cost two more
+/// fsyncs per flush; a stale file is safe, it only makes recovery after a crash scan more.
+const RECOVERY_POINT_SAVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Wraps an `io::Error` with what was being done to which path.
 pub(crate) fn io_err<'a>(
@@ -449,6 +456,7 @@ impl PartitionLog {
             config,
             segments,
             recovery_point,
+            recovery_point_saved_at: None,
             last_flush_ms: now_ms,
             closed: false,
         })
@@ -689,7 +697,13 @@ impl PartitionLog {
         // Older segments were fsynced when they were rolled, so only the active one is dirty.
         self.active().flush()?;
         self.recovery_point = log_end_offset;
-        write_recovery_point(&self.dir, log_end_offset, false)?;
+        let due = self
+            .recovery_point_saved_at
+            .is_none_or(|at| at.elapsed() >= RECOVERY_POINT_SAVE_INTERVAL);
+        if due {
+            write_recovery_point(&self.dir, log_end_offset, false)?;
+            self.recovery_point_saved_at = Some(std::time::Instant::now());
+        }
         tracing::trace!(dir = %self.dir.display(), recovery_point = log_end_offset, "flushed");
         Ok(())
     }
@@ -755,6 +769,8 @@ impl PartitionLog {
             return Ok(());
         }
         self.flush()?;
+        // Flushes save the recovery point only now and then; on close it must be current.
+        write_recovery_point(&self.dir, self.recovery_point, false)?;
         let marker = self.dir.join(CLEAN_SHUTDOWN_FILE);
         File::create(&marker)
             .and_then(|f| f.sync_all())
