@@ -23,4 +23,10 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 # --- tests ---------------------------------------------------------------------------------
 # Two test threads: the machine has two cores and each end-to-end test runs a broker process.
 echo "test.sh: cargo test"
-cargo test --workspace --locked -- --test-threads 2
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+cargo test --workspace --locked -- --test-threads 2 2>&1 | tee "$log"
+# One closing line for the whole suite: cargo prints a result per test binary, the last of
+# which may be an empty doc-test run.
+awk '/^test result:/ { for (i = 2; i <= NF; i++) { if ($i ~ /^passed;?$/) p += $(i-1); if ($i ~ /^failed;?$/) f += $(i-1) } }
+     END { printf "%d passed, %d failed\n", p, f }' "$log"

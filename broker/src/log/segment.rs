@@ -238,6 +238,26 @@ fn max_index_entries(config: &LogConfig) -> (usize, usize) {
     )
 }
 
+impl Indexing {
+    /// Index state for a segment before any of its batches has been scanned or appended.
+    fn fresh(
+        offset_index: OffsetIndex,
+        time_index: TimeIndex,
+        base_offset: i64,
+        config: &LogConfig,
+    ) -> Indexing {
+        Indexing {
+            offset_index,
+            time_index,
+            next_offset: base_offset,
+            max_timestamp_ms: crate::log::index::NO_TIMESTAMP,
+            offset_of_max_timestamp: base_offset,
+            bytes_since_last_index_entry: 0,
+            index_interval_bytes: config.index_interval_bytes,
+        }
+    }
+}
+
 impl Segment {
     /// Creates a new empty segment (the `.log` must not exist yet) and fsyncs the directory so
     /// the new files survive a crash.
@@ -275,15 +295,7 @@ impl Segment {
             log_path,
             file,
             size_bytes: 0,
-            indexing: Indexing {
-                offset_index,
-                time_index,
-                next_offset: base_offset,
-                max_timestamp_ms: crate::log::index::NO_TIMESTAMP,
-                offset_of_max_timestamp: base_offset,
-                bytes_since_last_index_entry: 0,
-                index_interval_bytes: config.index_interval_bytes,
-            },
+            indexing: Indexing::fresh(offset_index, time_index, base_offset, config),
             rolling_base_ms: None,
         })
     }
@@ -341,15 +353,7 @@ impl Segment {
             log_path,
             file,
             size_bytes,
-            indexing: Indexing {
-                offset_index,
-                time_index,
-                next_offset: base_offset,
-                max_timestamp_ms: crate::log::index::NO_TIMESTAMP,
-                offset_of_max_timestamp: base_offset,
-                bytes_since_last_index_entry: 0,
-                index_interval_bytes: config.index_interval_bytes,
-            },
+            indexing: Indexing::fresh(offset_index, time_index, base_offset, config),
             rolling_base_ms: None,
         };
         if let Some(damage) = segment.rescan_tail()? {
@@ -397,15 +401,7 @@ impl Segment {
             log_path,
             file,
             size_bytes,
-            indexing: Indexing {
-                offset_index,
-                time_index,
-                next_offset: base_offset,
-                max_timestamp_ms: crate::log::index::NO_TIMESTAMP,
-                offset_of_max_timestamp: base_offset,
-                bytes_since_last_index_entry: 0,
-                index_interval_bytes: config.index_interval_bytes,
-            },
+            indexing: Indexing::fresh(offset_index, time_index, base_offset, config),
             rolling_base_ms: None,
         };
         let damage = segment.scan(
