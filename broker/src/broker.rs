@@ -392,7 +392,11 @@ impl Broker {
             // Rename first so a crash mid-removal leaves a `.deleted` dir that the next start
             // finishes removing, never a half-deleted log that looks live.
             let dir = partition_dir(&self.config.data_dir, name, p.index);
-            let doomed = dir.with_extension(format!("{}.deleted", topic.id.simple()));
+            let doomed = self.config.data_dir.join(format!(
+                "{name}-{}.{}.deleted",
+                p.index,
+                topic.id.simple()
+            ));
             if let Err(e) = std::fs::rename(&dir, &doomed) {
                 tracing::warn!(dir = %dir.display(), error = %e, "could not rename deleted partition");
                 continue;
@@ -446,6 +450,33 @@ fn remove_deleted_dirs(data_dir: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn deleting_a_dotted_topic_removes_every_partition_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let yaml = format!(
+            "node_id: 1\nlisten: 127.0.0.1:0\ndata_dir: {}\n",
+            dir.path().display()
+        );
+        let config = NodeConfig::parse(&yaml, Path::new("t.yaml")).unwrap();
+        let broker = Broker::open(config, ("127.0.0.1".into(), 9092)).unwrap();
+        let new = NewTopic {
+            name: "orders.v1".into(),
+            num_partitions: 3,
+            replication_factor: 1,
+            configs: BTreeMap::new(),
+        };
+        broker.create_topic(&new).unwrap();
+        broker.delete_topic("orders.v1").unwrap();
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.contains("orders"))
+            .collect();
+        assert!(left.is_empty(), "left behind: {left:?}");
+        assert!(broker.topic("orders.v1").is_none());
+    }
 
     #[test]
     fn topic_names_follow_kafka_rules() {
