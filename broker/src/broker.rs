@@ -392,11 +392,10 @@ impl Broker {
             // Rename first so a crash mid-removal leaves a `.deleted` dir that the next start
             // finishes removing, never a half-deleted log that looks live.
             let dir = partition_dir(&self.config.data_dir, name, p.index);
-            let doomed = self.config.data_dir.join(format!(
-                "{name}-{}.{}.deleted",
-                p.index,
-                topic.id.simple()
-            ));
+            // Appended to the whole name: `with_extension` would cut a dotted topic name.
+            let mut doomed = dir.clone().into_os_string();
+            doomed.push(format!(".{}.deleted", topic.id.simple()));
+            let doomed = PathBuf::from(doomed);
             if let Err(e) = std::fs::rename(&dir, &doomed) {
                 tracing::warn!(dir = %dir.display(), error = %e, "could not rename deleted partition");
                 continue;
