@@ -13,6 +13,7 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::config::NodeConfig;
+use crate::group::GroupCoordinator;
 use crate::log::{AppendInfo, LogError, PartitionLog};
 use crate::metadata_store::{self, MetadataStoreError, TopicRecord};
 use crate::topic_config::{ConfigValueError, TopicConfig};
@@ -87,6 +88,9 @@ pub enum BrokerError {
     /// Metadata could not be persisted.
     #[error(transparent)]
     Metadata(#[from] MetadataStoreError),
+    /// Something that should not happen did (UNKNOWN_SERVER_ERROR); the message says what.
+    #[error("{0}")]
+    Internal(String),
 }
 
 impl BrokerError {
@@ -102,6 +106,7 @@ impl BrokerError {
             BrokerError::InvalidConfig(_) => E::InvalidConfig.code(),
             BrokerError::Log(e) => e.kafka_error_code(),
             BrokerError::Metadata(_) => E::KafkaStorageError.code(),
+            BrokerError::Internal(_) => E::UnknownServerError.code(),
         }
     }
 }
@@ -181,6 +186,8 @@ pub struct Broker {
     admin_lock: std::sync::Mutex<()>,
     /// Bumped after every append; long-polling fetches wait on it.
     appended: watch::Sender<u64>,
+    /// Consumer groups and committed offsets.
+    groups: GroupCoordinator,
 }
 
 fn partition_dir(data_dir: &Path, topic: &str, partition: i32) -> PathBuf {
@@ -224,7 +231,8 @@ impl Broker {
             );
         }
         let (appended, _) = watch::channel(0);
-        Ok(Broker {
+        let groups = GroupCoordinator::new(config.group_config());
+        let broker = Broker {
             config,
             cluster_id,
             advertised_host: advertised.0,
@@ -232,7 +240,15 @@ impl Broker {
             topics: RwLock::new(topics),
             admin_lock: std::sync::Mutex::new(()),
             appended,
-        })
+            groups,
+        };
+        broker.groups.load(&broker)?;
+        Ok(broker)
+    }
+
+    /// The group coordinator.
+    pub fn groups(&self) -> &GroupCoordinator {
+        &self.groups
     }
 
     /// The node's configuration.
@@ -370,6 +386,12 @@ impl Broker {
 
     /// Deletes a topic: removes it from the table, then its partition directories.
     pub fn delete_topic(&self, name: &str) -> Result<(), BrokerError> {
+        if name == crate::group::storage::OFFSETS_TOPIC {
+            // The coordinator's state lives there; Kafka protects it the same way.
+            return Err(BrokerError::InvalidTopic(format!(
+                "cannot delete internal topic `{name}`"
+            )));
+        }
         let _guard = self.admin_lock.lock().unwrap_or_else(|p| p.into_inner());
         let topic = self
             .topic(name)

@@ -120,6 +120,27 @@ pub struct NodeConfig {
     /// Log defaults.
     #[serde(default)]
     pub log: LogDefaults,
+    /// `offsets.topic.num.partitions`: partitions of `__consumer_offsets`, fixed once created.
+    #[serde(default = "default_offsets_topic_num_partitions")]
+    pub offsets_topic_num_partitions: i32,
+    /// `group.min.session.timeout.ms`.
+    #[serde(default = "default_group_min_session_timeout_ms")]
+    pub group_min_session_timeout_ms: i32,
+    /// `group.max.session.timeout.ms` (also caps rebalance timeouts).
+    #[serde(default = "default_group_max_session_timeout_ms")]
+    pub group_max_session_timeout_ms: i32,
+    /// `group.initial.rebalance.delay.ms`: how long a new group waits for more members.
+    #[serde(default = "default_group_initial_rebalance_delay_ms")]
+    pub group_initial_rebalance_delay_ms: i32,
+    /// `group.max.size`: members per group.
+    #[serde(default = "default_group_max_size")]
+    pub group_max_size: i32,
+    /// `offset.metadata.max.bytes`: longest metadata string of a commit.
+    #[serde(default = "default_offset_metadata_max_bytes")]
+    pub offset_metadata_max_bytes: i32,
+    /// `offsets.retention.minutes`: how long offsets of an empty group are kept.
+    #[serde(default = "default_offsets_retention_minutes")]
+    pub offsets_retention_minutes: i64,
 }
 
 fn default_true() -> bool {
@@ -133,6 +154,27 @@ fn default_socket_request_max_bytes() -> u32 {
 }
 fn default_max_connections() -> usize {
     4096
+}
+fn default_offsets_topic_num_partitions() -> i32 {
+    50
+}
+fn default_group_min_session_timeout_ms() -> i32 {
+    6_000
+}
+fn default_group_max_session_timeout_ms() -> i32 {
+    1_800_000
+}
+fn default_group_initial_rebalance_delay_ms() -> i32 {
+    3_000
+}
+fn default_group_max_size() -> i32 {
+    i32::MAX
+}
+fn default_offset_metadata_max_bytes() -> i32 {
+    4096
+}
+fn default_offsets_retention_minutes() -> i64 {
+    7 * 24 * 60
 }
 
 impl NodeConfig {
@@ -191,6 +233,41 @@ impl NodeConfig {
                 self.socket_request_max_bytes
             )));
         }
+        if !(1..=crate::broker::PARTITIONS_PER_TOPIC_MAX)
+            .contains(&self.offsets_topic_num_partitions)
+        {
+            return Err(invalid(format!(
+                "offsets_topic_num_partitions must be between 1 and {}, got {}",
+                crate::broker::PARTITIONS_PER_TOPIC_MAX,
+                self.offsets_topic_num_partitions
+            )));
+        }
+        if self.group_min_session_timeout_ms < 0
+            || self.group_max_session_timeout_ms < self.group_min_session_timeout_ms
+        {
+            return Err(invalid(format!(
+                "group_min_session_timeout_ms ({}) must be >= 0 and <= group_max_session_timeout_ms ({})",
+                self.group_min_session_timeout_ms, self.group_max_session_timeout_ms
+            )));
+        }
+        for (name, value) in [
+            (
+                "group_initial_rebalance_delay_ms",
+                self.group_initial_rebalance_delay_ms,
+            ),
+            ("group_max_size", self.group_max_size),
+            ("offset_metadata_max_bytes", self.offset_metadata_max_bytes),
+        ] {
+            if value < 0 {
+                return Err(invalid(format!("{name} must be >= 0, got {value}")));
+            }
+        }
+        if self.offsets_retention_minutes < 1 {
+            return Err(invalid(format!(
+                "offsets_retention_minutes must be >= 1, got {}",
+                self.offsets_retention_minutes
+            )));
+        }
         if let Some(adv) = &self.advertised {
             parse_host_port(adv).map_err(|reason| invalid(format!("advertised: {reason}")))?;
         }
@@ -198,6 +275,20 @@ impl NodeConfig {
         crate::topic_config::TopicConfig::from_defaults(&self.log)
             .map_err(|e| invalid(format!("log: {e}")))?;
         Ok(())
+    }
+
+    /// The group coordinator's settings.
+    pub fn group_config(&self) -> crate::group::GroupConfig {
+        crate::group::GroupConfig {
+            offsets_topic_num_partitions: self.offsets_topic_num_partitions,
+            min_session_timeout_ms: self.group_min_session_timeout_ms,
+            max_session_timeout_ms: self.group_max_session_timeout_ms,
+            initial_rebalance_delay_ms: self.group_initial_rebalance_delay_ms,
+            max_size: usize::try_from(self.group_max_size).unwrap_or(0),
+            offset_metadata_max_bytes: usize::try_from(self.offset_metadata_max_bytes).unwrap_or(0),
+            offsets_retention_ms: self.offsets_retention_minutes.saturating_mul(60_000),
+            ..crate::group::GroupConfig::default()
+        }
     }
 
     /// The `(host, port)` clients should use, given the port actually bound.

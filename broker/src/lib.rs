@@ -9,6 +9,7 @@
 
 pub mod broker;
 pub mod config;
+pub mod group;
 pub mod handlers;
 pub mod log;
 pub mod metadata_store;

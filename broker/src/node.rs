@@ -93,12 +93,29 @@ impl Node {
                 }
             })
         };
+        let group_ticker = {
+            let broker = self.broker.clone();
+            let mut stop = stop_rx.clone();
+            tokio::spawn(async move {
+                let mut tick =
+                    tokio::time::interval(Duration::from_millis(crate::group::TICK_INTERVAL_MS));
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tokio::select! {
+                        _ = async { let _ = stop.wait_for(|s| *s).await; } => break,
+                        _ = tick.tick() => {
+                            broker.groups().tick(&broker, crate::broker::now_ms());
+                        }
+                    }
+                }
+            })
+        };
         let serving = tokio::spawn(server::serve(self.listener, self.broker.clone(), stop_rx));
         shutdown.await;
         tracing::info!("shutting down: closing connections and flushing logs");
         // Nobody listens to the receiver only if both tasks already ended; nothing to stop then.
         let _ = stop_tx.send(true);
-        for task in [serving, flusher] {
+        for task in [serving, flusher, group_ticker] {
             if let Err(e) = task.await {
                 tracing::error!(error = %e, "task failed during shutdown");
             }

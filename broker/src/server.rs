@@ -72,7 +72,7 @@ async fn serve_connection(
             Ok(got) => return ConnectionEnd::Truncated { got, expected },
             Err(e) => return ConnectionEnd::Io(e),
         }
-        match handlers::dispatch(&broker, frame.into()).await {
+        match handlers::dispatch_from(&broker, frame.into(), Some(peer)).await {
             Ok(Outcome::Respond(out)) => {
                 if let Err(e) = wr.write_all(&out).await {
                     return ConnectionEnd::Io(e);

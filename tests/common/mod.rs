@@ -174,6 +174,8 @@ pub struct Broker {
     log_path: PathBuf,
     starts: u32,
     extra_args: Vec<String>,
+    /// The listener address for the next start (`127.0.0.1:0` unless a restart keeps the port).
+    listen: String,
 }
 
 impl Broker {
@@ -201,6 +203,7 @@ impl Broker {
             log_path,
             starts: 0,
             extra_args: extra.iter().map(|s| s.to_string()).collect(),
+            listen: "127.0.0.1:0".to_string(),
         };
         b.spawn();
         b
@@ -230,7 +233,7 @@ impl Broker {
             .arg("--config")
             .arg(&config)
             .arg("--listen")
-            .arg("127.0.0.1:0")
+            .arg(&self.listen)
             .arg("--data-dir")
             .arg(self.data_dir.path())
             .args(&self.extra_args)
@@ -381,6 +384,14 @@ impl Broker {
             "restart() needs the broker to be stopped first (sigterm_and_wait or sigkill)"
         );
         self.spawn();
+    }
+
+    /// Starts the broker again on the same data directory and the same port, so clients
+    /// that keep running (consumers in a group) reconnect to it.
+    pub fn restart_same_port(&mut self) {
+        self.listen = self.addr.to_string();
+        self.restart();
+        self.listen = "127.0.0.1:0".to_string();
     }
 
     /// The last `n` lines of the broker's combined stdout/stderr log.

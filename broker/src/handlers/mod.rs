@@ -15,6 +15,7 @@ pub mod api_versions;
 pub mod create_topics;
 pub mod delete_topics;
 pub mod fetch;
+pub mod groups;
 pub mod list_offsets;
 pub mod metadata;
 pub mod produce;
@@ -29,6 +30,17 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ApiVersions, 0, 3),
     (ApiKey::CreateTopics, 2, 7),
     (ApiKey::DeleteTopics, 1, 6),
+    (ApiKey::FindCoordinator, 0, 4),
+    (ApiKey::JoinGroup, 0, 9),
+    (ApiKey::SyncGroup, 0, 5),
+    (ApiKey::Heartbeat, 0, 4),
+    (ApiKey::LeaveGroup, 0, 5),
+    (ApiKey::OffsetCommit, 2, 8),
+    (ApiKey::OffsetFetch, 1, 8),
+    (ApiKey::OffsetDelete, 0, 0),
+    (ApiKey::ListGroups, 0, 4),
+    (ApiKey::DescribeGroups, 0, 5),
+    (ApiKey::DeleteGroups, 0, 2),
 ];
 
 /// The version range this broker serves for `key`, if any.
@@ -141,8 +153,17 @@ pub(crate) fn encode_response<T: Encodable>(
     Ok(buf)
 }
 
-/// Handles one request frame (everything after the 4-byte length).
-pub async fn dispatch(broker: &Broker, mut frame: Bytes) -> Result<Outcome, CloseReason> {
+/// Handles one request frame (everything after the 4-byte length) from an unknown peer.
+pub async fn dispatch(broker: &Broker, frame: Bytes) -> Result<Outcome, CloseReason> {
+    dispatch_from(broker, frame, None).await
+}
+
+/// Handles one request frame from `peer` (recorded for group members, as Kafka's client host).
+pub async fn dispatch_from(
+    broker: &Broker,
+    mut frame: Bytes,
+    peer: Option<std::net::SocketAddr>,
+) -> Result<Outcome, CloseReason> {
     if frame.len() < 8 {
         return Err(CloseReason::TooShort(frame.len()));
     }
@@ -215,6 +236,73 @@ pub async fn dispatch(broker: &Broker, mut frame: Bytes) -> Result<Outcome, Clos
         ApiKey::DeleteTopics => {
             let req = decode_body(key, version, body)?;
             let resp = delete_topics::handle(broker, req, version);
+            respond(encode_response(key, version, cid, &resp))
+        }
+        ApiKey::FindCoordinator => {
+            let req = decode_body(key, version, body)?;
+            let resp = groups::find_coordinator(broker, req, version);
+            respond(encode_response(key, version, cid, &resp))
+        }
+        ApiKey::JoinGroup => {
+            let req = decode_body(key, version, body)?;
+            let client = groups::Client {
+                client_id: header
+                    .client_id
+                    .as_ref()
+                    .map(|c| c.to_string())
+                    .unwrap_or_default(),
+                host: peer.map(|p| format!("/{}", p.ip())).unwrap_or_default(),
+            };
+            let resp = groups::join_group(broker, req, version, &client).await;
+            respond(encode_response(key, version, cid, &resp))
+        }
+        ApiKey::SyncGroup => {
+            let req = decode_body(key, version, body)?;
+            let resp = groups::sync_group(broker, req, version).await;
+            respond(encode_response(key, version, cid, &resp))
+        }
+        ApiKey::Heartbeat => {
+            let req = decode_body(key, version, body)?;
+            respond(encode_response(
+                key,
+                version,
+                cid,
+                &groups::heartbeat(broker, req),
+            ))
+        }
+        ApiKey::LeaveGroup => {
+            let req = decode_body(key, version, body)?;
+            let resp = groups::leave_group(broker, req, version);
+            respond(encode_response(key, version, cid, &resp))
+        }
+        ApiKey::OffsetCommit => {
+            let req = decode_body(key, version, body)?;
+            let resp = groups::offset_commit(broker, req, version);
+            respond(encode_response(key, version, cid, &resp))
+        }
+        ApiKey::OffsetFetch => {
+            let req = decode_body(key, version, body)?;
+            let resp = groups::offset_fetch(broker, req, version);
+            respond(encode_response(key, version, cid, &resp))
+        }
+        ApiKey::OffsetDelete => {
+            let req = decode_body(key, version, body)?;
+            let resp = groups::offset_delete(broker, req);
+            respond(encode_response(key, version, cid, &resp))
+        }
+        ApiKey::ListGroups => {
+            let req = decode_body(key, version, body)?;
+            let resp = groups::list_groups(broker, req, version);
+            respond(encode_response(key, version, cid, &resp))
+        }
+        ApiKey::DescribeGroups => {
+            let req = decode_body(key, version, body)?;
+            let resp = groups::describe_groups(broker, req, version);
+            respond(encode_response(key, version, cid, &resp))
+        }
+        ApiKey::DeleteGroups => {
+            let req = decode_body(key, version, body)?;
+            let resp = groups::delete_groups(broker, req);
             respond(encode_response(key, version, cid, &resp))
         }
         other => Err(CloseReason::ApiNotEnabled(other)),
@@ -354,14 +442,14 @@ mod tests {
     async fn unserved_apis_and_malformed_frames_close_the_connection() {
         let dir = tempfile::tempdir().unwrap();
         let b = broker(dir.path());
-        let join = frame(
-            ApiKey::JoinGroup,
-            5,
-            &kafka_protocol::messages::JoinGroupRequest::default(),
+        let acls = frame(
+            ApiKey::DescribeAcls,
+            1,
+            &kafka_protocol::messages::DescribeAclsRequest::default(),
         );
         assert!(matches!(
-            dispatch(&b, join).await,
-            Err(CloseReason::ApiNotEnabled(ApiKey::JoinGroup))
+            dispatch(&b, acls).await,
+            Err(CloseReason::ApiNotEnabled(ApiKey::DescribeAcls))
         ));
         let mut unknown = BytesMut::new();
         unknown.put_i16(999);
@@ -400,8 +488,19 @@ mod tests {
             let all =
                 MetadataRequest::default().with_topics(if v == 0 { Some(vec![]) } else { None });
             let resp: MetadataResponse = call(&b, ApiKey::Metadata, v, &all).await;
-            assert_eq!(resp.topics.len(), 6, "Metadata v{v} lists every topic");
-            assert!(resp.topics.iter().all(|t| t.partitions.len() == 2));
+            let (internal, user): (Vec<_>, Vec<_>) = resp.topics.iter().partition(|t| {
+                let name = t.name.as_ref().unwrap().as_str();
+                // is_internal exists from v1 on.
+                assert_eq!(v >= 1 && name == "__consumer_offsets", t.is_internal);
+                name == "__consumer_offsets"
+            });
+            assert_eq!(user.len(), 6, "Metadata v{v} lists every topic");
+            assert!(user.iter().all(|t| t.partitions.len() == 2));
+            let internal: Vec<_> = internal
+                .iter()
+                .map(|t| t.name.as_ref().unwrap().as_str())
+                .collect();
+            assert_eq!(internal, vec!["__consumer_offsets"], "Metadata v{v}");
         }
         let req = CreateTopicsRequest::default().with_topics(vec![CreatableTopic::default()
             .with_name(name.clone())
@@ -528,5 +627,178 @@ mod tests {
             1,
             "nothing appended for the unknown partition"
         );
+    }
+
+    #[tokio::test]
+    async fn every_group_api_version_encodes_and_answers() {
+        use kafka_protocol::error::ResponseError;
+        use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
+        use kafka_protocol::messages::leave_group_request::MemberIdentity;
+        use kafka_protocol::messages::offset_commit_request::{
+            OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+        };
+        use kafka_protocol::messages::offset_fetch_request::{
+            OffsetFetchRequestGroup, OffsetFetchRequestTopic, OffsetFetchRequestTopics,
+        };
+        use kafka_protocol::messages::*;
+        let dir = tempfile::tempdir().unwrap();
+        let b = broker(dir.path());
+        b.create_topic(&crate::broker::NewTopic {
+            name: "t".into(),
+            num_partitions: 1,
+            replication_factor: 1,
+            configs: Default::default(),
+        })
+        .unwrap();
+        let g = || GroupId(StrBytes::from_static_str("g"));
+        let t = || TopicName(StrBytes::from_static_str("t"));
+        for v in 0..=4 {
+            let req = if v >= 4 {
+                FindCoordinatorRequest::default()
+                    .with_coordinator_keys(vec![StrBytes::from_static_str("g")])
+            } else {
+                FindCoordinatorRequest::default().with_key(StrBytes::from_static_str("g"))
+            };
+            let r: FindCoordinatorResponse = call(&b, ApiKey::FindCoordinator, v, &req).await;
+            let (code, node, port) = if v >= 4 {
+                let c = &r.coordinators[0];
+                (c.error_code, c.node_id, c.port)
+            } else {
+                (r.error_code, r.node_id, r.port)
+            };
+            assert_eq!((code, node.0, port), (0, 1, 9092), "v{v}");
+        }
+        for v in 0..=9 {
+            // A session timeout below the minimum answers at once at every version.
+            let req = JoinGroupRequest::default()
+                .with_group_id(g())
+                .with_session_timeout_ms(1)
+                .with_protocol_type(StrBytes::from_static_str("consumer"))
+                .with_protocols(vec![JoinGroupRequestProtocol::default()
+                    .with_name(StrBytes::from_static_str("range"))]);
+            let r: JoinGroupResponse = call(&b, ApiKey::JoinGroup, v, &req).await;
+            assert_eq!(
+                r.error_code,
+                ResponseError::InvalidSessionTimeout.code(),
+                "v{v}"
+            );
+        }
+        for v in 4..=9 {
+            let req = JoinGroupRequest::default()
+                .with_group_id(g())
+                .with_session_timeout_ms(10_000)
+                .with_rebalance_timeout_ms(10_000)
+                .with_protocol_type(StrBytes::from_static_str("consumer"))
+                .with_protocols(vec![JoinGroupRequestProtocol::default()
+                    .with_name(StrBytes::from_static_str("range"))]);
+            let r: JoinGroupResponse = call(&b, ApiKey::JoinGroup, v, &req).await;
+            assert_eq!(r.error_code, ResponseError::MemberIdRequired.code(), "v{v}");
+            assert!(
+                r.member_id.starts_with("unit-"),
+                "v{v}: {}",
+                r.member_id.as_str()
+            );
+        }
+        for v in 0..=5 {
+            let req = SyncGroupRequest::default()
+                .with_group_id(GroupId(StrBytes::from_static_str("nog")));
+            let r: SyncGroupResponse = call(&b, ApiKey::SyncGroup, v, &req).await;
+            assert_eq!(r.error_code, ResponseError::UnknownMemberId.code(), "v{v}");
+        }
+        for v in 0..=4 {
+            let req = HeartbeatRequest::default().with_group_id(g());
+            let r: HeartbeatResponse = call(&b, ApiKey::Heartbeat, v, &req).await;
+            assert_eq!(r.error_code, ResponseError::UnknownMemberId.code(), "v{v}");
+        }
+        for v in 0..=5 {
+            let x = StrBytes::from_static_str("x");
+            let req = if v >= 3 {
+                LeaveGroupRequest::default()
+                    .with_group_id(g())
+                    .with_members(vec![MemberIdentity::default().with_member_id(x)])
+            } else {
+                LeaveGroupRequest::default()
+                    .with_group_id(g())
+                    .with_member_id(x)
+            };
+            let r: LeaveGroupResponse = call(&b, ApiKey::LeaveGroup, v, &req).await;
+            let code = if v >= 3 {
+                r.members[0].error_code
+            } else {
+                r.error_code
+            };
+            assert_eq!(code, ResponseError::UnknownMemberId.code(), "v{v}");
+        }
+        for v in 2..=8 {
+            let req = OffsetCommitRequest::default()
+                .with_group_id(g())
+                .with_generation_id_or_member_epoch(-1)
+                .with_topics(vec![OffsetCommitRequestTopic::default()
+                    .with_name(t())
+                    .with_partitions(vec![OffsetCommitRequestPartition::default()
+                        .with_committed_offset(100 + i64::from(v))])]);
+            let r: OffsetCommitResponse = call(&b, ApiKey::OffsetCommit, v, &req).await;
+            assert_eq!(r.topics[0].partitions[0].error_code, 0, "v{v}");
+        }
+        for v in 1..=8 {
+            let req = if v >= 8 {
+                OffsetFetchRequest::default().with_groups(vec![OffsetFetchRequestGroup::default()
+                    .with_group_id(g())
+                    .with_topics(Some(vec![OffsetFetchRequestTopics::default()
+                        .with_name(t())
+                        .with_partition_indexes(vec![0])]))])
+            } else {
+                OffsetFetchRequest::default()
+                    .with_group_id(g())
+                    .with_topics(Some(vec![OffsetFetchRequestTopic::default()
+                        .with_name(t())
+                        .with_partition_indexes(vec![0])]))
+            };
+            let r: OffsetFetchResponse = call(&b, ApiKey::OffsetFetch, v, &req).await;
+            let offset = if v >= 8 {
+                r.groups[0].topics[0].partitions[0].committed_offset
+            } else {
+                r.topics[0].partitions[0].committed_offset
+            };
+            assert_eq!(offset, 108, "v{v} reads the last commit");
+        }
+        let r: ListGroupsResponse =
+            call(&b, ApiKey::ListGroups, 0, &ListGroupsRequest::default()).await;
+        assert_eq!(r.groups.len(), 1);
+        for v in 1..=4 {
+            let r: ListGroupsResponse =
+                call(&b, ApiKey::ListGroups, v, &ListGroupsRequest::default()).await;
+            assert_eq!(r.groups[0].group_id.as_str(), "g", "v{v}");
+            if v >= 4 {
+                assert_eq!(r.groups[0].group_state.as_str(), "Empty");
+            }
+        }
+        for v in 0..=5 {
+            let req = DescribeGroupsRequest::default()
+                .with_groups(vec![g(), GroupId(StrBytes::from_static_str("unknown"))]);
+            let r: DescribeGroupsResponse = call(&b, ApiKey::DescribeGroups, v, &req).await;
+            assert_eq!(r.groups[0].group_state.as_str(), "Empty", "v{v}");
+            assert_eq!(r.groups[1].group_state.as_str(), "Dead", "v{v}");
+        }
+        let req = OffsetDeleteRequest::default()
+            .with_group_id(g())
+            .with_topics(vec![
+                kafka_protocol::messages::offset_delete_request::OffsetDeleteRequestTopic::default(
+                )
+                .with_name(t())
+                .with_partitions(vec![Default::default()]),
+            ]);
+        let r: OffsetDeleteResponse = call(&b, ApiKey::OffsetDelete, 0, &req).await;
+        assert_eq!((r.error_code, r.topics[0].partitions[0].error_code), (0, 0));
+        for v in 0..=2 {
+            let req = DeleteGroupsRequest::default().with_groups_names(vec![g()]);
+            let r: DeleteGroupsResponse = call(&b, ApiKey::DeleteGroups, v, &req).await;
+            let expected = if v == 0 {
+                0
+            } else {
+                ResponseError::GroupIdNotFound.code()
+            };
+            assert_eq!(r.results[0].error_code, expected, "v{v}");
+        }
     }
 }

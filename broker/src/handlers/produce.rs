@@ -26,6 +26,13 @@ fn produce_partition(
             format!("unknown topic `{topic}`"),
         )
     })?;
+    if topic == crate::group::storage::OFFSETS_TOPIC {
+        // Kafka refuses client appends to internal topics: only the coordinator writes there.
+        return Err((
+            ResponseError::InvalidTopicException.code(),
+            format!("cannot append to internal topic `{topic}`"),
+        ));
+    }
     let partition = broker
         .partition(topic, index)
         .map_err(|e| (e.kafka_error_code(), e.to_string()))?;
