@@ -13,6 +13,18 @@ if ! command -v kcat >/dev/null 2>&1; then
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq kcat >/dev/null
 fi
+# Python confluent-kafka and kafka-python: two more client implementations, pinned in
+# tests/python/requirements.txt (pip skips what is already installed at that version).
+if ! python3 -m pip --version >/dev/null 2>&1; then
+    echo "test.sh: installing pip (Debian package python3-pip)"
+    SUDO=""
+    if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq python3-pip >/dev/null
+fi
+echo "test.sh: pip install -r tests/python/requirements.txt"
+python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
+    -r tests/python/requirements.txt
 
 # --- checks --------------------------------------------------------------------------------
 echo "test.sh: cargo fmt --check"

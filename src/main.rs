@@ -48,6 +48,9 @@ enum BenchCommand {
     /// Produce 1 KiB records with rdkafka at acks=1 and acks=all to a fresh local broker and
     /// print MB/s and p50/p99 latency next to this machine's raw sequential write rate.
     Produce(strait::bench::ProduceBenchArgs),
+    /// Read a topic with a consumer group of three and with one consumer that has every
+    /// partition assigned, on a fresh local broker, and print MB/s of each.
+    Consume(strait::bench::ConsumeBenchArgs),
 }
 
 fn init_tracing() {
@@ -103,6 +106,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Broker(args) => run_broker(args).await,
             Command::Bench(BenchCommand::Produce(args)) => strait::bench::produce(args).await,
+            Command::Bench(BenchCommand::Consume(args)) => strait::bench::consume(args).await,
         }
     });
     match result {

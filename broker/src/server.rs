@@ -121,6 +121,16 @@ pub async fn serve(
                     match end {
                         ConnectionEnd::Eof => tracing::debug!(%peer, "connection closed"),
                         ConnectionEnd::Rejected(_) => {}
+                        // A client closing while its response is written is routine (a consumer
+                        // shutting down mid-fetch), not a broker problem.
+                        ConnectionEnd::Io(e)
+                            if matches!(
+                                e.kind(),
+                                std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+                            ) =>
+                        {
+                            tracing::debug!(%peer, error = %e, "peer went away")
+                        }
                         other => tracing::warn!(%peer, reason = %other, "connection closed"),
                     }
                     drop(permit);

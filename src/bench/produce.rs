@@ -6,9 +6,8 @@
 //! file in the same directory with the same flush policy. The ratio of the two is the figure
 //! that matters; absolute numbers vary from machine to machine.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -18,6 +17,8 @@ use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::ClientContext;
+
+use super::ChildBroker;
 
 /// Options of `strait bench produce`.
 #[derive(Debug, Clone, clap::Args)]
@@ -39,52 +40,6 @@ pub struct ProduceBenchArgs {
     /// Directory for the broker's data and the raw-write file (default: a fresh temp dir).
     #[arg(long)]
     pub dir: Option<PathBuf>,
-}
-
-/// A broker child process that is killed when dropped.
-struct ChildBroker {
-    child: Child,
-    bootstrap: String,
-}
-
-impl ChildBroker {
-    fn start(dir: &Path, flush_messages: Option<u64>) -> anyhow::Result<ChildBroker> {
-        let config = dir.join("bench-node.yaml");
-        let mut yaml = String::from(
-            "node_id: 1\nlisten: 127.0.0.1:0\ndata_dir: broker-data\nlog:\n  segment_bytes: 268435456\n",
-        );
-        if let Some(n) = flush_messages {
-            yaml.push_str(&format!("  flush_messages: {n}\n"));
-        }
-        std::fs::write(&config, yaml).with_context(|| format!("writing {}", config.display()))?;
-        let exe = std::env::current_exe().context("locating the strait binary")?;
-        let mut child = Command::new(exe)
-            .args(["broker", "--config"])
-            .arg(&config)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .context("starting the broker")?;
-        let stdout = child.stdout.take().context("broker stdout")?;
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .context("reading the broker's ready line")?;
-        let Some(addr) = line.split("listening on ").nth(1) else {
-            let _ = child.kill();
-            bail!("broker did not report its address; it printed: {line:?}");
-        };
-        let bootstrap = addr.split(',').next().unwrap_or(addr).trim().to_string();
-        Ok(ChildBroker { child, bootstrap })
-    }
-}
-
-impl Drop for ChildBroker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// Collects delivery latencies; the opaque of each record is its send time in nanoseconds
@@ -291,7 +246,11 @@ fn produce_blocking(args: &ProduceBenchArgs) -> anyhow::Result<()> {
     let raw_path = dir.join("raw-write.bin");
     let raw_pass = || raw_write_mb_per_s(&raw_path, total_bytes, 1 << 20, fsync_every_bytes);
     let mut raw_mb_per_s = vec![raw_pass()?, raw_pass()?];
-    let broker = ChildBroker::start(&dir, args.flush_messages)?;
+    let flush_yaml = args
+        .flush_messages
+        .map(|n| format!("  flush_messages: {n}\n"))
+        .unwrap_or_default();
+    let broker = ChildBroker::start(&dir, "", &flush_yaml)?;
     let acks1 = run_producer(&broker.bootstrap, "bench-acks-1", "1", args)?;
     raw_mb_per_s.push(raw_pass()?);
     let acks_all = run_producer(&broker.bootstrap, "bench-acks-all", "all", args)?;
