@@ -117,6 +117,10 @@ pub struct NodeConfig {
     /// `max.connections`: connections above this are closed on accept.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// `producer.id.expiration.ms`: a partition forgets an idempotent producer whose last
+    /// batch is this old (by the batch's max timestamp); default one day, as Kafka.
+    #[serde(default = "default_producer_id_expiration_ms")]
+    pub producer_id_expiration_ms: u64,
     /// Log defaults.
     #[serde(default)]
     pub log: LogDefaults,
@@ -133,6 +137,9 @@ fn default_socket_request_max_bytes() -> u32 {
 }
 fn default_max_connections() -> usize {
     4096
+}
+fn default_producer_id_expiration_ms() -> u64 {
+    crate::log::producer_state::PRODUCER_ID_EXPIRATION_MS_DEFAULT
 }
 
 impl NodeConfig {
@@ -190,6 +197,11 @@ impl NodeConfig {
                 "socket_request_max_bytes must be >= 64, got {}",
                 self.socket_request_max_bytes
             )));
+        }
+        if self.producer_id_expiration_ms == 0 {
+            return Err(invalid(
+                "producer_id_expiration_ms must be >= 1 (Kafka's minimum)".to_string(),
+            ));
         }
         if let Some(adv) = &self.advertised {
             parse_host_port(adv).map_err(|reason| invalid(format!("advertised: {reason}")))?;
