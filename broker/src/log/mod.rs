@@ -422,6 +422,7 @@ fn rebuild_producer_state(
             Err(e) => return Err(e),
         }
     }
+    state.trim_to_limit();
     Ok(state)
 }
 

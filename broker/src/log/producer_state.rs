@@ -444,17 +444,39 @@ impl ProducerStateManager {
     }
 
     /// Applies a batch read back from the log, without checks (Kafka's replication-origin
-    /// append): used to rebuild the state.
+    /// append): used to rebuild the state. The producer limit is not applied here, so that a
+    /// rebuild stays linear; call [`trim_to_limit`](Self::trim_to_limit) when done.
     pub fn replay(&mut self, batch: &ProducerBatch) {
         if !batch.has_producer_id() {
             return;
         }
-        let mut entry = self
+        self.producers
+            .entry(batch.producer_id)
+            .or_insert_with(ProducerEntry::empty)
+            .add_batch(batch);
+    }
+
+    /// Forgets the idlest producers beyond the producer limit; returns how many.
+    pub fn trim_to_limit(&mut self) -> usize {
+        let excess = self.producers.len().saturating_sub(self.producers_max);
+        if excess == 0 {
+            return 0;
+        }
+        let mut by_idleness: Vec<(i64, i64)> = self
             .producers
-            .remove(&batch.producer_id)
-            .unwrap_or_else(ProducerEntry::empty);
-        entry.add_batch(batch);
-        self.insert(batch.producer_id, entry);
+            .iter()
+            .map(|(id, e)| (e.last_timestamp_ms, *id))
+            .collect();
+        by_idleness.sort_unstable();
+        for (_, id) in &by_idleness[..excess] {
+            self.producers.remove(id);
+        }
+        tracing::warn!(
+            forgotten = excess,
+            producers_max = self.producers_max,
+            "more producers than the limit; forgot the idlest"
+        );
+        excess
     }
 
     /// Forgets producers whose last batch is `producer.id.expiration.ms` old or older at
@@ -525,8 +547,9 @@ impl ProducerStateManager {
                     entry.batches.len()
                 )));
             }
-            state.insert(producer_id, entry);
+            state.producers.insert(producer_id, entry);
         }
+        state.trim_to_limit();
         Ok((snapshot.offset, state))
     }
 }
@@ -769,6 +792,16 @@ mod tests {
         }
         assert_eq!(s.len(), 2);
         assert!(s.entry(2).is_none(), "producer 2 was idle the longest");
+        // A rebuild replays everything, then trims once.
+        let mut r = ProducerStateManager::new(DAY_MS).with_producers_max(2);
+        for (pid, ts) in [(1, 300), (2, 100), (3, 200), (4, 50)] {
+            let mut b = batch(0, 0, 1, pid);
+            b.producer_id = pid;
+            b.max_timestamp_ms = ts;
+            r.replay(&b);
+        }
+        assert_eq!((r.len(), r.trim_to_limit(), r.len()), (4, 2, 2));
+        assert!(r.entry(1).is_some() && r.entry(3).is_some());
     }
 
     #[test]
