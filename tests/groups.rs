@@ -339,7 +339,7 @@ fn a_group_shares_partitions_and_hands_them_over_on_kill_leave_and_broker_restar
     // The broker restarts under the live member: the group and its offsets come back, and
     // the member goes on from its committed offsets.
     broker.sigterm_and_wait();
-    broker.restart_same_port();
+    broker.restart_on_same_port();
     let fourth = produce(&broker, &topic, "b4", 3_000);
     wait_consumed(
         &[&members[2]],

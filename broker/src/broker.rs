@@ -14,8 +14,9 @@ use uuid::Uuid;
 
 use crate::config::NodeConfig;
 use crate::group::GroupCoordinator;
-use crate::log::{AppendInfo, LogError, PartitionLog};
+use crate::log::{AppendInfo, LogConfig, LogError, PartitionLog};
 use crate::metadata_store::{self, MetadataStoreError, TopicRecord};
+use crate::producer_ids::ProducerIdManager;
 use crate::topic_config::{ConfigValueError, TopicConfig};
 
 /// Kafka's longest legal topic name.
@@ -188,10 +189,20 @@ pub struct Broker {
     appended: watch::Sender<u64>,
     /// Consumer groups and committed offsets.
     groups: GroupCoordinator,
+    /// Allocates ids for idempotent producers (InitProducerId).
+    producer_ids: ProducerIdManager,
 }
 
 fn partition_dir(data_dir: &Path, topic: &str, partition: i32) -> PathBuf {
     data_dir.join(format!("{topic}-{partition}"))
+}
+
+/// The log settings of a topic on this node: the topic's configs plus the broker-level ones.
+fn log_config_for(node: &NodeConfig, topic: &TopicConfig) -> LogConfig {
+    LogConfig {
+        producer_id_expiration_ms: node.producer_id_expiration_ms,
+        ..topic.log_config()
+    }
 }
 
 impl Broker {
@@ -212,7 +223,7 @@ impl Broker {
             let mut partitions = Vec::new();
             for index in 0..record.partitions {
                 let dir = partition_dir(&data_dir, &record.name, index);
-                let log = PartitionLog::open(&dir, topic_config.log_config(), now)?;
+                let log = PartitionLog::open(&dir, log_config_for(&config, &topic_config), now)?;
                 partitions.push(Arc::new(Partition {
                     topic: record.name.clone(),
                     index,
@@ -230,6 +241,7 @@ impl Broker {
                 }),
             );
         }
+        let producer_ids = ProducerIdManager::open(&data_dir)?;
         let (appended, _) = watch::channel(0);
         let groups = GroupCoordinator::new(config.group_config());
         let broker = Broker {
@@ -241,6 +253,7 @@ impl Broker {
             admin_lock: std::sync::Mutex::new(()),
             appended,
             groups,
+            producer_ids,
         };
         broker.groups.load(&broker)?;
         Ok(broker)
@@ -309,7 +322,8 @@ impl Broker {
         self.appended.subscribe()
     }
 
-    /// Appends validated batches to a partition and wakes waiting fetches.
+    /// Appends validated batches to a partition and wakes waiting fetches. A duplicate from an
+    /// idempotent producer writes nothing (see [`AppendInfo::duplicate`]).
     pub fn append(
         &self,
         partition: &Partition,
@@ -320,8 +334,30 @@ impl Broker {
         let info = partition
             .log_mut()
             .append(records, headers, 0, log_append_time_ms, now_ms())?;
-        self.appended.send_modify(|n| *n = n.wrapping_add(1));
+        if info.duplicate.is_none() {
+            self.appended.send_modify(|n| *n = n.wrapping_add(1));
+        }
         Ok(info)
+    }
+
+    /// A producer id never handed out before by this node (InitProducerId without a
+    /// transactional id).
+    pub fn generate_producer_id(&self) -> Result<i64, BrokerError> {
+        Ok(self.producer_ids.generate()?)
+    }
+
+    /// Forgets, in every partition, idempotent producers idle for `producer_id_expiration_ms`.
+    pub fn expire_producers(&self) {
+        let now = now_ms();
+        for topic in self.topics() {
+            for p in &topic.partitions {
+                let expired = p.log_mut().remove_expired_producers(now);
+                if expired > 0 {
+                    tracing::debug!(topic = %p.topic, partition = p.index, expired,
+                        "expired idle producers");
+                }
+            }
+        }
     }
 
     /// Validates a topic creation without creating anything; returns the effective partition
@@ -360,7 +396,7 @@ impl Broker {
         let mut parts = Vec::new();
         for index in 0..partitions {
             let dir = partition_dir(&self.config.data_dir, &t.name, index);
-            let log = PartitionLog::open(&dir, config.log_config(), now)?;
+            let log = PartitionLog::open(&dir, log_config_for(&self.config, &config), now)?;
             parts.push(Arc::new(Partition {
                 topic: t.name.clone(),
                 index,

@@ -117,6 +117,10 @@ pub struct NodeConfig {
     /// `max.connections`: connections above this are closed on accept.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// `producer.id.expiration.ms`: a partition forgets an idempotent producer whose last
+    /// batch is this old (by the batch's max timestamp); default one day, as Kafka.
+    #[serde(default = "default_producer_id_expiration_ms")]
+    pub producer_id_expiration_ms: u64,
     /// Log defaults.
     #[serde(default)]
     pub log: LogDefaults,
@@ -175,6 +179,9 @@ fn default_offset_metadata_max_bytes() -> i32 {
 }
 fn default_offsets_retention_minutes() -> i64 {
     7 * 24 * 60
+}
+fn default_producer_id_expiration_ms() -> u64 {
+    crate::log::producer_state::PRODUCER_ID_EXPIRATION_MS_DEFAULT
 }
 
 impl NodeConfig {
@@ -267,6 +274,11 @@ impl NodeConfig {
                 "offsets_retention_minutes must be >= 1, got {}",
                 self.offsets_retention_minutes
             )));
+        }
+        if self.producer_id_expiration_ms == 0 {
+            return Err(invalid(
+                "producer_id_expiration_ms must be >= 1 (Kafka's minimum)".to_string(),
+            ));
         }
         if let Some(adv) = &self.advertised {
             parse_host_port(adv).map_err(|reason| invalid(format!("advertised: {reason}")))?;

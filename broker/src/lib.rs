@@ -14,6 +14,7 @@ pub mod handlers;
 pub mod log;
 pub mod metadata_store;
 pub mod node;
+pub mod producer_ids;
 pub mod server;
 pub mod topic_config;
 

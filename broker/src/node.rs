@@ -15,6 +15,9 @@ use crate::server;
 
 /// How often `flush.ms` is checked (Kafka's `log.flush.scheduler.interval.ms`).
 const FLUSH_CHECK_INTERVAL_MS: u64 = 1_000;
+/// How often idle idempotent producers are forgotten (Kafka's
+/// `producer.id.expiration.check.interval.ms` default).
+const PRODUCER_EXPIRATION_CHECK_INTERVAL_MS: u64 = 600_000;
 
 /// A node that failed to start.
 #[derive(Debug, thiserror::Error)]
@@ -80,6 +83,11 @@ impl Node {
             tokio::spawn(async move {
                 let mut tick =
                     tokio::time::interval(Duration::from_millis(FLUSH_CHECK_INTERVAL_MS));
+                let mut expiry_tick = tokio::time::interval(Duration::from_millis(
+                    PRODUCER_EXPIRATION_CHECK_INTERVAL_MS,
+                ));
+                // The first tick of an interval is immediate; open() already expired producers.
+                expiry_tick.tick().await;
                 loop {
                     tokio::select! {
                         _ = async { let _ = stop.wait_for(|s| *s).await; } => break,
@@ -87,6 +95,14 @@ impl Node {
                             let b = broker.clone();
                             if let Err(e) = tokio::task::spawn_blocking(move || b.flush_due()).await {
                                 tracing::error!(error = %e, "flush task failed");
+                            }
+                        }
+                        _ = expiry_tick.tick() => {
+                            let b = broker.clone();
+                            if let Err(e) =
+                                tokio::task::spawn_blocking(move || b.expire_producers()).await
+                            {
+                                tracing::error!(error = %e, "producer expiration task failed");
                             }
                         }
                     }

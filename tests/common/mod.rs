@@ -174,8 +174,10 @@ pub struct Broker {
     log_path: PathBuf,
     starts: u32,
     extra_args: Vec<String>,
-    /// The listener address for the next start (`127.0.0.1:0` unless a restart keeps the port).
-    listen: String,
+    /// Environment set for the process (overriding the harness default `RUST_LOG=info`).
+    extra_env: Vec<(String, String)>,
+    /// Address to listen on; `None` picks a free port (see `restart_on_same_port`).
+    listen: Option<SocketAddr>,
 }
 
 impl Broker {
@@ -186,6 +188,16 @@ impl Broker {
 
     /// Starts a broker passing extra command line arguments after the standard ones.
     pub fn start_with_args(extra: &[&str]) -> Broker {
+        Broker::start_with(extra, &[])
+    }
+
+    /// Starts a broker with extra environment variables (e.g. a `RUST_LOG` filter whose log
+    /// lines a test counts).
+    pub fn start_with_env(env: &[(&str, &str)]) -> Broker {
+        Broker::start_with(&[], env)
+    }
+
+    fn start_with(extra: &[&str], env: &[(&str, &str)]) -> Broker {
         let data_dir = tempfile::Builder::new()
             .prefix("strait-e2e-data-")
             .tempdir()
@@ -203,7 +215,11 @@ impl Broker {
             log_path,
             starts: 0,
             extra_args: extra.iter().map(|s| s.to_string()).collect(),
-            listen: "127.0.0.1:0".to_string(),
+            extra_env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            listen: None,
         };
         b.spawn();
         b
@@ -233,7 +249,10 @@ impl Broker {
             .arg("--config")
             .arg(&config)
             .arg("--listen")
-            .arg(&self.listen)
+            .arg(
+                self.listen
+                    .map_or_else(|| "127.0.0.1:0".to_string(), |a| a.to_string()),
+            )
             .arg("--data-dir")
             .arg(self.data_dir.path())
             .args(&self.extra_args)
@@ -243,6 +262,7 @@ impl Broker {
         if std::env::var_os("RUST_LOG").is_none() {
             cmd.env("RUST_LOG", "info");
         }
+        cmd.envs(self.extra_env.iter().map(|(k, v)| (k, v)));
         let mut child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("failed to spawn {}: {e}", bin.display()));
@@ -386,12 +406,25 @@ impl Broker {
         self.spawn();
     }
 
-    /// Starts the broker again on the same data directory and the same port, so clients
-    /// that keep running (consumers in a group) reconnect to it.
-    pub fn restart_same_port(&mut self) {
-        self.listen = self.addr.to_string();
-        self.restart();
-        self.listen = "127.0.0.1:0".to_string();
+    /// Starts the broker again on the same data directory and the same address, so clients
+    /// created before the restart reconnect to it by themselves. The previous process must have
+    /// been stopped by the test.
+    pub fn restart_on_same_port(&mut self) {
+        assert!(
+            self.child.is_none(),
+            "restart_on_same_port() needs the broker to be stopped first (sigterm_and_wait or sigkill)"
+        );
+        self.listen = Some(self.addr);
+        self.spawn();
+    }
+
+    /// How many lines of the broker's log (all starts) contain `needle`.
+    pub fn log_lines_containing(&self, needle: &str) -> usize {
+        let mut s = String::new();
+        if let Ok(mut f) = File::open(&self.log_path) {
+            let _ = f.read_to_string(&mut s);
+        }
+        s.lines().filter(|l| l.contains(needle)).count()
     }
 
     /// The last `n` lines of the broker's combined stdout/stderr log.

@@ -44,8 +44,10 @@ pub fn find_coordinator(
     let answer = |key_type: i8| -> (i16, Option<String>) {
         match key_type {
             0 => (0, None),
+            // No transactions: INVALID_REQUEST (as for InitProducerId with a transactional
+            // id) makes clients fail at once instead of retrying a coordinator lookup forever.
             1 => (
-                E::CoordinatorNotAvailable.code(),
+                E::InvalidRequest.code(),
                 Some("transactions are not supported by strait".to_string()),
             ),
             other => (

@@ -16,6 +16,7 @@ pub mod create_topics;
 pub mod delete_topics;
 pub mod fetch;
 pub mod groups;
+pub mod init_producer_id;
 pub mod list_offsets;
 pub mod metadata;
 pub mod produce;
@@ -41,6 +42,8 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ListGroups, 0, 4),
     (ApiKey::DescribeGroups, 0, 5),
     (ApiKey::DeleteGroups, 0, 2),
+    // v0-v5: every version kafka-protocol 0.18 can decode (its v6 is response-only).
+    (ApiKey::InitProducerId, 0, 5),
 ];
 
 /// The version range this broker serves for `key`, if any.
@@ -305,6 +308,11 @@ pub async fn dispatch_from(
             let resp = groups::delete_groups(broker, req);
             respond(encode_response(key, version, cid, &resp))
         }
+        ApiKey::InitProducerId => {
+            let req = decode_body(key, version, body)?;
+            let resp = init_producer_id::handle(broker, req, version);
+            respond(encode_response(key, version, cid, &resp))
+        }
         other => Err(CloseReason::ApiNotEnabled(other)),
     }
 }
@@ -319,8 +327,9 @@ mod tests {
     use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
     use kafka_protocol::messages::{
         ApiVersionsRequest, ApiVersionsResponse, CreateTopicsRequest, CreateTopicsResponse,
-        FetchRequest, FetchResponse, ListOffsetsRequest, ListOffsetsResponse, MetadataRequest,
-        MetadataResponse, ProduceRequest, ProduceResponse, TopicName,
+        FetchRequest, FetchResponse, InitProducerIdRequest, InitProducerIdResponse,
+        ListOffsetsRequest, ListOffsetsResponse, MetadataRequest, MetadataResponse, ProduceRequest,
+        ProduceResponse, TopicName, TransactionalId,
     };
     use kafka_protocol::protocol::StrBytes;
     use kafka_protocol::records::{
@@ -374,6 +383,11 @@ mod tests {
     }
 
     fn batch(values: &[&str]) -> Bytes {
+        producer_batch(-1, -1, -1, values)
+    }
+
+    /// A batch from producer `producer_id` at `epoch`, sequences from `base_sequence` on.
+    fn producer_batch(producer_id: i64, epoch: i16, base_sequence: i32, values: &[&str]) -> Bytes {
         let records: Vec<Record> = values
             .iter()
             .enumerate()
@@ -382,11 +396,15 @@ mod tests {
                 control: false,
                 delete_horizon: false,
                 partition_leader_epoch: 0,
-                producer_id: -1,
-                producer_epoch: -1,
+                producer_id,
+                producer_epoch: epoch,
                 timestamp_type: TimestampType::Creation,
                 offset: i as i64,
-                sequence: -1,
+                sequence: if base_sequence < 0 {
+                    -1
+                } else {
+                    base_sequence + i as i32
+                },
                 timestamp: 1_000 + i as i64,
                 key: None,
                 value: Some(Bytes::copy_from_slice(v.as_bytes())),
@@ -799,6 +817,150 @@ mod tests {
                 ResponseError::GroupIdNotFound.code()
             };
             assert_eq!(r.results[0].error_code, expected, "v{v}");
+        }
+    }
+
+    async fn create_topic(b: &Broker, name: &'static str) {
+        let req = CreateTopicsRequest::default().with_topics(vec![CreatableTopic::default()
+            .with_name(TopicName(StrBytes::from_static_str(name)))
+            .with_num_partitions(1)
+            .with_replication_factor(1)]);
+        let resp: CreateTopicsResponse = call(b, ApiKey::CreateTopics, 7, &req).await;
+        assert_eq!(resp.topics[0].error_code, 0);
+    }
+
+    fn produce_to(topic: &'static str, records: Bytes) -> ProduceRequest {
+        ProduceRequest::default()
+            .with_acks(-1)
+            .with_timeout_ms(1000)
+            .with_topic_data(vec![TopicProduceData::default()
+                .with_name(TopicName(StrBytes::from_static_str(topic)))
+                .with_partition_data(vec![PartitionProduceData::default()
+                    .with_index(0)
+                    .with_records(Some(records))])])
+    }
+
+    #[tokio::test]
+    async fn init_producer_id_hands_out_fresh_ids_at_every_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = broker(dir.path());
+        let (min, max) = supported_range(ApiKey::InitProducerId).unwrap();
+        assert_eq!((min, max), (0, 5));
+        let mut seen = Vec::new();
+        for v in min..=max {
+            let req = InitProducerIdRequest::default()
+                .with_transactional_id(None)
+                .with_transaction_timeout_ms(60_000);
+            let resp: InitProducerIdResponse = call(&b, ApiKey::InitProducerId, v, &req).await;
+            assert_eq!(resp.error_code, 0, "InitProducerId v{v}");
+            assert_eq!(resp.producer_epoch, 0, "InitProducerId v{v}");
+            seen.push(i64::from(resp.producer_id));
+        }
+        // KIP-360 (v3+): a producer asking to bump its epoch gets a new id, epoch 0, as Kafka
+        // answers a producer without a transactional id.
+        let req = InitProducerIdRequest::default()
+            .with_transactional_id(None)
+            .with_producer_id(seen[0].into())
+            .with_producer_epoch(0);
+        let resp: InitProducerIdResponse = call(&b, ApiKey::InitProducerId, 4, &req).await;
+        assert_eq!((resp.error_code, resp.producer_epoch), (0, 0));
+        seen.push(i64::from(resp.producer_id));
+        assert!(
+            seen.windows(2).all(|w| w[0] < w[1]),
+            "ids are fresh and increasing: {seen:?}"
+        );
+        assert!(seen.iter().all(|id| *id >= 0));
+        // After a restart, ids continue beyond everything handed out before.
+        drop(b);
+        let b = broker(dir.path());
+        let resp: InitProducerIdResponse = call(
+            &b,
+            ApiKey::InitProducerId,
+            5,
+            &InitProducerIdRequest::default().with_transactional_id(None),
+        )
+        .await;
+        assert!(i64::from(resp.producer_id) > *seen.last().unwrap());
+    }
+
+    #[tokio::test]
+    async fn init_producer_id_refuses_transactions_and_half_kip_360_requests() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = broker(dir.path());
+        for v in 0..=5 {
+            let req = InitProducerIdRequest::default().with_transactional_id(Some(
+                TransactionalId(StrBytes::from_static_str("payments-tx")),
+            ));
+            let resp: InitProducerIdResponse = call(&b, ApiKey::InitProducerId, v, &req).await;
+            assert_eq!(resp.error_code, 42, "INVALID_REQUEST at v{v}");
+            assert_eq!((i64::from(resp.producer_id), resp.producer_epoch), (-1, -1));
+        }
+        let req = InitProducerIdRequest::default()
+            .with_transactional_id(None)
+            .with_producer_id(5.into())
+            .with_producer_epoch(-1);
+        let resp: InitProducerIdResponse = call(&b, ApiKey::InitProducerId, 3, &req).await;
+        assert_eq!(resp.error_code, 42, "producer id without epoch");
+    }
+
+    #[tokio::test]
+    async fn produce_answers_duplicates_with_the_original_offset_and_maps_sequence_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = broker(dir.path());
+        create_topic(&b, "idem").await;
+        let resp: InitProducerIdResponse = call(
+            &b,
+            ApiKey::InitProducerId,
+            4,
+            &InitProducerIdRequest::default().with_transactional_id(None),
+        )
+        .await;
+        let pid = i64::from(resp.producer_id);
+        for v in 3..=9 {
+            let partition = || b.partition("idem", 0).unwrap();
+            let start = partition().high_watermark();
+            // Each version gets its own producer epoch, so every round starts at sequence 0.
+            let epoch = v;
+            let first = producer_batch(pid, epoch, 0, &["a", "b"]);
+            let resp: ProduceResponse =
+                call(&b, ApiKey::Produce, v, &produce_to("idem", first.clone())).await;
+            let p = &resp.responses[0].partition_responses[0];
+            assert_eq!((p.error_code, p.base_offset), (0, start), "Produce v{v}");
+            let resp: ProduceResponse =
+                call(&b, ApiKey::Produce, v, &produce_to("idem", first)).await;
+            let p = &resp.responses[0].partition_responses[0];
+            assert_eq!(
+                (p.error_code, p.base_offset),
+                (0, start),
+                "Produce v{v}: the retry is answered with the original offset"
+            );
+            assert_eq!(
+                partition().high_watermark(),
+                start + 2,
+                "v{v}: written once"
+            );
+
+            let gap = producer_batch(pid, epoch, 5, &["c"]);
+            let resp: ProduceResponse =
+                call(&b, ApiKey::Produce, v, &produce_to("idem", gap)).await;
+            let p = &resp.responses[0].partition_responses[0];
+            assert_eq!(p.error_code, 45, "OUT_OF_ORDER_SEQUENCE_NUMBER at v{v}");
+            assert_eq!(p.base_offset, -1);
+            assert_eq!(
+                p.error_message.is_some(),
+                v >= 8,
+                "error_message only where v{v} has it"
+            );
+            let fenced = producer_batch(pid, epoch - 1, 2, &["d"]);
+            let resp: ProduceResponse =
+                call(&b, ApiKey::Produce, v, &produce_to("idem", fenced)).await;
+            let p = &resp.responses[0].partition_responses[0];
+            assert_eq!(p.error_code, 47, "INVALID_PRODUCER_EPOCH at v{v}");
+            assert_eq!(
+                partition().high_watermark(),
+                start + 2,
+                "v{v}: refusals write nothing"
+            );
         }
     }
 }

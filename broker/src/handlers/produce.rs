@@ -3,6 +3,10 @@
 //! As Kafka's LogValidator: the batch must be magic v2 with a correct CRC and within
 //! `max.message.bytes`; the broker rewrites only the base offset (and, for LogAppendTime
 //! topics, the timestamp fields, recomputing the CRC). Compressed batches are stored as sent.
+//!
+//! Batches of idempotent producers are checked by the partition log: a retry of a batch already
+//! written succeeds with the original batch's base offset (and nothing is written), while a
+//! fenced epoch or a sequence gap gets INVALID_PRODUCER_EPOCH or OUT_OF_ORDER_SEQUENCE_NUMBER.
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::error::ResponseError;
@@ -50,6 +54,11 @@ fn produce_partition(
         .append(&partition, &mut buf, &headers, log_append_time_ms)
         .map_err(|e| (e.kafka_error_code(), e.to_string()))?;
     let log_start_offset = partition.log().log_start_offset();
+    let log_append_time_ms = match info.duplicate {
+        // The original append time, which LogAppendTime batches store as their max timestamp.
+        Some(duplicate) => log_append_time_ms.map(|_| duplicate.max_timestamp_ms),
+        None => log_append_time_ms,
+    };
     Ok(PartitionProduceResponse::default()
         .with_index(index)
         .with_base_offset(info.first_offset)

@@ -547,6 +547,45 @@ pub(crate) mod test_util {
         buf.to_vec()
     }
 
+    /// An uncompressed batch of `count` records from idempotent producer `producer_id` at
+    /// `epoch`, sequences from `base_sequence` on (wrapping), timestamps `ts0, ts0 + 1, ...`.
+    pub(crate) fn idempotent_batch(
+        producer_id: i64,
+        epoch: i16,
+        base_sequence: i32,
+        count: usize,
+        ts0: i64,
+    ) -> Vec<u8> {
+        let records: Vec<Record> = (0..count)
+            .map(|i| Record {
+                transactional: false,
+                control: false,
+                delete_horizon: false,
+                partition_leader_epoch: -1,
+                producer_id,
+                producer_epoch: epoch,
+                timestamp_type: TimestampType::Creation,
+                offset: i as i64,
+                sequence: base_sequence.wrapping_add(i as i32),
+                timestamp: ts0 + i as i64,
+                key: Some(Bytes::from(format!("key-{i}"))),
+                value: Some(Bytes::from(format!("value-{base_sequence}-{i}"))),
+                headers: Default::default(),
+            })
+            .collect();
+        let mut buf = BytesMut::new();
+        RecordBatchEncoder::encode(
+            &mut buf,
+            &records,
+            &RecordEncodeOptions {
+                version: 2,
+                compression: Compression::None,
+            },
+        )
+        .expect("encoding test records");
+        buf.to_vec()
+    }
+
     /// An uncompressed batch of `count` records with `value_bytes`-byte values, timestamps
     /// `ts0, ts0 + 1, ...`.
     pub(crate) fn simple_batch(count: usize, value_bytes: usize, ts0: i64) -> Vec<u8> {

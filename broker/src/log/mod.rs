@@ -7,9 +7,14 @@
 //! Appends and reads work on whole record batches and only ever touch batch headers, never
 //! individual records, so the produce and fetch paths cost a few header parses per batch and
 //! one copy of the data.
+//!
+//! The log also keeps the partition's idempotent-producer state ([`producer_state`]), checked
+//! and updated under the same `&mut self` as the append it guards. It is rebuilt from batch
+//! headers on open, unless a clean close left a `<log end offset>.snapshot` of it.
 
 pub mod batch;
 pub mod index;
+pub mod producer_state;
 pub mod segment;
 
 #[cfg(test)]
@@ -22,6 +27,10 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 
 pub use crate::log::batch::{split_and_validate, BatchError, BatchHeader};
+pub use crate::log::producer_state::ProducerStateError;
+use crate::log::producer_state::{
+    ProducerBatch, ProducerStateManager, Validation, PRODUCER_ID_EXPIRATION_MS_DEFAULT,
+};
 use crate::log::segment::{Segment, INDEX_EXTENSION, LOG_EXTENSION, TIME_INDEX_EXTENSION};
 
 /// File holding the recovery point: `"<version>\n<offset>\n"`, like Kafka's checkpoint files.
@@ -34,6 +43,12 @@ const RECOVERY_POINT_VERSION: u32 = 0;
 const MAX_RECOVERY_POINT_FILE_BYTES: u64 = 64;
 /// Marker written by `close()`: its presence means the segments and indexes are consistent.
 const CLEAN_SHUTDOWN_FILE: &str = "clean-shutdown";
+/// Extension of the producer state snapshot, `<log end offset, 20 digits>.snapshot` (Kafka's
+/// name; the content is strait's own format).
+const PRODUCER_SNAPSHOT_EXTENSION: &str = "snapshot";
+/// A snapshot holds at most `PRODUCERS_PER_PARTITION_MAX` small entries; anything much bigger
+/// is garbage and is not read into memory.
+const MAX_PRODUCER_SNAPSHOT_BYTES: u64 = 256 * 1024 * 1024;
 /// Kafka caps segment.bytes at Int.MaxValue, which keeps file positions within the u32 the
 /// offset index stores.
 const MAX_SEGMENT_BYTES: u64 = i32::MAX as u64;
@@ -67,6 +82,9 @@ pub struct LogConfig {
     pub flush_ms: u64,
     /// max.message.bytes: largest record batch accepted (default 1048588).
     pub max_batch_bytes: usize,
+    /// producer.id.expiration.ms: forget an idempotent producer whose last batch is this old
+    /// (by the batch's max timestamp, as Kafka; default one day).
+    pub producer_id_expiration_ms: u64,
 }
 
 impl Default for LogConfig {
@@ -79,6 +97,7 @@ impl Default for LogConfig {
             flush_messages: u64::MAX,
             flush_ms: u64::MAX,
             max_batch_bytes: 1_048_588,
+            producer_id_expiration_ms: PRODUCER_ID_EXPIRATION_MS_DEFAULT,
         }
     }
 }
@@ -105,6 +124,9 @@ impl LogConfig {
         }
         if self.max_batch_bytes < batch::HEADER_BYTES {
             return invalid("max_batch_bytes must be at least one batch header");
+        }
+        if self.producer_id_expiration_ms == 0 {
+            return invalid("producer_id_expiration_ms must be positive");
         }
         Ok(())
     }
@@ -137,6 +159,9 @@ pub enum LogError {
     /// A batch handed to `append` is invalid.
     #[error(transparent)]
     Batch(#[from] BatchError),
+    /// A batch failed the idempotent-producer checks (epoch or sequence).
+    #[error(transparent)]
+    Producer(#[from] ProducerStateError),
     /// A call was made with arguments that do not fit together.
     #[error("invalid argument: {reason}")]
     InvalidArgument {
@@ -173,6 +198,7 @@ impl LogError {
         match self {
             LogError::OffsetOutOfRange { .. } => OFFSET_OUT_OF_RANGE,
             LogError::Batch(e) => e.kafka_error_code(),
+            LogError::Producer(e) => e.kafka_error_code(),
             LogError::InvalidArgument { .. } => INVALID_RECORD,
             LogError::Corrupt { .. } => CORRUPT_MESSAGE,
             LogError::Io { .. } | LogError::Closed { .. } => KAFKA_STORAGE_ERROR,
@@ -184,10 +210,22 @@ impl LogError {
 /// Offsets assigned by one `append`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AppendInfo {
-    /// Offset of the first record appended.
+    /// Offset of the first record appended (of the original batch for a duplicate).
     pub first_offset: i64,
-    /// Offset of the last record appended.
+    /// Offset of the last record appended (of the original batch for a duplicate).
     pub last_offset: i64,
+    /// Set when the append was an idempotent producer's retry of a batch already in the log:
+    /// nothing was written and the offsets are those of the original batch.
+    pub duplicate: Option<Duplicate>,
+}
+
+/// The batch already in the log that an append turned out to repeat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Duplicate {
+    /// The producer that retried.
+    pub producer_id: i64,
+    /// The original batch's max timestamp as stored (its append time on LogAppendTime topics).
+    pub max_timestamp_ms: i64,
 }
 
 /// The log of one partition: an ordered list of segments, the last one active.
@@ -206,6 +244,8 @@ pub struct PartitionLog {
     recovery_point_saved_at: Option<std::time::Instant>,
     last_flush_ms: i64,
     closed: bool,
+    /// Idempotent producers seen in this partition; always consistent with the segments.
+    producers: ProducerStateManager,
 }
 
 /// How often `flush` rewrites the recovery-point file (Kafka's
@@ -306,6 +346,120 @@ fn write_recovery_point(dir: &Path, offset: i64, durable_rename: bool) -> Result
         sync_dir(dir)?;
     }
     Ok(())
+}
+
+/// Writes `bytes` to `path` through `<path>.tmp` (write, fsync, rename). The caller fsyncs the
+/// directory when the rename must be durable.
+fn write_file_atomically(path: &Path, bytes: &[u8]) -> Result<(), LogError> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let mut file = File::create(&tmp).map_err(io_err("create", &tmp))?;
+    file.write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .map_err(io_err("write", &tmp))?;
+    drop(file);
+    fs::rename(&tmp, path).map_err(io_err("rename", &tmp))
+}
+
+/// The producer state snapshots in `dir`, as (offset, path); leftovers of an interrupted
+/// snapshot write are deleted.
+fn producer_snapshots(dir: &Path) -> Result<Vec<(i64, PathBuf)>, LogError> {
+    let mut found = Vec::new();
+    for entry in fs::read_dir(dir).map_err(io_err("list", dir))? {
+        let entry = entry.map_err(io_err("list", dir))?;
+        let path = entry.path();
+        let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+            continue;
+        };
+        if name.ends_with(&format!(".{PRODUCER_SNAPSHOT_EXTENSION}.tmp")) {
+            remove_if_exists(&path)?;
+            continue;
+        }
+        if let Some(stem) = name.strip_suffix(&format!(".{PRODUCER_SNAPSHOT_EXTENSION}")) {
+            match segment::parse_base_offset(stem) {
+                Some(offset) => found.push((offset, path)),
+                None => remove_if_exists(&path)?,
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// Reads one snapshot file, bounded in size.
+fn read_producer_snapshot(
+    path: &Path,
+    expiration_ms: u64,
+) -> Result<(i64, ProducerStateManager), String> {
+    let file = File::open(path).map_err(|e| e.to_string())?;
+    let mut bytes = Vec::new();
+    file.take(MAX_PRODUCER_SNAPSHOT_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| e.to_string())?;
+    if bytes.len() as u64 > MAX_PRODUCER_SNAPSHOT_BYTES {
+        return Err(format!("larger than {MAX_PRODUCER_SNAPSHOT_BYTES} bytes"));
+    }
+    ProducerStateManager::from_snapshot(&bytes, expiration_ms).map_err(|e| e.to_string())
+}
+
+/// Rebuilds the producer state by reading every batch header of `segments` (never the records),
+/// as Kafka does when it has no snapshot. A segment whose headers turn out to be damaged
+/// (possible only in a segment trusted after a clean shutdown) contributes what precedes the
+/// damage; reads of it fail the same way later.
+fn rebuild_producer_state(
+    segments: &[Segment],
+    expiration_ms: u64,
+) -> Result<ProducerStateManager, LogError> {
+    let mut state = ProducerStateManager::new(expiration_ms);
+    for segment in segments {
+        let scanned =
+            segment.for_each_batch_header(|header| state.replay(&ProducerBatch::stored(header)));
+        match scanned {
+            Ok(()) => {}
+            Err(e @ LogError::Corrupt { .. }) => {
+                tracing::warn!(error = %e, "producer state rebuilt from the batches before the damage only");
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    state.trim_to_limit();
+    Ok(state)
+}
+
+/// The producer state of a log being opened: from the snapshot a clean close left at
+/// `log_end_offset`, else rebuilt from the segments. Every snapshot file is deleted afterwards,
+/// since appends make it stale; `close` writes a fresh one.
+fn load_producer_state(
+    dir: &Path,
+    segments: &[Segment],
+    clean: bool,
+    log_end_offset: i64,
+    config: &LogConfig,
+    now_ms: i64,
+) -> Result<ProducerStateManager, LogError> {
+    let snapshots = producer_snapshots(dir)?;
+    let mut loaded = None;
+    if clean {
+        if let Some((_, path)) = snapshots.iter().find(|(o, _)| *o == log_end_offset) {
+            match read_producer_snapshot(path, config.producer_id_expiration_ms) {
+                Ok((_, state)) => loaded = Some(state),
+                Err(reason) => tracing::warn!(path = %path.display(), %reason,
+                    "ignoring producer state snapshot; rebuilding from the log"),
+            }
+        }
+    }
+    for (_, path) in &snapshots {
+        remove_if_exists(path)?;
+    }
+    let from_snapshot = loaded.is_some();
+    let mut state = match loaded {
+        Some(state) => state,
+        None => rebuild_producer_state(segments, config.producer_id_expiration_ms)?,
+    };
+    let expired = state.remove_expired(now_ms);
+    tracing::debug!(dir = %dir.display(), producers = state.len(), expired, from_snapshot,
+        "producer state loaded");
+    Ok(state)
 }
 
 /// What a partition directory contains.
@@ -443,6 +597,8 @@ impl PartitionLog {
         } else {
             stored_recovery_point.min(log_end_offset)
         };
+        let producers =
+            load_producer_state(dir, &segments, clean, log_end_offset, &config, now_ms)?;
         if clean {
             // From here on the files may change, so a crash must not be mistaken for a clean
             // shutdown.
@@ -459,6 +615,7 @@ impl PartitionLog {
             recovery_point_saved_at: None,
             last_flush_ms: now_ms,
             closed: false,
+            producers,
         })
     }
 
@@ -488,6 +645,11 @@ impl PartitionLog {
     /// next offset; sets the partition leader epoch; when `log_append_time_ms` is Some,
     /// rewrites timestamps as LogAppendTime. Rolls first if needed. Returns the first and last
     /// offset assigned.
+    ///
+    /// Batches of idempotent producers are checked first, all of them before any byte is
+    /// written (see [`producer_state`]): a retry of a recent batch writes nothing and returns
+    /// the original offsets with [`AppendInfo::duplicate`] set; a fenced epoch or a sequence
+    /// gap fails with [`LogError::Producer`].
     pub fn append(
         &mut self,
         records: &mut [u8],
@@ -540,6 +702,34 @@ impl PartitionLog {
         }
         let first_offset = self.log_end_offset();
         let last_offset = first_offset + offset_count - 1;
+
+        let mut producer_batches = Vec::with_capacity(headers.len());
+        let mut next_offset = first_offset;
+        for header in headers {
+            let max_timestamp_ms = log_append_time_ms.unwrap_or(header.max_timestamp);
+            producer_batches.push(ProducerBatch::new(header, next_offset, max_timestamp_ms));
+            next_offset += i64::from(header.last_offset_delta) + 1;
+        }
+        let pending = match self.producers.validate(&producer_batches)? {
+            Validation::Append(pending) => pending,
+            Validation::Duplicate {
+                producer_id,
+                original,
+            } => {
+                tracing::debug!(dir = %self.dir.display(), producer_id,
+                    first_sequence = original.first_sequence, first_offset = original.first_offset,
+                    "duplicate batch from an idempotent producer, answered with its original offsets");
+                return Ok(AppendInfo {
+                    first_offset: original.first_offset,
+                    last_offset: original.last_offset,
+                    duplicate: Some(Duplicate {
+                        producer_id,
+                        max_timestamp_ms: original.max_timestamp_ms,
+                    }),
+                });
+            }
+        };
+
         self.maybe_roll(records.len(), last_offset, now_ms)?;
 
         let mut rewritten = Vec::with_capacity(headers.len());
@@ -558,6 +748,7 @@ impl PartitionLog {
             rewritten.push(header);
         }
         self.active_mut().append(records, &rewritten, now_ms)?;
+        self.producers.commit(pending);
 
         let unflushed = u64::try_from(self.log_end_offset() - self.recovery_point).unwrap_or(0);
         if unflushed >= self.config.flush_messages {
@@ -567,6 +758,7 @@ impl PartitionLog {
         Ok(AppendInfo {
             first_offset,
             last_offset,
+            duplicate: None,
         })
     }
 
@@ -760,6 +952,10 @@ impl PartitionLog {
             self.recovery_point = self.log_end_offset();
             write_recovery_point(&self.dir, self.recovery_point, true)?;
         }
+        // Batches that were cut may have been any producer's latest ones, and older batches
+        // behind them come back into play: rebuild from what is left, as Kafka does.
+        self.producers =
+            rebuild_producer_state(&self.segments, self.config.producer_id_expiration_ms)?;
         Ok(())
     }
 
@@ -771,6 +967,14 @@ impl PartitionLog {
         self.flush()?;
         // Flushes save the recovery point only now and then; on close it must be current.
         write_recovery_point(&self.dir, self.recovery_point, false)?;
+        // Saves the next open a scan of every batch header. Written before the marker: a
+        // snapshot is only ever used together with the marker.
+        let log_end_offset = self.log_end_offset();
+        let snapshot = self.dir.join(segment::file_name(
+            log_end_offset,
+            PRODUCER_SNAPSHOT_EXTENSION,
+        ));
+        write_file_atomically(&snapshot, &self.producers.to_snapshot(log_end_offset))?;
         let marker = self.dir.join(CLEAN_SHUTDOWN_FILE);
         File::create(&marker)
             .and_then(|f| f.sync_all())
@@ -780,6 +984,18 @@ impl PartitionLog {
         tracing::info!(dir = %self.dir.display(), log_end_offset = self.log_end_offset(),
             "partition log closed");
         Ok(())
+    }
+
+    /// Forgets idempotent producers idle for `producer.id.expiration.ms` at `now_ms`; returns
+    /// how many. The broker calls this periodically (Kafka's
+    /// `producer.id.expiration.check.interval.ms`).
+    pub fn remove_expired_producers(&mut self, now_ms: i64) -> usize {
+        self.producers.remove_expired(now_ms)
+    }
+
+    /// The idempotent-producer state of this partition.
+    pub fn producer_state(&self) -> &ProducerStateManager {
+        &self.producers
     }
 
     /// Total size of the segment data files.

@@ -602,6 +602,21 @@ impl Segment {
         }
     }
 
+    /// Calls `visit` with the header of every batch, in log order, reading only headers.
+    /// Damage is an error, as for any lookup.
+    pub fn for_each_batch_header(
+        &self,
+        mut visit: impl FnMut(&BatchHeader),
+    ) -> Result<(), LogError> {
+        let mut reader = HeaderReader::new(&self.file, &self.log_path, self.size_bytes);
+        let mut position = 0u64;
+        while let Some(header) = self.lookup_header_at(&mut reader, position)? {
+            visit(&header);
+            position += header.total_len_bytes() as u64;
+        }
+        Ok(())
+    }
+
     /// The position and header of the first batch whose last offset is >= `offset`, if any.
     pub fn find_batch(&self, offset: i64) -> Result<Option<(u64, BatchHeader)>, LogError> {
         let mut reader = HeaderReader::new(&self.file, &self.log_path, self.size_bytes);

@@ -8,10 +8,11 @@ use bytes::Bytes;
 use kafka_protocol::records::{Compression, RecordBatchDecoder, TimestampType};
 use proptest::prelude::*;
 
-use crate::log::batch::test_util::{encode_batch, simple_batch};
+use crate::log::batch::test_util::{encode_batch, idempotent_batch, simple_batch};
 use crate::log::batch::{self, split_and_validate, BatchHeader};
 use crate::log::index::{OffsetPosition, TimestampOffset};
-use crate::log::{AppendInfo, LogConfig, LogError, PartitionLog};
+use crate::log::producer_state::ProducerBatch;
+use crate::log::{AppendInfo, LogConfig, LogError, PartitionLog, ProducerStateError};
 
 /// A log under test plus a model of what it must contain: the stored bytes of every batch.
 struct Harness {
@@ -245,7 +246,8 @@ fn multi_batch_append_assigns_consecutive_offsets() {
         info,
         AppendInfo {
             first_offset: 2,
-            last_offset: 6
+            last_offset: 6,
+            duplicate: None,
         }
     );
     let bases: Vec<i64> = h
@@ -1078,4 +1080,253 @@ proptest! {
         h.check_contents(max_bytes);
         prop_assert_eq!(&snapshot(h.log()), &before);
     }
+}
+
+// ---------------------------------------------------------------------------
+// Idempotent producers
+// ---------------------------------------------------------------------------
+
+const PID: i64 = 4_000;
+
+/// Appends without recording into the model, returning the log's verdict.
+fn try_append(h: &mut Harness, mut raw: Vec<u8>) -> Result<AppendInfo, LogError> {
+    let headers = split_and_validate(&raw, h.config.max_batch_bytes).unwrap();
+    h.log_mut().append(&mut raw, &headers, 0, None, 0)
+}
+
+fn out_of_order(result: Result<AppendInfo, LogError>) -> bool {
+    matches!(
+        result,
+        Err(LogError::Producer(
+            ProducerStateError::OutOfOrderSequence { .. }
+        ))
+    )
+}
+
+#[test]
+fn duplicate_batch_is_not_appended_and_gets_its_original_offsets() {
+    let mut h = Harness::new(small_config(1 << 20));
+    h.append(simple_batch(2, 10, 0));
+    let first = h.append(idempotent_batch(PID, 0, 0, 3, 100));
+    assert_eq!((first.first_offset, first.duplicate), (2, None));
+    h.append(idempotent_batch(PID, 0, 3, 2, 200));
+    let end = h.log().log_end_offset();
+
+    let retry = try_append(&mut h, idempotent_batch(PID, 0, 0, 3, 100)).unwrap();
+    assert_eq!((retry.first_offset, retry.last_offset), (2, 4));
+    let duplicate = retry.duplicate.expect("the retry is a duplicate");
+    assert_eq!(duplicate.producer_id, PID);
+    assert_eq!(duplicate.max_timestamp_ms, 102);
+    assert_eq!(h.log().log_end_offset(), end, "nothing written");
+    h.check_contents(1 << 20);
+
+    // A gap, an older epoch, and a new epoch not starting at 0 are refused, writing nothing.
+    assert!(out_of_order(try_append(
+        &mut h,
+        idempotent_batch(PID, 0, 9, 1, 0)
+    )));
+    assert!(out_of_order(try_append(
+        &mut h,
+        idempotent_batch(PID, 1, 5, 1, 0)
+    )));
+    h.append(idempotent_batch(PID, 1, 0, 1, 300));
+    assert!(matches!(
+        try_append(&mut h, idempotent_batch(PID, 0, 5, 1, 0)),
+        Err(LogError::Producer(
+            ProducerStateError::InvalidProducerEpoch { .. }
+        ))
+    ));
+    h.check_contents(1 << 20);
+}
+
+#[test]
+fn every_batch_of_an_append_is_checked_before_anything_is_written() {
+    let mut h = Harness::new(small_config(1 << 20));
+    h.append(idempotent_batch(PID, 0, 0, 2, 0));
+    let size_bytes = h.log().size_bytes();
+    let mut raw = idempotent_batch(PID, 0, 2, 2, 0);
+    raw.extend(idempotent_batch(PID, 0, 7, 1, 0));
+    assert!(out_of_order(try_append(&mut h, raw)));
+    assert_eq!(h.log().size_bytes(), size_bytes);
+    assert_eq!(h.log().log_end_offset(), 2);
+    // Both good: the second batch continues the first within one append.
+    let mut raw = idempotent_batch(PID, 0, 2, 2, 0);
+    raw.extend(idempotent_batch(PID, 0, 4, 1, 0));
+    assert_eq!(h.append(raw).last_offset, 4);
+    h.check_contents(1 << 20);
+}
+
+/// Builds a log with two producers (one past an epoch bump, one with more than five batches),
+/// then returns it with the state it reached.
+fn producer_log(config: LogConfig) -> Harness {
+    let mut h = Harness::new(config);
+    for i in 0..4 {
+        h.append(idempotent_batch(PID, 0, i * 2, 2, 1_000));
+    }
+    h.append(idempotent_batch(PID, 1, 0, 3, 1_000));
+    for i in 0..7 {
+        h.append(idempotent_batch(PID + 1, 5, i, 1, 1_000));
+        h.append(simple_batch(1, 10, 0));
+    }
+    h
+}
+
+/// What a reopened log must still know: duplicates, next sequences and fencing of both
+/// producers.
+fn assert_producers_remembered(h: &mut Harness) {
+    let retry = try_append(h, idempotent_batch(PID, 1, 0, 3, 1_000)).unwrap();
+    assert_eq!(retry.first_offset, 8);
+    assert!(retry.duplicate.is_some());
+    let retry = try_append(h, idempotent_batch(PID + 1, 5, 2, 1, 1_000)).unwrap();
+    assert!(
+        retry.duplicate.is_some(),
+        "third of seven batches is cached"
+    );
+    assert!(out_of_order(try_append(
+        h,
+        idempotent_batch(PID + 1, 5, 1, 1, 1_000)
+    )));
+    assert!(matches!(
+        try_append(h, idempotent_batch(PID, 0, 8, 1, 1_000)),
+        Err(LogError::Producer(
+            ProducerStateError::InvalidProducerEpoch { .. }
+        ))
+    ));
+    let end = h.log().log_end_offset();
+    assert_eq!(
+        h.append(idempotent_batch(PID + 1, 5, 7, 1, 1_000))
+            .first_offset,
+        end
+    );
+}
+
+#[test]
+fn producer_state_survives_clean_close_through_its_snapshot() {
+    let mut h = producer_log(small_config(300));
+    assert!(h.log().segment_count() > 1, "spans segments");
+    let before = h.log().producer_state().clone();
+    let end = h.log().log_end_offset();
+    h.close();
+    let snapshot = h
+        .path()
+        .join(crate::log::segment::file_name(end, "snapshot"));
+    assert!(
+        snapshot.exists(),
+        "clean close writes {}",
+        snapshot.display()
+    );
+    h.reopen();
+    assert_eq!(h.log().producer_state(), &before);
+    assert!(!snapshot.exists(), "open consumes the snapshot");
+    assert_producers_remembered(&mut h);
+    h.check_contents(1 << 20);
+}
+
+#[test]
+fn clean_open_uses_the_snapshot_and_falls_back_to_the_log_if_it_is_damaged() {
+    let mut h = producer_log(small_config(300));
+    let before = h.log().producer_state().clone();
+    let end = h.log().log_end_offset();
+    h.close();
+    let snapshot = h
+        .path()
+        .join(crate::log::segment::file_name(end, "snapshot"));
+    // A snapshot naming a producer that is not in the log: if it shows up, the snapshot was used.
+    let mut planted = before.clone();
+    planted.replay(&ProducerBatch::stored(
+        &BatchHeader::parse(&idempotent_batch(77, 0, 0, 1, 1_000)).unwrap(),
+    ));
+    fs::write(&snapshot, planted.to_snapshot(end)).unwrap();
+    h.reopen();
+    assert!(h.log().producer_state().entry(77).is_some());
+    h.close();
+    let mut bytes = fs::read(&snapshot).unwrap();
+    let last = bytes.len() - 3;
+    bytes[last] ^= 0x55;
+    fs::write(&snapshot, bytes).unwrap();
+    h.reopen();
+    assert_eq!(h.log().producer_state(), &before, "rebuilt from the log");
+    assert_producers_remembered(&mut h);
+}
+
+#[test]
+fn producer_state_is_rebuilt_from_the_log_after_a_crash() {
+    let mut h = producer_log(small_config(300));
+    let before = h.log().producer_state().clone();
+    let end = h.log().log_end_offset();
+    h.close();
+    // A snapshot is not trusted without the clean-shutdown marker: plant one naming a producer
+    // the log does not hold, and check it is ignored.
+    let mut planted = before.clone();
+    planted.replay(&ProducerBatch::stored(
+        &BatchHeader::parse(&idempotent_batch(77, 0, 0, 1, 1_000)).unwrap(),
+    ));
+    let snapshot = h
+        .path()
+        .join(crate::log::segment::file_name(end, "snapshot"));
+    fs::write(&snapshot, planted.to_snapshot(end)).unwrap();
+    fs::remove_file(h.path().join("clean-shutdown")).unwrap();
+    fs::remove_file(h.path().join("recovery-point")).unwrap();
+    h.reopen();
+    assert_eq!(h.log().producer_state(), &before);
+    assert_producers_remembered(&mut h);
+    // And after a plain crash.
+    let before = h.log().producer_state().clone();
+    h.crash();
+    h.reopen();
+    assert_eq!(h.log().producer_state(), &before);
+}
+
+#[test]
+fn truncation_rebuilds_producer_state_from_what_is_left() {
+    let mut h = Harness::new(small_config(300));
+    for i in 0..8 {
+        h.append(idempotent_batch(PID, 0, i * 2, 2, 1_000));
+    }
+    // Cut the last three batches (offsets 10..16).
+    h.log_mut().truncate_to(10).unwrap();
+    h.forget_after(5);
+    assert_eq!(
+        h.log().producer_state().entry(PID).unwrap().last_sequence(),
+        9
+    );
+    // The cut batches are gone, so their sequences are new again, not duplicates.
+    let info = h.append(idempotent_batch(PID, 0, 10, 2, 1_000));
+    assert_eq!((info.first_offset, info.duplicate), (10, None));
+    // A batch older than the cut is still a duplicate.
+    let retry = try_append(&mut h, idempotent_batch(PID, 0, 8, 2, 1_000)).unwrap();
+    assert_eq!(retry.first_offset, 8);
+    h.check_contents(1 << 20);
+}
+
+#[test]
+fn idle_producers_expire_on_open_and_on_request() {
+    let config = LogConfig {
+        producer_id_expiration_ms: 10_000,
+        ..small_config(1 << 20)
+    };
+    let mut h = Harness::new(config.clone());
+    h.append(idempotent_batch(PID, 0, 0, 1, 1_000));
+    h.append(idempotent_batch(PID + 1, 0, 0, 1, 5_000));
+    assert_eq!(h.log_mut().remove_expired_producers(10_999), 0);
+    assert_eq!(h.log_mut().remove_expired_producers(11_000), 1);
+    // Forgotten: a retry is appended again (as in Kafka, dedupe only covers live producers).
+    let info = try_append(&mut h, idempotent_batch(PID, 0, 0, 1, 1_000)).unwrap();
+    assert!(info.duplicate.is_none());
+    h.crash();
+    let log = PartitionLog::open(&h.path(), config, 15_000).unwrap();
+    assert!(log.producer_state().is_empty(), "both expired by 15 s");
+}
+
+#[test]
+fn duplicate_on_log_append_time_topic_reports_the_original_append_time() {
+    let mut h = Harness::new(small_config(1 << 20));
+    h.append_with(idempotent_batch(PID, 0, 0, 2, 1), 0, Some(777), 777);
+    let mut raw = idempotent_batch(PID, 0, 0, 2, 1);
+    let headers = split_and_validate(&raw, 1 << 20).unwrap();
+    let retry = h
+        .log_mut()
+        .append(&mut raw, &headers, 0, Some(999), 999)
+        .unwrap();
+    assert_eq!(retry.duplicate.unwrap().max_timestamp_ms, 777);
 }
