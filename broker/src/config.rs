@@ -299,6 +299,31 @@ mod tests {
     }
 
     #[test]
+    fn explicit_keys_and_retention_check_interval() {
+        let text = "node_id: 1\nlisten: 127.0.0.1:9092\ndata_dir: d\nlog_retention_check_interval_ms: 250\nlog:\n  retention_ms: 1000\n";
+        let config = NodeConfig::parse(text, Path::new("x.yaml")).unwrap();
+        assert_eq!(config.log_retention_check_interval_ms, 250);
+        assert!(config.explicit_keys.contains("log.retention_ms"));
+        assert!(config
+            .explicit_keys
+            .contains("log_retention_check_interval_ms"));
+        assert!(!config.explicit_keys.contains("log.segment_bytes"));
+        let text = "node_id: 1\nlisten: 127.0.0.1:9092\ndata_dir: d\n";
+        let config = NodeConfig::parse(text, Path::new("x.yaml")).unwrap();
+        assert_eq!(
+            config.log_retention_check_interval_ms,
+            LOG_RETENTION_CHECK_INTERVAL_MS_DEFAULT
+        );
+        let text =
+            "node_id: 1\nlisten: 127.0.0.1:9092\ndata_dir: d\nlog_retention_check_interval_ms: 0\n";
+        let err = NodeConfig::parse(text, Path::new("x.yaml")).unwrap_err();
+        assert!(
+            err.to_string().contains("log_retention_check_interval_ms"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn bad_log_default_is_rejected() {
         let text = "node_id: 1\nlisten: 127.0.0.1:9092\ndata_dir: d\nlog:\n  message_timestamp_type: Wallclock\n";
         let err = NodeConfig::parse(text, Path::new("x.yaml")).unwrap_err();
