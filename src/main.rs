@@ -41,6 +41,10 @@ struct BrokerArgs {
     /// Tell clients to connect to HOST:PORT instead of the listener's address.
     #[arg(long, value_name = "HOST:PORT")]
     advertise: Option<String>,
+    /// Check retention.ms / retention.bytes every MS milliseconds instead of the config's
+    /// `log_retention_check_interval_ms` (Kafka's log.retention.check.interval.ms).
+    #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..))]
+    log_retention_check_interval_ms: Option<u64>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -74,6 +78,12 @@ async fn run_broker(args: BrokerArgs) -> anyhow::Result<()> {
         strait_broker::config::parse_host_port(&adv)
             .map_err(|e| anyhow::anyhow!("--advertise: {e}"))?;
         config.advertised = Some(adv);
+    }
+    if let Some(ms) = args.log_retention_check_interval_ms {
+        config.log_retention_check_interval_ms = ms;
+        config
+            .explicit_keys
+            .insert("log_retention_check_interval_ms".to_string());
     }
     let node_id = config.node_id;
     let data_dir = config.data_dir.clone();

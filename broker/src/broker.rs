@@ -12,6 +12,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
 use uuid::Uuid;
 
+use crate::broker_config::{BrokerConfigError, BrokerConfigs};
 use crate::config::NodeConfig;
 use crate::group::GroupCoordinator;
 use crate::log::{AppendInfo, LogConfig, LogError, PartitionLog};
@@ -83,6 +84,12 @@ pub enum BrokerError {
     /// Bad config (INVALID_CONFIG).
     #[error(transparent)]
     InvalidConfig(#[from] ConfigValueError),
+    /// A request that cannot be served as asked (INVALID_REQUEST).
+    #[error("{0}")]
+    InvalidRequest(String),
+    /// Bad replica assignment (INVALID_REPLICA_ASSIGNMENT).
+    #[error("{0}")]
+    InvalidReplicaAssignment(String),
     /// The partition log failed.
     #[error(transparent)]
     Log(#[from] LogError),
@@ -105,9 +112,20 @@ impl BrokerError {
             BrokerError::InvalidPartitions(_) => E::InvalidPartitions.code(),
             BrokerError::InvalidReplicationFactor(_) => E::InvalidReplicationFactor.code(),
             BrokerError::InvalidConfig(_) => E::InvalidConfig.code(),
+            BrokerError::InvalidRequest(_) => E::InvalidRequest.code(),
+            BrokerError::InvalidReplicaAssignment(_) => E::InvalidReplicaAssignment.code(),
             BrokerError::Log(e) => e.kafka_error_code(),
             BrokerError::Metadata(_) => E::KafkaStorageError.code(),
             BrokerError::Internal(_) => E::UnknownServerError.code(),
+        }
+    }
+}
+
+impl From<BrokerConfigError> for BrokerError {
+    fn from(e: BrokerConfigError) -> BrokerError {
+        match e {
+            BrokerConfigError::InvalidConfig(e) => BrokerError::InvalidConfig(e),
+            BrokerConfigError::InvalidRequest(m) => BrokerError::InvalidRequest(m),
         }
     }
 }
@@ -140,7 +158,8 @@ impl Partition {
     }
 }
 
-/// A topic and its partitions.
+/// A topic and its partitions. Immutable: a config change or CreatePartitions swaps in a new
+/// `Topic` sharing the same `Partition`s, so a request works on one consistent version.
 pub struct Topic {
     /// Name.
     pub name: String,
@@ -153,6 +172,16 @@ pub struct Topic {
 }
 
 impl Topic {
+    /// The same topic with another config and/or more partitions.
+    fn with(&self, config: TopicConfig, partitions: Vec<Arc<Partition>>) -> Topic {
+        Topic {
+            name: self.name.clone(),
+            id: self.id,
+            config,
+            partitions,
+        }
+    }
+
     fn record(&self) -> TopicRecord {
         TopicRecord {
             name: self.name.clone(),
@@ -183,7 +212,10 @@ pub struct Broker {
     advertised_host: String,
     advertised_port: i32,
     topics: RwLock<BTreeMap<String, Arc<Topic>>>,
-    /// Serialises topic creation and deletion, which rewrite the topic table.
+    /// Broker config layers (static and dynamic); replaced whole on AlterConfigs.
+    broker_configs: RwLock<Arc<BrokerConfigs>>,
+    /// Serialises admin operations (topic creation and deletion, config changes, partition
+    /// additions), which rewrite the persisted tables.
     admin_lock: std::sync::Mutex<()>,
     /// Bumped after every append; long-polling fetches wait on it.
     appended: watch::Sender<u64>,
@@ -216,10 +248,13 @@ impl Broker {
         })?;
         let cluster_id = metadata_store::load_or_create_identity(&data_dir, config.node_id)?;
         remove_deleted_dirs(&data_dir);
+        let broker_configs =
+            BrokerConfigs::new(&config, metadata_store::load_broker_configs(&data_dir)?)?;
+        let topic_defaults = broker_configs.topic_defaults();
         let now = now_ms();
         let mut topics = BTreeMap::new();
         for record in metadata_store::load_topics(&data_dir)? {
-            let topic_config = TopicConfig::new(&config.log, record.configs.clone())?;
+            let topic_config = TopicConfig::new(&topic_defaults, record.configs.clone())?;
             let mut partitions = Vec::new();
             for index in 0..record.partitions {
                 let dir = partition_dir(&data_dir, &record.name, index);
@@ -250,6 +285,7 @@ impl Broker {
             advertised_host: advertised.0,
             advertised_port: advertised.1,
             topics: RwLock::new(topics),
+            broker_configs: RwLock::new(Arc::new(broker_configs)),
             admin_lock: std::sync::Mutex::new(()),
             appended,
             groups,
@@ -264,9 +300,22 @@ impl Broker {
         &self.groups
     }
 
-    /// The node's configuration.
+    /// The node's configuration as loaded (dynamic broker configs are in
+    /// [`Broker::broker_configs`]).
     pub fn config(&self) -> &NodeConfig {
         &self.config
+    }
+
+    /// The broker config layers in force.
+    pub fn broker_configs(&self) -> Arc<BrokerConfigs> {
+        self.broker_configs
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn admin_guard(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.admin_lock.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// This node's id.
@@ -384,13 +433,13 @@ impl Broker {
                 )))
             }
         };
-        let config = TopicConfig::new(&self.config.log, t.configs.clone())?;
+        let config = TopicConfig::new(&self.broker_configs().topic_defaults(), t.configs.clone())?;
         Ok((partitions, replication_factor, config))
     }
 
     /// Creates a topic: partition directories, then the persisted topic table.
     pub fn create_topic(&self, t: &NewTopic) -> Result<Arc<Topic>, BrokerError> {
-        let _guard = self.admin_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let _guard = self.admin_guard();
         let (partitions, _, config) = self.validate_new_topic(t)?;
         let now = now_ms();
         let mut parts = Vec::new();
@@ -428,7 +477,7 @@ impl Broker {
                 "cannot delete internal topic `{name}`"
             )));
         }
-        let _guard = self.admin_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let _guard = self.admin_guard();
         let topic = self
             .topic(name)
             .ok_or_else(|| BrokerError::UnknownTopicOrPartition {
@@ -464,6 +513,240 @@ impl Broker {
         }
         tracing::info!(topic = %name, "deleted topic");
         Ok(())
+    }
+
+    fn topics_write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, Arc<Topic>>> {
+        self.topics.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn unknown_topic(name: &str) -> BrokerError {
+        BrokerError::UnknownTopicOrPartition {
+            topic: name.to_string(),
+            partition: -1,
+        }
+    }
+
+    /// Replaces a topic's config overrides (AlterConfigs and IncrementalAlterConfigs compute
+    /// the new set). Everything is validated first; then the topic table is persisted and the
+    /// new settings reach every partition log at once. With `validate_only` nothing changes.
+    pub fn alter_topic_config(
+        &self,
+        name: &str,
+        overrides: BTreeMap<String, String>,
+        validate_only: bool,
+    ) -> Result<(), BrokerError> {
+        let _guard = self.admin_guard();
+        let topic = self.topic(name).ok_or_else(|| Self::unknown_topic(name))?;
+        let config = TopicConfig::new(&self.broker_configs().topic_defaults(), overrides)?;
+        if validate_only {
+            return Ok(());
+        }
+        let updated = Arc::new(topic.with(config, topic.partitions.clone()));
+        let records: Vec<TopicRecord> = self
+            .topics()
+            .iter()
+            .map(|t| {
+                if t.name == name {
+                    updated.record()
+                } else {
+                    t.record()
+                }
+            })
+            .collect();
+        metadata_store::save_topics(&self.config.data_dir, records)?;
+        self.topics_write()
+            .insert(name.to_string(), updated.clone());
+        self.apply_log_config(&updated)?;
+        tracing::info!(topic = %name, overrides = ?updated.config.overrides(), "altered topic config");
+        Ok(())
+    }
+
+    /// Replaces one dynamic broker config layer: this broker's (`per_broker`) or the
+    /// cluster-wide default. Persisted in `strait-broker-configs.json`; every topic without
+    /// its own override picks the new values up at once.
+    pub fn alter_broker_config(
+        &self,
+        per_broker: bool,
+        layer: BTreeMap<String, String>,
+        validate_only: bool,
+    ) -> Result<(), BrokerError> {
+        let _guard = self.admin_guard();
+        let next = self.broker_configs().with_layer(per_broker, layer)?;
+        let defaults = next.topic_defaults();
+        let mut updated = Vec::new();
+        for topic in self.topics() {
+            let config = TopicConfig::new(&defaults, topic.config.overrides().clone())?;
+            updated.push(Arc::new(topic.with(config, topic.partitions.clone())));
+        }
+        if validate_only {
+            return Ok(());
+        }
+        metadata_store::save_broker_configs(&self.config.data_dir, next.dynamic())?;
+        tracing::info!(dynamic = ?next.dynamic(), "altered broker config");
+        *self
+            .broker_configs
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = Arc::new(next);
+        let mut topics = self.topics_write();
+        for topic in &updated {
+            topics.insert(topic.name.clone(), topic.clone());
+        }
+        drop(topics);
+        for topic in &updated {
+            self.apply_log_config(topic)?;
+        }
+        Ok(())
+    }
+
+    fn apply_log_config(&self, topic: &Topic) -> Result<(), BrokerError> {
+        let log_config = topic.config.log_config();
+        for p in &topic.partitions {
+            p.log_mut().set_config(log_config.clone())?;
+        }
+        Ok(())
+    }
+
+    /// CreatePartitions: grows a topic to `count` partitions (only an increase is allowed),
+    /// persisted and visible in Metadata at once. With `validate_only` nothing changes.
+    /// `assignments`, when given, names the replicas of each new partition; on a single node
+    /// each must be exactly this node.
+    pub fn create_partitions(
+        &self,
+        name: &str,
+        count: i32,
+        assignments: Option<&[Vec<i32>]>,
+        validate_only: bool,
+    ) -> Result<(), BrokerError> {
+        let _guard = self.admin_guard();
+        let topic = self.topic(name).ok_or_else(|| Self::unknown_topic(name))?;
+        let current = i32::try_from(topic.partitions.len()).unwrap_or(i32::MAX);
+        if count < current {
+            return Err(BrokerError::InvalidPartitions(format!(
+                "The topic {name} currently has {current} partition(s); {count} would not be an increase."
+            )));
+        }
+        if count == current {
+            return Err(BrokerError::InvalidPartitions(format!(
+                "Topic already has {current} partition(s)."
+            )));
+        }
+        if count > PARTITIONS_PER_TOPIC_MAX {
+            return Err(BrokerError::InvalidPartitions(format!(
+                "number of partitions must be at most {PARTITIONS_PER_TOPIC_MAX}, got {count}"
+            )));
+        }
+        if let Some(assignments) = assignments {
+            self.check_new_partition_assignments(count - current, assignments)?;
+        }
+        if validate_only {
+            return Ok(());
+        }
+        let now = now_ms();
+        let mut partitions = topic.partitions.clone();
+        for index in current..count {
+            let dir = partition_dir(&self.config.data_dir, name, index);
+            let log = PartitionLog::open(&dir, topic.config.log_config(), now)?;
+            partitions.push(Arc::new(Partition {
+                topic: name.to_string(),
+                index,
+                log: RwLock::new(log),
+            }));
+        }
+        let updated = Arc::new(topic.with(topic.config.clone(), partitions));
+        let records: Vec<TopicRecord> = self
+            .topics()
+            .iter()
+            .map(|t| {
+                if t.name == name {
+                    updated.record()
+                } else {
+                    t.record()
+                }
+            })
+            .collect();
+        metadata_store::save_topics(&self.config.data_dir, records)?;
+        self.topics_write().insert(name.to_string(), updated);
+        tracing::info!(topic = %name, from = current, to = count, "added partitions");
+        Ok(())
+    }
+
+    /// Kafka's checks of a manual assignment for new partitions, against this one broker.
+    fn check_new_partition_assignments(
+        &self,
+        added: i32,
+        assignments: &[Vec<i32>],
+    ) -> Result<(), BrokerError> {
+        let bad = |m: String| Err(BrokerError::InvalidReplicaAssignment(m));
+        if usize::try_from(added).ok() != Some(assignments.len()) {
+            return bad(format!(
+                "Attempted to add {added} additional partition(s), but only {} assignment(s) were specified.",
+                assignments.len()
+            ));
+        }
+        for replicas in assignments {
+            if replicas.is_empty() {
+                return bad(
+                    "The manual partition assignment includes an empty replica list.".into(),
+                );
+            }
+            if let Some(b) = replicas.iter().find(|b| **b != self.node_id()) {
+                return bad(format!(
+                    "The manual partition assignment includes broker {b}, but no such broker is registered."
+                ));
+            }
+            if replicas.len() > 1 {
+                return bad(format!(
+                    "The manual partition assignment includes the broker {} more than once.",
+                    replicas[0]
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// DeleteRecords: moves a partition's log start offset to `offset` (-1: the high
+    /// watermark) and returns the new low watermark. An offset above the high watermark, or
+    /// negative other than -1, is OFFSET_OUT_OF_RANGE.
+    pub fn delete_records(
+        &self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+    ) -> Result<i64, BrokerError> {
+        let p = self.partition(topic, partition)?;
+        let mut log = p.log_mut();
+        let target = if offset == -1 {
+            log.log_end_offset()
+        } else {
+            offset
+        };
+        Ok(log.advance_log_start_offset(target)?)
+    }
+
+    /// One retention pass over every partition (`retention.ms`, `retention.bytes`, segments
+    /// below the log start offset). Blocking file work: call it off the async workers.
+    pub fn enforce_retention(&self) {
+        let now = now_ms();
+        for topic in self.topics() {
+            let retention = topic.config.retention();
+            for p in &topic.partitions {
+                let result = p.log_mut().delete_old_segments(retention, now);
+                match result {
+                    Ok(outcome) if outcome.segments_deleted > 0 => {
+                        tracing::info!(topic = %p.topic, partition = p.index,
+                            segments = outcome.segments_deleted, bytes = outcome.bytes_deleted,
+                            log_start_offset = outcome.log_start_offset,
+                            retention_ms = retention.retention_ms,
+                            retention_bytes = retention.retention_bytes,
+                            "retention deleted old segments");
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::error!(topic = %p.topic, partition = p.index, error = %e, "retention failed");
+                    }
+                }
+            }
+        }
     }
 
     /// Applies `flush.ms` to every log.

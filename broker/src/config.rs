@@ -5,6 +5,7 @@
 //! over. Unknown keys are rejected with the file, line and column, and a relative `data_dir` is
 //! resolved against the directory of the file that names it.
 
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -14,6 +15,8 @@ use crate::log::LogConfig;
 
 /// Kafka's `socket.request.max.bytes` default: 100 MiB.
 pub const SOCKET_REQUEST_MAX_BYTES_DEFAULT: u32 = 100 * 1024 * 1024;
+/// Kafka's `log.retention.check.interval.ms` default: 5 minutes.
+pub const LOG_RETENTION_CHECK_INTERVAL_MS_DEFAULT: u64 = 300_000;
 
 /// Why a configuration could not be loaded. Each message names the file and, where the YAML
 /// parser knows it, the line and column.
@@ -121,9 +124,6 @@ pub struct NodeConfig {
     /// batch is this old (by the batch's max timestamp); default one day, as Kafka.
     #[serde(default = "default_producer_id_expiration_ms")]
     pub producer_id_expiration_ms: u64,
-    /// Log defaults.
-    #[serde(default)]
-    pub log: LogDefaults,
     /// `offsets.topic.num.partitions`: partitions of `__consumer_offsets`, fixed once created.
     #[serde(default = "default_offsets_topic_num_partitions")]
     pub offsets_topic_num_partitions: i32,
@@ -145,6 +145,18 @@ pub struct NodeConfig {
     /// `offsets.retention.minutes`: how long offsets of an empty group are kept.
     #[serde(default = "default_offsets_retention_minutes")]
     pub offsets_retention_minutes: i64,
+    /// `log.retention.check.interval.ms`: how often segments are checked against
+    /// `retention.ms` / `retention.bytes` and deleted.
+    #[serde(default = "default_log_retention_check_interval_ms")]
+    pub log_retention_check_interval_ms: u64,
+    /// Log defaults (topics inherit them; AlterConfigs on the broker resource can override
+    /// them at runtime, see `broker_config.rs`).
+    #[serde(default)]
+    pub log: LogDefaults,
+    /// The keys the file sets explicitly (`node_id`, `log.retention_ms`, ...): DescribeConfigs
+    /// reports those as STATIC_BROKER_CONFIG and the rest as DEFAULT_CONFIG.
+    #[serde(skip)]
+    pub explicit_keys: BTreeSet<String>,
 }
 
 fn default_true() -> bool {
@@ -183,6 +195,30 @@ fn default_offsets_retention_minutes() -> i64 {
 fn default_producer_id_expiration_ms() -> u64 {
     crate::log::producer_state::PRODUCER_ID_EXPIRATION_MS_DEFAULT
 }
+fn default_log_retention_check_interval_ms() -> u64 {
+    LOG_RETENTION_CHECK_INTERVAL_MS_DEFAULT
+}
+
+/// Top-level keys of a YAML mapping, and `log.<key>` for the keys of its `log` mapping.
+fn explicit_keys(text: &str) -> BTreeSet<String> {
+    let mut keys = BTreeSet::new();
+    let Ok(serde_yaml::Value::Mapping(top)) = serde_yaml::from_str::<serde_yaml::Value>(text)
+    else {
+        return keys;
+    };
+    for (key, value) in &top {
+        let Some(key) = key.as_str() else { continue };
+        keys.insert(key.to_string());
+        if let ("log", serde_yaml::Value::Mapping(log)) = (key, value) {
+            keys.extend(
+                log.keys()
+                    .filter_map(|k| k.as_str())
+                    .map(|k| format!("log.{k}")),
+            );
+        }
+    }
+    keys
+}
 
 impl NodeConfig {
     /// Reads and validates a node config file.
@@ -201,7 +237,7 @@ impl NodeConfig {
 
     /// Parses YAML text; `path` is only used in error messages.
     pub fn parse(text: &str, path: &Path) -> Result<NodeConfig, ConfigError> {
-        let config: NodeConfig = serde_yaml::from_str(text).map_err(|e| {
+        let mut config: NodeConfig = serde_yaml::from_str(text).map_err(|e| {
             let (line, column) = e
                 .location()
                 .map(|l| (l.line(), l.column()))
@@ -213,6 +249,7 @@ impl NodeConfig {
                 reason: e.to_string(),
             }
         })?;
+        config.explicit_keys = explicit_keys(text);
         config.validate(path)?;
         Ok(config)
     }
@@ -280,11 +317,16 @@ impl NodeConfig {
                 "producer_id_expiration_ms must be >= 1 (Kafka's minimum)".to_string(),
             ));
         }
+        if self.log_retention_check_interval_ms == 0 {
+            return Err(invalid(
+                "log_retention_check_interval_ms must be >= 1".to_string(),
+            ));
+        }
         if let Some(adv) = &self.advertised {
             parse_host_port(adv).map_err(|reason| invalid(format!("advertised: {reason}")))?;
         }
-        // Topic-level validation gives the same answer for the node's defaults.
-        crate::topic_config::TopicConfig::from_defaults(&self.log)
+        // Broker-level validation gives the same answer as AlterConfigs would.
+        crate::broker_config::BrokerConfigs::new(self, Default::default())
             .map_err(|e| invalid(format!("log: {e}")))?;
         Ok(())
     }
@@ -356,6 +398,31 @@ mod tests {
         assert_eq!(
             config.socket_request_max_bytes,
             SOCKET_REQUEST_MAX_BYTES_DEFAULT
+        );
+    }
+
+    #[test]
+    fn explicit_keys_and_retention_check_interval() {
+        let text = "node_id: 1\nlisten: 127.0.0.1:9092\ndata_dir: d\nlog_retention_check_interval_ms: 250\nlog:\n  retention_ms: 1000\n";
+        let config = NodeConfig::parse(text, Path::new("x.yaml")).unwrap();
+        assert_eq!(config.log_retention_check_interval_ms, 250);
+        assert!(config.explicit_keys.contains("log.retention_ms"));
+        assert!(config
+            .explicit_keys
+            .contains("log_retention_check_interval_ms"));
+        assert!(!config.explicit_keys.contains("log.segment_bytes"));
+        let text = "node_id: 1\nlisten: 127.0.0.1:9092\ndata_dir: d\n";
+        let config = NodeConfig::parse(text, Path::new("x.yaml")).unwrap();
+        assert_eq!(
+            config.log_retention_check_interval_ms,
+            LOG_RETENTION_CHECK_INTERVAL_MS_DEFAULT
+        );
+        let text =
+            "node_id: 1\nlisten: 127.0.0.1:9092\ndata_dir: d\nlog_retention_check_interval_ms: 0\n";
+        let err = NodeConfig::parse(text, Path::new("x.yaml")).unwrap_err();
+        assert!(
+            err.to_string().contains("log_retention_check_interval_ms"),
+            "{err}"
         );
     }
 

@@ -8,6 +8,7 @@
 #![warn(missing_docs)]
 
 pub mod broker;
+pub mod broker_config;
 pub mod config;
 pub mod group;
 pub mod handlers;

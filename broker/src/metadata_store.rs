@@ -1,7 +1,9 @@
-//! What a node persists besides partition logs: its identity (`meta.properties`, as Kafka) and
-//! the topic table (`strait-topics.json`), so topics and their configs survive a restart.
+//! What a node persists besides partition logs: its identity (`meta.properties`, as Kafka), the
+//! topic table (`strait-topics.json`), so topics and their configs survive a restart, and the
+//! dynamic broker configs (`strait-broker-configs.json`, set by AlterConfigs on the broker
+//! resource).
 //!
-//! Both files are written whole to a temporary file, fsynced, renamed over the old one and the
+//! All files are written whole to a temporary file, fsynced, renamed over the old one and the
 //! directory fsynced, so a crash leaves either the old or the new version, never a torn one.
 
 use std::collections::BTreeMap;
@@ -16,6 +18,8 @@ use uuid::Uuid;
 pub const META_PROPERTIES: &str = "meta.properties";
 /// Name of the topic table in the data directory.
 pub const TOPICS_FILE: &str = "strait-topics.json";
+/// Name of the dynamic broker configs in the data directory.
+pub const BROKER_CONFIGS_FILE: &str = "strait-broker-configs.json";
 
 /// A failure reading or writing node metadata.
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +64,24 @@ pub struct TopicRecord {
     /// The topic's config overrides.
     pub configs: BTreeMap<String, String>,
 }
+
+/// The broker configs set at runtime (Kafka keeps them in the metadata log), by Kafka name.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DynamicBrokerConfigs {
+    /// Set on the cluster-default broker resource (resource name `""`).
+    pub cluster_default: BTreeMap<String, String>,
+    /// Set on this broker's resource (resource name = node id).
+    pub per_broker: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct BrokerConfigsFile {
+    version: u32,
+    #[serde(flatten)]
+    configs: DynamicBrokerConfigs,
+}
+
+const BROKER_CONFIGS_FILE_VERSION: u32 = 1;
 
 #[derive(Debug, Serialize, Deserialize)]
 struct TopicsFile {
@@ -185,6 +207,50 @@ pub fn save_topics(data_dir: &Path, topics: Vec<TopicRecord>) -> Result<(), Meta
     write_atomically(&path, &bytes)
 }
 
+/// Loads the dynamic broker configs; a missing file means none are set.
+pub fn load_broker_configs(data_dir: &Path) -> Result<DynamicBrokerConfigs, MetadataStoreError> {
+    let path = data_dir.join(BROKER_CONFIGS_FILE);
+    let text = match fs::read(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(DynamicBrokerConfigs::default())
+        }
+        Err(e) => return Err(io_err(&path)(e)),
+    };
+    let file: BrokerConfigsFile =
+        serde_json::from_slice(&text).map_err(|e| MetadataStoreError::Corrupt {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+    if file.version != BROKER_CONFIGS_FILE_VERSION {
+        return Err(MetadataStoreError::Corrupt {
+            path,
+            reason: format!(
+                "version {} (this strait reads version {BROKER_CONFIGS_FILE_VERSION})",
+                file.version
+            ),
+        });
+    }
+    Ok(file.configs)
+}
+
+/// Replaces the dynamic broker configs.
+pub fn save_broker_configs(
+    data_dir: &Path,
+    configs: &DynamicBrokerConfigs,
+) -> Result<(), MetadataStoreError> {
+    let path = data_dir.join(BROKER_CONFIGS_FILE);
+    let file = BrokerConfigsFile {
+        version: BROKER_CONFIGS_FILE_VERSION,
+        configs: configs.clone(),
+    };
+    let bytes = serde_json::to_vec_pretty(&file).map_err(|e| MetadataStoreError::Corrupt {
+        path: path.clone(),
+        reason: e.to_string(),
+    })?;
+    write_atomically(&path, &bytes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -217,5 +283,20 @@ mod tests {
         };
         save_topics(dir.path(), vec![t.clone()]).unwrap();
         assert_eq!(load_topics(dir.path()).unwrap(), vec![t]);
+    }
+
+    #[test]
+    fn broker_configs_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(
+            load_broker_configs(dir.path()).unwrap(),
+            DynamicBrokerConfigs::default()
+        );
+        let c = DynamicBrokerConfigs {
+            cluster_default: [("log.retention.ms".to_string(), "1000".to_string())].into(),
+            per_broker: [("log.segment.bytes".to_string(), "4096".to_string())].into(),
+        };
+        save_broker_configs(dir.path(), &c).unwrap();
+        assert_eq!(load_broker_configs(dir.path()).unwrap(), c);
     }
 }

@@ -126,12 +126,34 @@ impl Node {
                 }
             })
         };
+        let retention = {
+            let broker = self.broker.clone();
+            let mut stop = stop_rx.clone();
+            let interval_ms = broker.config().log_retention_check_interval_ms.max(1);
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_millis(interval_ms));
+                // A pass that overruns the interval is followed by one pass, not a burst.
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tokio::select! {
+                        _ = async { let _ = stop.wait_for(|s| *s).await; } => break,
+                        _ = tick.tick() => {
+                            let b = broker.clone();
+                            // Renames and removals of segment files: blocking work.
+                            if let Err(e) = tokio::task::spawn_blocking(move || b.enforce_retention()).await {
+                                tracing::error!(error = %e, "retention task failed");
+                            }
+                        }
+                    }
+                }
+            })
+        };
         let serving = tokio::spawn(server::serve(self.listener, self.broker.clone(), stop_rx));
         shutdown.await;
         tracing::info!("shutting down: closing connections and flushing logs");
         // Nobody listens to the receiver only if both tasks already ended; nothing to stop then.
         let _ = stop_tx.send(true);
-        for task in [serving, flusher, group_ticker] {
+        for task in [serving, flusher, retention, group_ticker] {
             if let Err(e) = task.await {
                 tracing::error!(error = %e, "task failed during shutdown");
             }

@@ -12,23 +12,18 @@ use kafka_protocol::protocol::StrBytes;
 use crate::broker::{Broker, BrokerError, NewTopic};
 use crate::topic_config::TopicConfig;
 
-/// Kafka's config source codes (DescribeConfigs' ConfigSource).
-const SOURCE_DYNAMIC_TOPIC: i8 = 1;
-const SOURCE_DEFAULT: i8 = 5;
-
-fn describe(config: &TopicConfig) -> Vec<CreatableTopicConfigs> {
-    config
-        .entries()
+/// The created topic's configs as CreateTopics v5+ reports them (value and source).
+fn describe(broker: &Broker, config: &TopicConfig) -> Vec<CreatableTopicConfigs> {
+    broker
+        .broker_configs()
+        .describe_topic(config)
         .into_iter()
-        .map(|(name, value, is_default)| {
+        .map(|c| {
             CreatableTopicConfigs::default()
-                .with_name(StrBytes::from_static_str(name))
-                .with_value(Some(StrBytes::from_string(value)))
-                .with_config_source(if is_default {
-                    SOURCE_DEFAULT
-                } else {
-                    SOURCE_DYNAMIC_TOPIC
-                })
+                .with_name(StrBytes::from_static_str(c.def.name))
+                .with_value(c.value.map(StrBytes::from_string))
+                .with_read_only(c.read_only)
+                .with_config_source(c.source)
         })
         .collect()
 }
@@ -121,7 +116,7 @@ pub fn handle(broker: &Broker, req: CreateTopicsRequest, version: i16) -> Create
                         .with_num_partitions(partitions)
                         .with_replication_factor(rf);
                     if version >= 5 {
-                        result = result.with_configs(Some(describe(&config)));
+                        result = result.with_configs(Some(describe(broker, &config)));
                     }
                     if let (Some(id), true) = (id, version >= 7) {
                         result = result.with_topic_id(id);

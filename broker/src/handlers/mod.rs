@@ -11,9 +11,16 @@ use kafka_protocol::protocol::{Decodable, Encodable};
 
 use crate::broker::Broker;
 
+#[cfg(test)]
+mod admin_tests;
+pub mod alter_configs;
 pub mod api_versions;
+pub mod config_resource;
+pub mod create_partitions;
 pub mod create_topics;
+pub mod delete_records;
 pub mod delete_topics;
+pub mod describe_configs;
 pub mod fetch;
 pub mod groups;
 pub mod init_producer_id;
@@ -44,6 +51,11 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DeleteGroups, 0, 2),
     // v0-v5: every version kafka-protocol 0.18 can decode (its v6 is response-only).
     (ApiKey::InitProducerId, 0, 5),
+    (ApiKey::DeleteRecords, 0, 2),
+    (ApiKey::DescribeConfigs, 1, 4),
+    (ApiKey::AlterConfigs, 0, 2),
+    (ApiKey::CreatePartitions, 0, 3),
+    (ApiKey::IncrementalAlterConfigs, 0, 1),
 ];
 
 /// The version range this broker serves for `key`, if any.
@@ -311,6 +323,31 @@ pub async fn dispatch_from(
         ApiKey::InitProducerId => {
             let req = decode_body(key, version, body)?;
             let resp = init_producer_id::handle(broker, req, version);
+            respond(encode_response(key, version, cid, &resp))
+        }
+        ApiKey::DescribeConfigs => {
+            let req = decode_body(key, version, body)?;
+            let resp = describe_configs::handle(broker, req, version);
+            respond(encode_response(key, version, cid, &resp))
+        }
+        ApiKey::AlterConfigs => {
+            let req = decode_body(key, version, body)?;
+            let resp = alter_configs::handle_alter(broker, req);
+            respond(encode_response(key, version, cid, &resp))
+        }
+        ApiKey::IncrementalAlterConfigs => {
+            let req = decode_body(key, version, body)?;
+            let resp = alter_configs::handle_incremental(broker, req);
+            respond(encode_response(key, version, cid, &resp))
+        }
+        ApiKey::CreatePartitions => {
+            let req = decode_body(key, version, body)?;
+            let resp = create_partitions::handle(broker, req);
+            respond(encode_response(key, version, cid, &resp))
+        }
+        ApiKey::DeleteRecords => {
+            let req = decode_body(key, version, body)?;
+            let resp = delete_records::handle(broker, req);
             respond(encode_response(key, version, cid, &resp))
         }
         other => Err(CloseReason::ApiNotEnabled(other)),

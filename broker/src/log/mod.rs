@@ -2,7 +2,9 @@
 //!
 //! A partition directory holds segments named by base offset (`00000000000000000000.log`,
 //! `.index`, `.timeindex`), a `recovery-point` file (offset below which data is known to be
-//! fsynced) and, between a clean `close()` and the next `open()`, a `clean-shutdown` marker.
+//! fsynced), a `log-start-offset` file once DeleteRecords or retention has moved the start (see
+//! `retention.rs`) and, between a clean `close()` and the next `open()`, a `clean-shutdown`
+//! marker.
 //!
 //! Appends and reads work on whole record batches and only ever touch batch headers, never
 //! individual records, so the produce and fetch paths cost a few header parses per batch and
@@ -15,6 +17,7 @@
 pub mod batch;
 pub mod index;
 pub mod producer_state;
+mod retention;
 pub mod segment;
 
 #[cfg(test)]
@@ -31,6 +34,7 @@ pub use crate::log::producer_state::ProducerStateError;
 use crate::log::producer_state::{
     ProducerBatch, ProducerStateManager, Validation, PRODUCER_ID_EXPIRATION_MS_DEFAULT,
 };
+pub use crate::log::retention::{Retention, RetentionOutcome, LOG_START_OFFSET_FILE};
 use crate::log::segment::{Segment, INDEX_EXTENSION, LOG_EXTENSION, TIME_INDEX_EXTENSION};
 
 /// File holding the recovery point: `"<version>\n<offset>\n"`, like Kafka's checkpoint files.
@@ -238,6 +242,10 @@ pub struct PartitionLog {
     config: LogConfig,
     /// Sorted by base offset, dense (each segment starts where the previous ends), never empty.
     segments: Vec<Segment>,
+    /// First offset a client may read (Kafka's log start offset): at or above the first
+    /// segment's base offset, at most the log end offset. Moved by DeleteRecords and retention,
+    /// persisted in the `log-start-offset` file.
+    log_start_offset: i64,
     /// Every offset below this is fsynced (Kafka's recovery point).
     recovery_point: i64,
     /// When the recovery-point file was last rewritten by `flush` (None: not since open).
@@ -490,8 +498,16 @@ fn list_dir(dir: &Path) -> Result<DirListing, LogError> {
             INDEX_EXTENSION | TIME_INDEX_EXTENSION => {
                 index_files.push((segment::parse_base_offset(stem), path));
             }
-            _ if name == RECOVERY_POINT_TMP_FILE => {
+            _ if name == RECOVERY_POINT_TMP_FILE
+                || name == retention::LOG_START_OFFSET_TMP_FILE =>
+            {
                 // Left over from a crash mid-write; the real file is intact.
+                remove_if_exists(&path)?;
+            }
+            retention::DELETED_EXTENSION => {
+                // A segment file renamed by retention or DeleteRecords whose removal a crash
+                // interrupted; it is no longer part of the log.
+                tracing::info!(path = %path.display(), "removing file of a deleted segment");
                 remove_if_exists(&path)?;
             }
             _ => {}
@@ -605,18 +621,22 @@ impl PartitionLog {
             remove_if_exists(&marker)?;
             sync_dir(dir)?;
         }
-        tracing::info!(dir = %dir.display(), log_start_offset = segments[0].base_offset(),
+        tracing::debug!(dir = %dir.display(), log_start_offset = segments[0].base_offset(),
             log_end_offset, segments = segments.len(), "partition log opened");
-        Ok(PartitionLog {
+        let log_start_offset = segments[0].base_offset();
+        let mut log = PartitionLog {
             dir: dir.to_path_buf(),
             config,
             segments,
+            log_start_offset,
             recovery_point,
             recovery_point_saved_at: None,
             last_flush_ms: now_ms,
             closed: false,
             producers,
-        })
+        };
+        log.restore_log_start_offset()?;
+        Ok(log)
     }
 
     fn active(&self) -> &Segment {
@@ -850,9 +870,9 @@ impl PartitionLog {
         Ok(Bytes::new())
     }
 
-    /// First offset of the log.
+    /// First offset a client may read (Kafka's log start offset, the low watermark).
     pub fn log_start_offset(&self) -> i64 {
-        self.segments[0].base_offset()
+        self.log_start_offset
     }
 
     /// Next offset to assign.
@@ -871,9 +891,12 @@ impl PartitionLog {
     pub fn offset_for_timestamp(&self, ts_ms: i64) -> Result<Option<(i64, i64)>, LogError> {
         let log_start_offset = self.log_start_offset();
         for segment in &self.segments {
-            if segment.max_timestamp_ms() >= ts_ms {
-                if let Some(found) = segment.find_offset_for_timestamp(ts_ms, log_start_offset)? {
-                    return Ok(Some(found));
+            if segment.max_timestamp_ms() >= ts_ms && segment.next_offset() > log_start_offset {
+                if let Some((offset, found_ts)) =
+                    segment.find_offset_for_timestamp(ts_ms, log_start_offset)?
+                {
+                    // A batch may straddle the log start; never answer an offset below it.
+                    return Ok(Some((offset.max(log_start_offset), found_ts)));
                 }
             }
         }
@@ -956,7 +979,7 @@ impl PartitionLog {
         // behind them come back into play: rebuild from what is left, as Kafka does.
         self.producers =
             rebuild_producer_state(&self.segments, self.config.producer_id_expiration_ms)?;
-        Ok(())
+        self.clamp_log_start_offset_after_truncation()
     }
 
     /// Flushes and marks the log cleanly closed. Further appends and truncations fail.
@@ -1021,6 +1044,18 @@ impl PartitionLog {
     /// The configuration in use.
     pub fn config(&self) -> &LogConfig {
         &self.config
+    }
+
+    /// Replaces the configuration (a topic or broker config change). Size, age, flush and
+    /// batch-size limits apply from the next append or check on; index sizing applies to
+    /// segments created from now on.
+    pub fn set_config(&mut self, config: LogConfig) -> Result<(), LogError> {
+        config.validate()?;
+        if config != self.config {
+            tracing::info!(dir = %self.dir.display(), ?config, "log config changed");
+            self.config = config;
+        }
+        Ok(())
     }
 
     #[cfg(test)]

@@ -1,0 +1,213 @@
+//! AlterConfigs and IncrementalAlterConfigs for topics and brokers.
+//!
+//! AlterConfigs replaces the whole override set of a resource (configs it does not name go back
+//! to their inherited values); IncrementalAlterConfigs applies SET / DELETE / APPEND / SUBTRACT
+//! to the current overrides. Either way the resulting set is validated whole before anything
+//! changes, so a request with one bad entry leaves the resource untouched; `validate_only`
+//! stops after validation.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::{
+    alter_configs_response, incremental_alter_configs_response, AlterConfigsRequest,
+    AlterConfigsResponse, IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
+};
+use kafka_protocol::protocol::StrBytes;
+
+use crate::broker::Broker;
+use crate::broker_config::{apply_incremental, broker_def, IncrementalOp};
+use crate::handlers::config_resource::{resolve, ConfigResource};
+use crate::topic_config::topic_def;
+
+/// A resource's outcome: nothing, or an error code with its message.
+type AlterResult = Result<(), (i16, String)>;
+
+/// What one resource entry asks for.
+enum Change {
+    /// AlterConfigs: the complete new override set (null values are left out, as Kafka).
+    Replace(Vec<(String, Option<String>)>),
+    /// IncrementalAlterConfigs: operations on the current overrides.
+    Incremental(Vec<(String, i8, Option<String>)>),
+}
+
+impl Change {
+    fn names(&self) -> Vec<&str> {
+        match self {
+            Change::Replace(c) => c.iter().map(|(n, _)| n.as_str()).collect(),
+            Change::Incremental(c) => c.iter().map(|(n, _, _)| n.as_str()).collect(),
+        }
+    }
+}
+
+/// Computes the new override set from `current` and validates it by applying it (or only
+/// validating, with `validate_only`).
+fn alter_resource(
+    broker: &Broker,
+    resource_type: i8,
+    name: &str,
+    change: Change,
+    validate_only: bool,
+) -> AlterResult {
+    let invalid_request = |m: String| (ResponseError::InvalidRequest.code(), m);
+    let names = change.names();
+    if names.len() != names.iter().collect::<HashSet<_>>().len() {
+        return Err(invalid_request("Error due to duplicate config keys".into()));
+    }
+    let resource = resolve(broker, resource_type, name)?;
+    let (current, def_of): (BTreeMap<String, String>, fn(&str) -> _) = match &resource {
+        ConfigResource::Topic(topic) => {
+            let Some(t) = broker.topic(topic) else {
+                return Err((
+                    ResponseError::UnknownTopicOrPartition.code(),
+                    format!("The topic '{topic}' does not exist."),
+                ));
+            };
+            (t.config.overrides().clone(), topic_def)
+        }
+        ConfigResource::Broker { per_broker } => {
+            let configs = broker.broker_configs();
+            let layer = if *per_broker {
+                &configs.dynamic().per_broker
+            } else {
+                &configs.dynamic().cluster_default
+            };
+            (layer.clone(), broker_def)
+        }
+    };
+    let next = match change {
+        Change::Replace(configs) => configs
+            .into_iter()
+            .filter_map(|(n, v)| v.map(|v| (n, v)))
+            .collect(),
+        Change::Incremental(ops) => {
+            let mut decoded = Vec::with_capacity(ops.len());
+            for (config, code, value) in ops {
+                let op = IncrementalOp::from_code(code)
+                    .ok_or_else(|| invalid_request(format!("Unknown operations type {code}")))?;
+                if value.is_none() && op != IncrementalOp::Delete {
+                    return Err(invalid_request(format!(
+                        "Null value not supported for : {config}"
+                    )));
+                }
+                if matches!(resource, ConfigResource::Topic(_)) && topic_def(&config).is_none() {
+                    return Err((
+                        ResponseError::InvalidConfig.code(),
+                        format!("Unknown topic config name: {config}"),
+                    ));
+                }
+                decoded.push((config, op, value));
+            }
+            apply_incremental(&current, &decoded, def_of)?
+        }
+    };
+    let result = match resource {
+        ConfigResource::Topic(topic) => broker.alter_topic_config(&topic, next, validate_only),
+        ConfigResource::Broker { per_broker } => {
+            broker.alter_broker_config(per_broker, next, validate_only)
+        }
+    };
+    result.map_err(|e| (e.kafka_error_code(), e.to_string()))
+}
+
+/// Runs every resource of a request; a resource named twice is refused both times.
+fn alter_all(
+    broker: &Broker,
+    resources: Vec<(i8, StrBytes, Change)>,
+    validate_only: bool,
+) -> Vec<(i8, StrBytes, AlterResult)> {
+    let mut seen: HashMap<(i8, StrBytes), usize> = HashMap::new();
+    for (t, n, _) in &resources {
+        *seen.entry((*t, n.clone())).or_default() += 1;
+    }
+    resources
+        .into_iter()
+        .map(|(resource_type, name, change)| {
+            let result = if seen[&(resource_type, name.clone())] > 1 {
+                Err((
+                    ResponseError::InvalidRequest.code(),
+                    "Each resource may appear at most once in a request.".to_string(),
+                ))
+            } else {
+                alter_resource(broker, resource_type, name.as_str(), change, validate_only)
+            };
+            if let Err((code, message)) = &result {
+                tracing::debug!(resource = %name.as_str(), resource_type, code, %message,
+                    "alter configs rejected");
+            }
+            (resource_type, name, result)
+        })
+        .collect()
+}
+
+fn split(result: AlterResult) -> (i16, Option<StrBytes>) {
+    match result {
+        Ok(()) => (0, None),
+        Err((code, message)) => (code, Some(StrBytes::from_string(message))),
+    }
+}
+
+/// Answers an AlterConfigs request (replace semantics).
+pub fn handle_alter(broker: &Broker, req: AlterConfigsRequest) -> AlterConfigsResponse {
+    let resources = req
+        .resources
+        .into_iter()
+        .map(|r| {
+            let configs = r
+                .configs
+                .into_iter()
+                .map(|c| (c.name.to_string(), c.value.map(|v| v.to_string())))
+                .collect();
+            (r.resource_type, r.resource_name, Change::Replace(configs))
+        })
+        .collect();
+    let responses = alter_all(broker, resources, req.validate_only)
+        .into_iter()
+        .map(|(resource_type, name, result)| {
+            let (code, message) = split(result);
+            alter_configs_response::AlterConfigsResourceResponse::default()
+                .with_resource_type(resource_type)
+                .with_resource_name(name)
+                .with_error_code(code)
+                .with_error_message(message)
+        })
+        .collect();
+    AlterConfigsResponse::default().with_responses(responses)
+}
+
+/// Answers an IncrementalAlterConfigs request.
+pub fn handle_incremental(
+    broker: &Broker,
+    req: IncrementalAlterConfigsRequest,
+) -> IncrementalAlterConfigsResponse {
+    let resources = req
+        .resources
+        .into_iter()
+        .map(|r| {
+            let ops = r
+                .configs
+                .into_iter()
+                .map(|c| {
+                    (
+                        c.name.to_string(),
+                        c.config_operation,
+                        c.value.map(|v| v.to_string()),
+                    )
+                })
+                .collect();
+            (r.resource_type, r.resource_name, Change::Incremental(ops))
+        })
+        .collect();
+    let responses = alter_all(broker, resources, req.validate_only)
+        .into_iter()
+        .map(|(resource_type, name, result)| {
+            let (code, message) = split(result);
+            incremental_alter_configs_response::AlterConfigsResourceResponse::default()
+                .with_resource_type(resource_type)
+                .with_resource_name(name)
+                .with_error_code(code)
+                .with_error_message(message)
+        })
+        .collect();
+    IncrementalAlterConfigsResponse::default().with_responses(responses)
+}
