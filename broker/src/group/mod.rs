@@ -38,6 +38,14 @@ use storage::{GroupValue, MemberValue, OffsetValue, StoredRecord, OFFSETS_TOPIC}
 pub const TICK_INTERVAL_MS: u64 = 100;
 /// Largest group id accepted (it is a key in the offsets topic).
 pub const GROUP_ID_LENGTH_MAX: usize = 2048;
+/// How often offsets partitions are checked for compaction.
+pub const COMPACTION_CHECK_INTERVAL_MS: i64 = 60_000;
+/// An offsets partition is compacted once it holds more records than this...
+pub const COMPACTION_MIN_RECORDS: i64 = 10_000;
+/// ...and more than this many times the records that are still live.
+pub const COMPACTION_LIVE_FACTOR: i64 = 4;
+/// Records per batch when a compaction rewrites live state (well under `max.message.bytes`).
+const COMPACTION_BATCH_RECORDS: usize = 500;
 /// Largest protocol metadata or assignment one member may send.
 pub const MEMBER_METADATA_BYTES_MAX: usize = 1024 * 1024;
 
@@ -348,6 +356,8 @@ struct Group {
     /// group.instance.id → member id.
     static_members: HashMap<String, String>,
     offsets: BTreeMap<(String, i32), OffsetValue>,
+    /// The group metadata last written to the offsets topic (what a replay would restore).
+    stored: Option<GroupValue>,
     rebalance_deadline_ms: i64,
     initial_delay: Option<InitialDelay>,
     sync_deadline_ms: i64,
@@ -367,6 +377,7 @@ impl Group {
             pending_members: HashMap::new(),
             static_members: HashMap::new(),
             offsets: BTreeMap::new(),
+            stored: None,
             rebalance_deadline_ms: 0,
             initial_delay: None,
             sync_deadline_ms: 0,
@@ -595,6 +606,7 @@ pub struct GroupCoordinator {
     config: GroupConfig,
     groups: Mutex<HashMap<String, Group>>,
     last_retention_check_ms: Mutex<i64>,
+    last_compaction_check_ms: Mutex<i64>,
 }
 
 enum Step<T> {
@@ -609,6 +621,7 @@ impl GroupCoordinator {
             config,
             groups: Mutex::new(HashMap::new()),
             last_retention_check_ms: Mutex::new(now_ms()),
+            last_compaction_check_ms: Mutex::new(now_ms()),
         }
     }
 
@@ -632,6 +645,16 @@ impl GroupCoordinator {
     ) -> Result<(), crate::broker::BrokerError> {
         let partition_index =
             storage::partition_for(group_id, self.config.offsets_topic_num_partitions);
+        self.append_records(broker, partition_index, records)
+    }
+
+    /// Appends records to one offsets partition as one batch.
+    fn append_records(
+        &self,
+        broker: &Broker,
+        partition_index: i32,
+        records: Vec<(Bytes, Option<Bytes>)>,
+    ) -> Result<(), crate::broker::BrokerError> {
         let partition = broker.partition(OFFSETS_TOPIC, partition_index)?;
         let now = now_ms();
         let records: Vec<Record> = records
@@ -671,8 +694,9 @@ impl GroupCoordinator {
         Ok(())
     }
 
-    fn store_group(&self, broker: &Broker, group: &Group) -> Result<(), i16> {
-        let value = storage::group_value(&group.stored_value());
+    fn store_group(&self, broker: &Broker, group: &mut Group) -> Result<(), i16> {
+        let stored = group.stored_value();
+        let value = storage::group_value(&stored);
         self.store(
             broker,
             &group.id,
@@ -681,7 +705,9 @@ impl GroupCoordinator {
         .map_err(|e| {
             tracing::error!(group = %group.id, error = %e, "cannot store group metadata");
             store_error_code(&e)
-        })
+        })?;
+        group.stored = Some(stored);
+        Ok(())
     }
 
     /// Creates `__consumer_offsets` if needed and replays it into memory.
@@ -787,6 +813,7 @@ impl GroupCoordinator {
             let g = groups
                 .entry(id.clone())
                 .or_insert_with(|| Group::new(&id, now));
+            g.stored = Some(value.clone());
             g.protocol_type = (!value.protocol_type.is_empty()).then_some(value.protocol_type);
             g.generation_id = value.generation;
             g.protocol_name = value.protocol;
@@ -1639,6 +1666,79 @@ impl GroupCoordinator {
             *last = now;
             self.expire_offsets(broker, &mut groups, now);
         }
+        drop(last);
+        let mut last = self
+            .last_compaction_check_ms
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if now - *last >= COMPACTION_CHECK_INTERVAL_MS {
+            *last = now;
+            for partition in 0..self.config.offsets_topic_num_partitions {
+                if let Err(e) = self.compact_partition(broker, &groups, partition) {
+                    tracing::warn!(partition, error = %e, "cannot compact {OFFSETS_TOPIC}");
+                }
+            }
+        }
+    }
+
+    /// Kafka compacts `__consumer_offsets`; strait, which has no log compaction, does the
+    /// equivalent for its own topic: once a partition holds mostly superseded records, the
+    /// live state of its groups (last stored metadata, committed offsets) is appended again
+    /// and the log start offset moved to where that copy begins. Replaying from the new start
+    /// rebuilds exactly the same state; a crash in between replays the old records followed
+    /// by (part of) the copy, which also ends in the same state. Runs under the coordinator
+    /// lock, so no commit interleaves with the copy.
+    fn compact_partition(
+        &self,
+        broker: &Broker,
+        groups: &HashMap<String, Group>,
+        partition: i32,
+    ) -> Result<(), crate::broker::BrokerError> {
+        let n = self.config.offsets_topic_num_partitions;
+        let (start, end) = {
+            let p = broker.partition(OFFSETS_TOPIC, partition)?;
+            let log = p.log();
+            (log.log_start_offset(), log.log_end_offset())
+        };
+        let owned: Vec<&Group> = groups
+            .values()
+            .filter(|g| storage::partition_for(&g.id, n) == partition)
+            .collect();
+        let live: usize = owned
+            .iter()
+            .map(|g| g.offsets.len() + usize::from(g.stored.is_some()))
+            .sum();
+        let live = i64::try_from(live).unwrap_or(i64::MAX);
+        if end - start <= COMPACTION_MIN_RECORDS.max(live.saturating_mul(COMPACTION_LIVE_FACTOR)) {
+            return Ok(());
+        }
+        let mut records: Vec<(Bytes, Option<Bytes>)> = Vec::new();
+        for g in owned {
+            if let Some(value) = &g.stored {
+                records.push((storage::group_key(&g.id), Some(storage::group_value(value))));
+            }
+            for ((topic, p), value) in &g.offsets {
+                records.push((
+                    storage::offset_key(&g.id, topic, *p),
+                    Some(storage::offset_value(value)),
+                ));
+            }
+        }
+        let mut pending = records.into_iter().peekable();
+        while pending.peek().is_some() {
+            let chunk: Vec<_> = pending.by_ref().take(COMPACTION_BATCH_RECORDS).collect();
+            self.append_records(broker, partition, chunk)?;
+        }
+        // `end` is where the copy begins: only the coordinator appends here, under this lock.
+        let new_start = broker.delete_records(OFFSETS_TOPIC, partition, end)?;
+        tracing::info!(
+            partition,
+            superseded_records = end - start,
+            live_records = live,
+            log_start_offset = new_start,
+            "compacted {OFFSETS_TOPIC} partition"
+        );
+        Ok(())
     }
 
     /// Kafka's offset expiry for groups without members: an offset expires

@@ -501,3 +501,69 @@ async fn list_groups_filters_by_state() {
     assert_eq!(stable[0].group_id, "active");
     assert_eq!(stable[0].protocol_type, "consumer");
 }
+
+#[tokio::test]
+async fn a_partition_full_of_superseded_commits_is_compacted_and_replays_the_same_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let commits = COMPACTION_MIN_RECORDS + 500;
+    let partition;
+    let mut end_before;
+    {
+        let b = open(dir.path());
+        topic(&b, "t", 2);
+        let id = single_stable_member(&b, "busy").await;
+        // A busy consumer commits the same two partitions over and over.
+        for i in 0..commits / 2 {
+            let mut req = commit("busy", 1, &id, "t", i);
+            req.partitions.push(CommitPartition {
+                partition: 1,
+                ..req.partitions[0].clone()
+            });
+            assert_eq!(b.groups().commit(&b, &req), vec![0, 0]);
+        }
+        partition = storage::partition_for("busy", 4);
+        let p = b.partition(OFFSETS_TOPIC, partition).unwrap();
+        end_before = p.log().log_end_offset();
+        assert!(end_before > COMPACTION_MIN_RECORDS, "{end_before}");
+        // Not before the check interval...
+        b.groups().tick(&b, now_ms() + 1_000);
+        assert_eq!(p.log().log_start_offset(), 0);
+        // A minute later the member's session has expired too (one more group record), and
+        // the partition is compacted down to what is live.
+        b.groups()
+            .tick(&b, now_ms() + COMPACTION_CHECK_INTERVAL_MS + 1_000);
+        let log = p.log();
+        assert!(
+            log.log_start_offset() >= end_before,
+            "history before the copy is dropped"
+        );
+        assert_eq!(
+            log.log_end_offset() - log.log_start_offset(),
+            3,
+            "one group record and two offsets stay live"
+        );
+        end_before = log.log_start_offset();
+        drop(log);
+        let d = b.groups().describe("busy");
+        assert_eq!(
+            (d.state, d.protocol_type.as_str()),
+            (GroupState::Empty, "consumer")
+        );
+        b.close();
+    }
+    let b = open(dir.path());
+    let d = b.groups().describe("busy");
+    assert_eq!(
+        (d.state, d.protocol_type.as_str()),
+        (GroupState::Empty, "consumer")
+    );
+    let offsets: Vec<i64> = b
+        .groups()
+        .fetch_offsets("busy", None)
+        .into_iter()
+        .map(|(_, _, v)| v.unwrap().offset)
+        .collect();
+    assert_eq!(offsets, vec![commits / 2 - 1, commits / 2 - 1]);
+    let p = b.partition(OFFSETS_TOPIC, partition).unwrap();
+    assert_eq!(p.log().log_start_offset(), end_before);
+}

@@ -21,7 +21,15 @@ pub fn handle(broker: &Broker, req: DeleteRecordsRequest) -> DeleteRecordsRespon
                 .map(|p| {
                     let result = DeleteRecordsPartitionResult::default()
                         .with_partition_index(p.partition_index);
-                    match broker.delete_records(&name, p.partition_index, p.offset) {
+                    let outcome = if name == crate::group::storage::OFFSETS_TOPIC {
+                        // Only the group coordinator may drop its own history (it compacts).
+                        Err(crate::broker::BrokerError::InvalidTopic(format!(
+                            "cannot delete records of internal topic `{name}`"
+                        )))
+                    } else {
+                        broker.delete_records(&name, p.partition_index, p.offset)
+                    };
+                    match outcome {
                         Ok(low_watermark) => result.with_low_watermark(low_watermark),
                         Err(e) => {
                             tracing::debug!(topic = %name, partition = p.partition_index,
