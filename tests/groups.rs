@@ -56,9 +56,21 @@ struct Member {
 
 impl Member {
     fn start(name: &str, bootstrap: &str, group: &str, topic: &str) -> Member {
+        Member::start_with(name, bootstrap, group, topic, SESSION_TIMEOUT_MS, &[])
+    }
+
+    fn start_with(
+        name: &str,
+        bootstrap: &str,
+        group: &str,
+        topic: &str,
+        session_timeout_ms: u64,
+        extra: &[&str],
+    ) -> Member {
         let mut child = Command::new(member_bin())
             .args(["--bootstrap", bootstrap, "--group", group, "--topic", topic])
-            .args(["--session-timeout-ms", &SESSION_TIMEOUT_MS.to_string()])
+            .args(["--session-timeout-ms", &session_timeout_ms.to_string()])
+            .args(extra)
             .args([
                 "--heartbeat-interval-ms",
                 &HEARTBEAT_INTERVAL_MS.to_string(),
@@ -403,4 +415,68 @@ fn a_group_shares_partitions_and_hands_them_over_on_kill_leave_and_broker_restar
         }
     }
     eprintln!("{total} records consumed, {redelivered} redelivered after the SIGKILL");
+}
+
+#[test]
+fn a_static_member_restarting_within_its_session_keeps_its_partitions_without_a_rebalance() {
+    let broker = Broker::start();
+    let topic = unique("static");
+    let group = unique("static-group");
+    broker.create_topic(&topic, 4, &[]);
+    let boot = broker.bootstrap();
+    let session_ms = 15_000;
+    let start = |name: &str, instance: &str| {
+        Member::start_with(
+            name,
+            &boot,
+            &group,
+            &topic,
+            session_ms,
+            &["--instance-id", instance],
+        )
+    };
+    // The first member leads the group; the second takes half of the partitions.
+    let leader = start("leader", "host-1");
+    wait_for(
+        "the leader to own every partition",
+        Duration::from_secs(60),
+        || (leader.assignment()?.len() == 4).then_some(()),
+    );
+    let mut follower = start("follower", "host-2");
+    let share = wait_for("an even split", Duration::from_secs(60), || {
+        let a = leader.assignment()?;
+        let b = follower.assignment()?;
+        (a.len() == 2 && b.len() == 2 && a.union(&b).count() == 4).then_some(b)
+    });
+    let leader_events = leader.events().len();
+
+    // The follower crashes and comes back under the same group.instance.id well within its
+    // session: it gets its partitions back and nobody else notices.
+    follower.sigkill();
+    let restarted_at = Instant::now();
+    let again = start("follower-again", "host-2");
+    let back = wait_for(
+        "the restarted member's assignment",
+        Duration::from_secs(30),
+        || again.assignment(),
+    );
+    let took = restarted_at.elapsed();
+    assert_eq!(back, share, "a static member gets its own partitions back");
+    assert!(
+        took < Duration::from_millis(session_ms),
+        "the rejoin took {took:?}, as long as a session timeout"
+    );
+    // Give a rebalance, if one were under way, time to reach the leader, then check it did not.
+    let produced = produce(&broker, &topic, "s", 400);
+    wait_consumed(
+        &[&leader, &again],
+        &produced,
+        "records after the static rejoin",
+    );
+    let leader_assignments = leader.events()[leader_events..]
+        .iter()
+        .filter(|(_, e)| matches!(e, Event::Assigned(_)))
+        .count();
+    assert_eq!(leader_assignments, 0, "the leader saw a rebalance");
+    eprintln!("static member rejoined in {took:?}");
 }
