@@ -542,20 +542,7 @@ impl Broker {
             return Ok(());
         }
         let updated = Arc::new(topic.with(config, topic.partitions.clone()));
-        let records: Vec<TopicRecord> = self
-            .topics()
-            .iter()
-            .map(|t| {
-                if t.name == name {
-                    updated.record()
-                } else {
-                    t.record()
-                }
-            })
-            .collect();
-        metadata_store::save_topics(&self.config.data_dir, records)?;
-        self.topics_write()
-            .insert(name.to_string(), updated.clone());
+        self.save_and_swap(&updated)?;
         self.apply_log_config(&updated)?;
         tracing::info!(topic = %name, overrides = ?updated.config.overrides(), "altered topic config");
         Ok(())
@@ -653,19 +640,7 @@ impl Broker {
             }));
         }
         let updated = Arc::new(topic.with(topic.config.clone(), partitions));
-        let records: Vec<TopicRecord> = self
-            .topics()
-            .iter()
-            .map(|t| {
-                if t.name == name {
-                    updated.record()
-                } else {
-                    t.record()
-                }
-            })
-            .collect();
-        metadata_store::save_topics(&self.config.data_dir, records)?;
-        self.topics_write().insert(name.to_string(), updated);
+        self.save_and_swap(&updated)?;
         tracing::info!(topic = %name, from = current, to = count, "added partitions");
         Ok(())
     }
@@ -747,6 +722,26 @@ impl Broker {
                 }
             }
         }
+    }
+
+    /// Persists the topic table with `updated` in place of the topic of the same name, then
+    /// makes it the live one (a `Topic` is immutable; changes swap in a new one).
+    fn save_and_swap(&self, updated: &Arc<Topic>) -> Result<(), BrokerError> {
+        let records: Vec<TopicRecord> = self
+            .topics()
+            .iter()
+            .map(|t| {
+                if t.name == updated.name {
+                    updated.record()
+                } else {
+                    t.record()
+                }
+            })
+            .collect();
+        metadata_store::save_topics(&self.config.data_dir, records)?;
+        self.topics_write()
+            .insert(updated.name.clone(), updated.clone());
+        Ok(())
     }
 
     /// Applies `flush.ms` to every log.
