@@ -120,7 +120,15 @@ impl Node {
                     tokio::select! {
                         _ = async { let _ = stop.wait_for(|s| *s).await; } => break,
                         _ = tick.tick() => {
-                            broker.groups().tick(&broker, crate::broker::now_ms());
+                            // Expiring members and compacting the offsets topic write to logs:
+                            // keep that file work off the async workers, as flushes do.
+                            let b = broker.clone();
+                            let ticked = tokio::task::spawn_blocking(move || {
+                                b.groups().tick(&b, crate::broker::now_ms())
+                            });
+                            if let Err(e) = ticked.await {
+                                tracing::error!(error = %e, "group tick failed");
+                            }
                         }
                     }
                 }

@@ -1700,6 +1700,10 @@ impl GroupCoordinator {
             let log = p.log();
             (log.log_start_offset(), log.log_end_offset())
         };
+        if end - start <= COMPACTION_MIN_RECORDS {
+            // Most partitions, most of the time: no need to look at the groups.
+            return Ok(());
+        }
         let owned: Vec<&Group> = groups
             .values()
             .filter(|g| storage::partition_for(&g.id, n) == partition)
