@@ -10,6 +10,7 @@
 pub mod broker;
 pub mod broker_config;
 pub mod config;
+pub mod controller;
 pub mod group;
 pub mod handlers;
 pub mod log;
