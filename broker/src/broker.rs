@@ -1,8 +1,11 @@
-//! The state of one broker node: its identity, its topics and their partition logs.
+//! The state of one broker node: its topics, the partitions it hosts and their logs.
 //!
-//! `Broker` is what request handlers talk to; it knows nothing about sockets. Kafka splits
-//! this between ReplicaManager (partitions and their logs), MetadataCache (what clients are
-//! told) and the controller (topic creation); on a single node they are one struct.
+//! `Broker` is what request handlers talk to; it knows nothing about sockets. It plays Kafka's
+//! ReplicaManager (partitions and their logs) and MetadataCache (what clients are told, read
+//! from this node's copy of the controller's [`MetadataImage`]). Cluster changes (topics,
+//! configs, partitions, producer-id blocks) are proposed to the controller quorum and reach
+//! the local state only through [`Broker::apply_image`], which makes this node host exactly
+//! the partitions the image assigns to it.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -14,10 +17,11 @@ use uuid::Uuid;
 
 use crate::broker_config::{BrokerConfigError, BrokerConfigs};
 use crate::config::NodeConfig;
+use crate::controller::image::{self, MetadataCommand, MetadataImage, PartitionImage};
+use crate::controller::{Controller, ControllerError};
 use crate::group::GroupCoordinator;
 use crate::log::{AppendInfo, LogConfig, LogError, PartitionLog};
-use crate::metadata_store::{self, MetadataStoreError, TopicRecord};
-use crate::producer_ids::ProducerIdManager;
+use crate::metadata_store::{DynamicBrokerConfigs, MetadataStoreError};
 use crate::topic_config::{ConfigValueError, TopicConfig};
 
 /// Kafka's longest legal topic name.
@@ -58,12 +62,25 @@ pub fn validate_topic_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Ids a broker takes from the controller at once (Kafka's producer id block size).
+pub const PRODUCER_ID_BLOCK_SIZE: i64 = 1000;
+/// How long an admin request waits for the controller quorum.
+pub const CONTROLLER_TIMEOUT_MS: u64 = 30_000;
+
 /// A failure of a broker operation, each mapping to one Kafka error code.
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
     /// The topic or partition does not exist (UNKNOWN_TOPIC_OR_PARTITION).
     #[error("unknown topic or partition {topic}-{partition}")]
     UnknownTopicOrPartition {
+        /// Topic.
+        topic: String,
+        /// Partition.
+        partition: i32,
+    },
+    /// The partition exists but this node does not lead it (NOT_LEADER_OR_FOLLOWER).
+    #[error("this node does not lead {topic}-{partition}")]
+    NotLeaderOrFollower {
         /// Topic.
         topic: String,
         /// Partition.
@@ -96,6 +113,17 @@ pub enum BrokerError {
     /// Metadata could not be persisted.
     #[error(transparent)]
     Metadata(#[from] MetadataStoreError),
+    /// The controller quorum did not answer.
+    #[error(transparent)]
+    Controller(#[from] ControllerError),
+    /// The controller refused a command, with Kafka's code.
+    #[error("{message}")]
+    Refused {
+        /// Kafka error code.
+        code: i16,
+        /// Why.
+        message: String,
+    },
     /// Something that should not happen did (UNKNOWN_SERVER_ERROR); the message says what.
     #[error("{0}")]
     Internal(String),
@@ -107,6 +135,7 @@ impl BrokerError {
         use kafka_protocol::error::ResponseError as E;
         match self {
             BrokerError::UnknownTopicOrPartition { .. } => E::UnknownTopicOrPartition.code(),
+            BrokerError::NotLeaderOrFollower { .. } => E::NotLeaderOrFollower.code(),
             BrokerError::InvalidTopic(_) => E::InvalidTopicException.code(),
             BrokerError::TopicAlreadyExists(_) => E::TopicAlreadyExists.code(),
             BrokerError::InvalidPartitions(_) => E::InvalidPartitions.code(),
@@ -116,6 +145,8 @@ impl BrokerError {
             BrokerError::InvalidReplicaAssignment(_) => E::InvalidReplicaAssignment.code(),
             BrokerError::Log(e) => e.kafka_error_code(),
             BrokerError::Metadata(_) => E::KafkaStorageError.code(),
+            BrokerError::Controller(e) => e.kafka_error_code(),
+            BrokerError::Refused { code, .. } => *code,
             BrokerError::Internal(_) => E::UnknownServerError.code(),
         }
     }
@@ -130,13 +161,41 @@ impl From<BrokerConfigError> for BrokerError {
     }
 }
 
-/// One partition on this node: its log and nothing else yet (a single node is always leader).
+/// A partition's replicas, ISR and leader as this node last applied them from the image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaState {
+    /// The leader, or -1.
+    pub leader: i32,
+    /// The leader epoch.
+    pub leader_epoch: i32,
+    /// The partition epoch.
+    pub partition_epoch: i32,
+    /// Assigned replicas.
+    pub replicas: Vec<i32>,
+    /// In-sync replicas.
+    pub isr: Vec<i32>,
+}
+
+impl From<&PartitionImage> for ReplicaState {
+    fn from(p: &PartitionImage) -> ReplicaState {
+        ReplicaState {
+            leader: p.leader,
+            leader_epoch: p.leader_epoch,
+            partition_epoch: p.partition_epoch,
+            replicas: p.replicas.clone(),
+            isr: p.isr.clone(),
+        }
+    }
+}
+
+/// One partition hosted on this node: its log and its replica state.
 pub struct Partition {
     /// Topic name.
     pub topic: String,
     /// Partition index.
     pub index: i32,
     log: RwLock<PartitionLog>,
+    replica: RwLock<ReplicaState>,
 }
 
 impl Partition {
@@ -152,14 +211,33 @@ impl Partition {
         self.log.write().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The high watermark: on a single node every appended record is committed.
+    /// The high watermark: every record below it is committed.
     pub fn high_watermark(&self) -> i64 {
         self.log().log_end_offset()
     }
+
+    /// Replicas, ISR and leader as last applied.
+    pub fn replica_state(&self) -> ReplicaState {
+        self.replica
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn set_replica_state(&self, state: ReplicaState) {
+        *self.replica.write().unwrap_or_else(|p| p.into_inner()) = state;
+    }
+
+    /// The leader epoch, when `node` leads this partition.
+    pub fn leader_epoch_on(&self, node: i32) -> Option<i32> {
+        let state = self.replica.read().unwrap_or_else(|p| p.into_inner());
+        (state.leader == node).then_some(state.leader_epoch)
+    }
 }
 
-/// A topic and its partitions. Immutable: a config change or CreatePartitions swaps in a new
-/// `Topic` sharing the same `Partition`s, so a request works on one consistent version.
+/// A topic: its config for everyone, its partitions for the replicas this node hosts.
+/// Immutable: every applied image swaps in new `Topic`s sharing the same `Partition`s, so a
+/// request works on one consistent version.
 pub struct Topic {
     /// Name.
     pub name: String,
@@ -167,29 +245,10 @@ pub struct Topic {
     pub id: Uuid,
     /// Effective configuration.
     pub config: TopicConfig,
-    /// Partitions, indexed by partition number.
-    pub partitions: Vec<Arc<Partition>>,
-}
-
-impl Topic {
-    /// The same topic with another config and/or more partitions.
-    fn with(&self, config: TopicConfig, partitions: Vec<Arc<Partition>>) -> Topic {
-        Topic {
-            name: self.name.clone(),
-            id: self.id,
-            config,
-            partitions,
-        }
-    }
-
-    fn record(&self) -> TopicRecord {
-        TopicRecord {
-            name: self.name.clone(),
-            id: self.id,
-            partitions: i32::try_from(self.partitions.len()).unwrap_or(i32::MAX),
-            configs: self.config.overrides().clone(),
-        }
-    }
+    /// How many partitions the topic has, cluster-wide.
+    pub partition_count: i32,
+    /// The partitions hosted on this node, by index.
+    pub local: BTreeMap<i32, Arc<Partition>>,
 }
 
 /// A topic creation request, already decoded.
@@ -203,26 +262,46 @@ pub struct NewTopic {
     pub replication_factor: i16,
     /// Config overrides.
     pub configs: BTreeMap<String, String>,
+    /// Replicas per partition, when the request names them.
+    pub assignment: Option<Vec<Vec<i32>>>,
+}
+
+/// What validating a new topic settled.
+#[derive(Debug, Clone)]
+pub struct ValidTopic {
+    /// Partitions.
+    pub partitions: i32,
+    /// Replication factor.
+    pub replication_factor: i16,
+    /// Effective config.
+    pub config: TopicConfig,
+}
+
+/// The producer-id block this broker hands ids out of.
+#[derive(Debug, Default)]
+struct ProducerIdBlock {
+    next: i64,
+    end: i64,
 }
 
 /// One broker node's state.
 pub struct Broker {
     config: NodeConfig,
-    cluster_id: String,
     advertised_host: String,
     advertised_port: i32,
+    controller: Arc<Controller>,
+    /// The image the local state reflects.
+    image: RwLock<Arc<MetadataImage>>,
     topics: RwLock<BTreeMap<String, Arc<Topic>>>,
-    /// Broker config layers (static and dynamic); replaced whole on AlterConfigs.
+    /// Broker config layers (static and dynamic), rebuilt from every image.
     broker_configs: RwLock<Arc<BrokerConfigs>>,
-    /// Serialises admin operations (topic creation and deletion, config changes, partition
-    /// additions), which rewrite the persisted tables.
-    admin_lock: std::sync::Mutex<()>,
+    /// Serialises [`Broker::apply_image`].
+    reconcile_lock: std::sync::Mutex<()>,
     /// Bumped after every append; long-polling fetches wait on it.
     appended: watch::Sender<u64>,
     /// Consumer groups and committed offsets.
     groups: GroupCoordinator,
-    /// Allocates ids for idempotent producers (InitProducerId).
-    producer_ids: ProducerIdManager,
+    producer_ids: tokio::sync::Mutex<ProducerIdBlock>,
 }
 
 fn partition_dir(data_dir: &Path, topic: &str, partition: i32) -> PathBuf {
@@ -237,67 +316,74 @@ fn log_config_for(node: &NodeConfig, topic: &TopicConfig) -> LogConfig {
     }
 }
 
+/// Renames a partition directory out of the way, then removes it, so a crash mid-removal
+/// leaves a `.deleted` directory that the next start finishes removing, never a half-deleted
+/// log that looks live.
+fn remove_partition_dir(dir: &Path, topic_id: Uuid) {
+    // Appended to the whole name: `with_extension` would cut a dotted topic name.
+    let mut doomed = dir.to_path_buf().into_os_string();
+    doomed.push(format!(".{}.deleted", topic_id.simple()));
+    let doomed = PathBuf::from(doomed);
+    if let Err(e) = std::fs::rename(dir, &doomed) {
+        tracing::warn!(dir = %dir.display(), error = %e, "could not rename deleted partition");
+        return;
+    }
+    if let Err(e) = std::fs::remove_dir_all(&doomed) {
+        tracing::warn!(dir = %doomed.display(), error = %e, "could not remove deleted partition");
+    }
+}
+
+fn refused(result: image::CommandResult) -> Result<(), BrokerError> {
+    if result.error_code == 0 {
+        Ok(())
+    } else {
+        Err(BrokerError::Refused {
+            code: result.error_code,
+            message: result.message.unwrap_or_default(),
+        })
+    }
+}
+
 impl Broker {
-    /// Opens the node's data directory: identity, topic table, and every partition log
-    /// (recovering any that were not closed cleanly).
-    pub fn open(config: NodeConfig, advertised: (String, i32)) -> Result<Broker, BrokerError> {
+    /// A broker over `config.data_dir` that takes its metadata from `controller`. Hosts
+    /// nothing until [`Broker::apply_image`].
+    pub fn new(
+        config: NodeConfig,
+        advertised: (String, i32),
+        controller: Arc<Controller>,
+    ) -> Result<Broker, BrokerError> {
         let data_dir = config.data_dir.clone();
         std::fs::create_dir_all(&data_dir).map_err(|source| MetadataStoreError::Io {
             path: data_dir.clone(),
             source,
         })?;
-        let cluster_id = metadata_store::load_or_create_identity(&data_dir, config.node_id)?;
         remove_deleted_dirs(&data_dir);
-        let broker_configs =
-            BrokerConfigs::new(&config, metadata_store::load_broker_configs(&data_dir)?)?;
-        let topic_defaults = broker_configs.topic_defaults();
-        let now = now_ms();
-        let mut topics = BTreeMap::new();
-        for record in metadata_store::load_topics(&data_dir)? {
-            let topic_config = TopicConfig::new(&topic_defaults, record.configs.clone())?;
-            let mut partitions = Vec::new();
-            for index in 0..record.partitions {
-                let dir = partition_dir(&data_dir, &record.name, index);
-                let log = PartitionLog::open(&dir, log_config_for(&config, &topic_config), now)?;
-                partitions.push(Arc::new(Partition {
-                    topic: record.name.clone(),
-                    index,
-                    log: RwLock::new(log),
-                }));
-            }
-            tracing::info!(topic = %record.name, partitions = record.partitions, "loaded topic");
-            topics.insert(
-                record.name.clone(),
-                Arc::new(Topic {
-                    name: record.name,
-                    id: record.id,
-                    config: topic_config,
-                    partitions,
-                }),
-            );
-        }
-        let producer_ids = ProducerIdManager::open(&data_dir)?;
+        let broker_configs = BrokerConfigs::new(&config, DynamicBrokerConfigs::default())?;
         let (appended, _) = watch::channel(0);
         let groups = GroupCoordinator::new(config.group_config());
-        let broker = Broker {
+        Ok(Broker {
             config,
-            cluster_id,
             advertised_host: advertised.0,
             advertised_port: advertised.1,
-            topics: RwLock::new(topics),
+            controller,
+            image: RwLock::new(Arc::new(MetadataImage::default())),
+            topics: RwLock::new(BTreeMap::new()),
             broker_configs: RwLock::new(Arc::new(broker_configs)),
-            admin_lock: std::sync::Mutex::new(()),
+            reconcile_lock: std::sync::Mutex::new(()),
             appended,
             groups,
-            producer_ids,
-        };
-        broker.groups.load(&broker)?;
-        Ok(broker)
+            producer_ids: tokio::sync::Mutex::new(ProducerIdBlock::default()),
+        })
     }
 
     /// The group coordinator.
     pub fn groups(&self) -> &GroupCoordinator {
         &self.groups
+    }
+
+    /// The controller of this node.
+    pub fn controller(&self) -> &Arc<Controller> {
+        &self.controller
     }
 
     /// The node's configuration as loaded (dynamic broker configs are in
@@ -314,23 +400,24 @@ impl Broker {
             .clone()
     }
 
-    fn admin_guard(&self) -> std::sync::MutexGuard<'_, ()> {
-        self.admin_lock.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     /// This node's id.
     pub fn node_id(&self) -> i32 {
         self.config.node_id
     }
 
-    /// The cluster id from `meta.properties`.
-    pub fn cluster_id(&self) -> &str {
-        &self.cluster_id
+    /// The cluster id.
+    pub fn cluster_id(&self) -> String {
+        self.image().cluster_id.clone().unwrap_or_default()
     }
 
     /// Host and port clients are told to use.
     pub fn advertised(&self) -> (&str, i32) {
         (&self.advertised_host, self.advertised_port)
+    }
+
+    /// The metadata image the local state reflects.
+    pub fn image(&self) -> Arc<MetadataImage> {
+        self.image.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     fn topics_read(&self) -> RwLockReadGuard<'_, BTreeMap<String, Arc<Topic>>> {
@@ -352,18 +439,52 @@ impl Broker {
         self.topics_read().values().find(|t| t.id == id).cloned()
     }
 
-    /// One partition.
+    /// A partition hosted on this node. A partition that exists elsewhere is
+    /// NOT_LEADER_OR_FOLLOWER, one that does not exist UNKNOWN_TOPIC_OR_PARTITION.
     pub fn partition(&self, topic: &str, partition: i32) -> Result<Arc<Partition>, BrokerError> {
-        self.topic(topic)
-            .and_then(|t| {
-                usize::try_from(partition)
-                    .ok()
-                    .and_then(|i| t.partitions.get(i).cloned())
-            })
-            .ok_or_else(|| BrokerError::UnknownTopicOrPartition {
+        let Some(t) = self.topic(topic) else {
+            return Err(BrokerError::UnknownTopicOrPartition {
                 topic: topic.to_string(),
                 partition,
-            })
+            });
+        };
+        match t.local.get(&partition) {
+            Some(p) => Ok(p.clone()),
+            None if (0..t.partition_count).contains(&partition) => {
+                Err(BrokerError::NotLeaderOrFollower {
+                    topic: topic.to_string(),
+                    partition,
+                })
+            }
+            None => Err(BrokerError::UnknownTopicOrPartition {
+                topic: topic.to_string(),
+                partition,
+            }),
+        }
+    }
+
+    /// A partition this node leads, with its leader epoch; NOT_LEADER_OR_FOLLOWER otherwise.
+    pub fn leader_partition(
+        &self,
+        topic: &str,
+        partition: i32,
+    ) -> Result<(Arc<Partition>, i32), BrokerError> {
+        let p = self.partition(topic, partition)?;
+        match p.leader_epoch_on(self.node_id()) {
+            Some(epoch) => Ok((p, epoch)),
+            None => Err(BrokerError::NotLeaderOrFollower {
+                topic: topic.to_string(),
+                partition,
+            }),
+        }
+    }
+
+    /// Every partition hosted here.
+    pub fn local_partitions(&self) -> Vec<Arc<Partition>> {
+        self.topics_read()
+            .values()
+            .flat_map(|t| t.local.values().cloned())
+            .collect()
     }
 
     /// A receiver that changes after every append, for long-polling fetches.
@@ -371,8 +492,8 @@ impl Broker {
         self.appended.subscribe()
     }
 
-    /// Appends validated batches to a partition and wakes waiting fetches. A duplicate from an
-    /// idempotent producer writes nothing (see [`AppendInfo::duplicate`]).
+    /// Appends validated batches to a partition this node leads and wakes waiting fetches. A
+    /// duplicate from an idempotent producer writes nothing (see [`AppendInfo::duplicate`]).
     pub fn append(
         &self,
         partition: &Partition,
@@ -380,38 +501,67 @@ impl Broker {
         headers: &[crate::log::batch::BatchHeader],
         log_append_time_ms: Option<i64>,
     ) -> Result<AppendInfo, BrokerError> {
-        let info = partition
-            .log_mut()
-            .append(records, headers, 0, log_append_time_ms, now_ms())?;
+        let Some(leader_epoch) = partition.leader_epoch_on(self.node_id()) else {
+            return Err(BrokerError::NotLeaderOrFollower {
+                topic: partition.topic.clone(),
+                partition: partition.index,
+            });
+        };
+        let info = partition.log_mut().append(
+            records,
+            headers,
+            leader_epoch,
+            log_append_time_ms,
+            now_ms(),
+        )?;
         if info.duplicate.is_none() {
             self.appended.send_modify(|n| *n = n.wrapping_add(1));
         }
         Ok(info)
     }
 
-    /// A producer id never handed out before by this node (InitProducerId without a
-    /// transactional id).
-    pub fn generate_producer_id(&self) -> Result<i64, BrokerError> {
-        Ok(self.producer_ids.generate()?)
+    /// A producer id never handed out before anywhere in the cluster (InitProducerId without
+    /// a transactional id). Ids come from blocks the controller allocates.
+    pub async fn generate_producer_id(&self) -> Result<i64, BrokerError> {
+        let mut block = self.producer_ids.lock().await;
+        if block.next >= block.end {
+            let (_, result) = self
+                .controller
+                .propose(
+                    MetadataCommand::AllocateProducerIds {
+                        broker: self.node_id(),
+                        count: PRODUCER_ID_BLOCK_SIZE,
+                    },
+                    CONTROLLER_TIMEOUT_MS,
+                )
+                .await?;
+            if result.error_code != 0 {
+                refused(result)?;
+                unreachable!("refused() returns Err for a non-zero code");
+            }
+            block.next = result.value;
+            block.end = result.value + PRODUCER_ID_BLOCK_SIZE;
+            tracing::debug!(start = block.next, end = block.end, "new producer id block");
+        }
+        let id = block.next;
+        block.next += 1;
+        Ok(id)
     }
 
     /// Forgets, in every partition, idempotent producers idle for `producer_id_expiration_ms`.
     pub fn expire_producers(&self) {
         let now = now_ms();
-        for topic in self.topics() {
-            for p in &topic.partitions {
-                let expired = p.log_mut().remove_expired_producers(now);
-                if expired > 0 {
-                    tracing::debug!(topic = %p.topic, partition = p.index, expired,
-                        "expired idle producers");
-                }
+        for p in self.local_partitions() {
+            let expired = p.log_mut().remove_expired_producers(now);
+            if expired > 0 {
+                tracing::debug!(topic = %p.topic, partition = p.index, expired,
+                    "expired idle producers");
             }
         }
     }
 
-    /// Validates a topic creation without creating anything; returns the effective partition
-    /// count, replication factor and config.
-    pub fn validate_new_topic(&self, t: &NewTopic) -> Result<(i32, i16, TopicConfig), BrokerError> {
+    /// Validates a topic creation without creating anything.
+    pub fn validate_new_topic(&self, t: &NewTopic) -> Result<ValidTopic, BrokerError> {
         validate_topic_name(&t.name).map_err(BrokerError::InvalidTopic)?;
         if self.topic(&t.name).is_some() {
             return Err(BrokerError::TopicAlreadyExists(t.name.clone()));
@@ -425,98 +575,96 @@ impl Broker {
                 )))
             }
         };
+        let available = self.controller.image().active_brokers().len();
         let replication_factor = match t.replication_factor {
-            -1 | 1 => 1,
+            -1 => self.config.default_replication_factor,
+            n if n >= 1 => n,
             n => {
                 return Err(BrokerError::InvalidReplicationFactor(format!(
-                    "replication factor {n} is larger than the 1 available broker"
+                    "replication factor must be at least 1, got {n}"
                 )))
             }
         };
-        let config = TopicConfig::new(&self.broker_configs().topic_defaults(), t.configs.clone())?;
-        Ok((partitions, replication_factor, config))
-    }
-
-    /// Creates a topic: partition directories, then the persisted topic table.
-    pub fn create_topic(&self, t: &NewTopic) -> Result<Arc<Topic>, BrokerError> {
-        let _guard = self.admin_guard();
-        let (partitions, _, config) = self.validate_new_topic(t)?;
-        let now = now_ms();
-        let mut parts = Vec::new();
-        for index in 0..partitions {
-            let dir = partition_dir(&self.config.data_dir, &t.name, index);
-            let log = PartitionLog::open(&dir, log_config_for(&self.config, &config), now)?;
-            parts.push(Arc::new(Partition {
-                topic: t.name.clone(),
-                index,
-                log: RwLock::new(log),
-            }));
+        if usize::try_from(replication_factor).unwrap_or(usize::MAX) > available {
+            return Err(BrokerError::InvalidReplicationFactor(format!(
+                "Unable to replicate the partition {replication_factor} time(s): The target replication factor of {replication_factor} cannot be reached because only {available} broker(s) are registered."
+            )));
         }
-        let topic = Arc::new(Topic {
-            name: t.name.clone(),
-            id: Uuid::new_v4(),
+        if let Some(assignment) = &t.assignment {
+            self.check_new_partition_assignments(&self.controller.image(), partitions, assignment)?;
+        }
+        let config = TopicConfig::new(&self.broker_configs().topic_defaults(), t.configs.clone())?;
+        Ok(ValidTopic {
+            partitions,
+            replication_factor,
             config,
-            partitions: parts,
-        });
-        let mut records: Vec<TopicRecord> = self.topics().iter().map(|t| t.record()).collect();
-        records.push(topic.record());
-        metadata_store::save_topics(&self.config.data_dir, records)?;
-        self.topics
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(t.name.clone(), topic.clone());
-        tracing::info!(topic = %t.name, partitions, "created topic");
-        Ok(topic)
+        })
     }
 
-    /// Deletes a topic: removes it from the table, then its partition directories.
-    pub fn delete_topic(&self, name: &str) -> Result<(), BrokerError> {
+    /// A random starting broker for replica placement, so topics spread their leaders.
+    fn placement_start() -> usize {
+        usize::from(Uuid::new_v4().as_bytes()[0])
+    }
+
+    /// Creates a topic through the controller; returns once this node has applied it.
+    pub async fn create_topic(&self, t: &NewTopic) -> Result<Arc<Topic>, BrokerError> {
+        let valid = self.validate_new_topic(t)?;
+        let assignment = match &t.assignment {
+            Some(a) => a.clone(),
+            None => image::assign_replicas(
+                &self.controller.image().active_brokers(),
+                0,
+                valid.partitions,
+                usize::try_from(valid.replication_factor).unwrap_or(1),
+                Self::placement_start(),
+            ),
+        };
+        let result = self
+            .controller
+            .propose_and_apply(
+                MetadataCommand::CreateTopic {
+                    name: t.name.clone(),
+                    id: Uuid::new_v4(),
+                    configs: t.configs.clone(),
+                    assignment,
+                },
+                CONTROLLER_TIMEOUT_MS,
+            )
+            .await?;
+        refused(result)?;
+        self.apply_image(self.controller.image())?;
+        tracing::info!(topic = %t.name, partitions = valid.partitions,
+            replication_factor = valid.replication_factor, "created topic");
+        self.topic(&t.name).ok_or_else(|| {
+            BrokerError::Internal(format!("topic `{}` missing after creation", t.name))
+        })
+    }
+
+    /// Deletes a topic through the controller; every replica removes its partition directories
+    /// when it applies the deletion.
+    pub async fn delete_topic(&self, name: &str) -> Result<(), BrokerError> {
         if name == crate::group::storage::OFFSETS_TOPIC {
             // The coordinator's state lives there; Kafka protects it the same way.
             return Err(BrokerError::InvalidTopic(format!(
                 "cannot delete internal topic `{name}`"
             )));
         }
-        let _guard = self.admin_guard();
-        let topic = self
-            .topic(name)
-            .ok_or_else(|| BrokerError::UnknownTopicOrPartition {
-                topic: name.to_string(),
-                partition: -1,
-            })?;
-        let records: Vec<TopicRecord> = self
-            .topics()
-            .iter()
-            .filter(|t| t.name != name)
-            .map(|t| t.record())
-            .collect();
-        metadata_store::save_topics(&self.config.data_dir, records)?;
-        self.topics
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(name);
-        for p in &topic.partitions {
-            // Rename first so a crash mid-removal leaves a `.deleted` dir that the next start
-            // finishes removing, never a half-deleted log that looks live.
-            let dir = partition_dir(&self.config.data_dir, name, p.index);
-            // Appended to the whole name: `with_extension` would cut a dotted topic name.
-            let mut doomed = dir.clone().into_os_string();
-            doomed.push(format!(".{}.deleted", topic.id.simple()));
-            let doomed = PathBuf::from(doomed);
-            if let Err(e) = std::fs::rename(&dir, &doomed) {
-                tracing::warn!(dir = %dir.display(), error = %e, "could not rename deleted partition");
-                continue;
-            }
-            if let Err(e) = std::fs::remove_dir_all(&doomed) {
-                tracing::warn!(dir = %doomed.display(), error = %e, "could not remove deleted partition");
-            }
+        if self.topic(name).is_none() {
+            return Err(Self::unknown_topic(name));
         }
+        let result = self
+            .controller
+            .propose_and_apply(
+                MetadataCommand::DeleteTopic {
+                    name: name.to_string(),
+                },
+                CONTROLLER_TIMEOUT_MS,
+            )
+            .await?;
+        refused(result)?;
+        self.apply_image(self.controller.image())?;
         tracing::info!(topic = %name, "deleted topic");
         Ok(())
-    }
-
-    fn topics_write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, Arc<Topic>>> {
-        self.topics.write().unwrap_or_else(|p| p.into_inner())
     }
 
     fn unknown_topic(name: &str) -> BrokerError {
@@ -527,86 +675,89 @@ impl Broker {
     }
 
     /// Replaces a topic's config overrides (AlterConfigs and IncrementalAlterConfigs compute
-    /// the new set). Everything is validated first; then the topic table is persisted and the
-    /// new settings reach every partition log at once. With `validate_only` nothing changes.
-    pub fn alter_topic_config(
+    /// the new set). Everything is validated first; then the controller commits it and every
+    /// replica applies it to its logs. With `validate_only` nothing changes.
+    pub async fn alter_topic_config(
         &self,
         name: &str,
         overrides: BTreeMap<String, String>,
         validate_only: bool,
     ) -> Result<(), BrokerError> {
-        let _guard = self.admin_guard();
-        let topic = self.topic(name).ok_or_else(|| Self::unknown_topic(name))?;
-        let config = TopicConfig::new(&self.broker_configs().topic_defaults(), overrides)?;
+        if self.topic(name).is_none() {
+            return Err(Self::unknown_topic(name));
+        }
+        TopicConfig::new(&self.broker_configs().topic_defaults(), overrides.clone())?;
         if validate_only {
             return Ok(());
         }
-        let updated = Arc::new(topic.with(config, topic.partitions.clone()));
-        self.save_and_swap(&updated)?;
-        self.apply_log_config(&updated)?;
-        tracing::info!(topic = %name, overrides = ?updated.config.overrides(), "altered topic config");
+        let result = self
+            .controller
+            .propose_and_apply(
+                MetadataCommand::AlterTopicConfigs {
+                    name: name.to_string(),
+                    configs: overrides.clone(),
+                },
+                CONTROLLER_TIMEOUT_MS,
+            )
+            .await?;
+        refused(result)?;
+        self.apply_image(self.controller.image())?;
+        tracing::info!(topic = %name, ?overrides, "altered topic config");
         Ok(())
     }
 
     /// Replaces one dynamic broker config layer: this broker's (`per_broker`) or the
-    /// cluster-wide default. Persisted in `strait-broker-configs.json`; every topic without
-    /// its own override picks the new values up at once.
-    pub fn alter_broker_config(
+    /// cluster-wide default. Committed to the metadata log; every topic without its own
+    /// override picks the new values up.
+    pub async fn alter_broker_config(
         &self,
         per_broker: bool,
         layer: BTreeMap<String, String>,
         validate_only: bool,
     ) -> Result<(), BrokerError> {
-        let _guard = self.admin_guard();
-        let next = self.broker_configs().with_layer(per_broker, layer)?;
+        let next = self
+            .broker_configs()
+            .with_layer(per_broker, layer.clone())?;
         let defaults = next.topic_defaults();
-        let mut updated = Vec::new();
         for topic in self.topics() {
-            let config = TopicConfig::new(&defaults, topic.config.overrides().clone())?;
-            updated.push(Arc::new(topic.with(config, topic.partitions.clone())));
+            TopicConfig::new(&defaults, topic.config.overrides().clone())?;
         }
         if validate_only {
             return Ok(());
         }
-        metadata_store::save_broker_configs(&self.config.data_dir, next.dynamic())?;
-        tracing::info!(dynamic = ?next.dynamic(), "altered broker config");
-        *self
-            .broker_configs
-            .write()
-            .unwrap_or_else(|p| p.into_inner()) = Arc::new(next);
-        let mut topics = self.topics_write();
-        for topic in &updated {
-            topics.insert(topic.name.clone(), topic.clone());
-        }
-        drop(topics);
-        for topic in &updated {
-            self.apply_log_config(topic)?;
-        }
+        let resource = if per_broker {
+            self.node_id().to_string()
+        } else {
+            String::new()
+        };
+        let result = self
+            .controller
+            .propose_and_apply(
+                MetadataCommand::AlterBrokerConfigs {
+                    resource,
+                    configs: layer,
+                },
+                CONTROLLER_TIMEOUT_MS,
+            )
+            .await?;
+        refused(result)?;
+        self.apply_image(self.controller.image())?;
+        tracing::info!(dynamic = ?self.broker_configs().dynamic(), "altered broker config");
         Ok(())
     }
 
-    fn apply_log_config(&self, topic: &Topic) -> Result<(), BrokerError> {
-        let log_config = topic.config.log_config();
-        for p in &topic.partitions {
-            p.log_mut().set_config(log_config.clone())?;
-        }
-        Ok(())
-    }
-
-    /// CreatePartitions: grows a topic to `count` partitions (only an increase is allowed),
-    /// persisted and visible in Metadata at once. With `validate_only` nothing changes.
-    /// `assignments`, when given, names the replicas of each new partition; on a single node
-    /// each must be exactly this node.
-    pub fn create_partitions(
+    /// CreatePartitions: grows a topic to `count` partitions (only an increase is allowed).
+    /// With `validate_only` nothing changes. `assignments`, when given, names the replicas of
+    /// each new partition.
+    pub async fn create_partitions(
         &self,
         name: &str,
         count: i32,
         assignments: Option<&[Vec<i32>]>,
         validate_only: bool,
     ) -> Result<(), BrokerError> {
-        let _guard = self.admin_guard();
         let topic = self.topic(name).ok_or_else(|| Self::unknown_topic(name))?;
-        let current = i32::try_from(topic.partitions.len()).unwrap_or(i32::MAX);
+        let current = topic.partition_count;
         if count < current {
             return Err(BrokerError::InvalidPartitions(format!(
                 "The topic {name} currently has {current} partition(s); {count} would not be an increase."
@@ -622,32 +773,49 @@ impl Broker {
                 "number of partitions must be at most {PARTITIONS_PER_TOPIC_MAX}, got {count}"
             )));
         }
-        if let Some(assignments) = assignments {
-            self.check_new_partition_assignments(count - current, assignments)?;
-        }
+        let image = self.controller.image();
+        let assignment = match assignments {
+            Some(assignments) => {
+                self.check_new_partition_assignments(&image, count - current, assignments)?;
+                assignments.to_vec()
+            }
+            None => {
+                let replication_factor = image
+                    .partition(name, 0)
+                    .map(|p| p.replicas.len())
+                    .unwrap_or(1);
+                image::assign_replicas(
+                    &image.active_brokers(),
+                    current,
+                    count - current,
+                    replication_factor,
+                    Self::placement_start(),
+                )
+            }
+        };
         if validate_only {
             return Ok(());
         }
-        let now = now_ms();
-        let mut partitions = topic.partitions.clone();
-        for index in current..count {
-            let dir = partition_dir(&self.config.data_dir, name, index);
-            let log = PartitionLog::open(&dir, topic.config.log_config(), now)?;
-            partitions.push(Arc::new(Partition {
-                topic: name.to_string(),
-                index,
-                log: RwLock::new(log),
-            }));
-        }
-        let updated = Arc::new(topic.with(topic.config.clone(), partitions));
-        self.save_and_swap(&updated)?;
+        let result = self
+            .controller
+            .propose_and_apply(
+                MetadataCommand::CreatePartitions {
+                    name: name.to_string(),
+                    assignment,
+                },
+                CONTROLLER_TIMEOUT_MS,
+            )
+            .await?;
+        refused(result)?;
+        self.apply_image(self.controller.image())?;
         tracing::info!(topic = %name, from = current, to = count, "added partitions");
         Ok(())
     }
 
-    /// Kafka's checks of a manual assignment for new partitions, against this one broker.
+    /// Kafka's checks of a manual assignment for new partitions.
     fn check_new_partition_assignments(
         &self,
+        image: &MetadataImage,
         added: i32,
         assignments: &[Vec<i32>],
     ) -> Result<(), BrokerError> {
@@ -664,16 +832,17 @@ impl Broker {
                     "The manual partition assignment includes an empty replica list.".into(),
                 );
             }
-            if let Some(b) = replicas.iter().find(|b| **b != self.node_id()) {
-                return bad(format!(
-                    "The manual partition assignment includes broker {b}, but no such broker is registered."
-                ));
-            }
-            if replicas.len() > 1 {
-                return bad(format!(
-                    "The manual partition assignment includes the broker {} more than once.",
-                    replicas[0]
-                ));
+            for (i, b) in replicas.iter().enumerate() {
+                if !image.brokers.contains_key(b) {
+                    return bad(format!(
+                        "The manual partition assignment includes broker {b}, but no such broker is registered."
+                    ));
+                }
+                if replicas[..i].contains(b) {
+                    return bad(format!(
+                        "The manual partition assignment includes the broker {b} more than once."
+                    ));
+                }
             }
         }
         Ok(())
@@ -688,7 +857,7 @@ impl Broker {
         partition: i32,
         offset: i64,
     ) -> Result<i64, BrokerError> {
-        let p = self.partition(topic, partition)?;
+        let (p, _) = self.leader_partition(topic, partition)?;
         let mut log = p.log_mut();
         let target = if offset == -1 {
             log.log_end_offset()
@@ -698,13 +867,169 @@ impl Broker {
         Ok(log.advance_log_start_offset(target)?)
     }
 
+    /// Makes the local state match `image`: broker configs, topic configs, the partitions this
+    /// node hosts (opening new ones, removing those of deleted topics) and their replica
+    /// states; then tells the group coordinator which offsets partitions it now leads.
+    /// Idempotent, and serialised; blocking file work: call it off the async workers when the
+    /// image may open or remove logs.
+    pub fn apply_image(&self, image: Arc<MetadataImage>) -> Result<(), BrokerError> {
+        let _guard = self
+            .reconcile_lock
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if self.image().applied_index > image.applied_index {
+            return Ok(());
+        }
+        let me = self.node_id();
+        let dynamic = DynamicBrokerConfigs {
+            cluster_default: image.broker_configs.get("").cloned().unwrap_or_default(),
+            per_broker: image
+                .broker_configs
+                .get(&me.to_string())
+                .cloned()
+                .unwrap_or_default(),
+        };
+        let broker_configs = match BrokerConfigs::new(&self.config, dynamic) {
+            Ok(c) => Arc::new(c),
+            Err(e) => {
+                tracing::error!(error = %e, "dynamic broker configs in the metadata log are invalid here; keeping the previous ones");
+                self.broker_configs()
+            }
+        };
+        let defaults = broker_configs.topic_defaults();
+        let old: BTreeMap<String, Arc<Topic>> = self.topics_read().clone();
+        // Topics deleted, or deleted and created again under the same name: their directories
+        // go before any new partition opens at the same path.
+        let removed: Vec<Arc<Topic>> = old
+            .values()
+            .filter(|o| image.topics.get(&o.name).map(|t| t.id) != Some(o.id))
+            .cloned()
+            .collect();
+        if !removed.is_empty() {
+            self.topics
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .retain(|name, t| !removed.iter().any(|r| r.name == *name && r.id == t.id));
+        }
+        for topic in &removed {
+            for p in topic.local.values() {
+                if let Err(e) = p.log_mut().close() {
+                    tracing::warn!(topic = %topic.name, partition = p.index, error = %e, "closing a deleted partition failed");
+                }
+                remove_partition_dir(
+                    &partition_dir(&self.config.data_dir, &topic.name, p.index),
+                    topic.id,
+                );
+            }
+            tracing::info!(topic = %topic.name, "removed the partitions of a deleted topic");
+        }
+        let mut next = BTreeMap::new();
+        let now = now_ms();
+        let mut led_offsets_partitions = Vec::new();
+        for (name, t) in &image.topics {
+            let config = match TopicConfig::new(&defaults, t.configs.clone()) {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::error!(topic = %name, error = %e, "topic config in the metadata log is invalid here; using the defaults");
+                    TopicConfig::new(&defaults, BTreeMap::new())?
+                }
+            };
+            let log_config = log_config_for(&self.config, &config);
+            let previous = old.get(name).filter(|o| o.id == t.id);
+            let mut local = BTreeMap::new();
+            for (i, p) in t.partitions.iter().enumerate() {
+                if !p.replicas.contains(&me) {
+                    continue;
+                }
+                let index = i32::try_from(i).unwrap_or(i32::MAX);
+                let state = ReplicaState::from(p);
+                let partition = match previous.and_then(|o| o.local.get(&index)) {
+                    Some(existing) => {
+                        existing.log_mut().set_config(log_config.clone())?;
+                        if existing.replica_state() != state {
+                            tracing::debug!(topic = %name, partition = index, leader = state.leader,
+                                leader_epoch = state.leader_epoch, isr = ?state.isr, "replica state changed");
+                            existing.set_replica_state(state.clone());
+                        }
+                        existing.clone()
+                    }
+                    None => {
+                        let dir = partition_dir(&self.config.data_dir, name, index);
+                        let log = PartitionLog::open(&dir, log_config.clone(), now)?;
+                        Arc::new(Partition {
+                            topic: name.clone(),
+                            index,
+                            log: RwLock::new(log),
+                            replica: RwLock::new(state.clone()),
+                        })
+                    }
+                };
+                if name == crate::group::storage::OFFSETS_TOPIC && state.leader == me {
+                    led_offsets_partitions.push(index);
+                }
+                local.insert(index, partition);
+            }
+            next.insert(
+                name.clone(),
+                Arc::new(Topic {
+                    name: name.clone(),
+                    id: t.id,
+                    config,
+                    partition_count: i32::try_from(t.partitions.len()).unwrap_or(i32::MAX),
+                    local,
+                }),
+            );
+        }
+        *self.topics.write().unwrap_or_else(|p| p.into_inner()) = next;
+        *self
+            .broker_configs
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = broker_configs;
+        *self.image.write().unwrap_or_else(|p| p.into_inner()) = image;
+        self.groups
+            .set_led_partitions(self, &led_offsets_partitions)?;
+        Ok(())
+    }
+
+    /// Removes partition directories of topics the image does not know (deleted while this
+    /// node was down), as Kafka removes stray partitions. Call once, after the first image.
+    pub fn remove_stray_partitions(&self) {
+        let Ok(entries) = std::fs::read_dir(&self.config.data_dir) else {
+            return;
+        };
+        let image = self.image();
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if !path.is_dir() {
+                continue;
+            }
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some((topic, index)) = name.rsplit_once('-') else {
+                continue;
+            };
+            let Ok(index) = index.parse::<i32>() else {
+                continue;
+            };
+            if validate_topic_name(topic).is_err() {
+                continue;
+            }
+            let hosted = image
+                .partition(topic, index)
+                .is_some_and(|p| p.replicas.contains(&self.node_id()));
+            if !hosted {
+                tracing::info!(dir = %path.display(), "removing a stray partition the metadata does not assign here");
+                remove_partition_dir(&path, Uuid::nil());
+            }
+        }
+    }
+
     /// One retention pass over every partition (`retention.ms`, `retention.bytes`, segments
     /// below the log start offset). Blocking file work: call it off the async workers.
     pub fn enforce_retention(&self) {
         let now = now_ms();
         for topic in self.topics() {
             let retention = topic.config.retention();
-            for p in &topic.partitions {
+            for p in topic.local.values() {
                 let result = p.log_mut().delete_old_segments(retention, now);
                 match result {
                     Ok(outcome) if outcome.segments_deleted > 0 => {
@@ -724,45 +1049,21 @@ impl Broker {
         }
     }
 
-    /// Persists the topic table with `updated` in place of the topic of the same name, then
-    /// makes it the live one (a `Topic` is immutable; changes swap in a new one).
-    fn save_and_swap(&self, updated: &Arc<Topic>) -> Result<(), BrokerError> {
-        let records: Vec<TopicRecord> = self
-            .topics()
-            .iter()
-            .map(|t| {
-                if t.name == updated.name {
-                    updated.record()
-                } else {
-                    t.record()
-                }
-            })
-            .collect();
-        metadata_store::save_topics(&self.config.data_dir, records)?;
-        self.topics_write()
-            .insert(updated.name.clone(), updated.clone());
-        Ok(())
-    }
-
     /// Applies `flush.ms` to every log.
     pub fn flush_due(&self) {
         let now = now_ms();
-        for topic in self.topics() {
-            for p in &topic.partitions {
-                if let Err(e) = p.log_mut().maybe_flush(now) {
-                    tracing::error!(topic = %p.topic, partition = p.index, error = %e, "flush failed");
-                }
+        for p in self.local_partitions() {
+            if let Err(e) = p.log_mut().maybe_flush(now) {
+                tracing::error!(topic = %p.topic, partition = p.index, error = %e, "flush failed");
             }
         }
     }
 
     /// Flushes and closes every log, marking them cleanly shut down.
     pub fn close(&self) {
-        for topic in self.topics() {
-            for p in &topic.partitions {
-                if let Err(e) = p.log_mut().close() {
-                    tracing::error!(topic = %p.topic, partition = p.index, error = %e, "close failed");
-                }
+        for p in self.local_partitions() {
+            if let Err(e) = p.log_mut().close() {
+                tracing::error!(topic = %p.topic, partition = p.index, error = %e, "close failed");
             }
         }
     }
@@ -786,23 +1087,25 @@ fn remove_deleted_dirs(data_dir: &Path) {
 mod tests {
     use super::*;
 
-    #[test]
-    fn deleting_a_dotted_topic_removes_every_partition_dir() {
+    #[tokio::test]
+    async fn deleting_a_dotted_topic_removes_every_partition_dir() {
         let dir = tempfile::tempdir().unwrap();
         let yaml = format!(
             "node_id: 1\nlisten: 127.0.0.1:0\ndata_dir: {}\n",
             dir.path().display()
         );
         let config = NodeConfig::parse(&yaml, Path::new("t.yaml")).unwrap();
-        let broker = Broker::open(config, ("127.0.0.1".into(), 9092)).unwrap();
+        let broker = crate::node::open_standalone(config).await.unwrap();
         let new = NewTopic {
             name: "orders.v1".into(),
             num_partitions: 3,
             replication_factor: 1,
             configs: BTreeMap::new(),
+            assignment: None,
         };
-        broker.create_topic(&new).unwrap();
-        broker.delete_topic("orders.v1").unwrap();
+        broker.create_topic(&new).await.unwrap();
+        assert!(dir.path().join("orders.v1-2").is_dir());
+        broker.delete_topic("orders.v1").await.unwrap();
         let left: Vec<_> = std::fs::read_dir(dir.path())
             .unwrap()
             .flatten()

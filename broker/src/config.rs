@@ -149,6 +149,30 @@ pub struct NodeConfig {
     /// `retention.ms` / `retention.bytes` and deleted.
     #[serde(default = "default_log_retention_check_interval_ms")]
     pub log_retention_check_interval_ms: u64,
+    /// `controller.quorum.voters`: every voter of the metadata quorum as `id@host:port`,
+    /// comma-separated (`1@127.0.0.1:19093,2@127.0.0.1:19094,3@127.0.0.1:19095`); this node
+    /// must be one of them. Absent: a one-node cluster whose quorum is this node alone.
+    #[serde(default)]
+    pub controller_quorum_voters: Option<String>,
+    /// The controller listener, `HOST:PORT`; defaults to this node's entry in
+    /// `controller_quorum_voters`.
+    #[serde(default)]
+    pub controller_listen: Option<SocketAddr>,
+    /// `broker.session.timeout.ms`: the active controller fences a broker whose last
+    /// heartbeat is older than this.
+    #[serde(default = "default_broker_session_timeout_ms")]
+    pub broker_session_timeout_ms: u64,
+    /// `broker.heartbeat.interval.ms`: how often a broker heartbeats to the controller.
+    #[serde(default = "default_broker_heartbeat_interval_ms")]
+    pub broker_heartbeat_interval_ms: u64,
+    /// `default.replication.factor`: of auto-created topics and of CreateTopics requests that
+    /// leave it to the broker.
+    #[serde(default = "default_replication_factor")]
+    pub default_replication_factor: i16,
+    /// `offsets.topic.replication.factor`: of `__consumer_offsets`, capped by the brokers
+    /// registered when it is created.
+    #[serde(default = "default_offsets_topic_replication_factor")]
+    pub offsets_topic_replication_factor: i16,
     /// Log defaults (topics inherit them; AlterConfigs on the broker resource can override
     /// them at runtime, see `broker_config.rs`).
     #[serde(default)]
@@ -195,6 +219,18 @@ fn default_offsets_retention_minutes() -> i64 {
 fn default_producer_id_expiration_ms() -> u64 {
     crate::log::producer_state::PRODUCER_ID_EXPIRATION_MS_DEFAULT
 }
+fn default_broker_session_timeout_ms() -> u64 {
+    9_000
+}
+fn default_broker_heartbeat_interval_ms() -> u64 {
+    2_000
+}
+fn default_replication_factor() -> i16 {
+    1
+}
+fn default_offsets_topic_replication_factor() -> i16 {
+    3
+}
 fn default_log_retention_check_interval_ms() -> u64 {
     LOG_RETENTION_CHECK_INTERVAL_MS_DEFAULT
 }
@@ -221,6 +257,44 @@ fn explicit_keys(text: &str) -> BTreeSet<String> {
 }
 
 impl NodeConfig {
+    /// The quorum voters, parsed from `controller_quorum_voters` (empty when unset).
+    pub fn quorum_voters(&self) -> Result<Vec<(i32, SocketAddr)>, String> {
+        let Some(text) = &self.controller_quorum_voters else {
+            return Ok(Vec::new());
+        };
+        let mut voters: Vec<(i32, SocketAddr)> = Vec::new();
+        for entry in text.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+            let (id, addr) = entry
+                .split_once('@')
+                .ok_or_else(|| format!("`{entry}` is not `id@host:port`"))?;
+            let id: i32 = id
+                .parse()
+                .map_err(|_| format!("`{id}` in `{entry}` is not a node id"))?;
+            let addr: SocketAddr = addr
+                .parse()
+                .map_err(|_| format!("`{addr}` in `{entry}` is not an IP:port address"))?;
+            if voters.iter().any(|(v, _)| *v == id) {
+                return Err(format!("node {id} is listed twice"));
+            }
+            voters.push((id, addr));
+        }
+        if voters.is_empty() {
+            return Err("no voters listed".to_string());
+        }
+        Ok(voters)
+    }
+
+    /// Where the controller listener binds: `controller_listen`, else this node's voter entry.
+    pub fn controller_listen_addr(&self) -> Option<SocketAddr> {
+        self.controller_listen.or_else(|| {
+            self.quorum_voters()
+                .ok()?
+                .into_iter()
+                .find(|(id, _)| *id == self.node_id)
+                .map(|(_, a)| a)
+        })
+    }
+
     /// Reads and validates a node config file.
     pub fn load(path: &Path) -> Result<NodeConfig, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -321,6 +395,29 @@ impl NodeConfig {
             return Err(invalid(
                 "log_retention_check_interval_ms must be >= 1".to_string(),
             ));
+        }
+        let voters = self
+            .quorum_voters()
+            .map_err(|reason| invalid(format!("controller_quorum_voters: {reason}")))?;
+        if !voters.is_empty() && !voters.iter().any(|(id, _)| *id == self.node_id) {
+            return Err(invalid(format!(
+                "controller_quorum_voters does not name this node (node_id {})",
+                self.node_id
+            )));
+        }
+        if self.broker_heartbeat_interval_ms == 0
+            || self.broker_session_timeout_ms <= self.broker_heartbeat_interval_ms
+        {
+            return Err(invalid(format!(
+                "broker_heartbeat_interval_ms ({}) must be >= 1 and below broker_session_timeout_ms ({})",
+                self.broker_heartbeat_interval_ms, self.broker_session_timeout_ms
+            )));
+        }
+        if self.default_replication_factor < 1 || self.offsets_topic_replication_factor < 1 {
+            return Err(invalid(format!(
+                "default_replication_factor ({}) and offsets_topic_replication_factor ({}) must be >= 1",
+                self.default_replication_factor, self.offsets_topic_replication_factor
+            )));
         }
         if let Some(adv) = &self.advertised {
             parse_host_port(adv).map_err(|reason| invalid(format!("advertised: {reason}")))?;

@@ -13,10 +13,10 @@ pub mod config;
 pub mod controller;
 pub mod group;
 pub mod handlers;
+pub mod lifecycle;
 pub mod log;
 pub mod metadata_store;
 pub mod node;
-pub mod producer_ids;
 pub mod server;
 pub mod topic_config;
 

@@ -1,9 +1,9 @@
-//! What a node persists besides partition logs: its identity (`meta.properties`, as Kafka), the
-//! topic table (`strait-topics.json`), so topics and their configs survive a restart, and the
-//! dynamic broker configs (`strait-broker-configs.json`, set by AlterConfigs on the broker
-//! resource).
+//! What a node persists besides partition logs and the metadata log: its identity
+//! (`meta.properties`, as Kafka: the node id, and the cluster id once the node has learned it
+//! from the quorum). Topics, configs and producer-id blocks live in the replicated metadata log
+//! (`controller/`).
 //!
-//! All files are written whole to a temporary file, fsynced, renamed over the old one and the
+//! Files are written whole to a temporary file, fsynced, renamed over the old one and the
 //! directory fsynced, so a crash leaves either the old or the new version, never a torn one.
 
 use std::collections::BTreeMap;
@@ -12,14 +12,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use uuid::Uuid;
 
 /// Name of the identity file in the data directory (Kafka's name).
 pub const META_PROPERTIES: &str = "meta.properties";
-/// Name of the topic table in the data directory.
-pub const TOPICS_FILE: &str = "strait-topics.json";
-/// Name of the dynamic broker configs in the data directory.
-pub const BROKER_CONFIGS_FILE: &str = "strait-broker-configs.json";
 
 /// A failure reading or writing node metadata.
 #[derive(Debug, thiserror::Error)]
@@ -52,19 +47,6 @@ pub enum MetadataStoreError {
     },
 }
 
-/// One topic as persisted.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TopicRecord {
-    /// Topic name.
-    pub name: String,
-    /// Topic id (Kafka's topic UUID).
-    pub id: Uuid,
-    /// Number of partitions.
-    pub partitions: i32,
-    /// The topic's config overrides.
-    pub configs: BTreeMap<String, String>,
-}
-
 /// The broker configs set at runtime (Kafka keeps them in the metadata log), by Kafka name.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DynamicBrokerConfigs {
@@ -73,23 +55,6 @@ pub struct DynamicBrokerConfigs {
     /// Set on this broker's resource (resource name = node id).
     pub per_broker: BTreeMap<String, String>,
 }
-
-#[derive(Debug, Serialize, Deserialize)]
-struct BrokerConfigsFile {
-    version: u32,
-    #[serde(flatten)]
-    configs: DynamicBrokerConfigs,
-}
-
-const BROKER_CONFIGS_FILE_VERSION: u32 = 1;
-
-#[derive(Debug, Serialize, Deserialize)]
-struct TopicsFile {
-    version: u32,
-    topics: Vec<TopicRecord>,
-}
-
-const TOPICS_FILE_VERSION: u32 = 1;
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> MetadataStoreError + '_ {
     move |source| MetadataStoreError::Io {
@@ -114,11 +79,10 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), MetadataStoreEr
     Ok(())
 }
 
-/// Reads `meta.properties` or creates it with a fresh cluster id; returns the cluster id.
-pub fn load_or_create_identity(
-    data_dir: &Path,
-    node_id: i32,
-) -> Result<String, MetadataStoreError> {
+/// Reads `meta.properties`: checks that the directory belongs to `node_id` and returns the
+/// cluster id it records, if any. A missing file (a new directory) is written with the node
+/// id alone.
+pub fn load_identity(data_dir: &Path, node_id: i32) -> Result<Option<String>, MetadataStoreError> {
     let path = data_dir.join(META_PROPERTIES);
     match fs::read_to_string(&path) {
         Ok(text) => {
@@ -129,7 +93,7 @@ pub fn load_or_create_identity(
                     continue;
                 }
                 match line.split_once('=') {
-                    Some(("cluster.id", v)) => cluster_id = Some(v.to_string()),
+                    Some(("cluster.id", v)) if !v.is_empty() => cluster_id = Some(v.to_string()),
                     Some(("node.id", v)) => {
                         found_node =
                             Some(v.parse::<i32>().map_err(|_| MetadataStoreError::Corrupt {
@@ -151,104 +115,27 @@ pub fn load_or_create_identity(
                     expected: node_id,
                 });
             }
-            cluster_id.ok_or_else(|| MetadataStoreError::Corrupt {
-                path,
-                reason: "no cluster.id".into(),
-            })
+            Ok(cluster_id)
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let cluster_id = Uuid::new_v4().simple().to_string();
-            let text = format!(
-                "# written by strait\nversion=1\ncluster.id={cluster_id}\nnode.id={node_id}\n"
-            );
-            write_atomically(&path, text.as_bytes())?;
-            Ok(cluster_id)
+            save_identity(data_dir, node_id, None)?;
+            Ok(None)
         }
         Err(e) => Err(io_err(&path)(e)),
     }
 }
 
-/// Loads the topic table; a missing file is an empty table.
-pub fn load_topics(data_dir: &Path) -> Result<Vec<TopicRecord>, MetadataStoreError> {
-    let path = data_dir.join(TOPICS_FILE);
-    let text = match fs::read(&path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(io_err(&path)(e)),
-    };
-    let file: TopicsFile =
-        serde_json::from_slice(&text).map_err(|e| MetadataStoreError::Corrupt {
-            path: path.clone(),
-            reason: e.to_string(),
-        })?;
-    if file.version != TOPICS_FILE_VERSION {
-        return Err(MetadataStoreError::Corrupt {
-            path,
-            reason: format!(
-                "version {} (this strait reads version {TOPICS_FILE_VERSION})",
-                file.version
-            ),
-        });
-    }
-    Ok(file.topics)
-}
-
-/// Replaces the topic table.
-pub fn save_topics(data_dir: &Path, topics: Vec<TopicRecord>) -> Result<(), MetadataStoreError> {
-    let path = data_dir.join(TOPICS_FILE);
-    let file = TopicsFile {
-        version: TOPICS_FILE_VERSION,
-        topics,
-    };
-    let bytes = serde_json::to_vec_pretty(&file).map_err(|e| MetadataStoreError::Corrupt {
-        path: path.clone(),
-        reason: e.to_string(),
-    })?;
-    write_atomically(&path, &bytes)
-}
-
-/// Loads the dynamic broker configs; a missing file means none are set.
-pub fn load_broker_configs(data_dir: &Path) -> Result<DynamicBrokerConfigs, MetadataStoreError> {
-    let path = data_dir.join(BROKER_CONFIGS_FILE);
-    let text = match fs::read(&path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Ok(DynamicBrokerConfigs::default())
-        }
-        Err(e) => return Err(io_err(&path)(e)),
-    };
-    let file: BrokerConfigsFile =
-        serde_json::from_slice(&text).map_err(|e| MetadataStoreError::Corrupt {
-            path: path.clone(),
-            reason: e.to_string(),
-        })?;
-    if file.version != BROKER_CONFIGS_FILE_VERSION {
-        return Err(MetadataStoreError::Corrupt {
-            path,
-            reason: format!(
-                "version {} (this strait reads version {BROKER_CONFIGS_FILE_VERSION})",
-                file.version
-            ),
-        });
-    }
-    Ok(file.configs)
-}
-
-/// Replaces the dynamic broker configs.
-pub fn save_broker_configs(
+/// Writes `meta.properties` with the node id and, once known, the cluster id.
+pub fn save_identity(
     data_dir: &Path,
-    configs: &DynamicBrokerConfigs,
+    node_id: i32,
+    cluster_id: Option<&str>,
 ) -> Result<(), MetadataStoreError> {
-    let path = data_dir.join(BROKER_CONFIGS_FILE);
-    let file = BrokerConfigsFile {
-        version: BROKER_CONFIGS_FILE_VERSION,
-        configs: configs.clone(),
-    };
-    let bytes = serde_json::to_vec_pretty(&file).map_err(|e| MetadataStoreError::Corrupt {
-        path: path.clone(),
-        reason: e.to_string(),
-    })?;
-    write_atomically(&path, &bytes)
+    let mut text = format!("# written by strait\nversion=1\nnode.id={node_id}\n");
+    if let Some(id) = cluster_id {
+        text.push_str(&format!("cluster.id={id}\n"));
+    }
+    write_atomically(&data_dir.join(META_PROPERTIES), text.as_bytes())
 }
 
 #[cfg(test)]
@@ -256,11 +143,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn identity_is_created_once_and_checked() {
+    fn identity_is_checked_and_learns_the_cluster_id() {
         let dir = tempfile::tempdir().unwrap();
-        let id = load_or_create_identity(dir.path(), 3).unwrap();
-        assert_eq!(load_or_create_identity(dir.path(), 3).unwrap(), id);
-        let err = load_or_create_identity(dir.path(), 4).unwrap_err();
+        assert_eq!(load_identity(dir.path(), 3).unwrap(), None);
+        save_identity(dir.path(), 3, Some("abc")).unwrap();
+        assert_eq!(
+            load_identity(dir.path(), 3).unwrap().as_deref(),
+            Some("abc")
+        );
+        let err = load_identity(dir.path(), 4).unwrap_err();
         assert!(matches!(
             err,
             MetadataStoreError::WrongNode {
@@ -269,34 +160,5 @@ mod tests {
                 ..
             }
         ));
-    }
-
-    #[test]
-    fn topics_round_trip() {
-        let dir = tempfile::tempdir().unwrap();
-        assert!(load_topics(dir.path()).unwrap().is_empty());
-        let t = TopicRecord {
-            name: "orders".into(),
-            id: Uuid::new_v4(),
-            partitions: 3,
-            configs: [("retention.ms".to_string(), "1000".to_string())].into(),
-        };
-        save_topics(dir.path(), vec![t.clone()]).unwrap();
-        assert_eq!(load_topics(dir.path()).unwrap(), vec![t]);
-    }
-
-    #[test]
-    fn broker_configs_round_trip() {
-        let dir = tempfile::tempdir().unwrap();
-        assert_eq!(
-            load_broker_configs(dir.path()).unwrap(),
-            DynamicBrokerConfigs::default()
-        );
-        let c = DynamicBrokerConfigs {
-            cluster_default: [("log.retention.ms".to_string(), "1000".to_string())].into(),
-            per_broker: [("log.segment.bytes".to_string(), "4096".to_string())].into(),
-        };
-        save_broker_configs(dir.path(), &c).unwrap();
-        assert_eq!(load_broker_configs(dir.path()).unwrap(), c);
     }
 }

@@ -20,7 +20,7 @@
 
 pub mod storage;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Mutex, MutexGuard};
 
 use bytes::{Bytes, BytesMut};
@@ -30,7 +30,7 @@ use kafka_protocol::records::{
 };
 use tokio::sync::oneshot;
 
-use crate::broker::{now_ms, Broker, NewTopic};
+use crate::broker::{now_ms, Broker, BrokerError, NewTopic};
 use crate::log::batch;
 use storage::{GroupValue, MemberValue, OffsetValue, StoredRecord, OFFSETS_TOPIC};
 
@@ -596,7 +596,9 @@ fn store_error_code(e: &crate::broker::BrokerError) -> i16 {
         c if c == E::MessageTooLarge.code() || c == E::RecordListTooLarge.code() => {
             E::InvalidCommitOffsetSize.code()
         }
-        c if c == E::UnknownTopicOrPartition.code() => E::NotCoordinator.code(),
+        c if c == E::UnknownTopicOrPartition.code() || c == E::NotLeaderOrFollower.code() => {
+            E::NotCoordinator.code()
+        }
         _ => E::CoordinatorNotAvailable.code(),
     }
 }
@@ -605,6 +607,8 @@ fn store_error_code(e: &crate::broker::BrokerError) -> i16 {
 pub struct GroupCoordinator {
     config: GroupConfig,
     groups: Mutex<HashMap<String, Group>>,
+    /// The offsets partitions this node leads and has loaded.
+    loaded: Mutex<BTreeSet<i32>>,
     last_retention_check_ms: Mutex<i64>,
     last_compaction_check_ms: Mutex<i64>,
 }
@@ -615,11 +619,12 @@ enum Step<T> {
 }
 
 impl GroupCoordinator {
-    /// A coordinator with no groups; [`GroupCoordinator::load`] fills it.
+    /// A coordinator with no groups; [`GroupCoordinator::set_led_partitions`] fills it.
     pub fn new(config: GroupConfig) -> GroupCoordinator {
         GroupCoordinator {
             config,
             groups: Mutex::new(HashMap::new()),
+            loaded: Mutex::new(BTreeSet::new()),
             last_retention_check_ms: Mutex::new(now_ms()),
             last_compaction_check_ms: Mutex::new(now_ms()),
         }
@@ -710,42 +715,114 @@ impl GroupCoordinator {
         Ok(())
     }
 
-    /// Creates `__consumer_offsets` if needed and replays it into memory.
-    pub fn load(&self, broker: &Broker) -> Result<(), crate::broker::BrokerError> {
-        let topic = match broker.topic(OFFSETS_TOPIC) {
-            Some(t) => t,
-            None => {
-                let configs = [
-                    // Kafka's offsets.topic.segment.bytes.
-                    ("segment.bytes", "104857600"),
-                    // Groups must not age out with the data retention of ordinary topics;
-                    // offsets expire by offsets.retention.minutes instead.
-                    ("retention.ms", "-1"),
-                    ("retention.bytes", "-1"),
-                ];
-                broker.create_topic(&NewTopic {
-                    name: OFFSETS_TOPIC.to_string(),
-                    num_partitions: self.config.offsets_topic_num_partitions,
-                    replication_factor: -1,
-                    configs: configs
-                        .iter()
-                        .map(|(k, v)| (k.to_string(), v.to_string()))
-                        .collect(),
-                })?
-            }
-        };
-        let partitions = i32::try_from(topic.partitions.len()).unwrap_or(i32::MAX);
-        if partitions != self.config.offsets_topic_num_partitions {
-            return Err(crate::broker::BrokerError::Internal(format!(
-                "{OFFSETS_TOPIC} has {partitions} partitions but offsets_topic_num_partitions is {}; the partition count of the offsets topic cannot change",
-                self.config.offsets_topic_num_partitions
-            )));
+    /// Creates `__consumer_offsets` through the controller unless it exists, with
+    /// `offsets_topic_num_partitions` partitions and a replication factor of
+    /// `offsets_topic_replication_factor` capped by the brokers registered (Kafka refuses
+    /// instead; a small site should still get groups).
+    pub async fn ensure_offsets_topic(&self, broker: &Broker) -> Result<(), BrokerError> {
+        if broker.topic(OFFSETS_TOPIC).is_some() {
+            return Ok(());
         }
+        let available = broker.controller().image().active_brokers().len();
+        let replication_factor = broker
+            .config()
+            .offsets_topic_replication_factor
+            .min(i16::try_from(available).unwrap_or(i16::MAX))
+            .max(1);
+        let configs = [
+            // Kafka's offsets.topic.segment.bytes.
+            ("segment.bytes", "104857600"),
+            // Groups must not age out with the data retention of ordinary topics; offsets
+            // expire by offsets.retention.minutes instead.
+            ("retention.ms", "-1"),
+            ("retention.bytes", "-1"),
+        ];
+        let created = broker
+            .create_topic(&NewTopic {
+                name: OFFSETS_TOPIC.to_string(),
+                num_partitions: self.config.offsets_topic_num_partitions,
+                replication_factor,
+                configs: configs
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+                assignment: None,
+            })
+            .await;
+        match created {
+            Ok(_) => Ok(()),
+            // Another node created it first.
+            Err(BrokerError::TopicAlreadyExists(_)) => Ok(()),
+            Err(BrokerError::Refused { code, .. }) if code == E::TopicAlreadyExists.code() => {
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Whether this node coordinates `group_id` now: it leads the group's offsets partition
+    /// and has loaded it.
+    pub fn is_coordinator(&self, group_id: &str) -> bool {
+        let partition = storage::partition_for(group_id, self.config.offsets_topic_num_partitions);
+        self.loaded_partitions().contains(&partition)
+    }
+
+    /// The offsets partitions loaded here.
+    pub fn loaded_partitions(&self) -> BTreeSet<i32> {
+        self.loaded
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Makes this coordinator own exactly the offsets partitions in `led` (those this node
+    /// leads): newly led ones are replayed into memory, groups of partitions no longer led are
+    /// dropped from memory (their state stays in the log for the new leader), as Kafka's
+    /// `onElection` / `onResignation`.
+    pub fn set_led_partitions(
+        &self,
+        broker: &Broker,
+        led: &[i32],
+    ) -> Result<(), crate::broker::BrokerError> {
+        let loaded = self.loaded_partitions();
+        for p in loaded.iter().filter(|p| !led.contains(p)) {
+            let n = self.config.offsets_topic_num_partitions;
+            let mut groups = self.lock();
+            let before = groups.len();
+            groups.retain(|id, _| storage::partition_for(id, n) != *p);
+            tracing::info!(
+                partition = *p,
+                groups = before - groups.len(),
+                "no longer the coordinator of this {OFFSETS_TOPIC} partition; unloaded its groups"
+            );
+            drop(groups);
+            self.loaded
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(p);
+        }
+        for p in led.iter().filter(|p| !loaded.contains(p)) {
+            self.load_partition(broker, *p)?;
+            self.loaded
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(*p);
+        }
+        Ok(())
+    }
+
+    /// Replays one `__consumer_offsets` partition into memory.
+    fn load_partition(
+        &self,
+        broker: &Broker,
+        index: i32,
+    ) -> Result<(), crate::broker::BrokerError> {
+        let partition = broker.partition(OFFSETS_TOPIC, index)?;
         let now = now_ms();
         let mut groups = self.lock();
         let mut stored_groups: HashMap<String, Option<GroupValue>> = HashMap::new();
         let mut records = 0u64;
-        for partition in &topic.partitions {
+        {
             let log = partition.log();
             let end = log.log_end_offset();
             let mut offset = log.log_start_offset();
@@ -850,15 +927,19 @@ impl GroupCoordinator {
             };
         }
         tracing::info!(
+            partition = index,
             groups = groups.len(),
             records,
-            "loaded consumer groups from {OFFSETS_TOPIC}"
+            "coordinating this {OFFSETS_TOPIC} partition; loaded its groups"
         );
         Ok(())
     }
 
     /// JoinGroup; waits while the rebalance is in progress.
     pub async fn join(&self, broker: &Broker, req: JoinRequest) -> JoinResult {
+        if !self.is_coordinator(&req.group_id) {
+            return JoinResult::error(&req.member_id, E::NotCoordinator.code());
+        }
         let member_hint = req.member_id.clone();
         let step = {
             let mut groups = self.lock();
@@ -1171,6 +1252,9 @@ impl GroupCoordinator {
 
     /// SyncGroup; followers wait for the leader's assignment.
     pub async fn sync(&self, broker: &Broker, req: SyncRequest) -> SyncResult {
+        if !self.is_coordinator(&req.group_id) {
+            return SyncResult::error(E::NotCoordinator.code());
+        }
         let step = {
             let mut groups = self.lock();
             self.sync_locked(broker, &mut groups, req, now_ms())
@@ -1285,6 +1369,9 @@ impl GroupCoordinator {
         instance_id: Option<&str>,
         generation_id: i32,
     ) -> i16 {
+        if !self.is_coordinator(group_id) {
+            return E::NotCoordinator.code();
+        }
         let mut groups = self.lock();
         let Some(group) = groups.get_mut(group_id) else {
             return E::UnknownMemberId.code();
@@ -1313,6 +1400,9 @@ impl GroupCoordinator {
         group_id: &str,
         members: &[(String, Option<String>)],
     ) -> Vec<i16> {
+        if !self.is_coordinator(group_id) {
+            return vec![E::NotCoordinator.code(); members.len()];
+        }
         let mut groups = self.lock();
         let now = now_ms();
         let Some(group) = groups.get_mut(group_id) else {
@@ -1372,6 +1462,9 @@ impl GroupCoordinator {
         let all = |code: i16| vec![code; req.partitions.len()];
         if req.group_id.is_empty() || req.group_id.len() > GROUP_ID_LENGTH_MAX {
             return all(E::InvalidGroupId.code());
+        }
+        if !self.is_coordinator(&req.group_id) {
+            return all(E::NotCoordinator.code());
         }
         let now = now_ms();
         let mut groups = self.lock();
@@ -1489,6 +1582,9 @@ impl GroupCoordinator {
         group_id: &str,
         partitions: &[(String, i32)],
     ) -> Result<Vec<i16>, i16> {
+        if !self.is_coordinator(group_id) {
+            return Err(E::NotCoordinator.code());
+        }
         let mut groups = self.lock();
         let Some(group) = groups.get_mut(group_id) else {
             return Err(E::GroupIdNotFound.code());
@@ -1595,6 +1691,9 @@ impl GroupCoordinator {
         if group_id.is_empty() {
             return E::InvalidGroupId.code();
         }
+        if !self.is_coordinator(group_id) {
+            return E::NotCoordinator.code();
+        }
         let mut groups = self.lock();
         let Some(group) = groups.get(group_id) else {
             return E::GroupIdNotFound.code();
@@ -1673,7 +1772,7 @@ impl GroupCoordinator {
             .unwrap_or_else(|p| p.into_inner());
         if now - *last >= COMPACTION_CHECK_INTERVAL_MS {
             *last = now;
-            for partition in 0..self.config.offsets_topic_num_partitions {
+            for partition in self.loaded_partitions() {
                 if let Err(e) = self.compact_partition(broker, &groups, partition) {
                     tracing::warn!(partition, error = %e, "cannot compact {OFFSETS_TOPIC}");
                 }

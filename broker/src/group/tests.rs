@@ -11,22 +11,26 @@ use super::*;
 use crate::broker::{Broker, NewTopic};
 use crate::config::NodeConfig;
 
-fn open(dir: &Path) -> Arc<Broker> {
+async fn open(dir: &Path) -> Arc<Broker> {
     let yaml = format!(
         "node_id: 1\nlisten: 127.0.0.1:0\ndata_dir: {}\noffsets_topic_num_partitions: 4\ngroup_initial_rebalance_delay_ms: 0\n",
         dir.display()
     );
     let config = NodeConfig::parse(&yaml, Path::new("test.yaml")).unwrap();
-    Arc::new(Broker::open(config, ("127.0.0.1".into(), 9092)).unwrap())
+    let b = crate::node::open_standalone(config).await.unwrap();
+    b.groups().ensure_offsets_topic(&b).await.unwrap();
+    b
 }
 
-fn topic(b: &Broker, name: &str, partitions: i32) {
+async fn topic(b: &Broker, name: &str, partitions: i32) {
     b.create_topic(&NewTopic {
         name: name.into(),
         num_partitions: partitions,
         replication_factor: 1,
         configs: Default::default(),
+        assignment: None,
     })
+    .await
     .unwrap();
 }
 
@@ -104,7 +108,7 @@ async fn single_stable_member(b: &Arc<Broker>, group: &str) -> String {
 #[tokio::test]
 async fn a_single_member_group_forms_and_gets_its_assignment() {
     let dir = tempfile::tempdir().unwrap();
-    let b = open(dir.path());
+    let b = open(dir.path()).await;
     let id = single_stable_member(&b, "g").await;
     assert_eq!(b.groups().heartbeat("g", &id, None, 1), 0);
     assert_eq!(
@@ -130,7 +134,7 @@ async fn a_single_member_group_forms_and_gets_its_assignment() {
 #[tokio::test]
 async fn three_members_share_one_generation_and_followers_wait_for_the_leader() {
     let dir = tempfile::tempdir().unwrap();
-    let b = open(dir.path());
+    let b = open(dir.path()).await;
     let leader = single_stable_member(&b, "g").await;
     // Two newcomers trigger a rebalance; the leader learns of it through its heartbeat.
     let m2 = member_id(&b, "g").await;
@@ -193,7 +197,7 @@ async fn three_members_share_one_generation_and_followers_wait_for_the_leader() 
 #[tokio::test]
 async fn a_rebalance_drops_members_that_do_not_rejoin_in_time() {
     let dir = tempfile::tempdir().unwrap();
-    let b = open(dir.path());
+    let b = open(dir.path()).await;
     let leader = single_stable_member(&b, "g").await;
     let m2 = member_id(&b, "g").await;
     let j2 = spawn_join(&b, join_req("g", &m2, &["range"]));
@@ -216,7 +220,7 @@ async fn a_rebalance_drops_members_that_do_not_rejoin_in_time() {
 #[tokio::test]
 async fn an_expired_session_removes_the_member_and_empties_the_group() {
     let dir = tempfile::tempdir().unwrap();
-    let b = open(dir.path());
+    let b = open(dir.path()).await;
     let id = single_stable_member(&b, "g").await;
     b.groups().tick(&b, now_ms() + 5_000);
     assert_eq!(
@@ -237,7 +241,7 @@ async fn an_expired_session_removes_the_member_and_empties_the_group() {
 #[tokio::test]
 async fn leave_group_rebalances_the_rest_and_reports_unknown_members() {
     let dir = tempfile::tempdir().unwrap();
-    let b = open(dir.path());
+    let b = open(dir.path()).await;
     let id = single_stable_member(&b, "g").await;
     let codes = b
         .groups()
@@ -249,7 +253,7 @@ async fn leave_group_rebalances_the_rest_and_reports_unknown_members() {
 #[tokio::test]
 async fn join_rejects_bad_timeouts_protocol_mismatches_and_unknown_members() {
     let dir = tempfile::tempdir().unwrap();
-    let b = open(dir.path());
+    let b = open(dir.path()).await;
     let mut req = join_req("g", "", &["range"]);
     req.session_timeout_ms = 1_000;
     assert_eq!(
@@ -290,7 +294,7 @@ async fn join_rejects_bad_timeouts_protocol_mismatches_and_unknown_members() {
 #[tokio::test]
 async fn static_member_rejoining_fences_its_old_id_without_a_rebalance() {
     let dir = tempfile::tempdir().unwrap();
-    let b = open(dir.path());
+    let b = open(dir.path()).await;
     let leader = single_stable_member(&b, "g").await;
     // A static follower joins.
     let mut s = join_req("g", "", &["range"]);
@@ -345,8 +349,8 @@ fn commit(group: &str, generation: i32, member: &str, topic: &str, offset: i64) 
 #[tokio::test]
 async fn commits_follow_kafkas_membership_rules() {
     let dir = tempfile::tempdir().unwrap();
-    let b = open(dir.path());
-    topic(&b, "t", 2);
+    let b = open(dir.path()).await;
+    topic(&b, "t", 2).await;
     // Outside the group protocol, a commit creates an offsets-only group.
     assert_eq!(
         b.groups().commit(&b, &commit("solo", -1, "", "t", 5)),
@@ -389,8 +393,8 @@ async fn groups_and_offsets_survive_a_restart_and_deletes_stay_deleted() {
     let dir = tempfile::tempdir().unwrap();
     let id;
     {
-        let b = open(dir.path());
-        topic(&b, "t", 1);
+        let b = open(dir.path()).await;
+        topic(&b, "t", 1).await;
         id = single_stable_member(&b, "g").await;
         assert_eq!(
             b.groups().commit(&b, &commit("g", 1, &id, "t", 42)),
@@ -407,8 +411,9 @@ async fn groups_and_offsets_survive_a_restart_and_deletes_stay_deleted() {
             E::GroupIdNotFound.code()
         );
         b.close();
+        b.controller().shutdown().await;
     }
-    let b = open(dir.path());
+    let b = open(dir.path()).await;
     let d = b.groups().describe("g");
     assert_eq!(d.state, GroupState::Stable);
     assert_eq!(d.members.len(), 1);
@@ -428,9 +433,9 @@ async fn offset_delete_refuses_subscribed_topics_of_an_active_consumer_group() {
     use kafka_protocol::messages::ConsumerProtocolSubscription;
     use kafka_protocol::protocol::{Encodable, StrBytes};
     let dir = tempfile::tempdir().unwrap();
-    let b = open(dir.path());
-    topic(&b, "sub", 1);
-    topic(&b, "other", 1);
+    let b = open(dir.path()).await;
+    topic(&b, "sub", 1).await;
+    topic(&b, "other", 1).await;
     let mut meta = bytes::BytesMut::new();
     bytes::BufMut::put_i16(&mut meta, 1);
     ConsumerProtocolSubscription::default()
@@ -467,8 +472,8 @@ async fn offset_delete_refuses_subscribed_topics_of_an_active_consumer_group() {
 #[tokio::test]
 async fn offsets_of_an_empty_group_expire_after_the_retention() {
     let dir = tempfile::tempdir().unwrap();
-    let b = open(dir.path());
-    topic(&b, "t", 1);
+    let b = open(dir.path()).await;
+    topic(&b, "t", 1).await;
     assert_eq!(
         b.groups().commit(&b, &commit("old", -1, "", "t", 5)),
         vec![0]
@@ -485,8 +490,8 @@ async fn offsets_of_an_empty_group_expire_after_the_retention() {
 #[tokio::test]
 async fn list_groups_filters_by_state() {
     let dir = tempfile::tempdir().unwrap();
-    let b = open(dir.path());
-    topic(&b, "t", 1);
+    let b = open(dir.path()).await;
+    topic(&b, "t", 1).await;
     single_stable_member(&b, "active").await;
     b.groups().commit(&b, &commit("idle", -1, "", "t", 1));
     let all: Vec<String> = b
@@ -509,8 +514,8 @@ async fn a_partition_full_of_superseded_commits_is_compacted_and_replays_the_sam
     let partition;
     let mut end_before;
     {
-        let b = open(dir.path());
-        topic(&b, "t", 2);
+        let b = open(dir.path()).await;
+        topic(&b, "t", 2).await;
         let id = single_stable_member(&b, "busy").await;
         // A busy consumer commits the same two partitions over and over.
         for i in 0..commits / 2 {
@@ -532,26 +537,28 @@ async fn a_partition_full_of_superseded_commits_is_compacted_and_replays_the_sam
         // the partition is compacted down to what is live.
         b.groups()
             .tick(&b, now_ms() + COMPACTION_CHECK_INTERVAL_MS + 1_000);
-        let log = p.log();
-        assert!(
-            log.log_start_offset() >= end_before,
-            "history before the copy is dropped"
-        );
-        assert_eq!(
-            log.log_end_offset() - log.log_start_offset(),
-            3,
-            "one group record and two offsets stay live"
-        );
-        end_before = log.log_start_offset();
-        drop(log);
+        {
+            let log = p.log();
+            assert!(
+                log.log_start_offset() >= end_before,
+                "history before the copy is dropped"
+            );
+            assert_eq!(
+                log.log_end_offset() - log.log_start_offset(),
+                3,
+                "one group record and two offsets stay live"
+            );
+            end_before = log.log_start_offset();
+        }
         let d = b.groups().describe("busy");
         assert_eq!(
             (d.state, d.protocol_type.as_str()),
             (GroupState::Empty, "consumer")
         );
         b.close();
+        b.controller().shutdown().await;
     }
-    let b = open(dir.path());
+    let b = open(dir.path()).await;
     let d = b.groups().describe("busy");
     assert_eq!(
         (d.state, d.protocol_type.as_str()),

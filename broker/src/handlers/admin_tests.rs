@@ -40,16 +40,16 @@ const INVALID_REPLICA_ASSIGNMENT: i16 = 39;
 const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
 const OFFSET_OUT_OF_RANGE: i16 = 1;
 
-fn open_broker(dir: &Path) -> Broker {
+async fn open_broker(dir: &Path) -> std::sync::Arc<Broker> {
     let yaml = format!(
         "node_id: 1\nlisten: 127.0.0.1:0\ndata_dir: {}\nlog:\n  retention_ms: 86400000\n",
         dir.display()
     );
     let config = NodeConfig::parse(&yaml, Path::new("test.yaml")).unwrap();
-    Broker::open(config, ("127.0.0.1".into(), 9092)).unwrap()
+    crate::node::open_standalone(config).await.unwrap()
 }
 
-fn create(b: &Broker, name: &str, partitions: i32, configs: &[(&str, &str)]) {
+async fn create(b: &Broker, name: &str, partitions: i32, configs: &[(&str, &str)]) {
     b.create_topic(&NewTopic {
         name: name.into(),
         num_partitions: partitions,
@@ -58,7 +58,9 @@ fn create(b: &Broker, name: &str, partitions: i32, configs: &[(&str, &str)]) {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
+        assignment: None,
     })
+    .await
     .unwrap();
 }
 
@@ -131,8 +133,8 @@ fn produce(b: &Broker, topic: &str, partition: i32, batches: usize) {
 #[tokio::test]
 async fn describe_configs_reports_values_sources_synonyms_and_docs_at_every_version() {
     let dir = tempfile::tempdir().unwrap();
-    let b = open_broker(dir.path());
-    create(&b, "t", 1, &[("retention.ms", "1000")]);
+    let b = open_broker(dir.path()).await;
+    create(&b, "t", 1, &[("retention.ms", "1000")]).await;
     for v in versions(ApiKey::DescribeConfigs) {
         let resp = describe(&b, v, vec![topic_resource("t")]).await;
         let r = &resp.results[0];
@@ -293,8 +295,8 @@ fn alter_request(
 #[tokio::test]
 async fn alter_configs_replaces_the_whole_override_set_at_every_version() {
     let dir = tempfile::tempdir().unwrap();
-    let b = open_broker(dir.path());
-    create(&b, "t", 2, &[("retention.ms", "1000")]);
+    let b = open_broker(dir.path()).await;
+    create(&b, "t", 2, &[("retention.ms", "1000")]).await;
     let mut expected_segment_bytes = 4096;
     for v in versions(ApiKey::AlterConfigs) {
         expected_segment_bytes += 1;
@@ -414,8 +416,9 @@ async fn alter_configs_replaces_the_whole_override_set_at_every_version() {
     // Everything survives a restart.
     let topic_overrides = overrides(&b, "t");
     b.close();
+    b.controller().shutdown().await;
     drop(b);
-    let b = open_broker(dir.path());
+    let b = open_broker(dir.path()).await;
     assert_eq!(overrides(&b, "t"), topic_overrides);
     assert_eq!(
         b.topic("t").unwrap().config.retention().retention_bytes,
@@ -471,7 +474,7 @@ async fn incremental_alter_configs_sets_deletes_appends_and_subtracts_at_every_v
     const APPEND: i8 = 2;
     const SUBTRACT: i8 = 3;
     let dir = tempfile::tempdir().unwrap();
-    let b = open_broker(dir.path());
+    let b = open_broker(dir.path()).await;
     let throttled = "leader.replication.throttled.replicas";
     for v in versions(ApiKey::IncrementalAlterConfigs) {
         let topic = format!("t{v}");
@@ -480,7 +483,8 @@ async fn incremental_alter_configs_sets_deletes_appends_and_subtracts_at_every_v
             &topic,
             1,
             &[("retention.ms", "1000"), ("flush.messages", "10")],
-        );
+        )
+        .await;
         let req = incremental_request(vec![(
             2,
             &topic,
@@ -656,7 +660,7 @@ async fn incremental_alter_configs_sets_deletes_appends_and_subtracts_at_every_v
 #[tokio::test]
 async fn create_partitions_grows_topics_only_at_every_version() {
     let dir = tempfile::tempdir().unwrap();
-    let b = open_broker(dir.path());
+    let b = open_broker(dir.path()).await;
     let cp = |name: &str, count: i32, assignments: Option<Vec<Vec<i32>>>| {
         CreatePartitionsTopic::default()
             .with_name(TopicName(s(name)))
@@ -672,7 +676,7 @@ async fn create_partitions_grows_topics_only_at_every_version() {
     };
     for v in versions(ApiKey::CreatePartitions) {
         let topic = format!("t{v}");
-        create(&b, &topic, 1, &[]);
+        create(&b, &topic, 1, &[]).await;
         let req = CreatePartitionsRequest::default()
             .with_timeout_ms(1000)
             .with_topics(vec![
@@ -693,7 +697,7 @@ async fn create_partitions_grows_topics_only_at_every_version() {
             ],
             "v{v}: {resp:?}"
         );
-        assert_eq!(b.topic(&topic).unwrap().partitions.len(), 3);
+        assert_eq!(b.topic(&topic).unwrap().partition_count, 3);
         let md: MetadataResponse = call(
             &b,
             ApiKey::Metadata,
@@ -741,25 +745,22 @@ async fn create_partitions_grows_topics_only_at_every_version() {
             .with_topics(vec![cp(&topic, 8, None)]);
         let resp: CreatePartitionsResponse = call(&b, ApiKey::CreatePartitions, v, &req).await;
         assert_eq!(resp.results[0].error_code, 0);
-        assert_eq!(
-            b.topic(&topic).unwrap().partitions.len(),
-            3,
-            "validate_only"
-        );
+        assert_eq!(b.topic(&topic).unwrap().partition_count, 3, "validate_only");
     }
     b.close();
+    b.controller().shutdown().await;
     drop(b);
-    let b = open_broker(dir.path());
-    assert_eq!(b.topic("t0").unwrap().partitions.len(), 3, "persisted");
+    let b = open_broker(dir.path()).await;
+    assert_eq!(b.topic("t0").unwrap().partition_count, 3, "persisted");
     assert_eq!(b.partition("t0", 2).unwrap().high_watermark(), 2);
 }
 
 #[tokio::test]
 async fn delete_records_moves_the_low_watermark_at_every_version() {
     let dir = tempfile::tempdir().unwrap();
-    let b = open_broker(dir.path());
+    let b = open_broker(dir.path()).await;
     // Small segments so whole segments fall below the new start.
-    create(&b, "t", 1, &[("segment.bytes", "300")]);
+    create(&b, "t", 1, &[("segment.bytes", "300")]).await;
     produce(&b, "t", 0, 20);
     let hw = b.partition("t", 0).unwrap().high_watermark();
     assert_eq!(hw, 40);
@@ -836,6 +837,6 @@ async fn delete_records_moves_the_low_watermark_at_every_version() {
     assert_eq!(resp.topics[0].partitions[0].low_watermark, hw);
     // The start survives an unclean restart (no close).
     drop(b);
-    let b = open_broker(dir.path());
+    let b = open_broker(dir.path()).await;
     assert_eq!(b.partition("t", 0).unwrap().log().log_start_offset(), hw);
 }

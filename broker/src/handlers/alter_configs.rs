@@ -42,7 +42,7 @@ impl Change {
 
 /// Computes the new override set from `current` and validates it by applying it (or only
 /// validating, with `validate_only`).
-fn alter_resource(
+async fn alter_resource(
     broker: &Broker,
     resource_type: i8,
     name: &str,
@@ -102,16 +102,20 @@ fn alter_resource(
         }
     };
     let result = match resource {
-        ConfigResource::Topic(topic) => broker.alter_topic_config(&topic, next, validate_only),
+        ConfigResource::Topic(topic) => {
+            broker.alter_topic_config(&topic, next, validate_only).await
+        }
         ConfigResource::Broker { per_broker } => {
-            broker.alter_broker_config(per_broker, next, validate_only)
+            broker
+                .alter_broker_config(per_broker, next, validate_only)
+                .await
         }
     };
     result.map_err(|e| (e.kafka_error_code(), e.to_string()))
 }
 
 /// Runs every resource of a request; a resource named twice is refused both times.
-fn alter_all(
+async fn alter_all(
     broker: &Broker,
     resources: Vec<(i8, StrBytes, Change)>,
     validate_only: bool,
@@ -120,24 +124,25 @@ fn alter_all(
     for (t, n, _) in &resources {
         *seen.entry((*t, n.clone())).or_default() += 1;
     }
-    resources
-        .into_iter()
-        .map(|(resource_type, name, change)| {
+    let mut results = Vec::with_capacity(resources.len());
+    for (resource_type, name, change) in resources {
+        results.push({
             let result = if seen[&(resource_type, name.clone())] > 1 {
                 Err((
                     ResponseError::InvalidRequest.code(),
                     "Each resource may appear at most once in a request.".to_string(),
                 ))
             } else {
-                alter_resource(broker, resource_type, name.as_str(), change, validate_only)
+                alter_resource(broker, resource_type, name.as_str(), change, validate_only).await
             };
             if let Err((code, message)) = &result {
                 tracing::debug!(resource = %name.as_str(), resource_type, code, %message,
                     "alter configs rejected");
             }
             (resource_type, name, result)
-        })
-        .collect()
+        });
+    }
+    results
 }
 
 fn split(result: AlterResult) -> (i16, Option<StrBytes>) {
@@ -148,7 +153,7 @@ fn split(result: AlterResult) -> (i16, Option<StrBytes>) {
 }
 
 /// Answers an AlterConfigs request (replace semantics).
-pub fn handle_alter(broker: &Broker, req: AlterConfigsRequest) -> AlterConfigsResponse {
+pub async fn handle_alter(broker: &Broker, req: AlterConfigsRequest) -> AlterConfigsResponse {
     let resources = req
         .resources
         .into_iter()
@@ -162,6 +167,7 @@ pub fn handle_alter(broker: &Broker, req: AlterConfigsRequest) -> AlterConfigsRe
         })
         .collect();
     let responses = alter_all(broker, resources, req.validate_only)
+        .await
         .into_iter()
         .map(|(resource_type, name, result)| {
             let (code, message) = split(result);
@@ -176,7 +182,7 @@ pub fn handle_alter(broker: &Broker, req: AlterConfigsRequest) -> AlterConfigsRe
 }
 
 /// Answers an IncrementalAlterConfigs request.
-pub fn handle_incremental(
+pub async fn handle_incremental(
     broker: &Broker,
     req: IncrementalAlterConfigsRequest,
 ) -> IncrementalAlterConfigsResponse {
@@ -199,6 +205,7 @@ pub fn handle_incremental(
         })
         .collect();
     let responses = alter_all(broker, resources, req.validate_only)
+        .await
         .into_iter()
         .map(|(resource_type, name, result)| {
             let (code, message) = split(result);

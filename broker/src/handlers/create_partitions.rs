@@ -1,5 +1,5 @@
-//! CreatePartitions: grow a topic (never shrink it), optionally with a manual assignment that
-//! on a single node must name only this broker.
+//! CreatePartitions: grow a topic (never shrink it), optionally with a manual assignment of
+//! registered brokers.
 
 use std::collections::HashMap;
 
@@ -11,15 +11,14 @@ use kafka_protocol::protocol::StrBytes;
 use crate::broker::{Broker, BrokerError};
 
 /// Answers a CreatePartitions request.
-pub fn handle(broker: &Broker, req: CreatePartitionsRequest) -> CreatePartitionsResponse {
+pub async fn handle(broker: &Broker, req: CreatePartitionsRequest) -> CreatePartitionsResponse {
     let mut seen: HashMap<String, usize> = HashMap::new();
     for t in &req.topics {
         *seen.entry(t.name.0.to_string()).or_default() += 1;
     }
-    let results = req
-        .topics
-        .into_iter()
-        .map(|t| {
+    let mut results = Vec::with_capacity(req.topics.len());
+    for t in req.topics {
+        results.push({
             let name = t.name.0.to_string();
             let result = CreatePartitionsTopicResult::default().with_name(t.name.clone());
             let outcome = if seen[&name] > 1 {
@@ -35,6 +34,7 @@ pub fn handle(broker: &Broker, req: CreatePartitionsRequest) -> CreatePartitions
                 });
                 broker
                     .create_partitions(&name, t.count, assignments.as_deref(), req.validate_only)
+                    .await
                     .map_err(|e| {
                         let message = match e {
                             // Kafka's controller answers an unknown topic without a message.
@@ -53,7 +53,7 @@ pub fn handle(broker: &Broker, req: CreatePartitionsRequest) -> CreatePartitions
                         .with_error_message(message.map(StrBytes::from_string))
                 }
             }
-        })
-        .collect();
+        });
+    }
     CreatePartitionsResponse::default().with_results(results)
 }

@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use crate::broker::Broker;
 
-fn delete_one(
+async fn delete_one(
     broker: &Broker,
     name: Option<String>,
     id: Uuid,
@@ -44,7 +44,7 @@ fn delete_one(
     if version >= 6 {
         result = result.with_topic_id(topic.id);
     }
-    if let Err(e) = broker.delete_topic(&topic.name) {
+    if let Err(e) = broker.delete_topic(&topic.name).await {
         result = result.with_error_code(e.kafka_error_code());
         if version >= 5 {
             result = result.with_error_message(Some(StrBytes::from_string(e.to_string())));
@@ -54,17 +54,25 @@ fn delete_one(
 }
 
 /// Answers a DeleteTopics request.
-pub fn handle(broker: &Broker, req: DeleteTopicsRequest, version: i16) -> DeleteTopicsResponse {
-    let responses = if version >= 6 {
+pub async fn handle(
+    broker: &Broker,
+    req: DeleteTopicsRequest,
+    version: i16,
+) -> DeleteTopicsResponse {
+    let targets: Vec<(Option<String>, Uuid)> = if version >= 6 {
         req.topics
             .into_iter()
-            .map(|t| delete_one(broker, t.name.map(|n| n.0.to_string()), t.topic_id, version))
+            .map(|t| (t.name.map(|n| n.0.to_string()), t.topic_id))
             .collect()
     } else {
         req.topic_names
             .into_iter()
-            .map(|n| delete_one(broker, Some(n.0.to_string()), Uuid::nil(), version))
+            .map(|n| (Some(n.0.to_string()), Uuid::nil()))
             .collect()
     };
+    let mut responses = Vec::with_capacity(targets.len());
+    for (name, id) in targets {
+        responses.push(delete_one(broker, name, id, version).await);
+    }
     DeleteTopicsResponse::default().with_responses(responses)
 }

@@ -33,26 +33,57 @@ fn s(v: &str) -> StrBytes {
     StrBytes::from_string(v.to_string())
 }
 
-/// FindCoordinator: on one node, this node coordinates every group.
-pub fn find_coordinator(
+/// FindCoordinator: a group's coordinator is the leader of its `__consumer_offsets`
+/// partition. The topic is created on first use, as Kafka does; until its partition has a
+/// leader the answer is COORDINATOR_NOT_AVAILABLE, which clients retry.
+pub async fn find_coordinator(
     broker: &Broker,
     req: FindCoordinatorRequest,
     version: i16,
 ) -> FindCoordinatorResponse {
-    let (host, port) = broker.advertised();
-    let node_id = BrokerId(broker.node_id());
-    let answer = |key_type: i8| -> (i16, Option<String>) {
-        match key_type {
-            0 => (0, None),
+    let offsets_topic = if req.key_type == 0 {
+        broker.groups().ensure_offsets_topic(broker).await
+    } else {
+        Ok(())
+    };
+    if let Err(e) = &offsets_topic {
+        tracing::warn!(error = %e, "cannot create the offsets topic");
+    }
+    let image = broker.image();
+    let partitions = broker.groups().config().offsets_topic_num_partitions;
+    // (error code, message, (node, host, port))
+    let answer = |key: &str| -> (i16, Option<String>, Option<(i32, String, i32)>) {
+        match req.key_type {
+            0 => {}
             // No transactions: INVALID_REQUEST (as for InitProducerId with a transactional
             // id) makes clients fail at once instead of retrying a coordinator lookup forever.
-            1 => (
-                E::InvalidRequest.code(),
-                Some("transactions are not supported by strait".to_string()),
-            ),
-            other => (
-                E::InvalidRequest.code(),
-                Some(format!("unknown coordinator key type {other}")),
+            1 => {
+                return (
+                    E::InvalidRequest.code(),
+                    Some("transactions are not supported by strait".to_string()),
+                    None,
+                )
+            }
+            other => {
+                return (
+                    E::InvalidRequest.code(),
+                    Some(format!("unknown coordinator key type {other}")),
+                    None,
+                )
+            }
+        }
+        let partition = crate::group::storage::partition_for(key, partitions);
+        let leader = image
+            .partition(crate::group::storage::OFFSETS_TOPIC, partition)
+            .map(|p| p.leader)
+            .and_then(|leader| image.brokers.get(&leader))
+            .filter(|b| !b.fenced);
+        match leader {
+            Some(b) => (0, None, Some((b.id, b.host.clone(), b.port))),
+            None => (
+                E::CoordinatorNotAvailable.code(),
+                Some("the group's offsets partition has no leader yet".to_string()),
+                None,
             ),
         }
     };
@@ -61,33 +92,35 @@ pub fn find_coordinator(
             .coordinator_keys
             .iter()
             .map(|key| {
-                let (code, message) = answer(req.key_type);
+                let (code, message, node) = answer(key.as_str());
                 let c = Coordinator::default()
                     .with_key(key.clone())
                     .with_error_code(code)
                     .with_error_message(message.map(StrBytes::from_string));
-                if code == 0 {
-                    c.with_node_id(node_id).with_host(s(host)).with_port(port)
-                } else {
-                    c.with_node_id(BrokerId(-1)).with_port(-1)
+                match node {
+                    Some((id, host, port)) => c
+                        .with_node_id(BrokerId(id))
+                        .with_host(StrBytes::from_string(host))
+                        .with_port(port),
+                    None => c.with_node_id(BrokerId(-1)).with_port(-1),
                 }
             })
             .collect();
         return FindCoordinatorResponse::default().with_coordinators(coordinators);
     }
-    let (code, message) = answer(req.key_type);
+    let (code, message, node) = answer(req.key.as_str());
     let resp = FindCoordinatorResponse::default().with_error_code(code);
     let resp = if version >= 1 {
         resp.with_error_message(message.map(StrBytes::from_string))
     } else {
         resp
     };
-    if code == 0 {
-        resp.with_node_id(node_id)
-            .with_host(s(host))
-            .with_port(port)
-    } else {
-        resp.with_node_id(BrokerId(-1)).with_port(-1)
+    match node {
+        Some((id, host, port)) => resp
+            .with_node_id(BrokerId(id))
+            .with_host(StrBytes::from_string(host))
+            .with_port(port),
+        None => resp.with_node_id(BrokerId(-1)).with_port(-1),
     }
 }
 
@@ -332,12 +365,18 @@ pub fn offset_fetch(broker: &Broker, req: OffsetFetchRequest, version: i16) -> O
                             )
                     })
                     .collect();
-                OffsetFetchResponseGroup::default()
-                    .with_group_id(g.group_id.clone())
-                    .with_topics(topics)
+                let group = OffsetFetchResponseGroup::default().with_group_id(g.group_id.clone());
+                if broker.groups().is_coordinator(g.group_id.as_str()) {
+                    group.with_topics(topics)
+                } else {
+                    group.with_error_code(E::NotCoordinator.code())
+                }
             })
             .collect();
         return OffsetFetchResponse::default().with_groups(groups);
+    }
+    if !broker.groups().is_coordinator(req.group_id.as_str()) {
+        return OffsetFetchResponse::default().with_error_code(E::NotCoordinator.code());
     }
     let topics = req.topics.as_ref().map(|ts| {
         ts.iter()
@@ -453,6 +492,11 @@ pub fn describe_groups(
         .groups
         .iter()
         .map(|id| {
+            if !broker.groups().is_coordinator(id.as_str()) {
+                return DescribedGroup::default()
+                    .with_group_id(id.clone())
+                    .with_error_code(E::NotCoordinator.code());
+            }
             let d = broker.groups().describe(id.as_str());
             let members = d
                 .members

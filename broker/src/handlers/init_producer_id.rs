@@ -13,7 +13,7 @@ use crate::broker::Broker;
 use crate::log::producer_state::{NO_PRODUCER_EPOCH, NO_PRODUCER_ID};
 
 /// Answers an InitProducerId request.
-pub fn handle(
+pub async fn handle(
     broker: &Broker,
     req: InitProducerIdRequest,
     _version: i16,
@@ -41,7 +41,7 @@ pub fn handle(
              (only idempotent producers, with no transactional.id)");
         return refuse(ResponseError::InvalidRequest.code());
     }
-    match broker.generate_producer_id() {
+    match broker.generate_producer_id().await {
         Ok(producer_id) => {
             tracing::debug!(producer_id, "InitProducerId: new idempotent producer");
             InitProducerIdResponse::default()

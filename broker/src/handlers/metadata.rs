@@ -1,4 +1,5 @@
-//! Metadata: brokers, topics, partitions and leaders; auto-creates topics when allowed.
+//! Metadata: brokers, topics, partitions, leaders, replicas and ISRs from this node's copy of
+//! the metadata image; auto-creates topics when allowed.
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::metadata_response::{
@@ -8,22 +9,45 @@ use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, Topi
 use kafka_protocol::protocol::StrBytes;
 
 use crate::broker::{validate_topic_name, Broker, BrokerError, NewTopic, Topic};
+use crate::controller::image::{MetadataImage, NO_LEADER};
 
 /// Kafka's "authorized operations not requested" marker.
 const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
 
-fn topic_entry(broker: &Broker, topic: &Topic) -> MetadataResponseTopic {
-    let node = BrokerId(broker.node_id());
-    let partitions = topic
-        .partitions
+fn ids(v: &[i32]) -> Vec<BrokerId> {
+    v.iter().copied().map(BrokerId).collect()
+}
+
+fn topic_entry(image: &MetadataImage, topic: &Topic) -> MetadataResponseTopic {
+    let partitions = image
+        .topics
+        .get(&topic.name)
+        .filter(|t| t.id == topic.id)
+        .map(|t| t.partitions.as_slice())
+        .unwrap_or_default();
+    let partitions = partitions
         .iter()
-        .map(|p| {
+        .enumerate()
+        .map(|(i, p)| {
+            let offline: Vec<i32> = p
+                .replicas
+                .iter()
+                .copied()
+                .filter(|r| image.brokers.get(r).is_none_or(|b| b.fenced))
+                .collect();
+            let error = if p.leader == NO_LEADER {
+                ResponseError::LeaderNotAvailable.code()
+            } else {
+                0
+            };
             MetadataResponsePartition::default()
-                .with_partition_index(p.index)
-                .with_leader_id(node)
-                .with_leader_epoch(0)
-                .with_replica_nodes(vec![node])
-                .with_isr_nodes(vec![node])
+                .with_error_code(error)
+                .with_partition_index(i32::try_from(i).unwrap_or(i32::MAX))
+                .with_leader_id(BrokerId(p.leader))
+                .with_leader_epoch(p.leader_epoch)
+                .with_replica_nodes(ids(&p.replicas))
+                .with_isr_nodes(ids(&p.isr))
+                .with_offline_replicas(ids(&offline))
         })
         .collect();
     MetadataResponseTopic::default()
@@ -42,12 +66,7 @@ fn error_entry(name: &str, code: i16) -> MetadataResponseTopic {
 }
 
 /// Answers a Metadata request.
-pub fn handle(broker: &Broker, req: MetadataRequest, version: i16) -> MetadataResponse {
-    let (host, port) = broker.advertised();
-    let brokers = vec![MetadataResponseBroker::default()
-        .with_node_id(BrokerId(broker.node_id()))
-        .with_host(StrBytes::from_string(host.to_string()))
-        .with_port(port)];
+pub async fn handle(broker: &Broker, req: MetadataRequest, version: i16) -> MetadataResponse {
     // v0 sends an empty list to mean "all topics"; v1+ uses null for that.
     let wanted = match req.topics {
         None => None,
@@ -57,59 +76,92 @@ pub fn handle(broker: &Broker, req: MetadataRequest, version: i16) -> MetadataRe
     // Auto-creation: v0-v3 always allow it; later versions say so in the request.
     let may_create =
         broker.config().auto_create_topics_enable && (version < 4 || req.allow_auto_topic_creation);
-    let topics = match wanted {
-        None => broker
-            .topics()
-            .iter()
-            .map(|t| topic_entry(broker, t))
-            .collect(),
-        Some(requested) => requested
-            .iter()
-            .map(|rt| {
+    let mut topics = Vec::new();
+    match wanted {
+        None => {
+            let image = broker.image();
+            topics.extend(broker.topics().iter().map(|t| topic_entry(&image, t)));
+        }
+        Some(requested) => {
+            for rt in &requested {
                 let Some(name) = rt.name.as_ref().map(|n| n.0.to_string()) else {
-                    return match broker.topic_by_id(rt.topic_id) {
-                        Some(t) => topic_entry(broker, &t),
+                    topics.push(match broker.topic_by_id(rt.topic_id) {
+                        Some(t) => topic_entry(&broker.image(), &t),
                         None => MetadataResponseTopic::default()
                             .with_error_code(ResponseError::UnknownTopicId.code())
                             .with_topic_id(rt.topic_id)
                             .with_topic_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED),
-                    };
+                    });
+                    continue;
                 };
                 if let Some(t) = broker.topic(&name) {
-                    return topic_entry(broker, &t);
+                    topics.push(topic_entry(&broker.image(), &t));
+                    continue;
                 }
                 if let Err(reason) = validate_topic_name(&name) {
                     tracing::debug!(topic = %name, %reason, "metadata for invalid topic name");
-                    return error_entry(&name, ResponseError::InvalidTopicException.code());
+                    topics.push(error_entry(
+                        &name,
+                        ResponseError::InvalidTopicException.code(),
+                    ));
+                    continue;
                 }
                 if !may_create {
-                    return error_entry(&name, ResponseError::UnknownTopicOrPartition.code());
+                    topics.push(error_entry(
+                        &name,
+                        ResponseError::UnknownTopicOrPartition.code(),
+                    ));
+                    continue;
                 }
                 let new = NewTopic {
                     name: name.clone(),
                     num_partitions: -1,
                     replication_factor: -1,
                     configs: Default::default(),
+                    assignment: None,
                 };
-                match broker.create_topic(&new) {
-                    Ok(t) => topic_entry(broker, &t),
+                let entry = match broker.create_topic(&new).await {
+                    Ok(t) => topic_entry(&broker.image(), &t),
                     // A concurrent request created it first: answer with what exists.
                     Err(BrokerError::TopicAlreadyExists(_)) => match broker.topic(&name) {
-                        Some(t) => topic_entry(broker, &t),
+                        Some(t) => topic_entry(&broker.image(), &t),
                         None => error_entry(&name, ResponseError::LeaderNotAvailable.code()),
                     },
+                    Err(BrokerError::Refused { code, .. })
+                        if code == ResponseError::TopicAlreadyExists.code() =>
+                    {
+                        match broker.topic(&name) {
+                            Some(t) => topic_entry(&broker.image(), &t),
+                            None => error_entry(&name, ResponseError::LeaderNotAvailable.code()),
+                        }
+                    }
                     Err(e) => {
                         tracing::warn!(topic = %name, error = %e, "auto-create failed");
                         error_entry(&name, e.kafka_error_code())
                     }
-                }
-            })
-            .collect(),
-    };
+                };
+                topics.push(entry);
+            }
+        }
+    }
+    let image = broker.image();
+    // Kafka lists only unfenced brokers.
+    let brokers = image
+        .brokers
+        .values()
+        .filter(|b| !b.fenced)
+        .map(|b| {
+            MetadataResponseBroker::default()
+                .with_node_id(BrokerId(b.id))
+                .with_host(StrBytes::from_string(b.host.clone()))
+                .with_port(b.port)
+        })
+        .collect();
+    let controller = broker.controller().leader_id().unwrap_or(-1);
     MetadataResponse::default()
         .with_brokers(brokers)
-        .with_cluster_id(Some(StrBytes::from_string(broker.cluster_id().to_string())))
-        .with_controller_id(BrokerId(broker.node_id()))
+        .with_cluster_id(Some(StrBytes::from_string(broker.cluster_id())))
+        .with_controller_id(BrokerId(controller))
         .with_topics(topics)
         .with_cluster_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED)
 }

@@ -223,7 +223,7 @@ pub async fn dispatch_from(
         }
         ApiKey::Metadata => {
             let req = decode_body(key, version, body)?;
-            let resp = metadata::handle(broker, req, version);
+            let resp = metadata::handle(broker, req, version).await;
             respond(encode_response(key, version, cid, &resp))
         }
         ApiKey::Produce => {
@@ -245,17 +245,17 @@ pub async fn dispatch_from(
         }
         ApiKey::CreateTopics => {
             let req = decode_body(key, version, body)?;
-            let resp = create_topics::handle(broker, req, version);
+            let resp = create_topics::handle(broker, req, version).await;
             respond(encode_response(key, version, cid, &resp))
         }
         ApiKey::DeleteTopics => {
             let req = decode_body(key, version, body)?;
-            let resp = delete_topics::handle(broker, req, version);
+            let resp = delete_topics::handle(broker, req, version).await;
             respond(encode_response(key, version, cid, &resp))
         }
         ApiKey::FindCoordinator => {
             let req = decode_body(key, version, body)?;
-            let resp = groups::find_coordinator(broker, req, version);
+            let resp = groups::find_coordinator(broker, req, version).await;
             respond(encode_response(key, version, cid, &resp))
         }
         ApiKey::JoinGroup => {
@@ -322,7 +322,7 @@ pub async fn dispatch_from(
         }
         ApiKey::InitProducerId => {
             let req = decode_body(key, version, body)?;
-            let resp = init_producer_id::handle(broker, req, version);
+            let resp = init_producer_id::handle(broker, req, version).await;
             respond(encode_response(key, version, cid, &resp))
         }
         ApiKey::DescribeConfigs => {
@@ -332,17 +332,17 @@ pub async fn dispatch_from(
         }
         ApiKey::AlterConfigs => {
             let req = decode_body(key, version, body)?;
-            let resp = alter_configs::handle_alter(broker, req);
+            let resp = alter_configs::handle_alter(broker, req).await;
             respond(encode_response(key, version, cid, &resp))
         }
         ApiKey::IncrementalAlterConfigs => {
             let req = decode_body(key, version, body)?;
-            let resp = alter_configs::handle_incremental(broker, req);
+            let resp = alter_configs::handle_incremental(broker, req).await;
             respond(encode_response(key, version, cid, &resp))
         }
         ApiKey::CreatePartitions => {
             let req = decode_body(key, version, body)?;
-            let resp = create_partitions::handle(broker, req);
+            let resp = create_partitions::handle(broker, req).await;
             respond(encode_response(key, version, cid, &resp))
         }
         ApiKey::DeleteRecords => {
@@ -373,13 +373,13 @@ mod tests {
         Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
     };
 
-    fn broker(dir: &std::path::Path) -> Broker {
+    async fn broker(dir: &std::path::Path) -> std::sync::Arc<Broker> {
         let yaml = format!(
             "node_id: 1\nlisten: 127.0.0.1:0\ndata_dir: {}\n",
             dir.display()
         );
         let config = NodeConfig::parse(&yaml, std::path::Path::new("test.yaml")).unwrap();
-        Broker::open(config, ("127.0.0.1".into(), 9092)).unwrap()
+        crate::node::open_standalone(config).await.unwrap()
     }
 
     fn frame<T: Encodable>(key: ApiKey, version: i16, body: &T) -> Bytes {
@@ -464,7 +464,7 @@ mod tests {
     #[tokio::test]
     async fn api_versions_lists_supported_apis_and_rejects_unknown_versions() {
         let dir = tempfile::tempdir().unwrap();
-        let b = broker(dir.path());
+        let b = broker(dir.path()).await;
         let resp: ApiVersionsResponse =
             call(&b, ApiKey::ApiVersions, 3, &ApiVersionsRequest::default()).await;
         assert_eq!(resp.error_code, 0);
@@ -496,7 +496,7 @@ mod tests {
     #[tokio::test]
     async fn unserved_apis_and_malformed_frames_close_the_connection() {
         let dir = tempfile::tempdir().unwrap();
-        let b = broker(dir.path());
+        let b = broker(dir.path()).await;
         let acls = frame(
             ApiKey::DescribeAcls,
             1,
@@ -529,7 +529,9 @@ mod tests {
     #[tokio::test]
     async fn every_advertised_version_round_trips_produce_fetch_and_list_offsets() {
         let dir = tempfile::tempdir().unwrap();
-        let b = broker(dir.path());
+        let b = broker(dir.path()).await;
+        // The offsets topic exists once a group coordinator was looked up, as in Kafka.
+        b.groups().ensure_offsets_topic(&b).await.unwrap();
         let name = TopicName(StrBytes::from_static_str("t"));
         for v in 2..=7 {
             let req = CreateTopicsRequest::default().with_topics(vec![CreatableTopic::default()
@@ -621,7 +623,7 @@ mod tests {
     #[tokio::test]
     async fn corrupt_batches_and_unknown_partitions_get_error_codes_and_append_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        let b = broker(dir.path());
+        let b = broker(dir.path()).await;
         let name = TopicName(StrBytes::from_static_str("t"));
         let _: MetadataResponse = call(
             &b,
@@ -697,13 +699,15 @@ mod tests {
         };
         use kafka_protocol::messages::*;
         let dir = tempfile::tempdir().unwrap();
-        let b = broker(dir.path());
+        let b = broker(dir.path()).await;
         b.create_topic(&crate::broker::NewTopic {
             name: "t".into(),
             num_partitions: 1,
             replication_factor: 1,
             configs: Default::default(),
+            assignment: None,
         })
+        .await
         .unwrap();
         let g = || GroupId(StrBytes::from_static_str("g"));
         let t = || TopicName(StrBytes::from_static_str("t"));
@@ -880,7 +884,7 @@ mod tests {
     #[tokio::test]
     async fn init_producer_id_hands_out_fresh_ids_at_every_version() {
         let dir = tempfile::tempdir().unwrap();
-        let b = broker(dir.path());
+        let b = broker(dir.path()).await;
         let (min, max) = supported_range(ApiKey::InitProducerId).unwrap();
         assert_eq!((min, max), (0, 5));
         let mut seen = Vec::new();
@@ -909,7 +913,7 @@ mod tests {
         assert!(seen.iter().all(|id| *id >= 0));
         // After a restart, ids continue beyond everything handed out before.
         drop(b);
-        let b = broker(dir.path());
+        let b = broker(dir.path()).await;
         let resp: InitProducerIdResponse = call(
             &b,
             ApiKey::InitProducerId,
@@ -923,7 +927,7 @@ mod tests {
     #[tokio::test]
     async fn init_producer_id_refuses_transactions_and_half_kip_360_requests() {
         let dir = tempfile::tempdir().unwrap();
-        let b = broker(dir.path());
+        let b = broker(dir.path()).await;
         for v in 0..=5 {
             let req = InitProducerIdRequest::default().with_transactional_id(Some(
                 TransactionalId(StrBytes::from_static_str("payments-tx")),
@@ -943,7 +947,7 @@ mod tests {
     #[tokio::test]
     async fn produce_answers_duplicates_with_the_original_offset_and_maps_sequence_errors() {
         let dir = tempfile::tempdir().unwrap();
-        let b = broker(dir.path());
+        let b = broker(dir.path()).await;
         create_topic(&b, "idem").await;
         let resp: InitProducerIdResponse = call(
             &b,
