@@ -28,6 +28,8 @@ mod retention;
 pub mod segment;
 
 #[cfg(test)]
+mod replication_tests;
+#[cfg(test)]
 mod tests;
 
 use std::fs::{self, File};
@@ -1060,7 +1062,7 @@ impl PartitionLog {
         }
         self.replay_producers(&headers);
         if restart_below_start {
-            self.advance_log_start_offset(log_start_offset)?;
+            self.advance_log_start_offset_for(log_start_offset, "the leader's log start")?;
         }
 
         let unflushed = u64::try_from(self.log_end_offset() - self.recovery_point).unwrap_or(0);

@@ -301,6 +301,16 @@ impl PartitionLog {
     /// most the log end offset (the high watermark on a single node); above it the answer is
     /// OFFSET_OUT_OF_RANGE. Returns the new log start offset (the low watermark).
     pub fn advance_log_start_offset(&mut self, offset: i64) -> Result<i64, LogError> {
+        self.advance_log_start_offset_for(offset, "DeleteRecords")
+    }
+
+    /// [`advance_log_start_offset`](Self::advance_log_start_offset), logging `reason` as the
+    /// cause.
+    pub(super) fn advance_log_start_offset_for(
+        &mut self,
+        offset: i64,
+        reason: &'static str,
+    ) -> Result<i64, LogError> {
         self.ensure_open()?;
         let log_end_offset = self.log_end_offset();
         if offset < 0 || offset > log_end_offset {
@@ -314,7 +324,7 @@ impl PartitionLog {
             return Ok(self.log_start_offset);
         }
         tracing::info!(dir = %self.dir.display(), from = self.log_start_offset, to = offset,
-            "log start offset advanced by DeleteRecords");
+            reason, "log start offset advanced");
         self.log_start_offset = offset;
         // Saved before any file goes, so a crash cannot expose records below the new start.
         write_log_start_offset(&self.dir, offset)?;
