@@ -447,9 +447,9 @@ fn read_high_watermark(dir: &Path) -> Result<Option<i64>, LogError> {
 }
 
 /// Writes the high watermark atomically. As for the recovery point, the directory is fsynced
-/// only when `durable_rename` is set: a lost rename leaves an older, lower value, which only
-/// hides committed records until the leader's next fetch response; a value that moved down
-/// (truncation) must not come back.
+/// only when `durable_rename` is set: a lost rename leaves an older value, which names records
+/// that were committed at the time (a lower one only hides some until the leader's next fetch
+/// response); but a value lowered by truncation must not come back, so that one is durable.
 fn write_high_watermark(dir: &Path, offset: i64, durable_rename: bool) -> Result<(), LogError> {
     let path = dir.join(HIGH_WATERMARK_FILE);
     write_file_atomically(
@@ -1018,7 +1018,10 @@ impl PartitionLog {
                 return Err(LogError::UnexpectedAppendOffset {
                     expected_offset,
                     base_offset: header.base_offset,
-                    last_offset: header.last_offset(),
+                    // Saturating: a bogus base offset may sit anywhere up to i64::MAX.
+                    last_offset: header
+                        .base_offset
+                        .saturating_add(i64::from(header.last_offset_delta)),
                 });
             }
             expected_offset = header.next_offset();

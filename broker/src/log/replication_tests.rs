@@ -597,6 +597,17 @@ fn follower_append_with_a_gap_or_a_corrupt_batch_writes_nothing() {
         ),
         "{gap}"
     );
+    let far = log
+        .append_as_follower(&stored_batch(i64::MAX, 1, 5), 0)
+        .unwrap_err();
+    assert!(matches!(
+        far,
+        LogError::UnexpectedAppendOffset {
+            expected_offset: 10,
+            base_offset: i64::MAX,
+            last_offset: i64::MAX,
+        }
+    ));
     let overlap = log
         .append_as_follower(&stored_batch(5, 1, 5), 0)
         .unwrap_err();
