@@ -409,6 +409,51 @@ pub fn split_and_validate(
     Ok(headers)
 }
 
+/// Splits record data a follower fetched from its leader into whole batches, validating each
+/// one as stored data (magic v2, sane length, CRC, [`BatchHeader::check_stored`]). As Kafka
+/// does with fetched data, a trailing partial batch (fewer bytes than its length announces,
+/// or too few to read the length and magic) is not an error: it is left out. Returns the
+/// headers in order and how many bytes of `records` the whole batches cover. Empty input
+/// gives no batch. No size limit applies: the leader already accepted these batches.
+pub fn split_fetched(records: &[u8]) -> Result<(Vec<BatchHeader>, usize), BatchError> {
+    // Every batch is at least HEADER_BYTES long, which bounds the Vec by the input size.
+    let mut headers = Vec::with_capacity((records.len() / HEADER_BYTES).min(64));
+    let mut position = 0usize;
+    while position < records.len() {
+        let rest = &records[position..];
+        if rest.len() < LOG_OVERHEAD_BYTES {
+            break;
+        }
+        // Kafka's order (ByteBufferLogInputStream.nextBatchSize): a length that no batch can
+        // have is corruption even in a partial batch; the magic is checked once it is there.
+        let batch_length = read_i32(rest, BATCH_LENGTH_AT);
+        if batch_length < MIN_BATCH_LENGTH {
+            return Err(BatchError::corrupt(format!(
+                "batch length {batch_length} at byte {position} is below the minimum \
+                 {MIN_BATCH_LENGTH}"
+            )));
+        }
+        if rest.len() < UP_TO_MAGIC_BYTES {
+            break;
+        }
+        let magic = rest[MAGIC_AT] as i8;
+        if magic != MAGIC_V2 {
+            return Err(BatchError::UnsupportedMagic { magic });
+        }
+        let total = LOG_OVERHEAD_BYTES + batch_length as usize;
+        if total > rest.len() {
+            break;
+        }
+        let batch = &rest[..total];
+        let header = BatchHeader::parse(batch)?;
+        verify_crc(batch)?;
+        header.check_stored()?;
+        headers.push(header);
+        position += total;
+    }
+    Ok((headers, position))
+}
+
 fn check_header_room(batch: &[u8]) -> Result<(), BatchError> {
     if batch.len() < HEADER_BYTES {
         return Err(BatchError::Truncated {
@@ -696,6 +741,47 @@ mod tests {
             split_and_validate(&two, 1 << 20),
             Err(BatchError::Truncated { .. })
         ));
+    }
+
+    #[test]
+    fn split_fetched_drops_a_trailing_partial_batch_only() {
+        let a = simple_batch(2, 5, 0);
+        let b = encode_batch(&[(5, b"x".to_vec())], Compression::Gzip);
+        let mut both = a.clone();
+        both.extend_from_slice(&b);
+        assert_eq!(split_fetched(&[]).unwrap(), (vec![], 0));
+        let (headers, bytes) = split_fetched(&both).unwrap();
+        assert_eq!((headers.len(), bytes), (2, both.len()));
+        // Every cut inside the second batch leaves the first one alone.
+        for cut in a.len()..both.len() {
+            let (headers, bytes) = split_fetched(&both[..cut]).unwrap();
+            assert_eq!((headers.len(), bytes), (1, a.len()), "cut at {cut}");
+        }
+        // A partial first batch gives nothing.
+        assert_eq!(split_fetched(&a[..a.len() - 1]).unwrap(), (vec![], 0));
+        // But corruption is corruption, partial or not.
+        let mut bad_crc = both.clone();
+        let last = bad_crc.len() - 1;
+        bad_crc[last] ^= 0xff;
+        assert!(matches!(
+            split_fetched(&bad_crc),
+            Err(BatchError::CrcMismatch { .. })
+        ));
+        let mut bad_length = both.clone();
+        bad_length[a.len() + 8..a.len() + 12].copy_from_slice(&10i32.to_be_bytes());
+        assert!(matches!(
+            split_fetched(&bad_length[..a.len() + 20]),
+            Err(BatchError::Corrupt { .. })
+        ));
+        let mut bad_magic = both.clone();
+        bad_magic[a.len() + 16] = 1;
+        assert_eq!(
+            split_fetched(&bad_magic[..a.len() + 30]).unwrap_err(),
+            BatchError::UnsupportedMagic { magic: 1 }
+        );
+        // Stored batches may be bigger than any produce limit.
+        let big = simple_batch(3, 100_000, 0);
+        assert_eq!(split_fetched(&big).unwrap().1, big.len());
     }
 
     #[test]

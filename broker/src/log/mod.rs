@@ -13,13 +13,22 @@
 //! The log also keeps the partition's idempotent-producer state ([`producer_state`]), checked
 //! and updated under the same `&mut self` as the append it guards. It is rebuilt from batch
 //! headers on open, unless a clean close left a `<log end offset>.snapshot` of it.
+//!
+//! For replication it keeps the leader epoch cache ([`leader_epoch`], file
+//! `leader-epoch-checkpoint`) and the high watermark (file `high-watermark`), and offers the
+//! follower's operations: [`PartitionLog::append_as_follower`], [`PartitionLog::truncate_to`]
+//! and [`PartitionLog::truncate_fully_and_start_at`]. The log never decides the high watermark;
+//! the caller sets it.
 
 pub mod batch;
 pub mod index;
+pub mod leader_epoch;
 pub mod producer_state;
 mod retention;
 pub mod segment;
 
+#[cfg(test)]
+mod replication_tests;
 #[cfg(test)]
 mod tests;
 
@@ -30,6 +39,8 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 
 pub use crate::log::batch::{split_and_validate, BatchError, BatchHeader};
+use crate::log::leader_epoch::{CheckpointRead, EpochEntry, LeaderEpochCache};
+pub use crate::log::leader_epoch::{UNDEFINED_EPOCH, UNDEFINED_EPOCH_OFFSET};
 pub use crate::log::producer_state::ProducerStateError;
 use crate::log::producer_state::{
     ProducerBatch, ProducerStateManager, Validation, PRODUCER_ID_EXPIRATION_MS_DEFAULT,
@@ -45,6 +56,13 @@ const RECOVERY_POINT_TMP_FILE: &str = "recovery-point.tmp";
 const RECOVERY_POINT_VERSION: u32 = 0;
 /// The recovery point file is two short lines; anything bigger is garbage.
 const MAX_RECOVERY_POINT_FILE_BYTES: u64 = 64;
+/// File holding the high watermark, `"<version>\n<offset>\n"` (Kafka keeps one
+/// `replication-offset-checkpoint` per data directory; strait keeps one per partition).
+pub const HIGH_WATERMARK_FILE: &str = "high-watermark";
+/// Temporary name the high watermark is written under before the atomic rename.
+const HIGH_WATERMARK_TMP_FILE: &str = "high-watermark.tmp";
+/// Format version written in the high watermark file.
+const HIGH_WATERMARK_VERSION: u32 = 0;
 /// Marker written by `close()`: its presence means the segments and indexes are consistent.
 const CLEAN_SHUTDOWN_FILE: &str = "clean-shutdown";
 /// Extension of the producer state snapshot, `<log end offset, 20 digits>.snapshot` (Kafka's
@@ -194,6 +212,22 @@ pub enum LogError {
         /// The partition directory.
         dir: PathBuf,
     },
+    /// Replicated batches handed to `append_as_follower` do not continue the log: the first
+    /// must start at the log end offset and each next one where the previous ends (Kafka's
+    /// UnexpectedAppendOffsetException and OffsetsOutOfOrderException). The follower must
+    /// truncate or refetch from `expected_offset`.
+    #[error(
+        "replicated batch with offsets {base_offset}..={last_offset} does not continue the log \
+         at offset {expected_offset}"
+    )]
+    UnexpectedAppendOffset {
+        /// Where the batch had to start (the log end offset, or the previous batch's end).
+        expected_offset: i64,
+        /// First offset of the offending batch.
+        base_offset: i64,
+        /// Last offset of the offending batch.
+        last_offset: i64,
+    },
 }
 
 impl LogError {
@@ -206,7 +240,9 @@ impl LogError {
             LogError::InvalidArgument { .. } => INVALID_RECORD,
             LogError::Corrupt { .. } => CORRUPT_MESSAGE,
             LogError::Io { .. } | LogError::Closed { .. } => KAFKA_STORAGE_ERROR,
-            LogError::InvalidConfig { .. } => UNKNOWN_SERVER_ERROR,
+            LogError::InvalidConfig { .. } | LogError::UnexpectedAppendOffset { .. } => {
+                UNKNOWN_SERVER_ERROR
+            }
         }
     }
 }
@@ -254,6 +290,14 @@ pub struct PartitionLog {
     closed: bool,
     /// Idempotent producers seen in this partition; always consistent with the segments.
     producers: ProducerStateManager,
+    /// First offset of every leader epoch in the log; its file never lacks an epoch the
+    /// segments hold (an epoch is assigned before its batches are written).
+    epochs: LeaderEpochCache,
+    /// Offsets below this are committed (replicated to the whole ISR); set by the caller,
+    /// always within `[log_start_offset, log_end_offset]`.
+    high_watermark: i64,
+    /// The high watermark last written to the `high-watermark` file (None: not since open).
+    high_watermark_saved: Option<i64>,
 }
 
 /// How often `flush` rewrites the recovery-point file (Kafka's
@@ -368,6 +412,54 @@ fn write_file_atomically(path: &Path, bytes: &[u8]) -> Result<(), LogError> {
         .map_err(io_err("write", &tmp))?;
     drop(file);
     fs::rename(&tmp, path).map_err(io_err("rename", &tmp))
+}
+
+/// Reads the saved high watermark; None when the file is missing or unreadable (the log then
+/// starts from its log start offset, as Kafka does for a partition missing from its
+/// checkpoint). The value is clamped by the caller.
+fn read_high_watermark(dir: &Path) -> Result<Option<i64>, LogError> {
+    let path = dir.join(HIGH_WATERMARK_FILE);
+    let file = match File::open(&path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io_err("open", &path)(e)),
+    };
+    let mut bytes = Vec::new();
+    // Bounded read: a garbage file cannot make us allocate much.
+    file.take(MAX_RECOVERY_POINT_FILE_BYTES)
+        .read_to_end(&mut bytes)
+        .map_err(io_err("read", &path))?;
+    let text = String::from_utf8_lossy(&bytes);
+    let mut lines = text.lines();
+    let parsed = match (lines.next(), lines.next(), lines.next()) {
+        (Some(version), Some(offset), None)
+            if version.trim() == HIGH_WATERMARK_VERSION.to_string() =>
+        {
+            offset.trim().parse::<i64>().ok().filter(|o| *o >= 0)
+        }
+        _ => None,
+    };
+    if parsed.is_none() {
+        tracing::warn!(path = %path.display(),
+            "unreadable high watermark, starting from the log start offset");
+    }
+    Ok(parsed)
+}
+
+/// Writes the high watermark atomically. As for the recovery point, the directory is fsynced
+/// only when `durable_rename` is set: a lost rename leaves an older value, which names records
+/// that were committed at the time (a lower one only hides some until the leader's next fetch
+/// response); but a value lowered by truncation must not come back, so that one is durable.
+fn write_high_watermark(dir: &Path, offset: i64, durable_rename: bool) -> Result<(), LogError> {
+    let path = dir.join(HIGH_WATERMARK_FILE);
+    write_file_atomically(
+        &path,
+        format!("{HIGH_WATERMARK_VERSION}\n{offset}\n").as_bytes(),
+    )?;
+    if durable_rename {
+        sync_dir(dir)?;
+    }
+    Ok(())
 }
 
 /// The producer state snapshots in `dir`, as (offset, path); leftovers of an interrupted
@@ -499,7 +591,9 @@ fn list_dir(dir: &Path) -> Result<DirListing, LogError> {
                 index_files.push((segment::parse_base_offset(stem), path));
             }
             _ if name == RECOVERY_POINT_TMP_FILE
-                || name == retention::LOG_START_OFFSET_TMP_FILE =>
+                || name == retention::LOG_START_OFFSET_TMP_FILE
+                || name == HIGH_WATERMARK_TMP_FILE
+                || name == leader_epoch::LEADER_EPOCH_CHECKPOINT_TMP_FILE =>
             {
                 // Left over from a crash mid-write; the real file is intact.
                 remove_if_exists(&path)?;
@@ -634,9 +728,81 @@ impl PartitionLog {
             last_flush_ms: now_ms,
             closed: false,
             producers,
+            epochs: LeaderEpochCache::empty(dir),
+            high_watermark: log_start_offset,
+            high_watermark_saved: None,
         };
         log.restore_log_start_offset()?;
+        log.load_leader_epochs()?;
+        log.restore_high_watermark()?;
         Ok(log)
+    }
+
+    /// Called once by `open`, after the log start is known: loads the leader epoch cache, or
+    /// rebuilds it from the batch headers when the checkpoint is missing or unusable, then
+    /// drops entries past the recovered log end (batches lost to an unclean shutdown, or an
+    /// epoch assigned before a crash prevented its write) and before the log start.
+    fn load_leader_epochs(&mut self) -> Result<(), LogError> {
+        let mut epochs = match LeaderEpochCache::load(&self.dir)? {
+            CheckpointRead::Loaded(epochs) => epochs,
+            CheckpointRead::Missing => {
+                tracing::info!(dir = %self.dir.display(),
+                    "no leader epoch checkpoint; rebuilding it from the batch headers");
+                self.rebuild_leader_epochs()?
+            }
+            CheckpointRead::Unusable(reason) => {
+                tracing::warn!(dir = %self.dir.display(), %reason,
+                    "unusable leader epoch checkpoint; rebuilding it from the batch headers");
+                self.rebuild_leader_epochs()?
+            }
+        };
+        epochs.truncate_from_end(self.log_end_offset())?;
+        epochs.truncate_from_start(self.log_start_offset)?;
+        tracing::debug!(dir = %self.dir.display(), epochs = epochs.entries().len(),
+            latest = ?epochs.latest_entry(), "leader epoch cache loaded");
+        self.epochs = epochs;
+        Ok(())
+    }
+
+    /// The epoch cache the batch headers imply (one header read per batch, no record read).
+    /// A segment whose headers turn out to be damaged contributes what precedes the damage,
+    /// as for the producer state.
+    fn rebuild_leader_epochs(&self) -> Result<LeaderEpochCache, LogError> {
+        // One entry per change of epoch, not per batch, so this stays small.
+        let mut changes: Vec<EpochEntry> = Vec::new();
+        for segment in &self.segments {
+            let scanned = segment.for_each_batch_header(|header| {
+                if changes.last().map(|e| e.epoch) != Some(header.partition_leader_epoch) {
+                    changes.push(EpochEntry::new(
+                        header.partition_leader_epoch,
+                        header.base_offset,
+                    ));
+                }
+            });
+            match scanned {
+                Ok(()) => {}
+                Err(e @ LogError::Corrupt { .. }) => {
+                    tracing::warn!(error = %e,
+                        "leader epochs rebuilt from the batches before the damage only");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        LeaderEpochCache::rebuild(&self.dir, changes)
+    }
+
+    /// Called once by `open`: the saved high watermark, clamped to the recovered log.
+    fn restore_high_watermark(&mut self) -> Result<(), LogError> {
+        let stored = read_high_watermark(&self.dir)?;
+        self.high_watermark = self.clamp_to_log(stored.unwrap_or(self.log_start_offset));
+        self.high_watermark_saved = stored;
+        Ok(())
+    }
+
+    /// `offset` limited to `[log_start_offset, log_end_offset]`.
+    fn clamp_to_log(&self, offset: i64) -> i64 {
+        // Not `i64::clamp`, which panics if the bounds were ever inverted.
+        offset.max(self.log_start_offset).min(self.log_end_offset())
     }
 
     fn active(&self) -> &Segment {
@@ -682,6 +848,10 @@ impl PartitionLog {
         let invalid = |reason: String| Err(LogError::InvalidArgument { reason });
         if headers.is_empty() {
             return invalid("append without batches".to_string());
+        }
+        if leader_epoch < 0 {
+            // Replication needs every stored batch to name the epoch that wrote it.
+            return invalid(format!("append with negative leader epoch {leader_epoch}"));
         }
         if records.len() as u64 > MAX_SEGMENT_BYTES {
             return invalid(format!(
@@ -767,6 +937,9 @@ impl PartitionLog {
             position += header.total_len_bytes();
             rewritten.push(header);
         }
+        // Before the write, so the checkpoint never lacks an epoch the log holds. If the write
+        // then fails, the entry names the log end, as after Kafka's makeLeader: harmless.
+        self.epochs.assign(leader_epoch, first_offset)?;
         self.active_mut().append(records, &rewritten, now_ms)?;
         self.producers.commit(pending);
 
@@ -780,6 +953,201 @@ impl PartitionLog {
             last_offset,
             duplicate: None,
         })
+    }
+
+    /// Appends batches a follower fetched from its leader (Kafka's `appendAsFollower`): whole
+    /// batches exactly as the leader stored them, base offsets and partition leader epochs
+    /// included. Each batch is checked (magic 2, lengths, CRC, header sanity); a trailing
+    /// partial batch is dropped, as Kafka does with fetched data (the next fetch starts at the
+    /// new log end and gets it whole). The first batch must start at the log end offset and
+    /// the others follow densely, else [`LogError::UnexpectedAppendOffset`]. Every batch must
+    /// carry a leader epoch (>= 0). Nothing is written unless every batch passes.
+    ///
+    /// One exception to "starts at the log end", as in Kafka's
+    /// `Partition.appendRecordsToFollowerOrFutureReplica`: when the log is empty (log end ==
+    /// log start, as after [`truncate_fully_and_start_at`](Self::truncate_fully_and_start_at)
+    /// with the leader's log start) and the first batch contains the log end offset, the
+    /// leader's log start lies inside that batch (DeleteRecords); the log restarts at the
+    /// batch's base offset and keeps its log start.
+    ///
+    /// New epochs go into the leader epoch cache before the write; the producer state replays
+    /// the batches unchecked (the leader already judged them). Rolls and flushes as
+    /// [`append`](Self::append) does; `max.message.bytes` does not apply (as in Kafka, the
+    /// leader accepted the batch). Returns the first and last offset appended; empty input (or
+    /// only a partial batch) appends nothing and returns `last_offset == first_offset - 1 ==
+    /// log end offset - 1`.
+    pub fn append_as_follower(
+        &mut self,
+        records: &[u8],
+        now_ms: i64,
+    ) -> Result<AppendInfo, LogError> {
+        self.ensure_open()?;
+        let (headers, whole_bytes) = batch::split_fetched(records)?;
+        let log_end_offset = self.log_end_offset();
+        let (Some(first), Some(last)) = (headers.first().copied(), headers.last().copied()) else {
+            return Ok(AppendInfo {
+                first_offset: log_end_offset,
+                last_offset: log_end_offset - 1,
+                duplicate: None,
+            });
+        };
+        if whole_bytes as u64 > MAX_SEGMENT_BYTES {
+            return Err(LogError::InvalidArgument {
+                reason: format!("append of {whole_bytes} bytes exceeds the maximum segment size"),
+            });
+        }
+        if let Some(header) = headers.iter().find(|h| h.partition_leader_epoch < 0) {
+            return Err(LogError::InvalidArgument {
+                reason: format!(
+                    "replicated batch at offset {} has no partition leader epoch ({})",
+                    header.base_offset, header.partition_leader_epoch
+                ),
+            });
+        }
+        let log_start_offset = self.log_start_offset;
+        let restart_below_start = log_end_offset == log_start_offset
+            && first.base_offset < log_end_offset
+            && first.last_offset() >= log_end_offset;
+        let mut expected_offset = if restart_below_start {
+            first.base_offset
+        } else {
+            log_end_offset
+        };
+        for header in &headers {
+            if header.base_offset != expected_offset {
+                return Err(LogError::UnexpectedAppendOffset {
+                    expected_offset,
+                    base_offset: header.base_offset,
+                    // Saturating: a bogus base offset may sit anywhere up to i64::MAX.
+                    last_offset: header
+                        .base_offset
+                        .saturating_add(i64::from(header.last_offset_delta)),
+                });
+            }
+            expected_offset = header.next_offset();
+        }
+        let (first_offset, last_offset) = (first.base_offset, last.last_offset());
+        let records = &records[..whole_bytes];
+
+        if restart_below_start {
+            tracing::info!(dir = %self.dir.display(), log_start_offset, batch_base_offset = first_offset,
+                "the leader's log start lies inside the first fetched batch; restarting the empty log at the batch");
+            self.truncate_fully_and_start_at(first_offset)?;
+        }
+        self.maybe_roll(records.len(), last_offset, now_ms)?;
+        let mut epochs: Vec<EpochEntry> = Vec::new();
+        for header in &headers {
+            if epochs.last().map(|e| e.epoch) != Some(header.partition_leader_epoch) {
+                epochs.push(EpochEntry::new(
+                    header.partition_leader_epoch,
+                    header.base_offset,
+                ));
+            }
+        }
+        // Before the write, so the checkpoint never lacks an epoch the log holds.
+        let epochs_changed = self.epochs.assign_all(&epochs)?;
+        if let Err(e) = self.active_mut().append(records, &headers, now_ms) {
+            if self.log_end_offset() == first_offset {
+                // Nothing landed: entries naming offsets beyond the log end would mislead
+                // OffsetsForLeaderEpoch answers, so take them back.
+                if epochs_changed {
+                    if let Err(undo) = self.epochs.truncate_from_end(first_offset) {
+                        tracing::warn!(dir = %self.dir.display(), error = %undo,
+                            "cannot take back leader epochs of a failed append; the next open drops them");
+                    }
+                }
+            } else {
+                // The data landed and only an index write failed: the producer state must
+                // still describe the log.
+                self.replay_producers(&headers);
+            }
+            return Err(e);
+        }
+        self.replay_producers(&headers);
+        if restart_below_start {
+            self.advance_log_start_offset_for(log_start_offset, "the leader's log start")?;
+        }
+
+        let unflushed = u64::try_from(self.log_end_offset() - self.recovery_point).unwrap_or(0);
+        if unflushed >= self.config.flush_messages {
+            self.flush()?;
+            self.last_flush_ms = now_ms;
+        }
+        Ok(AppendInfo {
+            first_offset,
+            last_offset,
+            duplicate: None,
+        })
+    }
+
+    /// Applies stored batches to the producer state unchecked (Kafka's replication origin).
+    fn replay_producers(&mut self, headers: &[BatchHeader]) {
+        for header in headers {
+            self.producers.replay(&ProducerBatch::stored(header));
+        }
+        self.producers.trim_to_limit();
+    }
+
+    /// Records that `leader_epoch` starts at the current log end (Kafka's
+    /// `maybeAssignEpochStartOffset`, called when this replica becomes leader), so that a
+    /// follower asking for the end of an older epoch learns where this leader's history
+    /// departs from it even before the new leader appends anything. A no-op when
+    /// `leader_epoch` is already the latest epoch.
+    pub fn assign_epoch_start_offset(&mut self, leader_epoch: i32) -> Result<(), LogError> {
+        self.ensure_open()?;
+        let log_end_offset = self.log_end_offset();
+        self.epochs.assign(leader_epoch, log_end_offset)?;
+        Ok(())
+    }
+
+    /// The newest leader epoch that wrote to this log (or was assigned at its end), if any.
+    pub fn latest_epoch(&self) -> Option<i32> {
+        self.epochs.latest_epoch()
+    }
+
+    /// Kafka's `endOffsetForEpoch`, the answer to OffsetsForLeaderEpoch: the largest epoch <=
+    /// `leader_epoch` this log knows and the offset where it ends (see
+    /// [`LeaderEpochCache::end_offset_for`]); ([`UNDEFINED_EPOCH`], [`UNDEFINED_EPOCH_OFFSET`])
+    /// when there is no such epoch.
+    pub fn end_offset_for_epoch(&self, leader_epoch: i32) -> (i32, i64) {
+        self.epochs
+            .end_offset_for(leader_epoch, self.log_end_offset())
+    }
+
+    /// The leader epoch cache (read-only).
+    pub fn leader_epoch_cache(&self) -> &LeaderEpochCache {
+        &self.epochs
+    }
+
+    /// The high watermark: offsets below it are committed. On a single node the caller keeps
+    /// it at the log end offset.
+    pub fn high_watermark(&self) -> i64 {
+        self.high_watermark
+    }
+
+    /// Sets the high watermark, clamped to `[log start offset, log end offset]` (it may move
+    /// down: a follower takes the leader's value, which falls on a leader change). Returns the
+    /// value set. Kept in memory; saved with the recovery point, at close and by
+    /// [`checkpoint_high_watermark`](Self::checkpoint_high_watermark).
+    pub fn set_high_watermark(&mut self, offset: i64) -> i64 {
+        self.high_watermark = self.clamp_to_log(offset);
+        self.high_watermark
+    }
+
+    /// Writes the high watermark to the `high-watermark` file if it changed since last saved
+    /// (Kafka's `replica.high.watermark.checkpoint.interval.ms` task calls the equivalent).
+    pub fn checkpoint_high_watermark(&mut self) -> Result<(), LogError> {
+        self.ensure_open()?;
+        if self.high_watermark_saved == Some(self.high_watermark) {
+            return Ok(());
+        }
+        self.save_high_watermark(false)
+    }
+
+    fn save_high_watermark(&mut self, durable_rename: bool) -> Result<(), LogError> {
+        write_high_watermark(&self.dir, self.high_watermark, durable_rename)?;
+        self.high_watermark_saved = Some(self.high_watermark);
+        Ok(())
     }
 
     /// Kafka's shouldRoll: size, age, full index or relative offset overflow, but only for a
@@ -830,6 +1198,7 @@ impl PartitionLog {
         self.active_mut().seal()?;
         self.recovery_point = new_base;
         write_recovery_point(&self.dir, new_base, false)?;
+        self.save_high_watermark(false)?;
         let segment = Segment::create(&self.dir, new_base, &self.config)?;
         tracing::info!(dir = %self.dir.display(), base_offset = new_base, reason, "rolled new segment");
         self.segments.push(segment);
@@ -917,6 +1286,7 @@ impl PartitionLog {
             .is_none_or(|at| at.elapsed() >= RECOVERY_POINT_SAVE_INTERVAL);
         if due {
             write_recovery_point(&self.dir, log_end_offset, false)?;
+            self.save_high_watermark(false)?;
             self.recovery_point_saved_at = Some(std::time::Instant::now());
         }
         tracing::trace!(dir = %self.dir.display(), recovery_point = log_end_offset, "flushed");
@@ -945,7 +1315,10 @@ impl PartitionLog {
             });
         }
         if offset >= self.log_end_offset() {
-            return Ok(());
+            // As Kafka: an epoch assigned at the end by a leader that never appended in it
+            // must still go when a follower is told to truncate here.
+            let log_end_offset = self.log_end_offset();
+            return self.epochs.truncate_from_end(log_end_offset);
         }
         tracing::info!(dir = %self.dir.display(), offset, log_end_offset = self.log_end_offset(),
             "truncating log");
@@ -979,7 +1352,18 @@ impl PartitionLog {
         // behind them come back into play: rebuild from what is left, as Kafka does.
         self.producers =
             rebuild_producer_state(&self.segments, self.config.producer_id_expiration_ms)?;
-        self.clamp_log_start_offset_after_truncation()
+        self.clamp_log_start_offset_after_truncation()?;
+        // The cut may have removed more than asked (a batch containing `offset` goes whole),
+        // so the cache is cut at the new log end, not at `offset`.
+        let log_end_offset = self.log_end_offset();
+        self.epochs.truncate_from_end(log_end_offset)?;
+        let high_watermark = self.clamp_to_log(self.high_watermark);
+        if high_watermark != self.high_watermark {
+            self.high_watermark = high_watermark;
+            // Durably: a restart must not resurrect a high watermark above the new end.
+            self.save_high_watermark(true)?;
+        }
+        Ok(())
     }
 
     /// Flushes and marks the log cleanly closed. Further appends and truncations fail.
@@ -990,6 +1374,7 @@ impl PartitionLog {
         self.flush()?;
         // Flushes save the recovery point only now and then; on close it must be current.
         write_recovery_point(&self.dir, self.recovery_point, false)?;
+        self.save_high_watermark(false)?;
         // Saves the next open a scan of every batch header. Written before the marker: a
         // snapshot is only ever used together with the marker.
         let log_end_offset = self.log_end_offset();

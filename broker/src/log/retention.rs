@@ -1,5 +1,7 @@
-//! Moving a partition's log start offset: DeleteRecords, time and size retention, and the
-//! `log-start-offset` file that makes the new start survive clean and unclean restarts.
+//! Moving a partition's log start offset: DeleteRecords, time and size retention, a
+//! follower's full truncation (`truncate_fully_and_start_at`), and the `log-start-offset` file
+//! that makes the new start survive clean and unclean restarts. Whenever the start moves up,
+//! the leader epoch cache drops what lies below it and the high watermark is raised to it.
 //!
 //! As Kafka's `UnifiedLog.deleteOldSegments`, only whole segments are deleted, oldest first,
 //! and a pass stops at the first segment that must stay. A segment is deleted crash-safely: its
@@ -160,7 +162,101 @@ fn largest_timestamp_ms(segment: &Segment) -> i64 {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
+/// Removes files already renamed to `*.deleted` (and made durable as such).
+fn remove_renamed(renamed: Vec<PathBuf>) {
+    for path in renamed {
+        if let Err(e) = fs::remove_file(&path) {
+            // Harmless: the next open removes `.deleted` files.
+            tracing::warn!(path = %path.display(), error = %e, "could not remove deleted segment file");
+        }
+    }
+}
+
 impl PartitionLog {
+    /// Follows a log start that moved up (already saved): epochs below it are history the log
+    /// no longer holds, and nothing below the start can be uncommitted (Kafka's
+    /// `updateLogStartOffset` raises the high watermark the same way).
+    fn log_start_moved_up(&mut self) -> Result<(), LogError> {
+        self.epochs.truncate_from_start(self.log_start_offset)?;
+        if self.high_watermark < self.log_start_offset {
+            self.high_watermark = self.log_start_offset;
+        }
+        Ok(())
+    }
+
+    /// Deletes every segment and restarts the log empty at `offset` (Kafka's
+    /// `truncateFullyAndStartAt`): log start, log end, recovery point and high watermark all
+    /// become `offset`; the leader epoch cache and the producer state are emptied. For a
+    /// follower whose fetch offset fell below the leader's log start (the leader answered
+    /// OFFSET_OUT_OF_RANGE), which then fetches from the leader's log start.
+    ///
+    /// Crash-safe as retention is: segments are renamed to `*.deleted` oldest first (a crash
+    /// midway leaves a suffix of the log, which opens as a log whose start moved up), the
+    /// directory is fsynced, the cache is emptied and the new start saved, and only then is the
+    /// new segment created and are the old files removed. If anything fails after the
+    /// segments' files were renamed, the log closes itself: it must be reopened (which
+    /// recovers a consistent state) before it takes writes again.
+    pub fn truncate_fully_and_start_at(&mut self, offset: i64) -> Result<(), LogError> {
+        self.ensure_open()?;
+        if offset < 0 {
+            return Err(LogError::InvalidArgument {
+                reason: format!("cannot restart the log at negative offset {offset}"),
+            });
+        }
+        tracing::info!(dir = %self.dir.display(), offset, log_start_offset = self.log_start_offset,
+            log_end_offset = self.log_end_offset(), "truncating the whole log and restarting it");
+        let mut renamed = Vec::with_capacity(self.segments.len() * 3);
+        // All but the active segment, oldest first; each leaves memory as it leaves the disk.
+        while self.segments.len() > 1 {
+            match rename_to_deleted(&self.dir, &self.segments[0]) {
+                Ok(paths) => renamed.extend(paths),
+                Err(e) => {
+                    // What is left is a suffix of the log: keep the start within it.
+                    self.log_start_offset =
+                        self.log_start_offset.max(self.segments[0].base_offset());
+                    if let Err(save) = write_log_start_offset(&self.dir, self.log_start_offset) {
+                        tracing::warn!(dir = %self.dir.display(), error = %save,
+                            "cannot save the log start after a failed full truncation");
+                    }
+                    return Err(e);
+                }
+            }
+            self.segments.remove(0);
+        }
+        let restarted = self.restart_empty_at(offset, &mut renamed);
+        if restarted.is_err() {
+            // The active segment's files may already be renamed; writes to it would be lost.
+            tracing::error!(dir = %self.dir.display(),
+                "full truncation failed midway; closing the log until it is reopened");
+            self.closed = true;
+        }
+        restarted?;
+        remove_renamed(renamed);
+        Ok(())
+    }
+
+    /// The part of `truncate_fully_and_start_at` from renaming the active segment on.
+    fn restart_empty_at(
+        &mut self,
+        offset: i64,
+        renamed: &mut Vec<PathBuf>,
+    ) -> Result<(), LogError> {
+        renamed.extend(rename_to_deleted(&self.dir, &self.segments[0])?);
+        sync_dir(&self.dir)?;
+        // No segment is left on disk, so emptying the cache cannot hide an epoch of stored data.
+        self.epochs.clear()?;
+        write_log_start_offset(&self.dir, offset)?;
+        let segment = Segment::create(&self.dir, offset, &self.config)?;
+        self.segments = vec![segment];
+        self.log_start_offset = offset;
+        self.recovery_point = offset;
+        super::write_recovery_point(&self.dir, offset, true)?;
+        self.high_watermark = offset;
+        self.save_high_watermark(true)?;
+        self.producers.clear();
+        Ok(())
+    }
+
     /// Called once by `open`: applies the saved log start offset. A saved start beyond the
     /// recovered log end (data lost to an unclean shutdown after DeleteRecords) empties the log
     /// and restarts it at the saved start, as Kafka's LogLoader does.
@@ -205,6 +301,16 @@ impl PartitionLog {
     /// most the log end offset (the high watermark on a single node); above it the answer is
     /// OFFSET_OUT_OF_RANGE. Returns the new log start offset (the low watermark).
     pub fn advance_log_start_offset(&mut self, offset: i64) -> Result<i64, LogError> {
+        self.advance_log_start_offset_for(offset, "DeleteRecords")
+    }
+
+    /// [`advance_log_start_offset`](Self::advance_log_start_offset), logging `reason` as the
+    /// cause.
+    pub(super) fn advance_log_start_offset_for(
+        &mut self,
+        offset: i64,
+        reason: &'static str,
+    ) -> Result<i64, LogError> {
         self.ensure_open()?;
         let log_end_offset = self.log_end_offset();
         if offset < 0 || offset > log_end_offset {
@@ -218,10 +324,11 @@ impl PartitionLog {
             return Ok(self.log_start_offset);
         }
         tracing::info!(dir = %self.dir.display(), from = self.log_start_offset, to = offset,
-            "log start offset advanced by DeleteRecords");
+            reason, "log start offset advanced");
         self.log_start_offset = offset;
         // Saved before any file goes, so a crash cannot expose records below the new start.
         write_log_start_offset(&self.dir, offset)?;
+        self.log_start_moved_up()?;
         self.delete_segments_while(Breach::LogStartOffset, |_, next, start| {
             next.is_some_and(|n| n.base_offset() <= start)
         })?;
@@ -316,13 +423,9 @@ impl PartitionLog {
         if new_start != self.log_start_offset {
             self.log_start_offset = new_start;
             write_log_start_offset(&self.dir, new_start)?;
+            self.log_start_moved_up()?;
         }
-        for path in renamed {
-            if let Err(e) = fs::remove_file(&path) {
-                // Harmless: the next open removes `.deleted` files.
-                tracing::warn!(path = %path.display(), error = %e, "could not remove deleted segment file");
-            }
-        }
+        remove_renamed(renamed);
         tracing::info!(dir = %self.dir.display(), reason = breach.as_str(), segments = count,
             bytes, offsets = %format!("{first_offset}..{end_offset}"),
             log_start_offset = self.log_start_offset, "deleted old segments");
