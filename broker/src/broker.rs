@@ -22,6 +22,8 @@ use crate::controller::{Controller, ControllerError};
 use crate::group::GroupCoordinator;
 use crate::log::{AppendInfo, LogConfig, LogError, PartitionLog};
 use crate::metadata_store::{DynamicBrokerConfigs, MetadataStoreError};
+use crate::replication::fetcher::{FetchSettings, FetchTarget, FetcherManager};
+use crate::replication::{IsrChange, LeaderState};
 use crate::topic_config::{ConfigValueError, TopicConfig};
 
 /// Kafka's longest legal topic name.
@@ -196,6 +198,11 @@ pub struct Partition {
     pub index: i32,
     log: RwLock<PartitionLog>,
     replica: RwLock<ReplicaState>,
+    /// The leader's view of its followers (see `replication`); empty when not leading.
+    pub(crate) leader: std::sync::Mutex<LeaderState>,
+    /// The broker-wide change signal: bumped on appends, high watermark moves and replica
+    /// state changes; fetches and acks=all produces wait on it.
+    changed: Arc<watch::Sender<u64>>,
 }
 
 impl Partition {
@@ -211,9 +218,14 @@ impl Partition {
         self.log.write().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The high watermark: every record below it is committed.
+    /// The high watermark: every record below it is on every ISR member.
     pub fn high_watermark(&self) -> i64 {
-        self.log().log_end_offset()
+        self.log().high_watermark()
+    }
+
+    /// Wakes everything waiting on the broker's change signal.
+    pub fn notify_changed(&self) {
+        self.changed.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     /// Replicas, ISR and leader as last applied.
@@ -297,8 +309,11 @@ pub struct Broker {
     broker_configs: RwLock<Arc<BrokerConfigs>>,
     /// Serialises [`Broker::apply_image`].
     reconcile_lock: std::sync::Mutex<()>,
-    /// Bumped after every append; long-polling fetches wait on it.
-    appended: watch::Sender<u64>,
+    /// Bumped after every append, high watermark move and replica state change;
+    /// long-polling fetches and acks=all produces wait on it.
+    appended: Arc<watch::Sender<u64>>,
+    /// Follows the partitions this node replicates from other leaders.
+    fetchers: FetcherManager,
     /// Consumer groups and committed offsets.
     groups: GroupCoordinator,
     producer_ids: tokio::sync::Mutex<ProducerIdBlock>,
@@ -361,6 +376,13 @@ impl Broker {
         let broker_configs = BrokerConfigs::new(&config, DynamicBrokerConfigs::default())?;
         let (appended, _) = watch::channel(0);
         let groups = GroupCoordinator::new(config.group_config());
+        let fetchers = FetcherManager::new(FetchSettings {
+            node_id: config.node_id,
+            wait_max_ms: config.replica_fetch_wait_max_ms,
+            partition_max_bytes: config.replica_fetch_max_bytes,
+            response_max_bytes: config.replica_fetch_response_max_bytes,
+            request_timeout_ms: 30_000,
+        });
         Ok(Broker {
             config,
             advertised_host: advertised.0,
@@ -370,7 +392,8 @@ impl Broker {
             topics: RwLock::new(BTreeMap::new()),
             broker_configs: RwLock::new(Arc::new(broker_configs)),
             reconcile_lock: std::sync::Mutex::new(()),
-            appended,
+            appended: Arc::new(appended),
+            fetchers,
             groups,
             producer_ids: tokio::sync::Mutex::new(ProducerIdBlock::default()),
         })
@@ -514,8 +537,8 @@ impl Broker {
             log_append_time_ms,
             now_ms(),
         )?;
-        if info.duplicate.is_none() {
-            self.appended.send_modify(|n| *n = n.wrapping_add(1));
+        if info.duplicate.is_none() && !partition.maybe_advance_high_watermark(self.node_id()) {
+            partition.notify_changed();
         }
         Ok(info)
     }
@@ -859,11 +882,16 @@ impl Broker {
     ) -> Result<i64, BrokerError> {
         let (p, _) = self.leader_partition(topic, partition)?;
         let mut log = p.log_mut();
-        let target = if offset == -1 {
-            log.log_end_offset()
-        } else {
-            offset
-        };
+        let high_watermark = log.high_watermark();
+        let target = if offset == -1 { high_watermark } else { offset };
+        if target > high_watermark {
+            return Err(BrokerError::Refused {
+                code: kafka_protocol::error::ResponseError::OffsetOutOfRange.code(),
+                message: format!(
+                    "offset {target} is above the high watermark {high_watermark} of {topic}-{partition}"
+                ),
+            });
+        }
         Ok(log.advance_log_start_offset(target)?)
     }
 
@@ -926,6 +954,7 @@ impl Broker {
         let mut next = BTreeMap::new();
         let now = now_ms();
         let mut led_offsets_partitions = Vec::new();
+        let mut fetch_targets = BTreeMap::new();
         for (name, t) in &image.topics {
             let config = match TopicConfig::new(&defaults, t.configs.clone()) {
                 Ok(c) => c,
@@ -943,27 +972,68 @@ impl Broker {
                 }
                 let index = i32::try_from(i).unwrap_or(i32::MAX);
                 let state = ReplicaState::from(p);
-                let partition = match previous.and_then(|o| o.local.get(&index)) {
+                let (partition, before) = match previous.and_then(|o| o.local.get(&index)) {
                     Some(existing) => {
                         existing.log_mut().set_config(log_config.clone())?;
-                        if existing.replica_state() != state {
+                        let before = existing.replica_state();
+                        if before != state {
                             tracing::debug!(topic = %name, partition = index, leader = state.leader,
                                 leader_epoch = state.leader_epoch, isr = ?state.isr, "replica state changed");
                             existing.set_replica_state(state.clone());
                         }
-                        existing.clone()
+                        (existing.clone(), Some(before))
                     }
                     None => {
                         let dir = partition_dir(&self.config.data_dir, name, index);
                         let log = PartitionLog::open(&dir, log_config.clone(), now)?;
-                        Arc::new(Partition {
+                        let p = Arc::new(Partition {
                             topic: name.clone(),
                             index,
                             log: RwLock::new(log),
                             replica: RwLock::new(state.clone()),
-                        })
+                            leader: std::sync::Mutex::new(LeaderState {
+                                epoch: -1,
+                                ..LeaderState::default()
+                            }),
+                            changed: self.appended.clone(),
+                        });
+                        (p, None)
                     }
                 };
+                let new_epoch = before.as_ref().is_none_or(|b| {
+                    b.leader != state.leader || b.leader_epoch != state.leader_epoch
+                });
+                if state.leader == me {
+                    if new_epoch {
+                        tracing::info!(topic = %name, partition = index, leader_epoch = state.leader_epoch,
+                            isr = ?state.isr, "leading partition");
+                        partition.become_leader(me, &state)?;
+                    } else if before.as_ref().is_some_and(|b| b.isr != state.isr) {
+                        // An ISR change was applied: the high watermark may move.
+                        partition.clear_pending_isr();
+                        partition.maybe_advance_high_watermark(me);
+                    }
+                } else {
+                    if new_epoch {
+                        partition.stop_leading();
+                    }
+                    let shutting_down = image.brokers.get(&me).is_some_and(|b| b.shutting_down);
+                    if let (Some(leader), false) = (image.brokers.get(&state.leader), shutting_down)
+                    {
+                        fetch_targets.insert(
+                            (name.clone(), index),
+                            FetchTarget {
+                                leader: state.leader,
+                                leader_addr: format!("{}:{}", leader.host, leader.port),
+                                leader_epoch: state.leader_epoch,
+                                partition: partition.clone(),
+                            },
+                        );
+                    }
+                }
+                if new_epoch || before.as_ref() != Some(&state) {
+                    partition.notify_changed();
+                }
                 if name == crate::group::storage::OFFSETS_TOPIC && state.leader == me {
                     led_offsets_partitions.push(index);
                 }
@@ -986,6 +1056,7 @@ impl Broker {
             .write()
             .unwrap_or_else(|p| p.into_inner()) = broker_configs;
         *self.image.write().unwrap_or_else(|p| p.into_inner()) = image;
+        self.fetchers.set_targets(fetch_targets);
         self.groups
             .set_led_partitions(self, &led_offsets_partitions)?;
         Ok(())
@@ -1059,8 +1130,65 @@ impl Broker {
         }
     }
 
+    /// Asks the controller for an ISR change of a partition this node leads (Kafka's
+    /// AlterPartition). The local ISR changes when the committed change is applied; a refused
+    /// or failed request is forgotten so a later check can ask again.
+    pub async fn alter_isr(&self, partition: &Partition, change: IsrChange) {
+        let command = MetadataCommand::AlterPartition {
+            topic: partition.topic.clone(),
+            partition: partition.index,
+            leader: self.node_id(),
+            leader_epoch: change.leader_epoch,
+            partition_epoch: change.partition_epoch,
+            isr: change.isr.clone(),
+        };
+        match self
+            .controller
+            .propose(command, CONTROLLER_TIMEOUT_MS)
+            .await
+        {
+            Ok((index, result)) if result.error_code == 0 => {
+                tracing::info!(topic = %partition.topic, partition = partition.index,
+                    isr = ?change.isr, "ISR changed");
+                if self
+                    .controller
+                    .wait_applied(index, CONTROLLER_TIMEOUT_MS)
+                    .await
+                    .is_err()
+                {
+                    partition.clear_pending_isr();
+                }
+            }
+            Ok((_, result)) => {
+                tracing::debug!(topic = %partition.topic, partition = partition.index,
+                    isr = ?change.isr, code = result.error_code, message = ?result.message,
+                    "ISR change refused");
+                partition.clear_pending_isr();
+            }
+            Err(e) => {
+                tracing::warn!(topic = %partition.topic, partition = partition.index,
+                    error = %e, "ISR change not committed");
+                partition.clear_pending_isr();
+            }
+        }
+    }
+
+    /// Shrinks the ISR of every led partition whose followers lag by more than
+    /// `replica_lag_time_max_ms` (Kafka's `maybeShrinkIsr`).
+    pub async fn shrink_lagging_isrs(&self) {
+        let lag_ms = i64::try_from(self.config.replica_lag_time_max_ms).unwrap_or(i64::MAX);
+        for p in self.local_partitions() {
+            if let Some(change) = p.isr_shrink(self.node_id(), lag_ms) {
+                tracing::info!(topic = %p.topic, partition = p.index, isr = ?change.isr,
+                    lag_max_ms = lag_ms, "shrinking the ISR: followers out of sync");
+                self.alter_isr(&p, change).await;
+            }
+        }
+    }
+
     /// Flushes and closes every log, marking them cleanly shut down.
     pub fn close(&self) {
+        self.fetchers.shutdown();
         for p in self.local_partitions() {
             if let Err(e) = p.log_mut().close() {
                 tracing::error!(topic = %p.topic, partition = p.index, error = %e, "close failed");

@@ -173,6 +173,18 @@ pub struct NodeConfig {
     /// registered when it is created.
     #[serde(default = "default_offsets_topic_replication_factor")]
     pub offsets_topic_replication_factor: i16,
+    /// `replica.lag.time.max.ms`: a follower not caught up for this long leaves the ISR.
+    #[serde(default = "default_replica_lag_time_max_ms")]
+    pub replica_lag_time_max_ms: u64,
+    /// `replica.fetch.wait.max.ms`: how long a follower's fetch may wait for data.
+    #[serde(default = "default_replica_fetch_wait_max_ms")]
+    pub replica_fetch_wait_max_ms: i32,
+    /// `replica.fetch.max.bytes`: per partition and follower fetch.
+    #[serde(default = "default_replica_fetch_max_bytes")]
+    pub replica_fetch_max_bytes: i32,
+    /// `replica.fetch.response.max.bytes`: per follower fetch.
+    #[serde(default = "default_replica_fetch_response_max_bytes")]
+    pub replica_fetch_response_max_bytes: i32,
     /// Log defaults (topics inherit them; AlterConfigs on the broker resource can override
     /// them at runtime, see `broker_config.rs`).
     #[serde(default)]
@@ -230,6 +242,18 @@ fn default_replication_factor() -> i16 {
 }
 fn default_offsets_topic_replication_factor() -> i16 {
     3
+}
+fn default_replica_lag_time_max_ms() -> u64 {
+    30_000
+}
+fn default_replica_fetch_wait_max_ms() -> i32 {
+    500
+}
+fn default_replica_fetch_max_bytes() -> i32 {
+    1_048_576
+}
+fn default_replica_fetch_response_max_bytes() -> i32 {
+    10_485_760
 }
 fn default_log_retention_check_interval_ms() -> u64 {
     LOG_RETENTION_CHECK_INTERVAL_MS_DEFAULT
@@ -412,6 +436,15 @@ impl NodeConfig {
                 "broker_heartbeat_interval_ms ({}) must be >= 1 and below broker_session_timeout_ms ({})",
                 self.broker_heartbeat_interval_ms, self.broker_session_timeout_ms
             )));
+        }
+        if self.replica_lag_time_max_ms == 0
+            || self.replica_fetch_wait_max_ms < 0
+            || self.replica_fetch_max_bytes < 1
+            || self.replica_fetch_response_max_bytes < 1
+        {
+            return Err(invalid(
+                "replica_lag_time_max_ms, replica_fetch_max_bytes and replica_fetch_response_max_bytes must be >= 1 and replica_fetch_wait_max_ms >= 0".to_string(),
+            ));
         }
         if self.default_replication_factor < 1 || self.offsets_topic_replication_factor < 1 {
             return Err(invalid(format!(

@@ -17,6 +17,7 @@ pub mod lifecycle;
 pub mod log;
 pub mod metadata_store;
 pub mod node;
+pub mod replication;
 pub mod server;
 pub mod topic_config;
 

@@ -264,6 +264,22 @@ impl Node {
             })
         };
         let reconciler = tokio::spawn(reconcile_loop(self.broker.clone(), stop_rx.clone()));
+        let isr_checker = {
+            let broker = self.broker.clone();
+            let mut stop = stop_rx.clone();
+            // Kafka checks at half the lag limit.
+            let interval_ms = (broker.config().replica_lag_time_max_ms / 2).max(100);
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_millis(interval_ms));
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tokio::select! {
+                        _ = async { let _ = stop.wait_for(|s| *s).await; } => break,
+                        _ = tick.tick() => broker.shrink_lagging_isrs().await,
+                    }
+                }
+            })
+        };
         let heartbeats = tokio::spawn(lifecycle::heartbeat_loop(
             self.broker.clone(),
             self.session.clone(),
@@ -283,6 +299,7 @@ impl Node {
             group_ticker,
             reconciler,
             heartbeats,
+            isr_checker,
         ] {
             if let Err(e) = task.await {
                 tracing::error!(error = %e, "task failed during shutdown");

@@ -17,29 +17,38 @@ fn lookup(
     topic: &str,
     index: i32,
     timestamp: i64,
+    current_leader_epoch: i32,
 ) -> ListOffsetsPartitionResponse {
     let base = ListOffsetsPartitionResponse::default()
         .with_partition_index(index)
         .with_timestamp(-1)
         .with_offset(-1)
         .with_leader_epoch(-1);
-    let partition = match broker.partition(topic, index) {
+    let (partition, epoch) = match broker.leader_partition(topic, index) {
         Ok(p) => p,
         Err(e) => return base.with_error_code(e.kafka_error_code()),
     };
+    if current_leader_epoch >= 0 && current_leader_epoch != epoch {
+        return base.with_error_code(if current_leader_epoch < epoch {
+            ResponseError::FencedLeaderEpoch.code()
+        } else {
+            ResponseError::UnknownLeaderEpoch.code()
+        });
+    }
     let log = partition.log();
-    let high_watermark = log.log_end_offset();
+    // Consumers never learn of offsets past the high watermark.
+    let high_watermark = log.high_watermark();
     match timestamp {
         EARLIEST_TIMESTAMP => base
             .with_offset(log.log_start_offset())
-            .with_leader_epoch(0),
-        LATEST_TIMESTAMP => base.with_offset(high_watermark).with_leader_epoch(0),
+            .with_leader_epoch(epoch),
+        LATEST_TIMESTAMP => base.with_offset(high_watermark).with_leader_epoch(epoch),
         ts if ts < 0 => base.with_error_code(ResponseError::UnsupportedVersion.code()),
         ts => match log.offset_for_timestamp(ts) {
             Ok(Some((offset, found_ts))) if offset < high_watermark => base
                 .with_offset(offset)
                 .with_timestamp(found_ts)
-                .with_leader_epoch(0),
+                .with_leader_epoch(epoch),
             // No record at or after the timestamp: Kafka answers offset and timestamp -1.
             Ok(_) => base,
             Err(e) => {
@@ -60,7 +69,14 @@ pub fn handle(broker: &Broker, req: ListOffsetsRequest, version: i16) -> ListOff
             let partitions = t
                 .partitions
                 .iter()
-                .map(|p| lookup(broker, &name, p.partition_index, p.timestamp))
+                .map(|p| {
+                    let current_epoch = if version >= 4 {
+                        p.current_leader_epoch
+                    } else {
+                        -1
+                    };
+                    lookup(broker, &name, p.partition_index, p.timestamp, current_epoch)
+                })
                 // leader_epoch exists from v4 on; older encoders must see its default.
                 .map(|r| {
                     if version < 4 {

@@ -26,6 +26,7 @@ pub mod groups;
 pub mod init_producer_id;
 pub mod list_offsets;
 pub mod metadata;
+pub mod offset_for_leader_epoch;
 pub mod produce;
 
 /// The APIs this broker serves, with the version range of each. Anything else closes the
@@ -56,6 +57,8 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::AlterConfigs, 0, 2),
     (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::IncrementalAlterConfigs, 0, 1),
+    // v2-v4: the versions kafka-protocol 0.18 can decode.
+    (ApiKey::OffsetForLeaderEpoch, 2, 4),
 ];
 
 /// The version range this broker serves for `key`, if any.
@@ -228,7 +231,7 @@ pub async fn dispatch_from(
         }
         ApiKey::Produce => {
             let req = decode_body(key, version, body)?;
-            match produce::handle(broker, req, version) {
+            match produce::handle(broker, req, version).await {
                 Some(resp) => respond(encode_response(key, version, cid, &resp)),
                 None => Ok(Outcome::NoResponse),
             }
@@ -348,6 +351,11 @@ pub async fn dispatch_from(
         ApiKey::DeleteRecords => {
             let req = decode_body(key, version, body)?;
             let resp = delete_records::handle(broker, req);
+            respond(encode_response(key, version, cid, &resp))
+        }
+        ApiKey::OffsetForLeaderEpoch => {
+            let req = decode_body(key, version, body)?;
+            let resp = offset_for_leader_epoch::handle(broker, req);
             respond(encode_response(key, version, cid, &resp))
         }
         other => Err(CloseReason::ApiNotEnabled(other)),

@@ -7,6 +7,16 @@
 //! Batches of idempotent producers are checked by the partition log: a retry of a batch already
 //! written succeeds with the original batch's base offset (and nothing is written), while a
 //! fenced epoch or a sequence gap gets INVALID_PRODUCER_EPOCH or OUT_OF_ORDER_SEQUENCE_NUMBER.
+//!
+//! Only the leader appends. With acks=all an ISR smaller than `min.insync.replicas` is
+//! NOT_ENOUGH_REPLICAS before anything is written; after the append the response waits
+//! (Kafka's delayed produce, bounded by the request's timeout) until the high watermark
+//! passes the appended records, and is NOT_ENOUGH_REPLICAS_AFTER_APPEND if the ISR shrank
+//! below the minimum meanwhile, REQUEST_TIMED_OUT if the timeout passed, and
+//! NOT_LEADER_OR_FOLLOWER if the leadership moved.
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::error::ResponseError;
@@ -14,16 +24,26 @@ use kafka_protocol::messages::produce_response::{PartitionProduceResponse, Topic
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use kafka_protocol::protocol::StrBytes;
 
-use crate::broker::{now_ms, Broker};
+use crate::broker::{now_ms, Broker, Partition};
 use crate::log::batch;
 
-/// Result of producing to one partition: the response entry, plus a reason for the log.
+/// An appended acks=all partition waiting for replication.
+struct Waiting {
+    partition: Arc<Partition>,
+    leader_epoch: i32,
+    last_offset: i64,
+    min_insync_replicas: usize,
+}
+
+/// Result of producing to one partition: the response entry, plus a reason for the log, and
+/// for acks=all what to wait for.
 fn produce_partition(
     broker: &Broker,
     topic: &str,
     index: i32,
     records: Option<Bytes>,
-) -> Result<PartitionProduceResponse, (i16, String)> {
+    acks: i16,
+) -> Result<(PartitionProduceResponse, Option<Waiting>), (i16, String)> {
     let topic_state = broker.topic(topic).ok_or_else(|| {
         (
             ResponseError::UnknownTopicOrPartition.code(),
@@ -37,9 +57,25 @@ fn produce_partition(
             format!("cannot append to internal topic `{topic}`"),
         ));
     }
-    let partition = broker
-        .partition(topic, index)
+    let (partition, leader_epoch) = broker
+        .leader_partition(topic, index)
         .map_err(|e| (e.kafka_error_code(), e.to_string()))?;
+    let min_insync_replicas: usize = topic_state
+        .config
+        .get("min.insync.replicas")
+        .parse()
+        .unwrap_or(1);
+    if acks == -1 {
+        let isr = partition.replica_state().isr.len();
+        if isr < min_insync_replicas {
+            return Err((
+                ResponseError::NotEnoughReplicas.code(),
+                format!(
+                    "the ISR of {topic}-{index} has {isr} member(s), below min.insync.replicas={min_insync_replicas}"
+                ),
+            ));
+        }
+    }
     let records = records.ok_or_else(|| {
         (
             ResponseError::CorruptMessage.code(),
@@ -59,16 +95,50 @@ fn produce_partition(
         Some(duplicate) => log_append_time_ms.map(|_| duplicate.max_timestamp_ms),
         None => log_append_time_ms,
     };
-    Ok(PartitionProduceResponse::default()
+    let response = PartitionProduceResponse::default()
         .with_index(index)
         .with_base_offset(info.first_offset)
         .with_log_append_time_ms(log_append_time_ms.unwrap_or(-1))
-        .with_log_start_offset(log_start_offset))
+        .with_log_start_offset(log_start_offset);
+    let waiting = (acks == -1).then(|| Waiting {
+        partition,
+        leader_epoch,
+        last_offset: info.last_offset,
+        min_insync_replicas,
+    });
+    Ok((response, waiting))
+}
+
+/// Waits until the high watermark passes `w.last_offset` or `deadline`; the error code to
+/// answer, 0 when replicated.
+async fn wait_replicated(broker: &Broker, w: &Waiting, deadline: tokio::time::Instant) -> i16 {
+    let mut changes = broker.subscribe_appends();
+    loop {
+        changes.borrow_and_update();
+        if w.partition.leader_epoch_on(broker.node_id()) != Some(w.leader_epoch) {
+            return ResponseError::NotLeaderOrFollower.code();
+        }
+        if w.partition.high_watermark() > w.last_offset {
+            let isr = w.partition.replica_state().isr.len();
+            return if isr < w.min_insync_replicas {
+                ResponseError::NotEnoughReplicasAfterAppend.code()
+            } else {
+                0
+            };
+        }
+        match tokio::time::timeout_at(deadline, changes.changed()).await {
+            Ok(Ok(())) => continue,
+            _ => return ResponseError::RequestTimedOut.code(),
+        }
+    }
 }
 
 /// Answers a Produce request; `None` for acks=0, which gets no response.
-pub fn handle(broker: &Broker, req: ProduceRequest, version: i16) -> Option<ProduceResponse> {
+pub async fn handle(broker: &Broker, req: ProduceRequest, version: i16) -> Option<ProduceResponse> {
     let acks = req.acks;
+    let timeout_ms = u64::try_from(req.timeout_ms.max(0)).unwrap_or(0);
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(timeout_ms);
+    let mut waiting: Vec<(usize, usize, Waiting)> = Vec::new();
     let acks_valid = matches!(acks, -1..=1);
     let mut responses = Vec::with_capacity(req.topic_data.len());
     for topic in req.topic_data {
@@ -76,7 +146,12 @@ pub fn handle(broker: &Broker, req: ProduceRequest, version: i16) -> Option<Prod
         let mut partition_responses = Vec::with_capacity(topic.partition_data.len());
         for pd in topic.partition_data {
             let result = if acks_valid {
-                produce_partition(broker, &name, pd.index, pd.records)
+                produce_partition(broker, &name, pd.index, pd.records, acks).map(|(r, w)| {
+                    if let Some(w) = w {
+                        waiting.push((responses.len(), partition_responses.len(), w));
+                    }
+                    r
+                })
             } else {
                 Err((
                     ResponseError::InvalidRequiredAcks.code(),
@@ -103,6 +178,15 @@ pub fn handle(broker: &Broker, req: ProduceRequest, version: i16) -> Option<Prod
     }
     if acks == 0 {
         return None;
+    }
+    for (t, p, w) in waiting {
+        let code = wait_replicated(broker, &w, deadline).await;
+        if code != 0 {
+            tracing::debug!(topic = %w.partition.topic, partition = w.partition.index, code,
+                last_offset = w.last_offset, "acks=all produce not replicated");
+            let r = &mut responses[t].partition_responses[p];
+            *r = std::mem::take(r).with_error_code(code).with_base_offset(-1);
+        }
     }
     Some(ProduceResponse::default().with_responses(responses))
 }
