@@ -9,7 +9,7 @@
 //! 3. the node's YAML file, when it sets the key — `STATIC_BROKER_CONFIG`;
 //! 4. the built-in default — `DEFAULT_CONFIG`.
 //!
-//! The two dynamic layers are persisted in `strait-broker-configs.json` (metadata_store). Topic
+//! The two dynamic layers live in the replicated metadata log (`controller::image`). Topic
 //! configs inherit from their broker synonym (`retention.ms` from `log.retention.ms`), so a
 //! dynamic change of a log default reaches every topic that does not override it.
 
@@ -311,8 +311,8 @@ pub enum BrokerConfigError {
     InvalidRequest(String),
 }
 
-/// The broker's config layers: static ones from the node config, dynamic ones from
-/// `strait-broker-configs.json`.
+/// The broker's config layers: static ones from the node config, dynamic ones from the
+/// metadata image.
 #[derive(Debug, Clone)]
 pub struct BrokerConfigs {
     static_values: BTreeMap<&'static str, String>,
