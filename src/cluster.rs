@@ -737,20 +737,6 @@ impl Supervisor {
     }
 }
 
-/// Completes on SIGTERM or SIGINT (Ctrl-C). Unlike [`crate::shutdown_signal`] the handlers
-/// are installed when this is called, not when the future is first polled.
-fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    Ok(async move {
-        tokio::select! {
-            _ = term.recv() => tracing::info!("received SIGTERM"),
-            _ = interrupt.recv() => tracing::info!("received Ctrl-C"),
-        }
-    })
-}
-
 fn describe(status: &std::io::Result<ExitStatus>) -> String {
     match status {
         Ok(s) => s.to_string(),
@@ -780,7 +766,7 @@ pub async fn run(args: ClusterArgs) -> anyhow::Result<()> {
     };
     // Installed before the first node starts, so a SIGTERM or Ctrl-C during startup stops
     // the nodes instead of killing the supervisor and leaving them behind.
-    let shutdown = shutdown_signal()?;
+    let shutdown = crate::shutdown_signal();
     tokio::pin!(shutdown);
 
     sup.out

@@ -25,20 +25,36 @@ pub fn parse_broker_ready_line(line: &str) -> Option<(i32, std::net::SocketAddr)
     Some((id.parse().ok()?, addr.parse().ok()?))
 }
 
-/// Completes on SIGTERM or Ctrl-C (SIGINT).
-pub async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
+/// A future that completes on SIGTERM or Ctrl-C (SIGINT).
+///
+/// The handlers are installed by this call, not when the future is first polled: call it
+/// before telling anyone the process is up (a ready line), so that a SIGTERM sent right after
+/// that line is a clean shutdown rather than the signal's default action, death. Must be
+/// called inside a tokio runtime.
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    use tokio::signal::unix::{signal, Signal, SignalKind};
+    let installed = |kind: SignalKind, name: &str| match signal(kind) {
+        Ok(s) => Some(s),
         Err(e) => {
-            tracing::error!(error = %e, "cannot install the SIGTERM handler; waiting for Ctrl-C only");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
+            tracing::error!(error = %e, "cannot install the {name} handler; {name} will not stop this process cleanly");
+            None
         }
     };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("received SIGTERM"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("received Ctrl-C"),
+    let mut term = installed(SignalKind::terminate(), "SIGTERM");
+    let mut interrupt = installed(SignalKind::interrupt(), "SIGINT");
+    async fn received(signal: &mut Option<Signal>) {
+        match signal {
+            Some(s) => {
+                s.recv().await;
+            }
+            None => std::future::pending().await,
+        }
+    }
+    async move {
+        tokio::select! {
+            _ = received(&mut term) => tracing::info!("received SIGTERM"),
+            _ = received(&mut interrupt) => tracing::info!("received Ctrl-C"),
+        }
     }
 }
 

@@ -106,11 +106,13 @@ async fn run_broker(args: BrokerArgs) -> anyhow::Result<()> {
     let node = strait_broker::Node::start(config)
         .await
         .with_context(|| format!("starting broker node {node_id}"))?;
+    // Before the ready line: whoever waits for it may send SIGTERM at once.
+    let shutdown = strait::shutdown_signal();
     println!(
         "{}",
         strait::broker_ready_line(node_id, node.local_addr(), &data_dir)
     );
-    node.run_until(strait::shutdown_signal()).await;
+    node.run_until(shutdown).await;
     Ok(())
 }
 
