@@ -22,6 +22,22 @@ enum Command {
     /// once it accepts connections; logs go to stderr (set RUST_LOG, e.g. RUST_LOG=debug).
     /// On SIGTERM it stops accepting, flushes every log and exits 0.
     Broker(BrokerArgs),
+    /// Run every node of a cluster file (e.g. configs/site-a.yaml) as child processes until
+    /// SIGTERM or Ctrl-C.
+    ///
+    /// Starts one `strait broker --config <node file>` per entry of the file's `nodes` and
+    /// prints their output prefixed with [node-N]. Nodes print their ready line only once a
+    /// majority of the quorum voters runs, so all start at once. When every node is up it
+    /// prints one line on stdout:
+    ///
+    ///   strait cluster: site-a ready: 3 nodes, bootstrap 127.0.0.1:9092,127.0.0.1:9093,127.0.0.1:9094
+    ///
+    /// A node that exits during startup stops the others and this command exits non-zero; a
+    /// node that dies later is reported on stderr and the others keep running. SIGTERM or
+    /// Ctrl-C sends SIGTERM to every node (controlled shutdown: leaderships move away first),
+    /// waits for them (then SIGKILL) and exits 0 if every node stopped cleanly. On Linux the
+    /// nodes also get SIGTERM if this process is killed.
+    Cluster(strait::cluster::ClusterArgs),
     /// Measure performance against a local broker.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -90,12 +106,13 @@ async fn run_broker(args: BrokerArgs) -> anyhow::Result<()> {
     let node = strait_broker::Node::start(config)
         .await
         .with_context(|| format!("starting broker node {node_id}"))?;
+    // Before the ready line: whoever waits for it may send SIGTERM at once.
+    let shutdown = strait::shutdown_signal();
     println!(
-        "strait broker: node {node_id} listening on {}, data dir {}",
-        node.local_addr(),
-        data_dir.display()
+        "{}",
+        strait::broker_ready_line(node_id, node.local_addr(), &data_dir)
     );
-    node.run_until(strait::shutdown_signal()).await;
+    node.run_until(shutdown).await;
     Ok(())
 }
 
@@ -115,6 +132,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Broker(args) => run_broker(args).await,
+            Command::Cluster(args) => strait::cluster::run(args).await,
             Command::Bench(BenchCommand::Produce(args)) => strait::bench::produce(args).await,
             Command::Bench(BenchCommand::Consume(args)) => strait::bench::consume(args).await,
         }

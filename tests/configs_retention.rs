@@ -16,10 +16,9 @@ use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::{Message, Timestamp};
 use rdkafka::{Offset, TopicPartitionList};
 
-use bytes::BytesMut;
 use kafka_protocol::messages::{
     AlterConfigsRequest, AlterConfigsResponse, ApiKey, IncrementalAlterConfigsRequest,
-    IncrementalAlterConfigsResponse, RequestHeader, ResponseHeader,
+    IncrementalAlterConfigsResponse,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
@@ -96,24 +95,7 @@ fn raw_call<Req: Encodable, Resp: Decodable>(
     version: i16,
     req: &Req,
 ) -> Resp {
-    let mut body = BytesMut::new();
-    RequestHeader::default()
-        .with_request_api_key(key as i16)
-        .with_request_api_version(version)
-        .with_correlation_id(77)
-        .with_client_id(Some(StrBytes::from_static_str("strait-e2e-raw")))
-        .encode(&mut body, key.request_header_version(version))
-        .expect("encode request header");
-    req.encode(&mut body, version).expect("encode request");
-    let mut frame = (body.len() as i32).to_be_bytes().to_vec();
-    frame.extend_from_slice(&body);
-    let mut conn = RawConn::connect(broker.addr());
-    conn.send(&frame);
-    let mut resp = bytes::Bytes::from(conn.read_response());
-    let header = ResponseHeader::decode(&mut resp, key.response_header_version(version))
-        .expect("decode response header");
-    assert_eq!(header.correlation_id, 77);
-    Resp::decode(&mut resp, version).expect("decode response")
+    raw_call_at(broker.addr(), key, version, req)
 }
 
 /// AlterConfigs v2 on one resource (2 = topic, 4 = broker): the error code and message.

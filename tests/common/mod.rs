@@ -7,6 +7,8 @@
 
 #![allow(dead_code)]
 
+pub mod cluster;
+
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -1329,4 +1331,81 @@ pub fn raw_produce(
     let error_code = r.i16();
     let base_offset = r.i64();
     (error_code, base_offset)
+}
+
+/// Sends one request encoded with kafka-protocol to `addr` on a fresh connection and decodes
+/// the answer. Every step is bounded (connect 5 s, read and write 15 s); an error says which
+/// step failed, so a caller polling a node that is down can retry.
+pub fn try_raw_call_at<Req, Resp>(
+    addr: SocketAddr,
+    key: kafka_protocol::messages::ApiKey,
+    version: i16,
+    req: &Req,
+) -> Result<Resp, String>
+where
+    Req: kafka_protocol::protocol::Encodable,
+    Resp: kafka_protocol::protocol::Decodable,
+{
+    use kafka_protocol::messages::{RequestHeader, ResponseHeader};
+    use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+    const CORRELATION_ID: i32 = 77;
+    let mut body = bytes::BytesMut::new();
+    RequestHeader::default()
+        .with_request_api_key(key as i16)
+        .with_request_api_version(version)
+        .with_correlation_id(CORRELATION_ID)
+        .with_client_id(Some(StrBytes::from_static_str("strait-e2e-raw")))
+        .encode(&mut body, key.request_header_version(version))
+        .map_err(|e| format!("encode request header: {e}"))?;
+    req.encode(&mut body, version)
+        .map_err(|e| format!("encode request: {e}"))?;
+    let mut frame = (body.len() as i32).to_be_bytes().to_vec();
+    frame.extend_from_slice(&body);
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+        .map_err(|e| format!("connect to {addr}: {e}"))?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .and_then(|()| stream.set_write_timeout(Some(Duration::from_secs(15))))
+        .map_err(|e| format!("socket timeouts: {e}"))?;
+    stream
+        .write_all(&frame)
+        .map_err(|e| format!("send {key:?} to {addr}: {e}"))?;
+    let mut len = [0u8; 4];
+    stream
+        .read_exact(&mut len)
+        .map_err(|e| format!("read {key:?} response size from {addr}: {e}"))?;
+    let len = i32::from_be_bytes(len);
+    if !(4..64 * 1024 * 1024).contains(&len) {
+        return Err(format!(
+            "implausible {key:?} response size {len} from {addr}"
+        ));
+    }
+    let mut buf = vec![0u8; len as usize];
+    stream
+        .read_exact(&mut buf)
+        .map_err(|e| format!("read {key:?} response from {addr}: {e}"))?;
+    let mut resp = bytes::Bytes::from(buf);
+    let header = ResponseHeader::decode(&mut resp, key.response_header_version(version))
+        .map_err(|e| format!("decode {key:?} response header: {e}"))?;
+    if header.correlation_id != CORRELATION_ID {
+        return Err(format!(
+            "{key:?} response has correlation id {}, sent {CORRELATION_ID}",
+            header.correlation_id
+        ));
+    }
+    Resp::decode(&mut resp, version).map_err(|e| format!("decode {key:?} response: {e}"))
+}
+
+/// [`try_raw_call_at`] that panics on failure.
+pub fn raw_call_at<Req, Resp>(
+    addr: SocketAddr,
+    key: kafka_protocol::messages::ApiKey,
+    version: i16,
+    req: &Req,
+) -> Resp
+where
+    Req: kafka_protocol::protocol::Encodable,
+    Resp: kafka_protocol::protocol::Decodable,
+{
+    try_raw_call_at(addr, key, version, req).unwrap_or_else(|e| panic!("{e}"))
 }

@@ -1,0 +1,842 @@
+//! Multi-node harness: a [`Cluster`] of real `strait broker` processes that form one metadata
+//! quorum on loopback, and [`ClusterCommand`], a real `strait cluster` process, both on node
+//! config files written for the test (ephemeral ports, temporary data directories).
+//!
+//! Everything a test starts is stopped and removed on drop, also when the test panics: nodes
+//! get SIGKILL, `strait cluster` and its nodes get SIGKILL as one process group, and the
+//! temporary directory (configs, data, logs) goes with the harness. A panicking test prints
+//! the tail of every node's log.
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::{
+    ApiKey, CreateTopicsRequest, CreateTopicsResponse, MetadataRequest, MetadataResponse, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use tempfile::TempDir;
+
+use super::{block_on, strait_bin, try_raw_call_at, wait_for, OP_TIMEOUT, STARTUP_TIMEOUT};
+
+/// `broker_session_timeout_ms` of test nodes: a killed node is fenced (and its leaderships
+/// move) about this long after its last heartbeat. Short so tests do not wait 9 s.
+pub const SESSION_TIMEOUT_MS: u64 = 3_000;
+/// `broker_heartbeat_interval_ms` of test nodes (well below the session timeout, so a live
+/// node under load is never fenced).
+pub const HEARTBEAT_INTERVAL_MS: u64 = 500;
+/// Lines of each node's log a panicking test prints.
+const LOG_TAIL_LINES: usize = 80;
+/// Default log filter of test nodes: the broker at info, openraft's chatter at warn.
+const NODE_RUST_LOG: &str = "info,openraft=warn";
+
+// ---------------------------------------------------------------------------
+// Node config files
+// ---------------------------------------------------------------------------
+
+/// The two listeners of one test node.
+#[derive(Clone, Copy, Debug)]
+pub struct NodeSpec {
+    pub id: i32,
+    pub kafka: SocketAddr,
+    pub controller: SocketAddr,
+}
+
+/// `n` free loopback addresses: binds port 0 `n` times at once (so they are distinct), then
+/// releases them all.
+///
+/// Racy by nature: between the release and the node binding the port, another process (or
+/// another test of this binary running in parallel) may take it. The window is a few
+/// milliseconds and the kernel hands out ephemeral ports in sequence, so a clash is rare; when
+/// it happens the node fails with "cannot listen on" in its log, and the test fails rather
+/// than pass wrongly. Ports are chosen up front because the quorum voters must be known
+/// before any node starts, and kept so a node restarts on the address its peers know.
+pub fn free_ports(n: usize) -> Vec<SocketAddr> {
+    let listeners: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral loopback port"))
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().expect("local addr"))
+        .collect()
+}
+
+/// Specs for nodes 1..=n on fresh ephemeral ports.
+pub fn node_specs(n: usize) -> Vec<NodeSpec> {
+    let ports = free_ports(2 * n);
+    (0..n)
+        .map(|i| NodeSpec {
+            id: i as i32 + 1,
+            kafka: ports[2 * i],
+            controller: ports[2 * i + 1],
+        })
+        .collect()
+}
+
+/// `controller_quorum_voters` for `specs`.
+pub fn voters(specs: &[NodeSpec]) -> String {
+    specs
+        .iter()
+        .map(|s| format!("{}@{}", s.id, s.controller))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Writes `dir/node-N.yaml` for every spec, with data in `dir/data/node-N`, short session
+/// timeouts and `extra_yaml` (top-level lines) appended. Returns the files in spec order.
+pub fn write_node_configs(dir: &Path, specs: &[NodeSpec], extra_yaml: &str) -> Vec<PathBuf> {
+    let voters = voters(specs);
+    specs
+        .iter()
+        .map(|s| {
+            let path = dir.join(format!("node-{}.yaml", s.id));
+            let yaml = format!(
+                "# Written by the end-to-end test harness.\n\
+                 node_id: {id}\n\
+                 listen: {kafka}\n\
+                 data_dir: data/node-{id}\n\
+                 controller_quorum_voters: \"{voters}\"\n\
+                 broker_session_timeout_ms: {SESSION_TIMEOUT_MS}\n\
+                 broker_heartbeat_interval_ms: {HEARTBEAT_INTERVAL_MS}\n\
+                 default_replication_factor: {rf}\n\
+                 offsets_topic_replication_factor: {rf}\n\
+                 # Few offsets partitions: every node creates and opens them at start.\n\
+                 offsets_topic_num_partitions: 3\n\
+                 {extra_yaml}",
+                id = s.id,
+                kafka = s.kafka,
+                rf = specs.len().min(3),
+            );
+            std::fs::write(&path, yaml).expect("write node config");
+            path
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------
+// Metadata as a client sees it
+// ---------------------------------------------------------------------------
+
+/// One partition in a Metadata response.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PartitionState {
+    pub partition: i32,
+    pub error_code: i16,
+    pub leader: i32,
+    pub leader_epoch: i32,
+    pub replicas: Vec<i32>,
+    pub isr: Vec<i32>,
+}
+
+/// A Metadata response (v12, all topics), reduced to what the tests assert on.
+#[derive(Clone, Debug)]
+pub struct ClusterMetadata {
+    /// The node that answered.
+    pub from: i32,
+    pub cluster_id: Option<String>,
+    /// The active controller the node reports; -1 when it knows none.
+    pub controller_id: i32,
+    /// Listed brokers (unfenced ones), sorted by id.
+    pub brokers: Vec<(i32, String, i32)>,
+    pub topics: BTreeMap<String, Vec<PartitionState>>,
+}
+
+impl ClusterMetadata {
+    pub fn broker_ids(&self) -> Vec<i32> {
+        self.brokers.iter().map(|b| b.0).collect()
+    }
+
+    /// Partitions of `topic` ordered by index; empty if the topic is not listed.
+    pub fn partitions(&self, topic: &str) -> &[PartitionState] {
+        self.topics.get(topic).map(Vec::as_slice).unwrap_or(&[])
+    }
+}
+
+/// Metadata v12 for every topic, from the node listening on `addr`.
+pub fn try_metadata(from: i32, addr: SocketAddr) -> Result<ClusterMetadata, String> {
+    let req = MetadataRequest::default()
+        .with_topics(None)
+        .with_allow_auto_topic_creation(false);
+    let resp: MetadataResponse = try_raw_call_at(addr, ApiKey::Metadata, 12, &req)?;
+    let mut topics = BTreeMap::new();
+    for t in resp.topics {
+        let Some(name) = t.name else { continue };
+        let mut partitions: Vec<PartitionState> = t
+            .partitions
+            .into_iter()
+            .map(|p| PartitionState {
+                partition: p.partition_index,
+                error_code: p.error_code,
+                leader: p.leader_id.0,
+                leader_epoch: p.leader_epoch,
+                replicas: p.replica_nodes.iter().map(|b| b.0).collect(),
+                isr: p.isr_nodes.iter().map(|b| b.0).collect(),
+            })
+            .collect();
+        partitions.sort_by_key(|p| p.partition);
+        topics.insert(name.0.to_string(), partitions);
+    }
+    let mut brokers: Vec<(i32, String, i32)> = resp
+        .brokers
+        .into_iter()
+        .map(|b| (b.node_id.0, b.host.to_string(), b.port))
+        .collect();
+    brokers.sort();
+    Ok(ClusterMetadata {
+        from,
+        cluster_id: resp.cluster_id.map(|s| s.to_string()),
+        controller_id: resp.controller_id.0,
+        brokers,
+        topics,
+    })
+}
+
+/// An rdkafka admin client bootstrapped on `bootstrap` only.
+pub fn admin_client(bootstrap: &str) -> AdminClient<DefaultClientContext> {
+    ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("client.id", "strait-e2e-cluster-admin")
+        .set("socket.timeout.ms", "5000")
+        .create()
+        .expect("create admin client")
+}
+
+/// CreateTopics through rdkafka's AdminClient bootstrapped on `bootstrap` (librdkafka sends
+/// it to the controller its metadata names). `Err` carries the error code and message.
+pub fn create_topic_rdkafka(
+    bootstrap: &str,
+    name: &str,
+    partitions: i32,
+    replication_factor: i32,
+    timeout: Duration,
+) -> Result<(), String> {
+    let admin = admin_client(bootstrap);
+    let topic = NewTopic::new(
+        name,
+        partitions,
+        TopicReplication::Fixed(replication_factor),
+    );
+    let opts = AdminOptions::new()
+        .request_timeout(Some(timeout))
+        .operation_timeout(Some(timeout));
+    let results = block_on(
+        admin.create_topics(&[topic], &opts),
+        timeout + Duration::from_secs(5),
+    )
+    .map_err(|e| format!("CreateTopics request failed: {e}"))?;
+    match results.as_slice() {
+        [Ok(created)] if created == name => Ok(()),
+        [Err((topic, code))] => Err(format!("CreateTopics({topic}): {code:?}")),
+        other => Err(format!(
+            "CreateTopics({name}): unexpected results {other:?}"
+        )),
+    }
+}
+
+/// CreateTopics v7 sent to exactly the node at `addr` (no client-side routing to the
+/// controller): the error code and message of the one topic.
+pub fn create_topic_raw(
+    addr: SocketAddr,
+    name: &str,
+    partitions: i32,
+    replication_factor: i16,
+) -> Result<(i16, Option<String>), String> {
+    let req = CreateTopicsRequest::default()
+        .with_topics(vec![CreatableTopic::default()
+            .with_name(TopicName(StrBytes::from_string(name.to_string())))
+            .with_num_partitions(partitions)
+            .with_replication_factor(replication_factor)])
+        .with_timeout_ms(15_000);
+    let resp: CreateTopicsResponse = try_raw_call_at(addr, ApiKey::CreateTopics, 7, &req)?;
+    let topic = resp
+        .topics
+        .into_iter()
+        .next()
+        .ok_or_else(|| "CreateTopics response without topics".to_string())?;
+    Ok((topic.error_code, topic.error_message.map(|m| m.to_string())))
+}
+
+// ---------------------------------------------------------------------------
+// Processes
+// ---------------------------------------------------------------------------
+
+fn signal(pid: i32, sig: i32) -> Result<(), std::io::Error> {
+    // SAFETY: kill(2) on a process (or, negative, a process group) this harness started.
+    let rc = unsafe { libc::kill(pid, sig) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Waits (polling, bounded) for `child` to exit.
+fn wait_exit(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return Some(status);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn read_file(path: &Path) -> String {
+    let mut s = String::new();
+    if let Ok(mut f) = File::open(path) {
+        let _ = f.read_to_string(&mut s);
+    }
+    s
+}
+
+fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// One node of a [`Cluster`].
+pub struct ClusterNode {
+    pub spec: NodeSpec,
+    config_path: PathBuf,
+    data_dir: PathBuf,
+    log_path: PathBuf,
+    child: Option<Child>,
+    /// Delivers the ready line's address of the current process.
+    ready: Option<mpsc::Receiver<SocketAddr>>,
+    starts: u32,
+}
+
+impl ClusterNode {
+    pub fn id(&self) -> i32 {
+        self.spec.id
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.spec.kafka
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// The node's combined stdout/stderr over all its starts.
+    pub fn log(&self) -> String {
+        read_file(&self.log_path)
+    }
+
+    /// Starts the process (on `data_dir` instead of the config's if given); does not wait.
+    fn spawn(&mut self, data_dir: Option<&Path>) {
+        assert!(
+            self.child.is_none(),
+            "node {} is already running",
+            self.id()
+        );
+        self.starts += 1;
+        let mut log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)
+            .expect("open node log");
+        writeln!(
+            log,
+            "===== e2e harness: start #{} of node {} (data dir {}) =====",
+            self.starts,
+            self.id(),
+            data_dir.unwrap_or(&self.data_dir).display()
+        )
+        .expect("write node log");
+        let mut cmd = Command::new(strait_bin());
+        cmd.arg("broker").arg("--config").arg(&self.config_path);
+        if let Some(dir) = data_dir {
+            cmd.arg("--data-dir").arg(dir);
+        }
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log.try_clone().expect("clone log handle")));
+        if std::env::var_os("RUST_LOG").is_none() {
+            cmd.env("RUST_LOG", NODE_RUST_LOG);
+        }
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn node {}: {e}", self.id()));
+        // Drains stdout for the whole life of the process, so the node never blocks on a
+        // full pipe, and reports the ready line.
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = mpsc::channel();
+        let id = self.id();
+        thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let _ = writeln!(log, "[stdout] {line}");
+                if let Some((node, addr)) = strait::parse_broker_ready_line(&line) {
+                    if node == id {
+                        if let Some(tx) = tx.take() {
+                            let _ = tx.send(addr);
+                        }
+                    }
+                }
+            }
+        });
+        self.child = Some(child);
+        self.ready = Some(rx);
+    }
+
+    /// Waits for the ready line of the current process; panics (the log follows from Drop)
+    /// if it exits or stays silent past `timeout`.
+    fn wait_ready(&mut self, timeout: Duration) {
+        let rx = self.ready.take().expect("node was not started");
+        match rx.recv_timeout(timeout) {
+            Ok(addr) => assert_eq!(
+                addr,
+                self.spec.kafka,
+                "node {} listens on another address than its config says",
+                self.id()
+            ),
+            Err(mpsc::RecvTimeoutError::Timeout) => panic!(
+                "node {} printed no ready line within {timeout:?}",
+                self.id()
+            ),
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                let status = self
+                    .child
+                    .as_mut()
+                    .and_then(|c| wait_exit(c, Duration::from_secs(5)));
+                self.child = None;
+                panic!(
+                    "node {} exited before its ready line ({status:?})",
+                    self.id()
+                );
+            }
+        }
+    }
+
+    fn pid(&self) -> i32 {
+        let child = self.child.as_ref().unwrap_or_else(|| {
+            panic!("node {} is not running", self.spec.id);
+        });
+        child.id() as i32
+    }
+}
+
+/// What became of a node process started where it should refuse to start.
+#[derive(Debug)]
+pub enum StartOutcome {
+    /// It exited with this status before printing its ready line.
+    Exited(ExitStatus),
+    /// It printed its ready line: it joined a cluster (still running; killed on drop).
+    Ready,
+    /// Neither within the timeout (still running; killed on drop).
+    StillStarting,
+}
+
+/// Three (or `n`) real `strait broker` processes forming one cluster on loopback.
+pub struct Cluster {
+    dir: TempDir,
+    nodes: Vec<ClusterNode>,
+}
+
+impl Cluster {
+    /// Starts `n` nodes on fresh ports and data directories; returns once every node printed
+    /// its ready line (registered and unfenced by the active controller).
+    pub fn start(n: usize) -> Cluster {
+        let mut cluster = Cluster::new(n, "");
+        cluster.start_all();
+        cluster
+    }
+
+    /// Writes the configs of `n` nodes (with `extra_yaml`, top-level lines, in each) and
+    /// starts nothing.
+    pub fn new(n: usize, extra_yaml: &str) -> Cluster {
+        let dir = tempfile::Builder::new()
+            .prefix("strait-e2e-cluster-")
+            .tempdir()
+            .expect("create cluster dir");
+        let specs = node_specs(n);
+        let configs = write_node_configs(dir.path(), &specs, extra_yaml);
+        let nodes = specs
+            .iter()
+            .zip(configs)
+            .map(|(spec, config_path)| ClusterNode {
+                spec: *spec,
+                config_path,
+                data_dir: dir.path().join(format!("data/node-{}", spec.id)),
+                log_path: dir.path().join(format!("node-{}.log", spec.id)),
+                child: None,
+                ready: None,
+                starts: 0,
+            })
+            .collect();
+        Cluster { dir, nodes }
+    }
+
+    /// Starts every node, all at once (a node is ready only once a majority of the voters
+    /// runs), and waits for every ready line.
+    pub fn start_all(&mut self) {
+        for node in &mut self.nodes {
+            node.spawn(None);
+        }
+        for node in &mut self.nodes {
+            node.wait_ready(STARTUP_TIMEOUT);
+        }
+    }
+
+    /// Starts node `id` on its own data directory without waiting for it.
+    pub fn spawn(&mut self, id: i32) {
+        self.node_mut(id).spawn(None);
+    }
+
+    /// The harness's directory (node configs, data, logs).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn ids(&self) -> Vec<i32> {
+        self.nodes.iter().map(|n| n.id()).collect()
+    }
+
+    pub fn node(&self, id: i32) -> &ClusterNode {
+        self.nodes
+            .iter()
+            .find(|n| n.id() == id)
+            .unwrap_or_else(|| panic!("no node {id} in this cluster"))
+    }
+
+    fn node_mut(&mut self, id: i32) -> &mut ClusterNode {
+        self.nodes
+            .iter_mut()
+            .find(|n| n.id() == id)
+            .unwrap_or_else(|| panic!("no node {id} in this cluster"))
+    }
+
+    /// Ids of the nodes whose process runs.
+    pub fn running(&self) -> Vec<i32> {
+        self.nodes
+            .iter()
+            .filter(|n| n.is_running())
+            .map(|n| n.id())
+            .collect()
+    }
+
+    /// `bootstrap.servers` naming every running node.
+    pub fn bootstrap(&self) -> String {
+        self.nodes
+            .iter()
+            .filter(|n| n.is_running())
+            .map(|n| n.addr().to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Metadata (all topics) as node `id` answers it.
+    pub fn try_metadata(&self, id: i32) -> Result<ClusterMetadata, String> {
+        try_metadata(id, self.node(id).addr())
+    }
+
+    pub fn metadata(&self, id: i32) -> ClusterMetadata {
+        self.try_metadata(id)
+            .unwrap_or_else(|e| panic!("Metadata from node {id}: {e}"))
+    }
+
+    /// Polls node `id`'s Metadata every 50 ms until `cond` holds; panics with the last
+    /// response after `timeout`.
+    pub fn wait_metadata(
+        &self,
+        id: i32,
+        what: &str,
+        timeout: Duration,
+        mut cond: impl FnMut(&ClusterMetadata) -> bool,
+    ) -> ClusterMetadata {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let last = match self.try_metadata(id) {
+                Ok(md) if cond(&md) => return md,
+                other => other,
+            };
+            if Instant::now() >= deadline {
+                panic!(
+                    "timed out after {timeout:?} waiting for {what} in node {id}'s Metadata; last: {last:#?}"
+                );
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The active controller as node `id` reports it, once it reports one.
+    pub fn controller_id(&self, id: i32) -> i32 {
+        self.wait_metadata(id, "an active controller", OP_TIMEOUT, |md| {
+            md.controller_id >= 0
+        })
+        .controller_id
+    }
+
+    /// SIGKILLs node `id` and reaps it.
+    pub fn sigkill(&mut self, id: i32) {
+        let node = self.node_mut(id);
+        signal(node.pid(), libc::SIGKILL).expect("SIGKILL node");
+        let child = node.child.as_mut().expect("running");
+        assert!(
+            wait_exit(child, Duration::from_secs(10)).is_some(),
+            "node {id} did not die after SIGKILL"
+        );
+        node.child = None;
+    }
+
+    /// SIGTERMs node `id` and waits (bounded) for it to exit; returns its exit status.
+    pub fn sigterm(&mut self, id: i32) -> ExitStatus {
+        let node = self.node_mut(id);
+        signal(node.pid(), libc::SIGTERM).expect("SIGTERM node");
+        let child = node.child.as_mut().expect("running");
+        let status = wait_exit(child, super::SHUTDOWN_TIMEOUT).unwrap_or_else(|| {
+            panic!(
+                "node {id} did not exit within {:?} after SIGTERM",
+                super::SHUTDOWN_TIMEOUT
+            )
+        });
+        node.child = None;
+        status
+    }
+
+    /// Starts node `id` again with its config and data directory (same ports, so its peers
+    /// find it) and waits for its ready line.
+    pub fn restart(&mut self, id: i32) {
+        let node = self.node_mut(id);
+        node.spawn(None);
+        node.wait_ready(STARTUP_TIMEOUT);
+    }
+
+    /// Starts node `id` with its config but on `data_dir`, for a start that should be refused,
+    /// and waits up to `timeout` for it to exit or get ready.
+    pub fn start_on_data_dir(
+        &mut self,
+        id: i32,
+        data_dir: &Path,
+        timeout: Duration,
+    ) -> StartOutcome {
+        self.spawn_on_data_dir(id, data_dir);
+        self.start_outcome(id, timeout)
+    }
+
+    /// Starts node `id` with its config but on `data_dir`, without waiting.
+    pub fn spawn_on_data_dir(&mut self, id: i32, data_dir: &Path) {
+        self.node_mut(id).spawn(Some(data_dir));
+    }
+
+    /// Waits up to `timeout` for node `id`'s current process to exit or print its ready line.
+    pub fn start_outcome(&mut self, id: i32, timeout: Duration) -> StartOutcome {
+        let node = self.node_mut(id);
+        let rx = node.ready.take().expect("node was not started");
+        let deadline = Instant::now() + timeout;
+        loop {
+            if rx.try_recv().is_ok() {
+                return StartOutcome::Ready;
+            }
+            let child = node.child.as_mut().expect("running");
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                node.child = None;
+                return StartOutcome::Exited(status);
+            }
+            if Instant::now() >= deadline {
+                return StartOutcome::StillStarting;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The lines of node `id`'s log (all starts) that contain `needle`.
+    pub fn log_lines(&self, id: i32, needle: &str) -> Vec<String> {
+        self.node(id)
+            .log()
+            .lines()
+            .filter(|l| l.contains(needle))
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            if let Some(mut child) = node.child.take() {
+                let _ = signal(child.id() as i32, libc::SIGKILL);
+                let _ = child.wait();
+            }
+        }
+        if thread::panicking() {
+            for node in &self.nodes {
+                eprintln!(
+                    "--- node {} log ({}), last {LOG_TAIL_LINES} lines ---\n{}\n--- end of node {} log ---",
+                    node.id(),
+                    node.log_path.display(),
+                    tail(&node.log(), LOG_TAIL_LINES),
+                    node.id()
+                );
+            }
+        }
+    }
+}
+
+/// `name: <name>` and `nodes: [...]` for the node files in `dir`.
+pub fn write_cluster_file(dir: &Path, name: &str, node_files: &[PathBuf]) -> PathBuf {
+    let nodes = node_files
+        .iter()
+        .map(|p| {
+            let rel = p.strip_prefix(dir).unwrap_or(p);
+            format!("  - {}\n", rel.display())
+        })
+        .collect::<String>();
+    let path = dir.join(format!("{name}.yaml"));
+    std::fs::write(
+        &path,
+        format!("# Written by the end-to-end test harness.\nname: {name}\nnodes:\n{nodes}"),
+    )
+    .expect("write cluster file");
+    path
+}
+
+/// A real `strait cluster --config FILE` process, in a process group of its own with its
+/// nodes, so the harness can tell whether any of them is left and kill them all on drop.
+pub struct ClusterCommand {
+    child: Option<Child>,
+    pgid: i32,
+    log_path: PathBuf,
+    stdout: Arc<Mutex<Vec<String>>>,
+    _log_dir: TempDir,
+}
+
+impl ClusterCommand {
+    pub fn spawn(cluster_file: &Path, extra_args: &[&str]) -> ClusterCommand {
+        let log_dir = tempfile::Builder::new()
+            .prefix("strait-e2e-cluster-cmd-")
+            .tempdir()
+            .expect("create log dir");
+        let log_path = log_dir.path().join("strait-cluster.log");
+        let log = File::create(&log_path).expect("create log");
+        let mut cmd = Command::new(strait_bin());
+        cmd.arg("cluster")
+            .arg("--config")
+            .arg(cluster_file)
+            .args(extra_args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log.try_clone().expect("clone log handle")))
+            .process_group(0);
+        if std::env::var_os("RUST_LOG").is_none() {
+            cmd.env("RUST_LOG", NODE_RUST_LOG);
+        }
+        let mut child = cmd.spawn().expect("spawn strait cluster");
+        let pgid = child.id() as i32;
+        let stdout = child.stdout.take().expect("piped stdout");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let collected = lines.clone();
+        let mut log_out = log;
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let _ = writeln!(log_out, "[stdout] {line}");
+                collected.lock().expect("stdout lines").push(line);
+            }
+        });
+        ClusterCommand {
+            child: Some(child),
+            pgid,
+            log_path,
+            stdout: lines,
+            _log_dir: log_dir,
+        }
+    }
+
+    /// Every stdout line so far.
+    pub fn stdout_lines(&self) -> Vec<String> {
+        self.stdout.lock().expect("stdout lines").clone()
+    }
+
+    /// The whole output (stderr, and stdout lines marked `[stdout]`).
+    pub fn log(&self) -> String {
+        read_file(&self.log_path)
+    }
+
+    /// Waits for the first stdout line satisfying `pred`; panics if the process exits first or
+    /// `timeout` passes.
+    pub fn wait_for_line(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        pred: impl Fn(&str) -> bool,
+    ) -> String {
+        let started = Instant::now();
+        wait_for(what, timeout, || {
+            if let Some(line) = self.stdout_lines().into_iter().find(|l| pred(l)) {
+                return Some(line);
+            }
+            let child = self.child.as_mut().expect("strait cluster was stopped");
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                // Give the stdout thread a moment to collect the last lines.
+                thread::sleep(Duration::from_millis(100));
+                if let Some(line) = self.stdout_lines().into_iter().find(|l| pred(l)) {
+                    return Some(line);
+                }
+                panic!(
+                    "strait cluster exited ({status}) after {:?} before {what}",
+                    started.elapsed()
+                );
+            }
+            None
+        })
+    }
+
+    pub fn signal(&self, sig: i32) {
+        signal(self.child.as_ref().expect("running").id() as i32, sig)
+            .expect("signal strait cluster");
+    }
+
+    /// Waits (bounded) for the `strait cluster` process to exit.
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let child = self.child.as_mut().expect("strait cluster is not running");
+        let status = wait_exit(child, timeout)
+            .unwrap_or_else(|| panic!("strait cluster did not exit within {timeout:?}"));
+        self.child = None;
+        status
+    }
+
+    /// Whether any process of the group (`strait cluster` or one of its nodes) still exists.
+    pub fn any_process_left(&self) -> bool {
+        signal(-self.pgid, 0).is_ok()
+    }
+}
+
+impl Drop for ClusterCommand {
+    fn drop(&mut self) {
+        // The whole group: the supervisor and every node it started.
+        let _ = signal(-self.pgid, libc::SIGKILL);
+        if let Some(mut child) = self.child.take() {
+            let _ = child.wait();
+        }
+        if thread::panicking() {
+            eprintln!(
+                "--- strait cluster output ({}), last 150 lines ---\n{}\n--- end of strait cluster output ---",
+                self.log_path.display(),
+                tail(&self.log(), 150)
+            );
+        }
+    }
+}
