@@ -428,12 +428,9 @@ fn a_node_refuses_to_join_with_the_data_directory_of_another_cluster() {
 }
 
 /// The same refusal when the whole cluster starts at once (the other nodes have no cluster
-/// id yet when node 1 asks them). Ignored: today node 1 elects itself as the only voter of
-/// its old one-node quorum, prints its ready line and serves, and its Raft core panics
-/// (`assertion failed: Some(log_id) <= self.committed()`) when the other nodes' leader sends
-/// it AppendEntries. Run with `--ignored` to reproduce.
+/// id yet when node 1 asks them): the metadata log in the directory was formed by another set
+/// of voters, which the node checks before starting its quorum.
 #[test]
-#[ignore = "broker bug: a node on a one-node cluster's data directory starts as its own quorum instead of refusing"]
 fn a_node_refuses_another_clusters_data_directory_also_when_the_cluster_starts_at_once() {
     let foreign = other_clusters_data_dir();
     let mut cluster = Cluster::new(3, "");

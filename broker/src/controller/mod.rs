@@ -91,6 +91,18 @@ pub enum ControllerError {
         /// The voter's cluster id.
         theirs: String,
     },
+    /// The metadata log was formed by another set of voters.
+    #[error("data directory {data_dir} belongs to cluster {cluster_id}, whose controller quorum voters are {stored:?}, but controller_quorum_voters names {configured:?}; refusing to start (point --data-dir at this cluster's directory or an empty one)")]
+    VotersMismatch {
+        /// The data directory.
+        data_dir: PathBuf,
+        /// Its cluster id, as far as `meta.properties` knows.
+        cluster_id: String,
+        /// The voters its metadata log records.
+        stored: Vec<u64>,
+        /// The configured voters.
+        configured: Vec<u64>,
+    },
     /// No active controller answered in time.
     #[error("no active controller within {0} ms")]
     NotAvailable(u64),
@@ -218,6 +230,31 @@ impl Controller {
         .await
         .map_err(|e| ControllerError::Raft(e.to_string()))?;
 
+        // A metadata log formed by other voters (another cluster's directory, or a one-node
+        // cluster's) must not start a quorum of its own next to the configured one.
+        let stored: Vec<NodeId> = raft
+            .with_raft_state(|st| st.membership_state.effective().voter_ids().collect())
+            .await
+            .map_err(|e| ControllerError::Raft(e.to_string()))?;
+        let configured: Vec<NodeId> = {
+            let mut ids: Vec<NodeId> = voters.iter().map(|(id, _)| raft_id(*id)).collect();
+            ids.sort_unstable();
+            ids
+        };
+        let mut stored_sorted = stored.clone();
+        stored_sorted.sort_unstable();
+        if !stored_sorted.is_empty() && stored_sorted != configured {
+            let _ = raft.shutdown().await;
+            return Err(ControllerError::VotersMismatch {
+                data_dir: config.data_dir.clone(),
+                cluster_id: config
+                    .known_cluster_id
+                    .clone()
+                    .unwrap_or_else(|| "(unknown)".to_string()),
+                stored: stored_sorted,
+                configured,
+            });
+        }
         let (stop, stop_rx) = watch::channel(false);
         let controller = Arc::new(Controller {
             node_id: config.node_id,
