@@ -451,9 +451,10 @@ fn die_with_supervisor(command: &mut Command) {
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
-            // The supervisor died before prctl: the signal would never come.
+            // The supervisor died before prctl: the signal would never come. (ESRCH, "no such
+            // process": an error value that needs no allocation here.)
             if libc::getppid() != supervisor {
-                return Err(std::io::Error::other("the supervisor exited during spawn"));
+                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
             }
             Ok(())
         });
