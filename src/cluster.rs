@@ -245,7 +245,11 @@ enum Order {
 enum NodeState {
     Starting,
     Ready(SocketAddr),
-    Stopping,
+    /// Sent SIGTERM. A node that was not up yet has no handler for it and dies of it, which
+    /// is expected; a node that was up must exit 0 after its controlled shutdown.
+    Stopping {
+        was_up: bool,
+    },
     Exited,
 }
 
@@ -447,9 +451,10 @@ fn die_with_supervisor(command: &mut Command) {
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
-            // The supervisor died before prctl: the signal would never come.
+            // The supervisor died before prctl: the signal would never come. (ESRCH, "no such
+            // process": an error value that needs no allocation here.)
             if libc::getppid() != supervisor {
-                return Err(std::io::Error::other("the supervisor exited during spawn"));
+                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
             }
             Ok(())
         });
@@ -686,14 +691,16 @@ impl Supervisor {
             .await;
         for id in &running {
             if let Some(n) = self.nodes.get_mut(id) {
-                n.state = NodeState::Stopping;
+                n.state = NodeState::Stopping {
+                    was_up: matches!(n.state, NodeState::Ready(_)),
+                };
                 let _ = n.orders.try_send(Order::Terminate);
             }
         }
         let deadline = Instant::now() + timeout;
         let mut killed = false;
         loop {
-            let stopping = self.ids_in(|s| s == NodeState::Stopping);
+            let stopping = self.ids_in(|s| matches!(s, NodeState::Stopping { .. }));
             if stopping.is_empty() {
                 break;
             }
@@ -717,12 +724,19 @@ impl Supervisor {
                 }
                 event = self.events.recv() => match event {
                     Some(Event::Exited { node, status }) => {
-                        if let Some(n) = self.nodes.get_mut(&node) {
-                            n.state = NodeState::Exited;
-                        }
+                        let was_up = match self.nodes.get_mut(&node) {
+                            Some(n) => {
+                                let was_up = matches!(n.state, NodeState::Stopping { was_up: true });
+                                n.state = NodeState::Exited;
+                                was_up
+                            }
+                            None => false,
+                        };
                         let clean = matches!(&status, Ok(s) if s.success());
                         if clean {
                             self.out.say(format_args!("node {node} stopped ({})", describe(&status))).await;
+                        } else if !was_up && !killed {
+                            self.out.say(format_args!("node {node} stopped before it was up ({})", describe(&status))).await;
                         } else if !killed {
                             problems.push(format!("node {node} exited with {} after SIGTERM", describe(&status)));
                             self.out.warn(&problems[problems.len() - 1]).await;

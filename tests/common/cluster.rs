@@ -804,6 +804,18 @@ impl ClusterCommand {
         })
     }
 
+    /// Panics if the `strait cluster` process has exited.
+    pub fn assert_running(&mut self) {
+        let child = self
+            .child
+            .as_mut()
+            .expect("strait cluster was stopped by the test");
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            self.child = None;
+            panic!("strait cluster exited unexpectedly ({status})");
+        }
+    }
+
     pub fn signal(&self, sig: i32) {
         signal(self.child.as_ref().expect("running").id() as i32, sig)
             .expect("signal strait cluster");
