@@ -388,12 +388,9 @@ fn sigterm_moves_leadership_to_another_isr_member_before_the_process_exits() {
 
 /// SIGTERM on the active controller after both other nodes died: its controlled shutdown
 /// cannot commit anything, and should give up after the broker's 10 s
-/// `CONTROLLED_SHUTDOWN_TIMEOUT_MS`, as it does on a node that is not the controller. Ignored:
-/// today the controller proposes its own ControlledShutdown locally, `raft.client_write` waits
-/// for a commit that cannot come, the timeout is never checked, and the process never exits
-/// (only SIGKILL stops it). Run with `--ignored` to reproduce.
+/// `CONTROLLED_SHUTDOWN_TIMEOUT_MS`, as it does on a node that is not the controller (the
+/// proposal it makes to itself is bounded by that deadline too).
 #[test]
-#[ignore = "broker bug: SIGTERM hangs forever on an active controller that lost its quorum"]
 fn a_controller_that_lost_its_quorum_still_stops_on_sigterm() {
     let mut cluster = Cluster::start(3);
     let controller = cluster.controller_id(1);

@@ -195,7 +195,11 @@ pub async fn heartbeat_loop(
             _ = tick.tick() => {}
         }
         let fenced_before = session.is_fenced();
-        beat(&broker, &session, false).await;
+        // A beat can wait on a controller without quorum: stopping must not wait for it.
+        tokio::select! {
+            _ = async { let _ = stop.wait_for(|s| *s).await; } => break,
+            _ = beat(&broker, &session, false) => {}
+        }
         if session.is_fenced() && fenced_before {
             // Fenced (a session that lapsed, e.g. after a long pause): beat faster to get
             // back in.
@@ -209,10 +213,17 @@ pub async fn heartbeat_loop(
 pub async fn controlled_shutdown(broker: &Broker, session: &Session) {
     let deadline = Instant::now() + Duration::from_millis(CONTROLLED_SHUTDOWN_TIMEOUT_MS);
     while Instant::now() < deadline {
+        let left = deadline.saturating_duration_since(Instant::now());
+        // The controller may have lost its quorum (this node may be it): never wait past the
+        // deadline for an answer.
+        let reply = tokio::time::timeout(left, beat(broker, session, true))
+            .await
+            .ok()
+            .flatten();
         if let Some(HeartbeatReply::Ok {
             shutdown_done: true,
             ..
-        }) = beat(broker, session, true).await
+        }) = reply
         {
             // Wait until this node applied the change, so it stops serving as leader at once.
             let mut images = broker.controller().subscribe();

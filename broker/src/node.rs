@@ -26,7 +26,7 @@ const PRODUCER_EXPIRATION_CHECK_INTERVAL_MS: u64 = 600_000;
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
     /// The listener could not be bound.
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}")]
     Bind {
         /// Address.
         addr: SocketAddr,
@@ -275,7 +275,12 @@ impl Node {
                 loop {
                     tokio::select! {
                         _ = async { let _ = stop.wait_for(|s| *s).await; } => break,
-                        _ = tick.tick() => broker.shrink_lagging_isrs().await,
+                        _ = tick.tick() => {}
+                    }
+                    // An ISR change waits on the controller; stopping must not.
+                    tokio::select! {
+                        _ = async { let _ = stop.wait_for(|s| *s).await; } => break,
+                        _ = broker.shrink_lagging_isrs() => {}
                     }
                 }
             })

@@ -343,8 +343,17 @@ impl Controller {
         let deadline = Instant::now() + Duration::from_millis(timeout_ms);
         let mut logged = false;
         loop {
+            let left = deadline.saturating_duration_since(Instant::now());
             let attempt = match self.leader_id() {
-                Some(leader) if leader == self.node_id => self.propose_locally(&command).await,
+                // A leader without a quorum never commits: bound the wait by the deadline.
+                Some(leader) if leader == self.node_id => {
+                    match tokio::time::timeout(left, self.propose_locally(&command)).await {
+                        Ok(r) => r,
+                        Err(_) => Err(ForwardError::Raft(format!(
+                            "not committed within {timeout_ms} ms (no quorum?)"
+                        ))),
+                    }
+                }
                 Some(leader) => {
                     match self
                         .peers
