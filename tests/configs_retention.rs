@@ -453,11 +453,13 @@ fn retention_drops_old_segments_and_out_of_range_consumers_follow_their_reset_po
     drop(producer);
 
     let (low, high) = wait_for("retention.bytes to drop old segments", SHORT, || {
-        let (low, high) = broker.watermarks(&topic, 0);
+        // Files first, watermarks second: a retention pass between the two reads can then only
+        // raise the low watermark read, never pair an old one with already shrunk files.
         let size: u64 = segment_files(&broker, &topic)
             .iter()
             .map(|p| std::fs::metadata(p).map_or(0, |m| m.len()))
             .sum();
+        let (low, high) = broker.watermarks(&topic, 0);
         // Kafka keeps whole segments: at most retention.bytes + one segment.
         (low > 0 && size <= 8192 + 2048).then_some((low, high))
     });
