@@ -51,6 +51,8 @@ openraft::declare_raft_types!(
 
 /// How often the active controller checks broker sessions.
 const SESSION_CHECK_INTERVAL_MS: u64 = 100;
+/// A gap this long between two session checks means this process was not running.
+const PAUSE_DETECTION_MS: u64 = 1_000;
 /// How long one RPC to a peer may take.
 const RPC_TIMEOUT_MS: u64 = 5_000;
 
@@ -527,13 +529,28 @@ impl Controller {
     async fn leader_duties(controller: Arc<Controller>, mut stop: watch::Receiver<bool>) {
         let mut tick = tokio::time::interval(Duration::from_millis(SESSION_CHECK_INTERVAL_MS));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_tick = Instant::now();
         loop {
             tokio::select! {
                 _ = stop.wait_for(|s| *s) => break,
                 _ = tick.tick() => {}
             }
+            let gap = last_tick.elapsed();
+            last_tick = Instant::now();
             if !controller.is_leader() {
                 continue;
+            }
+            if gap > Duration::from_millis(PAUSE_DETECTION_MS) {
+                // This process did not run (SIGSTOP, a long GC-like stall of the machine):
+                // silence it caused says nothing about the brokers, so every broker gets a
+                // fresh session, as after a controller failover.
+                let now = Instant::now();
+                let mut liveness = controller.lock_liveness();
+                for seen in liveness.last_seen.values_mut() {
+                    *seen = now;
+                }
+                tracing::warn!(paused_ms = gap.as_millis() as u64,
+                    "the active controller did not run for a while; every broker gets a fresh session");
             }
             let term = controller.raft.metrics().borrow().current_term;
             let image = controller.image();
