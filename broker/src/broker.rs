@@ -558,12 +558,10 @@ impl Broker {
                     CONTROLLER_TIMEOUT_MS,
                 )
                 .await?;
-            if result.error_code != 0 {
-                refused(result)?;
-                unreachable!("refused() returns Err for a non-zero code");
-            }
-            block.next = result.value;
-            block.end = result.value + PRODUCER_ID_BLOCK_SIZE;
+            let start = result.value;
+            refused(result)?;
+            block.next = start;
+            block.end = start + PRODUCER_ID_BLOCK_SIZE;
             tracing::debug!(start = block.next, end = block.end, "new producer id block");
         }
         let id = block.next;

@@ -433,6 +433,14 @@ impl MetadataImage {
         CommandResult::value(i64::try_from(index).unwrap_or(i64::MAX))
     }
 
+    /// The cluster-default `unclean.leader.election.enable`, if set.
+    fn cluster_unclean_election(&self) -> Option<String> {
+        self.broker_configs
+            .get("")
+            .and_then(|c| c.get(UNCLEAN_ELECTION))
+            .cloned()
+    }
+
     /// Fences broker `id`: out of every ISR it shares with others, and a new leader wherever it
     /// led.
     fn fence(&mut self, id: i32) {
@@ -440,11 +448,7 @@ impl MetadataImage {
             b.fenced = true;
         }
         let active = self.active_brokers();
-        let cluster_default = self
-            .broker_configs
-            .get("")
-            .and_then(|c| c.get(UNCLEAN_ELECTION))
-            .cloned();
+        let cluster_default = self.cluster_unclean_election();
         for topic in self.topics.values_mut() {
             let unclean = unclean_election_enabled(cluster_default.as_ref(), &topic.configs);
             for p in &mut topic.partitions {
@@ -475,11 +479,7 @@ impl MetadataImage {
             b.shutting_down = false;
         }
         let active = self.active_brokers();
-        let cluster_default = self
-            .broker_configs
-            .get("")
-            .and_then(|c| c.get(UNCLEAN_ELECTION))
-            .cloned();
+        let cluster_default = self.cluster_unclean_election();
         for topic in self.topics.values_mut() {
             let unclean = unclean_election_enabled(cluster_default.as_ref(), &topic.configs);
             for p in &mut topic.partitions {

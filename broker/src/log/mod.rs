@@ -52,17 +52,16 @@ use crate::log::segment::{Segment, INDEX_EXTENSION, LOG_EXTENSION, TIME_INDEX_EX
 const RECOVERY_POINT_FILE: &str = "recovery-point";
 /// Temporary name the recovery point is written under before the atomic rename.
 const RECOVERY_POINT_TMP_FILE: &str = "recovery-point.tmp";
-/// Format version written in the recovery point file.
-const RECOVERY_POINT_VERSION: u32 = 0;
-/// The recovery point file is two short lines; anything bigger is garbage.
-const MAX_RECOVERY_POINT_FILE_BYTES: u64 = 64;
+/// Format version written in every one-offset file (recovery point, high watermark, log start
+/// offset).
+const OFFSET_FILE_VERSION: u32 = 0;
+/// A one-offset file is two short lines; anything bigger is garbage.
+const OFFSET_FILE_BYTES_MAX: u64 = 64;
 /// File holding the high watermark, `"<version>\n<offset>\n"` (Kafka keeps one
 /// `replication-offset-checkpoint` per data directory; strait keeps one per partition).
 pub const HIGH_WATERMARK_FILE: &str = "high-watermark";
 /// Temporary name the high watermark is written under before the atomic rename.
 const HIGH_WATERMARK_TMP_FILE: &str = "high-watermark.tmp";
-/// Format version written in the high watermark file.
-const HIGH_WATERMARK_VERSION: u32 = 0;
 /// Marker written by `close()`: its presence means the segments and indexes are consistent.
 const CLEAN_SHUTDOWN_FILE: &str = "clean-shutdown";
 /// Extension of the producer state snapshot, `<log end offset, 20 digits>.snapshot` (Kafka's
@@ -344,60 +343,69 @@ fn delete_segment_files(dir: &Path, base_offset: i64) -> Result<(), LogError> {
     Ok(())
 }
 
-/// Reads the recovery point; a missing or unreadable file means "recover everything" (0).
-fn read_recovery_point(dir: &Path) -> Result<i64, LogError> {
-    let path = dir.join(RECOVERY_POINT_FILE);
+/// Reads a one-offset file (`"<version>\n<offset>\n"`: the recovery point, the high watermark,
+/// the log start offset); None when it is missing or unreadable, in which case a warning says
+/// what happens instead (`fallback`).
+pub(crate) fn read_offset_file(
+    dir: &Path,
+    name: &str,
+    fallback: &str,
+) -> Result<Option<i64>, LogError> {
+    let path = dir.join(name);
     let file = match File::open(&path) {
         Ok(file) => file,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(io_err("open", &path)(e)),
     };
-    let mut text = String::new();
+    let mut bytes = Vec::new();
     // Bounded read: a garbage file cannot make us allocate much.
-    file.take(MAX_RECOVERY_POINT_FILE_BYTES)
-        .read_to_string(&mut text)
-        .or_else(|e| {
-            if e.kind() == io::ErrorKind::InvalidData {
-                text.clear();
-                Ok(0)
-            } else {
-                Err(io_err("read", &path)(e))
-            }
-        })?;
+    file.take(OFFSET_FILE_BYTES_MAX)
+        .read_to_end(&mut bytes)
+        .map_err(io_err("read", &path))?;
+    let text = String::from_utf8_lossy(&bytes);
     let mut lines = text.lines();
     let parsed = match (lines.next(), lines.next(), lines.next()) {
         (Some(version), Some(offset), None)
-            if version.trim() == RECOVERY_POINT_VERSION.to_string() =>
+            if version.trim() == OFFSET_FILE_VERSION.to_string() =>
         {
             offset.trim().parse::<i64>().ok().filter(|o| *o >= 0)
         }
         _ => None,
     };
-    match parsed {
-        Some(offset) => Ok(offset),
-        None => {
-            tracing::warn!(path = %path.display(), "unreadable recovery point, recovering the whole log");
-            Ok(0)
-        }
+    if parsed.is_none() {
+        tracing::warn!(path = %path.display(), "unreadable {name} file, {fallback}");
     }
+    Ok(parsed)
 }
 
-/// Writes the recovery point atomically (temp file, fsync, rename). The directory is fsynced
-/// only when `durable_rename` is set: a lost rename leaves the previous, lower recovery point,
-/// which is always safe, except when the point moves down (truncation).
-fn write_recovery_point(dir: &Path, offset: i64, durable_rename: bool) -> Result<(), LogError> {
-    let tmp = dir.join(RECOVERY_POINT_TMP_FILE);
-    let path = dir.join(RECOVERY_POINT_FILE);
-    let mut file = File::create(&tmp).map_err(io_err("create", &tmp))?;
-    file.write_all(format!("{RECOVERY_POINT_VERSION}\n{offset}\n").as_bytes())
-        .and_then(|()| file.sync_all())
-        .map_err(io_err("write", &tmp))?;
-    drop(file);
-    fs::rename(&tmp, &path).map_err(io_err("rename", &tmp))?;
+/// Writes a one-offset file atomically through `<name>.tmp` (write, fsync, rename); the
+/// directory is fsynced too when `durable_rename` is set.
+pub(crate) fn write_offset_file(
+    dir: &Path,
+    name: &str,
+    offset: i64,
+    durable_rename: bool,
+) -> Result<(), LogError> {
+    write_file_atomically(
+        &dir.join(name),
+        format!("{OFFSET_FILE_VERSION}\n{offset}\n").as_bytes(),
+    )?;
     if durable_rename {
         sync_dir(dir)?;
     }
     Ok(())
+}
+
+/// Reads the recovery point; a missing or unreadable file means "recover everything" (0).
+fn read_recovery_point(dir: &Path) -> Result<i64, LogError> {
+    Ok(read_offset_file(dir, RECOVERY_POINT_FILE, "recovering the whole log")?.unwrap_or(0))
+}
+
+/// Writes the recovery point. The directory is fsynced only when `durable_rename` is set: a
+/// lost rename leaves the previous, lower recovery point, which is always safe, except when the
+/// point moves down (truncation).
+fn write_recovery_point(dir: &Path, offset: i64, durable_rename: bool) -> Result<(), LogError> {
+    write_offset_file(dir, RECOVERY_POINT_FILE, offset, durable_rename)
 }
 
 /// Writes `bytes` to `path` through `<path>.tmp` (write, fsync, rename). The caller fsyncs the
@@ -418,48 +426,19 @@ fn write_file_atomically(path: &Path, bytes: &[u8]) -> Result<(), LogError> {
 /// starts from its log start offset, as Kafka does for a partition missing from its
 /// checkpoint). The value is clamped by the caller.
 fn read_high_watermark(dir: &Path) -> Result<Option<i64>, LogError> {
-    let path = dir.join(HIGH_WATERMARK_FILE);
-    let file = match File::open(&path) {
-        Ok(file) => file,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(io_err("open", &path)(e)),
-    };
-    let mut bytes = Vec::new();
-    // Bounded read: a garbage file cannot make us allocate much.
-    file.take(MAX_RECOVERY_POINT_FILE_BYTES)
-        .read_to_end(&mut bytes)
-        .map_err(io_err("read", &path))?;
-    let text = String::from_utf8_lossy(&bytes);
-    let mut lines = text.lines();
-    let parsed = match (lines.next(), lines.next(), lines.next()) {
-        (Some(version), Some(offset), None)
-            if version.trim() == HIGH_WATERMARK_VERSION.to_string() =>
-        {
-            offset.trim().parse::<i64>().ok().filter(|o| *o >= 0)
-        }
-        _ => None,
-    };
-    if parsed.is_none() {
-        tracing::warn!(path = %path.display(),
-            "unreadable high watermark, starting from the log start offset");
-    }
-    Ok(parsed)
+    read_offset_file(
+        dir,
+        HIGH_WATERMARK_FILE,
+        "starting from the log start offset",
+    )
 }
 
-/// Writes the high watermark atomically. As for the recovery point, the directory is fsynced
-/// only when `durable_rename` is set: a lost rename leaves an older value, which names records
-/// that were committed at the time (a lower one only hides some until the leader's next fetch
+/// Writes the high watermark. As for the recovery point, the directory is fsynced only when
+/// `durable_rename` is set: a lost rename leaves an older value, which names records that were
+/// committed at the time (a lower one only hides some until the leader's next fetch
 /// response); but a value lowered by truncation must not come back, so that one is durable.
 fn write_high_watermark(dir: &Path, offset: i64, durable_rename: bool) -> Result<(), LogError> {
-    let path = dir.join(HIGH_WATERMARK_FILE);
-    write_file_atomically(
-        &path,
-        format!("{HIGH_WATERMARK_VERSION}\n{offset}\n").as_bytes(),
-    )?;
-    if durable_rename {
-        sync_dir(dir)?;
-    }
-    Ok(())
+    write_offset_file(dir, HIGH_WATERMARK_FILE, offset, durable_rename)
 }
 
 /// The producer state snapshots in `dir`, as (offset, path); leftovers of an interrupted

@@ -9,13 +9,13 @@
 //! removes the leftovers), the directory is fsynced, the log start offset is saved, and only
 //! then are the renamed files removed.
 
-use std::fs::{self, File};
-use std::io::{self, Read, Write};
+use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
 use std::time::UNIX_EPOCH;
 
 use crate::log::segment::{self, Segment, INDEX_EXTENSION, LOG_EXTENSION, TIME_INDEX_EXTENSION};
-use crate::log::{io_err, sync_dir, LogError, PartitionLog};
+use crate::log::{io_err, read_offset_file, sync_dir, write_offset_file, LogError, PartitionLog};
 
 /// File holding the log start offset: `"<version>\n<offset>\n"` (Kafka keeps one
 /// `log-start-offset-checkpoint` per data directory; strait keeps one per partition).
@@ -24,10 +24,6 @@ pub const LOG_START_OFFSET_FILE: &str = "log-start-offset";
 pub(crate) const LOG_START_OFFSET_TMP_FILE: &str = "log-start-offset.tmp";
 /// Extension appended to the files of a segment being deleted (Kafka's `.deleted`).
 pub(crate) const DELETED_EXTENSION: &str = "deleted";
-/// Format version written in the log start offset file.
-const LOG_START_OFFSET_VERSION: u32 = 0;
-/// The file is two short lines; anything bigger is garbage.
-const LOG_START_OFFSET_FILE_BYTES_MAX: u64 = 64;
 
 /// How much of a partition to keep (Kafka's topic configs of the same names).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,45 +68,17 @@ impl Breach {
 /// Reads the saved log start offset; None when the file is missing or unreadable (the first
 /// segment's base offset then stands, which is always safe).
 fn read_log_start_offset(dir: &Path) -> Result<Option<i64>, LogError> {
-    let path = dir.join(LOG_START_OFFSET_FILE);
-    let file = match File::open(&path) {
-        Ok(file) => file,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(io_err("open", &path)(e)),
-    };
-    let mut bytes = Vec::new();
-    file.take(LOG_START_OFFSET_FILE_BYTES_MAX)
-        .read_to_end(&mut bytes)
-        .map_err(io_err("read", &path))?;
-    let text = String::from_utf8_lossy(&bytes);
-    let mut lines = text.lines();
-    let parsed = match (lines.next(), lines.next(), lines.next()) {
-        (Some(version), Some(offset), None)
-            if version.trim() == LOG_START_OFFSET_VERSION.to_string() =>
-        {
-            offset.trim().parse::<i64>().ok().filter(|o| *o >= 0)
-        }
-        _ => None,
-    };
-    if parsed.is_none() {
-        tracing::warn!(path = %path.display(),
-            "unreadable log start offset, using the first segment's base offset");
-    }
-    Ok(parsed)
+    read_offset_file(
+        dir,
+        LOG_START_OFFSET_FILE,
+        "using the first segment's base offset",
+    )
 }
 
 /// Writes the log start offset atomically and durably (temp file, fsync, rename, fsync of the
 /// directory): a lost update could make deleted records readable again after a restart.
 fn write_log_start_offset(dir: &Path, offset: i64) -> Result<(), LogError> {
-    let tmp = dir.join(LOG_START_OFFSET_TMP_FILE);
-    let path = dir.join(LOG_START_OFFSET_FILE);
-    let mut file = File::create(&tmp).map_err(io_err("create", &tmp))?;
-    file.write_all(format!("{LOG_START_OFFSET_VERSION}\n{offset}\n").as_bytes())
-        .and_then(|()| file.sync_all())
-        .map_err(io_err("write", &tmp))?;
-    drop(file);
-    fs::rename(&tmp, &path).map_err(io_err("rename", &tmp))?;
-    sync_dir(dir)
+    write_offset_file(dir, LOG_START_OFFSET_FILE, offset, true)
 }
 
 /// `path` with `.deleted` appended to its whole name.

@@ -100,37 +100,25 @@ impl Partition {
         leader.pending_isr = None;
     }
 
-    /// The ISR as applied, plus members of a pending expansion.
-    pub fn maximal_isr(&self) -> Vec<i32> {
-        let mut isr = self.replica_state().isr;
-        if let Some(pending) = &self.leader_state().pending_isr {
-            for r in pending {
-                if !isr.contains(r) {
-                    isr.push(*r);
-                }
-            }
-        }
-        isr
-    }
-
-    /// Moves the high watermark up to the minimum LEO of the maximal ISR, if that is higher.
-    /// Returns whether it moved (waiters are woken).
+    /// Moves the high watermark up to the minimum LEO of the maximal ISR (the ISR as applied
+    /// plus members of a pending expansion), if that is higher. Returns whether it moved
+    /// (waiters are woken). Runs after every leader append: no allocation but the ISR copy.
     pub fn maybe_advance_high_watermark(&self, me: i32) -> bool {
-        let isr = self.maximal_isr();
-        let followers: BTreeMap<i32, i64> = self
-            .leader_state()
-            .followers
-            .iter()
-            .map(|(id, f)| (*id, f.log_end_offset))
-            .collect();
+        let isr = self.replica_state().isr;
+        let followers_end = {
+            let leader = self.leader_state();
+            let pending = leader.pending_isr.as_deref().unwrap_or_default();
+            isr.iter()
+                .chain(pending)
+                .filter(|r| **r != me)
+                // An ISR member not heard from in this epoch holds the HW where it is.
+                .map(|r| leader.followers.get(r).map_or(-1, |f| f.log_end_offset))
+                .min()
+                .unwrap_or(i64::MAX)
+        };
         let moved = {
             let mut log = self.log_mut();
-            let mut candidate = log.log_end_offset();
-            for r in isr.iter().filter(|r| **r != me) {
-                // An ISR member not heard from in this epoch holds the HW where it is.
-                let end = followers.get(r).copied().unwrap_or(-1);
-                candidate = candidate.min(end);
-            }
+            let candidate = log.log_end_offset().min(followers_end);
             if candidate > log.high_watermark() {
                 log.set_high_watermark(candidate);
                 true
