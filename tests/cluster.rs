@@ -4,8 +4,8 @@
 //! (controller, brokers, leaders, leader epochs, ISRs) and rdkafka's AdminClient, producer and
 //! consumer. The last tests run `strait cluster` itself.
 //!
-//! Partition data does not replicate between nodes yet, so nothing here needs a follower to
-//! hold records: leadership, fencing and the quorum are what is under test.
+//! Leadership, fencing and the quorum are what is under test here; `tests/replication.rs`
+//! covers the records themselves under faults.
 
 mod common;
 

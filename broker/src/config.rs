@@ -142,6 +142,10 @@ pub struct NodeConfig {
     /// `offset.metadata.max.bytes`: longest metadata string of a commit.
     #[serde(default = "default_offset_metadata_max_bytes")]
     pub offset_metadata_max_bytes: i32,
+    /// `offsets.commit.timeout.ms`: how long an offset commit waits for its replication
+    /// before it is answered REQUEST_TIMED_OUT.
+    #[serde(default = "default_offsets_commit_timeout_ms")]
+    pub offsets_commit_timeout_ms: u64,
     /// `offsets.retention.minutes`: how long offsets of an empty group are kept.
     #[serde(default = "default_offsets_retention_minutes")]
     pub offsets_retention_minutes: i64,
@@ -222,6 +226,10 @@ fn default_group_initial_rebalance_delay_ms() -> i32 {
 fn default_group_max_size() -> i32 {
     i32::MAX
 }
+fn default_offsets_commit_timeout_ms() -> u64 {
+    5_000
+}
+
 fn default_offset_metadata_max_bytes() -> i32 {
     4096
 }
@@ -471,6 +479,7 @@ impl NodeConfig {
             max_size: usize::try_from(self.group_max_size).unwrap_or(0),
             offset_metadata_max_bytes: usize::try_from(self.offset_metadata_max_bytes).unwrap_or(0),
             offsets_retention_ms: self.offsets_retention_minutes.saturating_mul(60_000),
+            offsets_commit_timeout_ms: self.offsets_commit_timeout_ms,
             ..crate::group::GroupConfig::default()
         }
     }

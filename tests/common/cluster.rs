@@ -21,7 +21,8 @@ use std::time::{Duration, Instant};
 
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::{
-    ApiKey, CreateTopicsRequest, CreateTopicsResponse, MetadataRequest, MetadataResponse, TopicName,
+    ApiKey, CreateTopicsRequest, CreateTopicsResponse, FindCoordinatorRequest,
+    FindCoordinatorResponse, MetadataRequest, MetadataResponse, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -203,6 +204,22 @@ pub fn try_metadata(from: i32, addr: SocketAddr) -> Result<ClusterMetadata, Stri
     })
 }
 
+/// FindCoordinator v3 for consumer group `group`, asked of the node at `addr`: the
+/// coordinator's node id, or the error code and message.
+pub fn find_coordinator(addr: SocketAddr, group: &str) -> Result<i32, String> {
+    let req = FindCoordinatorRequest::default()
+        .with_key(StrBytes::from_string(group.to_string()))
+        .with_key_type(0);
+    let resp: FindCoordinatorResponse = try_raw_call_at(addr, ApiKey::FindCoordinator, 3, &req)?;
+    if resp.error_code != 0 {
+        return Err(format!(
+            "FindCoordinator({group}): error {} ({:?})",
+            resp.error_code, resp.error_message
+        ));
+    }
+    Ok(resp.node_id.0)
+}
+
 /// An rdkafka admin client bootstrapped on `bootstrap` only.
 pub fn admin_client(bootstrap: &str) -> AdminClient<DefaultClientContext> {
     ClientConfig::new()
@@ -222,12 +239,34 @@ pub fn create_topic_rdkafka(
     replication_factor: i32,
     timeout: Duration,
 ) -> Result<(), String> {
+    create_topic_with_configs(
+        bootstrap,
+        name,
+        partitions,
+        replication_factor,
+        &[],
+        timeout,
+    )
+}
+
+/// [`create_topic_rdkafka`] with topic configs.
+pub fn create_topic_with_configs(
+    bootstrap: &str,
+    name: &str,
+    partitions: i32,
+    replication_factor: i32,
+    configs: &[(&str, &str)],
+    timeout: Duration,
+) -> Result<(), String> {
     let admin = admin_client(bootstrap);
-    let topic = NewTopic::new(
+    let mut topic = NewTopic::new(
         name,
         partitions,
         TopicReplication::Fixed(replication_factor),
     );
+    for (key, value) in configs {
+        topic = topic.set(key, value);
+    }
     let opts = AdminOptions::new()
         .request_timeout(Some(timeout))
         .operation_timeout(Some(timeout));
@@ -682,6 +721,15 @@ impl Drop for Cluster {
             }
         }
         if thread::panicking() {
+            // STRAIT_E2E_KEEP_LOGS=DIR keeps every node's whole log for a closer look.
+            if let Some(keep) = std::env::var_os("STRAIT_E2E_KEEP_LOGS") {
+                let keep = PathBuf::from(keep);
+                let _ = std::fs::create_dir_all(&keep);
+                for node in &self.nodes {
+                    let name = format!("{}-node-{}.log", std::process::id(), node.id());
+                    let _ = std::fs::copy(&node.log_path, keep.join(name));
+                }
+            }
             for node in &self.nodes {
                 eprintln!(
                     "--- node {} log ({}), last {LOG_TAIL_LINES} lines ---\n{}\n--- end of node {} log ---",

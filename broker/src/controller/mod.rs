@@ -55,6 +55,9 @@ const SESSION_CHECK_INTERVAL_MS: u64 = 100;
 const PAUSE_DETECTION_MS: u64 = 1_000;
 /// How long one RPC to a peer may take.
 const RPC_TIMEOUT_MS: u64 = 5_000;
+/// How long a stopping active controller lets its final heartbeat round reach the followers
+/// (two of openraft's 100 ms heartbeat intervals).
+const HANDOFF_MS: u64 = 200;
 
 /// What the controller needs from the node's configuration.
 #[derive(Debug, Clone)]
@@ -618,7 +621,18 @@ impl Controller {
     }
 
     /// Stops Raft and the controller listener.
+    ///
+    /// An active controller first sends one more heartbeat round and gives it
+    /// [`HANDOFF_MS`]: followers learn the commit index from the leader's next message, and
+    /// with no leader after this one (two of three voters down) what it committed last, such
+    /// as its own controlled shutdown, would otherwise stay unapplied on the survivor.
     pub async fn shutdown(&self) {
+        if self.is_leader() {
+            if let Err(e) = self.raft.trigger().heartbeat().await {
+                tracing::debug!(error = %e, "final heartbeat not sent");
+            }
+            tokio::time::sleep(Duration::from_millis(HANDOFF_MS)).await;
+        }
         let _ = self.stop.send(true);
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!(error = %e, "metadata quorum did not stop cleanly");

@@ -32,6 +32,7 @@ use tokio::sync::oneshot;
 
 use crate::broker::{now_ms, Broker, BrokerError, NewTopic};
 use crate::log::batch;
+use crate::replication::{wait_replicated, Appended};
 use storage::{GroupValue, MemberValue, OffsetValue, StoredRecord, OFFSETS_TOPIC};
 
 /// How often group deadlines are checked; bounds how late a session timeout is noticed.
@@ -68,6 +69,8 @@ pub struct GroupConfig {
     pub offsets_retention_ms: i64,
     /// `offsets.retention.check.interval.ms`.
     pub offsets_retention_check_interval_ms: i64,
+    /// `offsets.commit.timeout.ms`: how long an offset commit waits for replication.
+    pub offsets_commit_timeout_ms: u64,
 }
 
 impl Default for GroupConfig {
@@ -81,6 +84,7 @@ impl Default for GroupConfig {
             offset_metadata_max_bytes: 4096,
             offsets_retention_ms: 7 * 24 * 60 * 60 * 1000,
             offsets_retention_check_interval_ms: 600_000,
+            offsets_commit_timeout_ms: 5_000,
         }
     }
 }
@@ -647,7 +651,7 @@ impl GroupCoordinator {
         broker: &Broker,
         group_id: &str,
         records: Vec<(Bytes, Option<Bytes>)>,
-    ) -> Result<(), crate::broker::BrokerError> {
+    ) -> Result<Appended, crate::broker::BrokerError> {
         let partition_index =
             storage::partition_for(group_id, self.config.offsets_topic_num_partitions);
         self.append_records(broker, partition_index, records)
@@ -659,8 +663,12 @@ impl GroupCoordinator {
         broker: &Broker,
         partition_index: i32,
         records: Vec<(Bytes, Option<Bytes>)>,
-    ) -> Result<(), crate::broker::BrokerError> {
-        let partition = broker.partition(OFFSETS_TOPIC, partition_index)?;
+    ) -> Result<Appended, crate::broker::BrokerError> {
+        let (partition, leader_epoch) = broker.leader_partition(OFFSETS_TOPIC, partition_index)?;
+        let min_insync_replicas = broker
+            .topic(OFFSETS_TOPIC)
+            .and_then(|t| t.config.get("min.insync.replicas").parse().ok())
+            .unwrap_or(1);
         let now = now_ms();
         let records: Vec<Record> = records
             .into_iter()
@@ -695,8 +703,13 @@ impl GroupCoordinator {
         })?;
         let headers = batch::split_and_validate(&buf, usize::MAX)
             .map_err(|e| crate::broker::BrokerError::Internal(format!("group records: {e}")))?;
-        broker.append(&partition, &mut buf, &headers, None)?;
-        Ok(())
+        let info = broker.append(&partition, &mut buf, &headers, None)?;
+        Ok(Appended {
+            partition,
+            leader_epoch,
+            last_offset: info.last_offset,
+            min_insync_replicas,
+        })
     }
 
     fn store_group(&self, broker: &Broker, group: &mut Group) -> Result<(), i16> {
@@ -1457,9 +1470,44 @@ impl GroupCoordinator {
         }
     }
 
-    /// OffsetCommit: a code per partition, in request order.
-    pub fn commit(&self, broker: &Broker, req: &CommitRequest) -> Vec<i16> {
-        let all = |code: i16| vec![code; req.partitions.len()];
+    /// OffsetCommit: a code per partition, in request order. Answered once the commit is
+    /// replicated (Kafka appends it with acks=all), bounded by `offsets_commit_timeout_ms`; the
+    /// new offsets are visible to OffsetFetch from the moment they are appended.
+    pub async fn commit(&self, broker: &Broker, req: &CommitRequest) -> Vec<i16> {
+        let (mut codes, appended) = self.commit_locally(broker, req);
+        let Some((appended, accepted)) = appended else {
+            return codes;
+        };
+        let deadline = tokio::time::Instant::now()
+            + std::time::Duration::from_millis(self.config.offsets_commit_timeout_ms);
+        let code = wait_replicated(broker, &appended, deadline).await;
+        if code != 0 {
+            // Kafka's mapping of a failed offsets append (GroupMetadataManager.storeOffsets).
+            let code = if code == E::NotLeaderOrFollower.code() {
+                E::NotCoordinator.code()
+            } else if code == E::NotEnoughReplicasAfterAppend.code() {
+                E::CoordinatorNotAvailable.code()
+            } else {
+                code
+            };
+            tracing::warn!(group = %req.group_id, code, last_offset = appended.last_offset,
+                "offset commit not replicated");
+            for i in accepted {
+                codes[i] = code;
+            }
+        }
+        codes
+    }
+
+    /// The local part of [`GroupCoordinator::commit`]: checks and the append; returns the codes
+    /// and, when something was appended, what to wait for and which codes it decides.
+    #[allow(clippy::type_complexity)]
+    fn commit_locally(
+        &self,
+        broker: &Broker,
+        req: &CommitRequest,
+    ) -> (Vec<i16>, Option<(Appended, Vec<usize>)>) {
+        let all = |code: i16| (vec![code; req.partitions.len()], None);
         if req.group_id.is_empty() || req.group_id.len() > GROUP_ID_LENGTH_MAX {
             return all(E::InvalidGroupId.code());
         }
@@ -1526,13 +1574,16 @@ impl GroupCoordinator {
             codes.push(code);
         }
         if records.is_empty() {
-            return codes;
+            return (codes, None);
         }
         match self.store(broker, &req.group_id, records) {
-            Ok(()) => {
-                for (_, key, value) in accepted {
+            Ok(appended) => {
+                let mut decided = Vec::with_capacity(accepted.len());
+                for (i, key, value) in accepted {
                     group.offsets.insert(key, value);
+                    decided.push(i);
                 }
+                (codes, Some((appended, decided)))
             }
             Err(e) => {
                 tracing::error!(group = %req.group_id, error = %e, "cannot store offsets");
@@ -1540,9 +1591,9 @@ impl GroupCoordinator {
                 for (i, _, _) in accepted {
                     codes[i] = code;
                 }
+                (codes, None)
             }
         }
-        codes
     }
 
     /// OffsetFetch for one group: the committed offset of each requested partition (`None` =

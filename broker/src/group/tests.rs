@@ -353,29 +353,32 @@ async fn commits_follow_kafkas_membership_rules() {
     topic(&b, "t", 2).await;
     // Outside the group protocol, a commit creates an offsets-only group.
     assert_eq!(
-        b.groups().commit(&b, &commit("solo", -1, "", "t", 5)),
+        b.groups().commit(&b, &commit("solo", -1, "", "t", 5)).await,
         vec![0]
     );
     assert_eq!(b.groups().describe("solo").state, GroupState::Empty);
     let id = single_stable_member(&b, "g").await;
     // While the group has members, only they may commit, with the current generation.
     assert_eq!(
-        b.groups().commit(&b, &commit("g", -1, "", "t", 1)),
+        b.groups().commit(&b, &commit("g", -1, "", "t", 1)).await,
         vec![E::UnknownMemberId.code()]
     );
     assert_eq!(
-        b.groups().commit(&b, &commit("g", 0, &id, "t", 1)),
+        b.groups().commit(&b, &commit("g", 0, &id, "t", 1)).await,
         vec![E::IllegalGeneration.code()]
     );
-    assert_eq!(b.groups().commit(&b, &commit("g", 1, &id, "t", 7)), vec![0]);
     assert_eq!(
-        b.groups().commit(&b, &commit("g", 1, &id, "nope", 1)),
+        b.groups().commit(&b, &commit("g", 1, &id, "t", 7)).await,
+        vec![0]
+    );
+    assert_eq!(
+        b.groups().commit(&b, &commit("g", 1, &id, "nope", 1)).await,
         vec![E::UnknownTopicOrPartition.code()]
     );
     let mut big = commit("g", 1, &id, "t", 8);
     big.partitions[0].metadata = "x".repeat(5000);
     assert_eq!(
-        b.groups().commit(&b, &big),
+        b.groups().commit(&b, &big).await,
         vec![E::OffsetMetadataTooLarge.code()]
     );
     let fetched = b
@@ -385,7 +388,10 @@ async fn commits_follow_kafkas_membership_rules() {
     assert_eq!(fetched[1].2, None);
     // Once the member is gone, an outside commit is accepted again (the mirror relies on it).
     b.groups().leave(&b, "g", &[(id, None)]);
-    assert_eq!(b.groups().commit(&b, &commit("g", -1, "", "t", 9)), vec![0]);
+    assert_eq!(
+        b.groups().commit(&b, &commit("g", -1, "", "t", 9)).await,
+        vec![0]
+    );
 }
 
 #[tokio::test]
@@ -397,11 +403,11 @@ async fn groups_and_offsets_survive_a_restart_and_deletes_stay_deleted() {
         topic(&b, "t", 1).await;
         id = single_stable_member(&b, "g").await;
         assert_eq!(
-            b.groups().commit(&b, &commit("g", 1, &id, "t", 42)),
+            b.groups().commit(&b, &commit("g", 1, &id, "t", 42)).await,
             vec![0]
         );
         assert_eq!(
-            b.groups().commit(&b, &commit("gone", -1, "", "t", 3)),
+            b.groups().commit(&b, &commit("gone", -1, "", "t", 3)).await,
             vec![0]
         );
         assert_eq!(b.groups().delete_group(&b, "gone"), 0);
@@ -449,7 +455,10 @@ async fn offset_delete_refuses_subscribed_topics_of_an_active_consumer_group() {
     assert_eq!(b.groups().join(&b, req).await.error_code, 0);
     b.groups().sync(&b, sync_req("g", &id, 1, &[])).await;
     for t in ["sub", "other"] {
-        assert_eq!(b.groups().commit(&b, &commit("g", 1, &id, t, 1)), vec![0]);
+        assert_eq!(
+            b.groups().commit(&b, &commit("g", 1, &id, t, 1)).await,
+            vec![0]
+        );
     }
     let codes = b
         .groups()
@@ -475,7 +484,7 @@ async fn offsets_of_an_empty_group_expire_after_the_retention() {
     let b = open(dir.path()).await;
     topic(&b, "t", 1).await;
     assert_eq!(
-        b.groups().commit(&b, &commit("old", -1, "", "t", 5)),
+        b.groups().commit(&b, &commit("old", -1, "", "t", 5)).await,
         vec![0]
     );
     let retention = b.groups().config().offsets_retention_ms;
@@ -493,7 +502,7 @@ async fn list_groups_filters_by_state() {
     let b = open(dir.path()).await;
     topic(&b, "t", 1).await;
     single_stable_member(&b, "active").await;
-    b.groups().commit(&b, &commit("idle", -1, "", "t", 1));
+    b.groups().commit(&b, &commit("idle", -1, "", "t", 1)).await;
     let all: Vec<String> = b
         .groups()
         .list(&[])
@@ -524,7 +533,7 @@ async fn a_partition_full_of_superseded_commits_is_compacted_and_replays_the_sam
                 partition: 1,
                 ..req.partitions[0].clone()
             });
-            assert_eq!(b.groups().commit(&b, &req), vec![0, 0]);
+            assert_eq!(b.groups().commit(&b, &req).await, vec![0, 0]);
         }
         partition = storage::partition_for("busy", 4);
         let p = b.partition(OFFSETS_TOPIC, partition).unwrap();

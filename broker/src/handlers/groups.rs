@@ -33,6 +33,12 @@ fn s(v: &str) -> StrBytes {
     StrBytes::from_string(v.to_string())
 }
 
+/// How long FindCoordinator waits for the creation of `__consumer_offsets` before it answers
+/// COORDINATOR_NOT_AVAILABLE. Requests on a connection are answered in order, so a long wait
+/// (no metadata quorum) would hold up the client's fetches on the same connection; Kafka
+/// answers at once and creates the topic in the background.
+const OFFSETS_TOPIC_CREATE_WAIT_MS: u64 = 250;
+
 /// FindCoordinator: a group's coordinator is the leader of its `__consumer_offsets`
 /// partition. The topic is created on first use, as Kafka does; until its partition has a
 /// leader the answer is COORDINATOR_NOT_AVAILABLE, which clients retry.
@@ -41,13 +47,17 @@ pub async fn find_coordinator(
     req: FindCoordinatorRequest,
     version: i16,
 ) -> FindCoordinatorResponse {
-    let offsets_topic = if req.key_type == 0 {
-        broker.groups().ensure_offsets_topic(broker).await
-    } else {
-        Ok(())
-    };
-    if let Err(e) = &offsets_topic {
-        tracing::warn!(error = %e, "cannot create the offsets topic");
+    if req.key_type == 0 {
+        let wait = std::time::Duration::from_millis(OFFSETS_TOPIC_CREATE_WAIT_MS);
+        // A creation cut short may still commit: the proposal is in the controller's hands.
+        match tokio::time::timeout(wait, broker.groups().ensure_offsets_topic(broker)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot create the offsets topic"),
+            Err(_) => tracing::debug!(
+                wait_ms = OFFSETS_TOPIC_CREATE_WAIT_MS,
+                "the offsets topic is not created yet"
+            ),
+        }
     }
     let image = broker.image();
     let partitions = broker.groups().config().offsets_topic_num_partitions;
@@ -254,7 +264,7 @@ pub fn leave_group(broker: &Broker, req: LeaveGroupRequest, version: i16) -> Lea
 }
 
 /// OffsetCommit.
-pub fn offset_commit(
+pub async fn offset_commit(
     broker: &Broker,
     req: OffsetCommitRequest,
     version: i16,
@@ -289,7 +299,7 @@ pub fn offset_commit(
         group_instance_id: req.group_instance_id.as_ref().map(|i| i.to_string()),
         partitions,
     };
-    let codes = broker.groups().commit(broker, &request);
+    let codes = broker.groups().commit(broker, &request).await;
     let mut codes = codes.into_iter();
     let topics = req
         .topics

@@ -295,7 +295,7 @@ pub async fn dispatch_from(
         }
         ApiKey::OffsetCommit => {
             let req = decode_body(key, version, body)?;
-            let resp = groups::offset_commit(broker, req, version);
+            let resp = groups::offset_commit(broker, req, version).await;
             respond(encode_response(key, version, cid, &resp))
         }
         ApiKey::OffsetFetch => {

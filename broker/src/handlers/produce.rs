@@ -8,14 +8,15 @@
 //! written succeeds with the original batch's base offset (and nothing is written), while a
 //! fenced epoch or a sequence gap gets INVALID_PRODUCER_EPOCH or OUT_OF_ORDER_SEQUENCE_NUMBER.
 //!
-//! Only the leader appends. With acks=all an ISR smaller than `min.insync.replicas` is
-//! NOT_ENOUGH_REPLICAS before anything is written; after the append the response waits
+//! Only the leader appends. With acks=all fewer in-sync replicas than `min.insync.replicas` is
+//! NOT_ENOUGH_REPLICAS before anything is written (in sync: ISR members the leader heard from
+//! within `replica_lag_time_max_ms`, so a leader whose ISR shrink cannot be committed, the
+//! metadata quorum being lost, still refuses); after the append the response waits
 //! (Kafka's delayed produce, bounded by the request's timeout) until the high watermark
 //! passes the appended records, and is NOT_ENOUGH_REPLICAS_AFTER_APPEND if the ISR shrank
 //! below the minimum meanwhile, REQUEST_TIMED_OUT if the timeout passed, and
 //! NOT_LEADER_OR_FOLLOWER if the leadership moved.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -24,16 +25,9 @@ use kafka_protocol::messages::produce_response::{PartitionProduceResponse, Topic
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use kafka_protocol::protocol::StrBytes;
 
-use crate::broker::{now_ms, Broker, Partition};
+use crate::broker::{now_ms, Broker};
 use crate::log::batch;
-
-/// An appended acks=all partition waiting for replication.
-struct Waiting {
-    partition: Arc<Partition>,
-    leader_epoch: i32,
-    last_offset: i64,
-    min_insync_replicas: usize,
-}
+use crate::replication::{replica_lag_time_max_ms, wait_replicated, Appended};
 
 /// Result of producing to one partition: the response entry, plus a reason for the log, and
 /// for acks=all what to wait for.
@@ -43,7 +37,7 @@ fn produce_partition(
     index: i32,
     records: Option<Bytes>,
     acks: i16,
-) -> Result<(PartitionProduceResponse, Option<Waiting>), (i16, String)> {
+) -> Result<(PartitionProduceResponse, Option<Appended>), (i16, String)> {
     let topic_state = broker.topic(topic).ok_or_else(|| {
         (
             ResponseError::UnknownTopicOrPartition.code(),
@@ -67,11 +61,12 @@ fn produce_partition(
         .unwrap_or(1);
     if acks == -1 {
         let isr = partition.replica_state().isr.len();
-        if isr < min_insync_replicas {
+        let in_sync = partition.in_sync_count(broker.node_id(), replica_lag_time_max_ms(broker));
+        if in_sync < min_insync_replicas {
             return Err((
                 ResponseError::NotEnoughReplicas.code(),
                 format!(
-                    "the ISR of {topic}-{index} has {isr} member(s), below min.insync.replicas={min_insync_replicas}"
+                    "{in_sync} of the {isr} ISR member(s) of {topic}-{index} are in sync, below min.insync.replicas={min_insync_replicas}"
                 ),
             ));
         }
@@ -100,7 +95,7 @@ fn produce_partition(
         .with_base_offset(info.first_offset)
         .with_log_append_time_ms(log_append_time_ms.unwrap_or(-1))
         .with_log_start_offset(log_start_offset);
-    let waiting = (acks == -1).then(|| Waiting {
+    let waiting = (acks == -1).then(|| Appended {
         partition,
         leader_epoch,
         last_offset: info.last_offset,
@@ -109,36 +104,12 @@ fn produce_partition(
     Ok((response, waiting))
 }
 
-/// Waits until the high watermark passes `w.last_offset` or `deadline`; the error code to
-/// answer, 0 when replicated.
-async fn wait_replicated(broker: &Broker, w: &Waiting, deadline: tokio::time::Instant) -> i16 {
-    let mut changes = broker.subscribe_appends();
-    loop {
-        changes.borrow_and_update();
-        if w.partition.leader_epoch_on(broker.node_id()) != Some(w.leader_epoch) {
-            return ResponseError::NotLeaderOrFollower.code();
-        }
-        if w.partition.high_watermark() > w.last_offset {
-            let isr = w.partition.replica_state().isr.len();
-            return if isr < w.min_insync_replicas {
-                ResponseError::NotEnoughReplicasAfterAppend.code()
-            } else {
-                0
-            };
-        }
-        match tokio::time::timeout_at(deadline, changes.changed()).await {
-            Ok(Ok(())) => continue,
-            _ => return ResponseError::RequestTimedOut.code(),
-        }
-    }
-}
-
 /// Answers a Produce request; `None` for acks=0, which gets no response.
 pub async fn handle(broker: &Broker, req: ProduceRequest, version: i16) -> Option<ProduceResponse> {
     let acks = req.acks;
     let timeout_ms = u64::try_from(req.timeout_ms.max(0)).unwrap_or(0);
     let deadline = tokio::time::Instant::now() + Duration::from_millis(timeout_ms);
-    let mut waiting: Vec<(usize, usize, Waiting)> = Vec::new();
+    let mut waiting: Vec<(usize, usize, Appended)> = Vec::new();
     let acks_valid = matches!(acks, -1..=1);
     let mut responses = Vec::with_capacity(req.topic_data.len());
     for topic in req.topic_data {

@@ -19,8 +19,11 @@ pub mod client;
 pub mod fetcher;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
-use crate::broker::{now_ms, Partition, ReplicaState};
+use kafka_protocol::error::ResponseError;
+
+use crate::broker::{now_ms, Broker, Partition, ReplicaState};
 
 /// What a leader knows of one follower.
 #[derive(Debug, Clone, Copy)]
@@ -229,8 +232,79 @@ impl Partition {
         })
     }
 
+    /// How many ISR members this leader counts as in sync now: itself and the followers caught
+    /// up within `lag_max_ms`. Normally the ISR's size; smaller while a shrink cannot be
+    /// committed (the metadata quorum is lost), which is what the acks=all check against
+    /// `min.insync.replicas` must see (see ARCHITECTURE.md, deviations).
+    pub fn in_sync_count(&self, me: i32, lag_max_ms: i64) -> usize {
+        let state = self.replica_state();
+        let now = now_ms();
+        let leader = self.leader_state();
+        state
+            .isr
+            .iter()
+            .filter(|r| {
+                **r == me
+                    || leader
+                        .followers
+                        .get(r)
+                        .is_some_and(|f| now - f.last_caught_up_ms <= lag_max_ms)
+            })
+            .count()
+    }
+
     /// Forgets a pending ISR change (committed, refused or failed).
     pub fn clear_pending_isr(&self) {
         self.leader_state().pending_isr = None;
+    }
+}
+
+/// Records appended by this node as leader, to be acknowledged once replicated (acks=all
+/// produce, group coordinator writes).
+pub struct Appended {
+    /// The partition written.
+    pub partition: Arc<Partition>,
+    /// The leader epoch the append happened in.
+    pub leader_epoch: i32,
+    /// Offset of the last record appended.
+    pub last_offset: i64,
+    /// The partition's `min.insync.replicas` at the time of the append.
+    pub min_insync_replicas: usize,
+}
+
+/// `replica_lag_time_max_ms` of this node, as the in-sync checks take it.
+pub fn replica_lag_time_max_ms(broker: &Broker) -> i64 {
+    i64::try_from(broker.config().replica_lag_time_max_ms).unwrap_or(i64::MAX)
+}
+
+/// Waits (Kafka's delayed produce) until the high watermark passes `appended.last_offset` or
+/// `deadline`; the error code to answer, 0 when replicated: NOT_LEADER_OR_FOLLOWER once this
+/// node no longer leads in the append's epoch, NOT_ENOUGH_REPLICAS_AFTER_APPEND when fewer
+/// replicas than `min.insync.replicas` are in sync by then, REQUEST_TIMED_OUT at the deadline.
+pub async fn wait_replicated(
+    broker: &Broker,
+    appended: &Appended,
+    deadline: tokio::time::Instant,
+) -> i16 {
+    let mut changes = broker.subscribe_appends();
+    loop {
+        changes.borrow_and_update();
+        if appended.partition.leader_epoch_on(broker.node_id()) != Some(appended.leader_epoch) {
+            return ResponseError::NotLeaderOrFollower.code();
+        }
+        if appended.partition.high_watermark() > appended.last_offset {
+            let in_sync = appended
+                .partition
+                .in_sync_count(broker.node_id(), replica_lag_time_max_ms(broker));
+            return if in_sync < appended.min_insync_replicas {
+                ResponseError::NotEnoughReplicasAfterAppend.code()
+            } else {
+                0
+            };
+        }
+        match tokio::time::timeout_at(deadline, changes.changed()).await {
+            Ok(Ok(())) => continue,
+            _ => return ResponseError::RequestTimedOut.code(),
+        }
     }
 }
