@@ -71,6 +71,10 @@ enum BenchCommand {
     /// Read a topic with a consumer group of three and with one consumer that has every
     /// partition assigned, on a fresh local broker, and print MB/s of each.
     Consume(strait::bench::ConsumeBenchArgs),
+    /// Produce with acks=all to a fresh local three-node cluster (replication factor 3,
+    /// min.insync.replicas=2) and to a single node, and print MB/s, p50/p99 latency and the
+    /// ratio of the two.
+    Replication(strait::bench::ReplicationBenchArgs),
 }
 
 fn init_tracing() {
@@ -135,6 +139,9 @@ fn main() -> ExitCode {
             Command::Cluster(args) => strait::cluster::run(args).await,
             Command::Bench(BenchCommand::Produce(args)) => strait::bench::produce(args).await,
             Command::Bench(BenchCommand::Consume(args)) => strait::bench::consume(args).await,
+            Command::Bench(BenchCommand::Replication(args)) => {
+                strait::bench::replication(args).await
+            }
         }
     });
     match result {

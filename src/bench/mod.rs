@@ -2,6 +2,8 @@
 //!
 //! - [`produce`]: broker ingest against this machine's own sequential write rate.
 //! - [`consume`]: a consumer group of three against one consumer with all partitions assigned.
+//! - [`replication`]: acks=all produce to a three-node cluster with replication factor 3
+//!   against the same load on a single node.
 //!
 //! Every benchmark starts a fresh broker as a child process of this same binary on an
 //! ephemeral loopback port, so it measures the real process a user runs.
@@ -14,9 +16,11 @@ use anyhow::{bail, Context};
 
 pub mod consume;
 pub mod produce;
+pub mod replication;
 
 pub use consume::{consume, ConsumeBenchArgs};
 pub use produce::{produce, ProduceBenchArgs};
+pub use replication::{replication, ReplicationBenchArgs};
 
 /// A broker child process that is killed when dropped.
 struct ChildBroker {
@@ -33,26 +37,59 @@ impl ChildBroker {
             "node_id: 1\nlisten: 127.0.0.1:0\ndata_dir: broker-data\n{node_yaml}log:\n  segment_bytes: 268435456\n{log_yaml}"
         );
         std::fs::write(&config, yaml).with_context(|| format!("writing {}", config.display()))?;
+        ChildBroker::spawn(&config)?.wait_ready()
+    }
+
+    /// Starts `strait broker --config config` without waiting for it to be ready (the nodes of
+    /// a cluster get ready together, once a quorum of them runs).
+    fn spawn(config: &Path) -> anyhow::Result<StartingBroker> {
         let exe = std::env::current_exe().context("locating the strait binary")?;
         let mut child = Command::new(exe)
             .args(["broker", "--config"])
-            .arg(&config)
-            .env("RUST_LOG", "warn")
+            .arg(config)
+            // openraft warns about every slow heartbeat, which a saturated benchmark causes.
+            .env("RUST_LOG", "warn,openraft=error")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
             .context("starting the broker")?;
-        let stdout = child.stdout.take().context("broker stdout")?;
+        let stdout = child.stdout.take();
+        Ok(StartingBroker {
+            child: Some(child),
+            stdout,
+        })
+    }
+}
+
+/// A broker child process that has not printed its ready line yet; killed when dropped.
+struct StartingBroker {
+    child: Option<Child>,
+    stdout: Option<std::process::ChildStdout>,
+}
+
+impl StartingBroker {
+    /// Reads the ready line (the broker's first line on stdout).
+    fn wait_ready(mut self) -> anyhow::Result<ChildBroker> {
+        let stdout = self.stdout.take().context("broker stdout")?;
         let mut line = String::new();
         BufReader::new(stdout)
             .read_line(&mut line)
             .context("reading the broker's ready line")?;
         let Some(addr) = line.split("listening on ").nth(1) else {
-            let _ = child.kill();
             bail!("broker did not report its address; it printed: {line:?}");
         };
         let bootstrap = addr.split(',').next().unwrap_or(addr).trim().to_string();
+        let child = self.child.take().context("broker process")?;
         Ok(ChildBroker { child, bootstrap })
+    }
+}
+
+impl Drop for StartingBroker {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 

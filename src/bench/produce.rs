@@ -95,7 +95,9 @@ fn percentile_ms(sorted_us: &[u32], p: f64) -> f64 {
     f64::from(sorted_us[idx]) / 1_000.0
 }
 
-fn run_producer(
+/// Produces `args.records` records of `args.record_bytes` to `topic` (created by the broker on
+/// first use unless it exists) with `acks`, at most `args.in_flight_records` unacknowledged.
+pub(super) fn run_producer(
     bootstrap: &str,
     topic: &str,
     acks: &str,
