@@ -9,7 +9,7 @@ mod common;
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::*;
 use rdkafka::Offset;
@@ -20,6 +20,10 @@ const CLIENT_TIMEOUT_MS: &str = "2000";
 /// How long the broker stays frozen: well past `CLIENT_TIMEOUT_MS`, so every request in
 /// flight at that moment times out on the client and is sent again.
 const FREEZE: Duration = Duration::from_secs(5);
+/// The frozen-broker test sends this many records, then sleeps [`PACE_INTERVAL`]: 2,000
+/// records a second, so the stream outlasts both freezes.
+const PACE_RECORDS: usize = 100;
+const PACE_INTERVAL: Duration = Duration::from_millis(50);
 /// The broker's log line for a batch it recognised as a retry (debug level, target
 /// `strait_broker::log`).
 const DUPLICATE_LOG_LINE: &str = "duplicate batch from an idempotent producer";
@@ -127,9 +131,31 @@ fn retries_after_a_frozen_broker_store_each_record_exactly_once() {
                 broker.sigcont();
             }
         });
-        let acked = producer.produce_all(&topic, None, &records, LONG);
+        // Paced, so records are still being sent when each freeze lands: sent as fast as
+        // the client can, the whole stream can be acknowledged before the first SIGSTOP
+        // arrives, leaving nothing in flight to retry.
+        let deadline = Instant::now() + LONG;
+        for (i, record) in records.iter().enumerate() {
+            producer
+                .send(&topic, None, i, record, deadline)
+                .unwrap_or_else(|e| panic!("enqueue record #{i}: {e}"));
+            if i % PACE_RECORDS == PACE_RECORDS - 1 {
+                thread::sleep(PACE_INTERVAL);
+                producer.poll(Duration::ZERO);
+            }
+        }
+        producer.flush(deadline.saturating_duration_since(Instant::now()));
         faults.join().expect("fault thread");
-        acked
+        let mut deliveries = producer.take_deliveries();
+        deliveries.sort_by_key(|d| d.index);
+        assert_eq!(deliveries.len(), N, "one delivery report per record");
+        deliveries
+            .into_iter()
+            .map(|d| match d.result {
+                Ok(at) => at,
+                Err(e) => panic!("record #{} was not acknowledged: {e}", d.index),
+            })
+            .collect::<Vec<(i32, i64)>>()
     });
     drop(producer);
 
