@@ -163,10 +163,11 @@ impl Drop for Workload {
     }
 }
 
-/// Starts three nodes and creates the ducktape topic: 3 partitions, RF 3,
-/// `min.insync.replicas=2`, every ISR full.
-fn cluster_with_topic(prefix: &str) -> (Cluster, String) {
-    let cluster = Cluster::start(3);
+/// Starts three nodes (with `extra_yaml` in their configs) and creates the ducktape topic:
+/// 3 partitions, RF 3, `min.insync.replicas=2`, every ISR full.
+fn cluster_with_topic(prefix: &str, extra_yaml: &str) -> (Cluster, String) {
+    let mut cluster = Cluster::new(3, extra_yaml);
+    cluster.start_all();
     let topic = unique(prefix);
     create_topic_with_configs(
         &cluster.bootstrap(),
@@ -260,23 +261,9 @@ fn validate(cluster: &Cluster, topic: &str, result: &WorkloadResult) -> usize {
     );
 
     let bootstrap = cluster.bootstrap();
-    let consumer = make_consumer(&bootstrap);
-    let mut by_partition: BTreeMap<i32, Vec<Consumed>> = BTreeMap::new();
-    for partition in 0..PARTITIONS {
-        let (low, high) = consumer
-            .fetch_watermarks(topic, partition, OP_TIMEOUT)
-            .unwrap_or_else(|e| panic!("watermarks of {topic}-{partition}: {e}"));
-        assert_eq!(low, 0, "{topic}-{partition}: log start moved");
-        let read = consume_all(
-            &bootstrap,
-            topic,
-            partition,
-            Offset::Beginning,
-            high as usize,
-            Duration::from_secs(60),
-        );
-        by_partition.insert(partition, read);
-    }
+    let by_partition: BTreeMap<i32, Vec<Consumed>> = (0..PARTITIONS)
+        .map(|p| (p, read_to_high_watermark(&bootstrap, topic, p)))
+        .collect();
 
     // No duplicates, and each partition in send order (the producer sends to a partition in
     // increasing index order, so its records must read back strictly increasing).
@@ -331,7 +318,7 @@ fn validate(cluster: &Cluster, topic: &str, result: &WorkloadResult) -> usize {
 
 /// Runs ducktape's produce-fault-validate cycle with `fault` applied to a fresh cluster.
 fn produce_through(name: &str, fault: impl FnOnce(&mut Cluster, &str, &Workload)) {
-    let (mut cluster, topic) = cluster_with_topic(name);
+    let (mut cluster, topic) = cluster_with_topic(name, "");
     let workload = Workload::start(&cluster.bootstrap(), &topic);
     workload.wait_progress(PROGRESS_RECORDS, "before the fault");
     let fault_started = Instant::now();
@@ -439,19 +426,7 @@ fn read_to_high_watermark(bootstrap: &str, topic: &str, partition: i32) -> Vec<C
 #[test]
 fn with_two_of_three_nodes_down_acks_all_is_refused_and_nothing_acknowledged_is_lost() {
     // A short lag time: the survivor notices within seconds that its last follower is gone.
-    let mut cluster = Cluster::new(3, "replica_lag_time_max_ms: 4000\n");
-    cluster.start_all();
-    let topic = unique("two-down");
-    create_topic_with_configs(
-        &cluster.bootstrap(),
-        &topic,
-        PARTITIONS,
-        3,
-        &[("min.insync.replicas", "2")],
-        OP_TIMEOUT,
-    )
-    .unwrap_or_else(|e| panic!("creating {topic}: {e}"));
-    wait_full_isrs(&cluster, &topic, OP_TIMEOUT);
+    let (mut cluster, topic) = cluster_with_topic("two-down", "replica_lag_time_max_ms: 4000\n");
     let all_nodes = cluster.bootstrap();
 
     // All three up.
@@ -582,7 +557,7 @@ fn with_two_of_three_nodes_down_acks_all_is_refused_and_nothing_acknowledged_is_
 
 #[test]
 fn a_node_whose_disk_was_wiped_rejoins_as_a_follower_and_catches_up() {
-    let (mut cluster, topic) = cluster_with_topic("wiped-disk");
+    let (mut cluster, topic) = cluster_with_topic("wiped-disk", "");
     let acked = produce_acked(&cluster.bootstrap(), &topic, "before-wipe", 1_000);
 
     // The leader of partition 0 loses its disk: killed, data directory removed, started again
@@ -679,19 +654,8 @@ fn commit_with_retries(
 
 #[test]
 fn a_consumer_group_keeps_consuming_through_a_coordinator_failover_from_committed_offsets() {
-    let mut cluster = Cluster::new(3, "group_initial_rebalance_delay_ms: 0\n");
-    cluster.start_all();
-    let topic = unique("group-failover");
-    create_topic_with_configs(
-        &cluster.bootstrap(),
-        &topic,
-        PARTITIONS,
-        3,
-        &[("min.insync.replicas", "2")],
-        OP_TIMEOUT,
-    )
-    .unwrap_or_else(|e| panic!("creating {topic}: {e}"));
-    wait_full_isrs(&cluster, &topic, OP_TIMEOUT);
+    let (mut cluster, topic) =
+        cluster_with_topic("group-failover", "group_initial_rebalance_delay_ms: 0\n");
     let all_nodes = cluster.bootstrap();
     const PER_PARTITION: usize = 1_000;
     let produced = produce_acked(&all_nodes, &topic, "group", PER_PARTITION);

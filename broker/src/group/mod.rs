@@ -607,6 +607,10 @@ fn store_error_code(e: &crate::broker::BrokerError) -> i16 {
     }
 }
 
+/// An appended offset commit waiting for replication, with the indices of the request's
+/// partitions whose answer depends on it.
+type PendingCommit = (Appended, Vec<usize>);
+
 /// The group coordinator of one node (on a single node it owns every group).
 pub struct GroupCoordinator {
     config: GroupConfig,
@@ -1501,12 +1505,11 @@ impl GroupCoordinator {
 
     /// The local part of [`GroupCoordinator::commit`]: checks and the append; returns the codes
     /// and, when something was appended, what to wait for and which codes it decides.
-    #[allow(clippy::type_complexity)]
     fn commit_locally(
         &self,
         broker: &Broker,
         req: &CommitRequest,
-    ) -> (Vec<i16>, Option<(Appended, Vec<usize>)>) {
+    ) -> (Vec<i16>, Option<PendingCommit>) {
         let all = |code: i16| (vec![code; req.partitions.len()], None);
         if req.group_id.is_empty() || req.group_id.len() > GROUP_ID_LENGTH_MAX {
             return all(E::InvalidGroupId.code());
