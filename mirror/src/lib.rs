@@ -1,5 +1,12 @@
-//! strait-mirror: mirror workers, exact offset translation, the DR console and runbooks.
+//! strait-mirror: the MirrorMaker 2 analogue, and later the DR console and runbooks.
 //!
-//! Empty for now: the broker comes first (see the issues and ARCHITECTURE.md). This crate
-//! will hold the record pump (source consumer to target producer per flow), the offset-run
-//! store in sled, checkpoints and group offset sync, heartbeats, metrics and the console.
+//! A [`daemon`] runs the enabled flows of a [`config::MirrorConfig`]. Each flow has a record
+//! [`pump`] (source consumer in the flow's group, idempotent acks=all target producer), a
+//! [`topics`] syncer (topics, partition counts, configs), a [`checkpoints`] task (translated
+//! group offsets) and a [`heartbeats`] emitter. Offsets translate exactly through the runs
+//! kept in [`offsets`] (sled, plus an internal topic on the target as the shared copy).
+//! [`http`] serves Prometheus metrics and a JSON status from [`metrics`].
+
+pub mod config;
+pub mod offsets;
+mod yaml_position;

@@ -1,0 +1,687 @@
+//! Exact offset translation: runs of mirrored offsets per source partition, kept in sled.
+//!
+//! A run `(source start, target start, length)` says that source offsets `source_start ..
+//! source_start + length` were written to the target at `target_start ..`, one for one. The
+//! pump extends a run with every acknowledged record whose source and target offsets both
+//! follow the run's end; anything else (a gap in source offsets from compaction, transaction
+//! markers or retention, a record not mirrored because it came from the target, another
+//! writer on the target partition) starts a new run. A [`Cursor`] per partition says how far
+//! the source has been processed (mirrored or deliberately skipped) and where on the target
+//! the next mirrored record will land at the earliest.
+//!
+//! **Invariants**: a stored run's length is never zero; stored runs of a partition never
+//! overlap (a newer run trims or replaces what it overlaps, so the latest write wins); a
+//! source offset beyond the cursor never translates.
+//!
+//! The pump does not write sled directly: it appends each [`RunUpdate`] to the flow's
+//! internal topic on the target, and the index follower (`daemon`) applies that topic to
+//! sled in order, recording how far it got. The topic is the shared, durable copy; sled is
+//! this daemon's materialized index of it.
+
+use std::ops::Bound;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+/// What can go wrong with the index.
+#[derive(Debug, thiserror::Error)]
+pub enum OffsetsError {
+    /// sled failed (I/O, corruption).
+    #[error("offset index (sled) at {path}: {source}")]
+    Sled {
+        /// The sled directory.
+        path: String,
+        /// sled's error.
+        source: sled::Error,
+    },
+    /// A stored value has the wrong length: the index was written by something else.
+    #[error("offset index: malformed entry in tree `{tree}`")]
+    Malformed {
+        /// The sled tree.
+        tree: String,
+    },
+}
+
+type Result<T> = std::result::Result<T, OffsetsError>;
+
+/// One stretch of one-for-one mirrored offsets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Run {
+    /// First source offset of the run.
+    pub source_start: i64,
+    /// Target offset the first record got.
+    pub target_start: i64,
+    /// Number of records; never zero.
+    pub length: i64,
+}
+
+impl Run {
+    /// One past the last source offset.
+    pub fn source_end(&self) -> i64 {
+        self.source_start + self.length
+    }
+
+    /// One past the last target offset.
+    pub fn target_end(&self) -> i64 {
+        self.target_start + self.length
+    }
+}
+
+/// How far a source partition has been processed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cursor {
+    /// Every source offset below this was mirrored or deliberately skipped.
+    pub source_next: i64,
+    /// The target offset after the last mirrored record (or the target's end when the
+    /// partition started): a source offset in a gap at the tail translates to it.
+    pub target_next: i64,
+}
+
+/// What the pump appends to the internal topic after records were acknowledged: new or
+/// extended runs of one partition and its cursor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunUpdate {
+    /// Source topic.
+    pub topic: String,
+    /// Source (and target) partition.
+    pub partition: i32,
+    /// Runs in source order; a run whose start is already stored replaces it.
+    pub runs: Vec<Run>,
+    /// The partition's cursor after these runs.
+    pub cursor: Cursor,
+}
+
+/// The last checkpoint of one group's partition: the source offset it was made from and the
+/// target offset it translated to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// The group's committed offset on the source.
+    pub source_offset: i64,
+    /// Its translation on the target.
+    pub target_offset: i64,
+}
+
+/// The sled database of a daemon; one [`FlowIndex`] per flow.
+#[derive(Debug, Clone)]
+pub struct OffsetStore {
+    db: sled::Db,
+    path: String,
+}
+
+impl OffsetStore {
+    /// Opens (or creates) the database under `dir`.
+    pub fn open(dir: &Path) -> Result<OffsetStore> {
+        let path = dir.display().to_string();
+        let db = sled::Config::new()
+            .path(dir)
+            // Bounded page cache; the index of even thousands of partitions is small.
+            .cache_capacity(64 * 1024 * 1024)
+            .open()
+            .map_err(|source| OffsetsError::Sled {
+                path: path.clone(),
+                source,
+            })?;
+        Ok(OffsetStore { db, path })
+    }
+
+    /// The trees of flow `name`.
+    pub fn flow(&self, name: &str) -> Result<FlowIndex> {
+        let tree = |kind: &str| {
+            self.db
+                .open_tree(format!("{name}/{kind}"))
+                .map_err(|source| self.err(source))
+        };
+        Ok(FlowIndex {
+            runs: tree("runs")?,
+            cursors: tree("cursors")?,
+            checkpoints: tree("checkpoints")?,
+            meta: tree("meta")?,
+            path: self.path.clone(),
+        })
+    }
+
+    /// Writes everything to disk.
+    pub fn flush(&self) -> Result<()> {
+        self.db.flush().map_err(|source| self.err(source))?;
+        Ok(())
+    }
+
+    fn err(&self, source: sled::Error) -> OffsetsError {
+        OffsetsError::Sled {
+            path: self.path.clone(),
+            source,
+        }
+    }
+}
+
+/// One flow's index: runs and cursors per source partition, last checkpoints per group
+/// partition, and how far the internal topic has been applied.
+#[derive(Debug, Clone)]
+pub struct FlowIndex {
+    runs: sled::Tree,
+    cursors: sled::Tree,
+    checkpoints: sled::Tree,
+    meta: sled::Tree,
+    path: String,
+}
+
+/// `topic \0 partition(be)`: a topic name never contains NUL.
+fn partition_key(topic: &str, partition: i32) -> Vec<u8> {
+    let mut key = Vec::with_capacity(topic.len() + 5);
+    key.extend_from_slice(topic.as_bytes());
+    key.push(0);
+    key.extend_from_slice(&partition.to_be_bytes());
+    key
+}
+
+/// Partition key then the source start offset, big-endian so that sled orders runs by start
+/// (offsets are never negative).
+fn run_key(topic: &str, partition: i32, source_start: i64) -> Vec<u8> {
+    debug_assert!(source_start >= 0, "source offsets are never negative");
+    let mut key = partition_key(topic, partition);
+    key.extend_from_slice(&source_start.to_be_bytes());
+    key
+}
+
+fn i64_at(bytes: &[u8], at: usize) -> Option<i64> {
+    Some(i64::from_be_bytes(bytes.get(at..at + 8)?.try_into().ok()?))
+}
+
+fn pair(a: i64, b: i64) -> [u8; 16] {
+    let mut v = [0u8; 16];
+    v[..8].copy_from_slice(&a.to_be_bytes());
+    v[8..].copy_from_slice(&b.to_be_bytes());
+    v
+}
+
+const APPLIED_KEY: &[u8] = b"runs_topic_next_offset";
+
+impl FlowIndex {
+    fn err(&self, source: sled::Error) -> OffsetsError {
+        OffsetsError::Sled {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    fn malformed(tree: &str) -> OffsetsError {
+        OffsetsError::Malformed {
+            tree: tree.to_string(),
+        }
+    }
+
+    fn decode_run(&self, key: &[u8], value: &[u8]) -> Result<Run> {
+        let source_start =
+            i64_at(key, key.len().saturating_sub(8)).ok_or_else(|| Self::malformed("runs"))?;
+        let (target_start, length) = match (i64_at(value, 0), i64_at(value, 8)) {
+            (Some(t), Some(l)) if l > 0 => (t, l),
+            _ => return Err(Self::malformed("runs")),
+        };
+        Ok(Run {
+            source_start,
+            target_start,
+            length,
+        })
+    }
+
+    /// The cursor of a partition, if it was ever started.
+    pub fn cursor(&self, topic: &str, partition: i32) -> Result<Option<Cursor>> {
+        let Some(v) = self
+            .cursors
+            .get(partition_key(topic, partition))
+            .map_err(|e| self.err(e))?
+        else {
+            return Ok(None);
+        };
+        match (i64_at(&v, 0), i64_at(&v, 8)) {
+            (Some(source_next), Some(target_next)) => Ok(Some(Cursor {
+                source_next,
+                target_next,
+            })),
+            _ => Err(Self::malformed("cursors")),
+        }
+    }
+
+    /// The stored runs of a partition, in source order.
+    pub fn runs(&self, topic: &str, partition: i32) -> Result<Vec<Run>> {
+        self.runs
+            .scan_prefix(partition_key(topic, partition))
+            .map(|kv| {
+                let (k, v) = kv.map_err(|e| self.err(e))?;
+                self.decode_run(&k, &v)
+            })
+            .collect()
+    }
+
+    /// Applies one update: each run replaces what it overlaps; the cursor moves only forward
+    /// (an update from a daemon that lost the partition may arrive after its successor's).
+    pub fn apply(&self, update: &RunUpdate) -> Result<()> {
+        for run in &update.runs {
+            self.insert_run(&update.topic, update.partition, *run)?;
+        }
+        let key = partition_key(&update.topic, update.partition);
+        let newer = match self.cursor(&update.topic, update.partition)? {
+            Some(c) => update.cursor.source_next >= c.source_next,
+            None => true,
+        };
+        if newer {
+            self.cursors
+                .insert(
+                    key,
+                    &pair(update.cursor.source_next, update.cursor.target_next),
+                )
+                .map_err(|e| self.err(e))?;
+        }
+        Ok(())
+    }
+
+    fn insert_run(&self, topic: &str, partition: i32, run: Run) -> Result<()> {
+        if run.length <= 0 || run.source_start < 0 {
+            // An empty or negative run carries no mapping; the pump never sends one.
+            debug_assert!(false, "run with no records: {run:?}");
+            return Ok(());
+        }
+        let prefix = partition_key(topic, partition);
+        let start = run_key(topic, partition, run.source_start);
+        let end = run_key(topic, partition, run.source_end());
+        // The run before it may reach into it: keep only its head.
+        if let Some(kv) = self.runs.range(prefix.clone()..start.clone()).next_back() {
+            let (k, v) = kv.map_err(|e| self.err(e))?;
+            let before = self.decode_run(&k, &v)?;
+            if before.source_end() > run.source_start {
+                let head = run.source_start - before.source_start;
+                debug_assert!(head > 0, "a run keyed before the new one starts before it");
+                self.runs
+                    .insert(&k, &pair(before.target_start, head))
+                    .map_err(|e| self.err(e))?;
+                if before.source_end() > run.source_end() {
+                    // It also reached past the new run: keep its tail too.
+                    let cut = run.source_end() - before.source_start;
+                    self.runs
+                        .insert(
+                            run_key(topic, partition, run.source_end()),
+                            &pair(before.target_start + cut, before.length - cut),
+                        )
+                        .map_err(|e| self.err(e))?;
+                }
+            }
+        }
+        // Runs starting inside it are replaced; the last of them may reach past its end.
+        let inside: Vec<(sled::IVec, sled::IVec)> = self
+            .runs
+            .range((Bound::Included(start.clone()), Bound::Excluded(end)))
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|e| self.err(e))?;
+        for (k, v) in inside {
+            let old = self.decode_run(&k, &v)?;
+            self.runs.remove(&k).map_err(|e| self.err(e))?;
+            if old.source_end() > run.source_end() {
+                let cut = run.source_end() - old.source_start;
+                self.runs
+                    .insert(
+                        run_key(topic, partition, run.source_end()),
+                        &pair(old.target_start + cut, old.length - cut),
+                    )
+                    .map_err(|e| self.err(e))?;
+            }
+        }
+        self.runs
+            .insert(start, &pair(run.target_start, run.length))
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// The target offset a consumer that committed `source_offset` on the source should
+    /// resume from on the target, or `None` if the source has not been processed that far
+    /// (never a position past the mirrored data).
+    ///
+    /// Inside a run the translation is exact. An offset in a gap (records that were never
+    /// mirrored) translates to the first mirrored record after it, and at the tail to the
+    /// cursor's target offset: in both cases the consumer skips nothing that was mirrored
+    /// and reads nothing twice.
+    pub fn translate(
+        &self,
+        topic: &str,
+        partition: i32,
+        source_offset: i64,
+    ) -> Result<Option<i64>> {
+        let Some(cursor) = self.cursor(topic, partition)? else {
+            return Ok(None);
+        };
+        if source_offset > cursor.source_next || source_offset < 0 {
+            return Ok(None);
+        }
+        let prefix = partition_key(topic, partition);
+        let at = run_key(topic, partition, source_offset);
+        let mut upper = at.clone();
+        upper.push(0); // just after `at`, so a run starting exactly there is included
+        if let Some(kv) = self.runs.range(prefix.clone()..upper).next_back() {
+            let (k, v) = kv.map_err(|e| self.err(e))?;
+            let run = self.decode_run(&k, &v)?;
+            if source_offset < run.source_end() {
+                return Ok(Some(run.target_start + (source_offset - run.source_start)));
+            }
+        }
+        let mut past = prefix.clone();
+        past.push(0xff); // after every run of this partition (keys are prefix + 8 bytes)
+        let next = self.runs.range(at..past).next();
+        match next {
+            Some(kv) => {
+                let (k, v) = kv.map_err(|e| self.err(e))?;
+                Ok(Some(self.decode_run(&k, &v)?.target_start))
+            }
+            None => Ok(Some(cursor.target_next)),
+        }
+    }
+
+    /// Offset of the next record of the internal topic to apply (0 on a fresh index).
+    pub fn applied_next_offset(&self) -> Result<i64> {
+        Ok(self
+            .meta
+            .get(APPLIED_KEY)
+            .map_err(|e| self.err(e))?
+            .and_then(|v| i64_at(&v, 0))
+            .unwrap_or(0))
+    }
+
+    /// Records that the internal topic was applied up to (excluding) `next_offset`.
+    pub fn set_applied_next_offset(&self, next_offset: i64) -> Result<()> {
+        self.meta
+            .insert(APPLIED_KEY, &next_offset.to_be_bytes())
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Forgets everything of the flow (the internal topic was recreated).
+    pub fn clear(&self) -> Result<()> {
+        for tree in [&self.runs, &self.cursors, &self.checkpoints, &self.meta] {
+            tree.clear().map_err(|e| self.err(e))?;
+        }
+        Ok(())
+    }
+
+    fn checkpoint_key(group: &str, topic: &str, partition: i32) -> Vec<u8> {
+        let mut key = Vec::with_capacity(group.len() + topic.len() + 6);
+        key.extend_from_slice(group.as_bytes());
+        key.push(0);
+        key.extend_from_slice(&partition_key(topic, partition));
+        key
+    }
+
+    /// The last checkpoint emitted for a group's partition.
+    pub fn checkpoint(
+        &self,
+        group: &str,
+        topic: &str,
+        partition: i32,
+    ) -> Result<Option<Checkpoint>> {
+        let v = self
+            .checkpoints
+            .get(Self::checkpoint_key(group, topic, partition))
+            .map_err(|e| self.err(e))?;
+        match v {
+            None => Ok(None),
+            Some(v) => match (i64_at(&v, 0), i64_at(&v, 8)) {
+                (Some(source_offset), Some(target_offset)) => Ok(Some(Checkpoint {
+                    source_offset,
+                    target_offset,
+                })),
+                _ => Err(Self::malformed("checkpoints")),
+            },
+        }
+    }
+
+    /// Remembers the checkpoint emitted for a group's partition.
+    pub fn set_checkpoint(
+        &self,
+        group: &str,
+        topic: &str,
+        partition: i32,
+        c: Checkpoint,
+    ) -> Result<()> {
+        self.checkpoints
+            .insert(
+                Self::checkpoint_key(group, topic, partition),
+                &pair(c.source_offset, c.target_offset),
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+}
+
+/// The checkpoint to emit for a group's partition whose committed source offset is
+/// `source_offset` and translates to `translated`, given the last one emitted. `None` when
+/// nothing changed.
+///
+/// Checkpoints never go backwards, except when the group itself moved backwards on the
+/// source (an offset reset), which the target must follow.
+pub fn next_checkpoint(
+    last: Option<Checkpoint>,
+    source_offset: i64,
+    translated: i64,
+) -> Option<Checkpoint> {
+    let next = match last {
+        Some(last) if source_offset >= last.source_offset => Checkpoint {
+            source_offset,
+            target_offset: translated.max(last.target_offset),
+        },
+        _ => Checkpoint {
+            source_offset,
+            target_offset: translated,
+        },
+    };
+    (Some(next) != last).then_some(next)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn index() -> (tempfile::TempDir, FlowIndex) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = OffsetStore::open(dir.path()).unwrap();
+        let flow = store.flow("a-to-b").unwrap();
+        (dir, flow)
+    }
+
+    fn update(runs: &[(i64, i64, i64)], cursor: (i64, i64)) -> RunUpdate {
+        RunUpdate {
+            topic: "orders".into(),
+            partition: 0,
+            runs: runs
+                .iter()
+                .map(|&(s, t, l)| Run {
+                    source_start: s,
+                    target_start: t,
+                    length: l,
+                })
+                .collect(),
+            cursor: Cursor {
+                source_next: cursor.0,
+                target_next: cursor.1,
+            },
+        }
+    }
+
+    #[test]
+    fn offsets_translate_exactly_inside_runs_and_to_the_next_record_in_gaps() {
+        let (_d, ix) = index();
+        assert_eq!(ix.translate("orders", 0, 0).unwrap(), None, "never started");
+        // Source 0..10 -> target 100..110, a compacted gap 10..15, then 15..20 -> 110..115,
+        // then source 20..22 processed but skipped (came from the target).
+        ix.apply(&update(&[(0, 100, 10), (15, 110, 5)], (22, 115)))
+            .unwrap();
+        let t = |o| ix.translate("orders", 0, o).unwrap();
+        assert_eq!(t(0), Some(100));
+        assert_eq!(t(9), Some(109));
+        assert_eq!(t(10), Some(110), "a gap goes to the next mirrored record");
+        assert_eq!(t(14), Some(110));
+        assert_eq!(t(15), Some(110));
+        assert_eq!(t(19), Some(114));
+        assert_eq!(t(20), Some(115), "the tail gap goes to the cursor");
+        assert_eq!(t(22), Some(115));
+        assert_eq!(t(23), None, "never past what was processed");
+        assert_eq!(
+            ix.translate("orders", 1, 0).unwrap(),
+            None,
+            "other partition"
+        );
+    }
+
+    #[test]
+    fn an_empty_partition_translates_its_start() {
+        let (_d, ix) = index();
+        ix.apply(&update(&[], (0, 0))).unwrap();
+        assert_eq!(ix.translate("orders", 0, 0).unwrap(), Some(0));
+        assert_eq!(ix.translate("orders", 0, 1).unwrap(), None);
+    }
+
+    #[test]
+    fn a_newer_run_replaces_what_it_overlaps_and_cursors_never_go_back() {
+        let (_d, ix) = index();
+        ix.apply(&update(&[(0, 0, 10)], (10, 10))).unwrap();
+        // A second daemon re-mirrored 5..12 after taking the partition over.
+        ix.apply(&update(&[(5, 10, 7)], (12, 17))).unwrap();
+        assert_eq!(
+            ix.runs("orders", 0).unwrap(),
+            vec![
+                Run {
+                    source_start: 0,
+                    target_start: 0,
+                    length: 5
+                },
+                Run {
+                    source_start: 5,
+                    target_start: 10,
+                    length: 7
+                }
+            ]
+        );
+        assert_eq!(ix.translate("orders", 0, 6).unwrap(), Some(11));
+        // A late update of the first daemon does not move the cursor back.
+        ix.apply(&update(&[], (10, 10))).unwrap();
+        assert_eq!(ix.cursor("orders", 0).unwrap().unwrap().source_next, 12);
+        // A run inside an older one splits it.
+        ix.apply(&update(&[(1, 50, 2)], (12, 17))).unwrap();
+        assert_eq!(
+            ix.runs("orders", 0).unwrap(),
+            vec![
+                Run {
+                    source_start: 0,
+                    target_start: 0,
+                    length: 1
+                },
+                Run {
+                    source_start: 1,
+                    target_start: 50,
+                    length: 2
+                },
+                Run {
+                    source_start: 3,
+                    target_start: 3,
+                    length: 2
+                },
+                Run {
+                    source_start: 5,
+                    target_start: 10,
+                    length: 7
+                }
+            ]
+        );
+    }
+
+    #[test]
+    fn the_index_survives_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = OffsetStore::open(dir.path()).unwrap();
+            let ix = store.flow("f").unwrap();
+            ix.apply(&update(&[(3, 7, 4)], (7, 11))).unwrap();
+            ix.set_applied_next_offset(42).unwrap();
+            store.flush().unwrap();
+        }
+        let store = OffsetStore::open(dir.path()).unwrap();
+        let ix = store.flow("f").unwrap();
+        assert_eq!(ix.translate("orders", 0, 4).unwrap(), Some(8));
+        assert_eq!(ix.applied_next_offset().unwrap(), 42);
+        assert!(store
+            .flow("other")
+            .unwrap()
+            .cursor("orders", 0)
+            .unwrap()
+            .is_none());
+    }
+
+    #[test]
+    fn checkpoints_go_backwards_only_with_the_group() {
+        let c = |s, t| Checkpoint {
+            source_offset: s,
+            target_offset: t,
+        };
+        assert_eq!(next_checkpoint(None, 5, 105), Some(c(5, 105)));
+        assert_eq!(next_checkpoint(Some(c(5, 105)), 5, 105), None, "unchanged");
+        assert_eq!(
+            next_checkpoint(Some(c(5, 105)), 6, 104),
+            Some(c(6, 105)),
+            "never back"
+        );
+        assert_eq!(
+            next_checkpoint(Some(c(5, 105)), 2, 102),
+            Some(c(2, 102)),
+            "group reset"
+        );
+    }
+
+    proptest! {
+        /// A partition mirrored record by record, with random gaps and skipped records,
+        /// translates every processed offset to exactly the target offset of the first
+        /// mirrored record at or after it, however the acknowledgements were grouped into
+        /// updates.
+        #[test]
+        fn translation_matches_a_record_by_record_model(
+            steps in proptest::collection::vec((0i64..3, any::<bool>(), 0i64..2), 1..200),
+            flush_every in 1usize..20,
+        ) {
+            let (_d, ix) = index();
+            // (source offset, target offset) of every mirrored record.
+            let mut mirrored: Vec<(i64, i64)> = Vec::new();
+            let mut source = 0i64;
+            let mut target = 0i64;
+            let mut open: Option<Run> = None;
+            let mut pending: Vec<Run> = Vec::new();
+            for (i, (source_gap, skip, target_gap)) in steps.iter().enumerate() {
+                source += source_gap;
+                target += target_gap;
+                if *skip {
+                    if let Some(r) = open.take() { pending.push(r); }
+                } else {
+                    mirrored.push((source, target));
+                    match &mut open {
+                        Some(r) if r.source_end() == source && r.target_end() == target => r.length += 1,
+                        _ => {
+                            if let Some(r) = open.take() { pending.push(r); }
+                            open = Some(Run { source_start: source, target_start: target, length: 1 });
+                        }
+                    }
+                    target += 1;
+                }
+                source += 1;
+                if i % flush_every == 0 || i + 1 == steps.len() {
+                    let mut runs = std::mem::take(&mut pending);
+                    runs.extend(open);
+                    let cursor = Cursor { source_next: source, target_next: target };
+                    ix.apply(&RunUpdate { topic: "t".into(), partition: 3, runs, cursor }).unwrap();
+                }
+            }
+            for offset in 0..=source {
+                let expected = mirrored.iter().find(|(s, _)| *s >= offset).map_or(target, |(_, t)| *t);
+                prop_assert_eq!(ix.translate("t", 3, offset).unwrap(), Some(expected), "offset {}", offset);
+            }
+            prop_assert_eq!(ix.translate("t", 3, source + 1).unwrap(), None);
+            for r in ix.runs("t", 3).unwrap() {
+                prop_assert!(r.length > 0);
+            }
+        }
+    }
+}
