@@ -3,6 +3,7 @@
 
 pub mod bench;
 pub mod cluster;
+pub mod mirror;
 
 /// The line `strait broker` prints on stdout once the node is up (registered and unfenced),
 /// which `strait cluster` and the tests wait for.

@@ -38,6 +38,20 @@ enum Command {
     /// waits for them (then SIGKILL) and exits 0 if every node stopped cleanly. On Linux the
     /// nodes also get SIGTERM if this process is killed.
     Cluster(strait::cluster::ClusterArgs),
+    /// Mirror topics, records, consumer-group offsets and topic configs from one cluster to
+    /// another (the MirrorMaker 2 analogue), until SIGTERM or Ctrl-C.
+    ///
+    /// Runs every enabled flow of the config. Remote topics are created within
+    /// topic_refresh_interval_ms, records keep partition, key, value, headers and timestamp,
+    /// and every committed source offset translates exactly (the offset index lives in
+    /// DATA_DIR/index and on the target in strait-offset-runs.<flow>.internal). Prints one line
+    /// once it serves:
+    ///
+    ///   strait mirror: serving http://127.0.0.1:9780 (/metrics, /status); flows: a-to-b (a -> b)
+    ///
+    /// SIGTERM waits for in-flight records, records the offset runs and commits the source
+    /// offsets; a restart resumes exactly there. `strait mirror status` prints the lag.
+    Mirror(strait::mirror::MirrorArgs),
     /// Measure performance against a local broker.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -137,6 +151,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Broker(args) => run_broker(args).await,
             Command::Cluster(args) => strait::cluster::run(args).await,
+            Command::Mirror(args) => strait::mirror::run(args).await,
             Command::Bench(BenchCommand::Produce(args)) => strait::bench::produce(args).await,
             Command::Bench(BenchCommand::Consume(args)) => strait::bench::consume(args).await,
             Command::Bench(BenchCommand::Replication(args)) => {

@@ -3,10 +3,20 @@
 //! A [`daemon`] runs the enabled flows of a [`config::MirrorConfig`]. Each flow has a record
 //! [`pump`] (source consumer in the flow's group, idempotent acks=all target producer), a
 //! [`topics`] syncer (topics, partition counts, configs), a [`checkpoints`] task (translated
-//! group offsets) and a [`heartbeats`] emitter. Offsets translate exactly through the runs
-//! kept in [`offsets`] (sled, plus an internal topic on the target as the shared copy).
-//! [`http`] serves Prometheus metrics and a JSON status from [`metrics`].
+//! group offsets, group offset sync) and a [`heartbeats`] emitter. Offsets translate exactly
+//! through the runs kept in [`offsets`] (sled), whose shared copy is an internal topic on the
+//! target that the [`follower`] applies. [`http`] serves [`metrics`] as Prometheus text and
+//! a JSON status.
 
+pub mod checkpoints;
+pub mod clients;
 pub mod config;
+pub mod daemon;
+pub mod follower;
+pub mod heartbeats;
+pub mod http;
+pub mod metrics;
 pub mod offsets;
+pub mod pump;
+pub mod topics;
 mod yaml_position;

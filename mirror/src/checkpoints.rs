@@ -1,0 +1,372 @@
+//! Checkpoints and group offset sync of one flow.
+//!
+//! Every `checkpoint_interval_ms`, for each source consumer group the flow selects, the
+//! committed offsets of the partitions this daemon's pump holds are translated through the
+//! index. A translation that changed is published to `<source>.checkpoints.internal` on the
+//! target and remembered in sled. A checkpoint never goes backwards unless the group itself
+//! went backwards on the source. A partition whose records have not been mirrored as far as
+//! the group's offset gets no checkpoint (the index refuses to translate past its cursor).
+//!
+//! With `sync_group_offsets`, the checkpoints are also committed to the same group on the
+//! target while that group has no active members there, when the target's committed offset
+//! is behind the checkpoint or the source group was rewound. A group that runs on the target
+//! (after a failover) is never moved under its members' feet.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use crate::clients::{blocking, client_config, target_producer, MirrorError, REQUEST_TIMEOUT_MS};
+use crate::config::{ClusterConfig, FlowConfig};
+use crate::metrics::{now_ms, FlowMetrics, TopicState};
+use crate::offsets::{next_checkpoint, Checkpoint, FlowIndex};
+
+/// At most this many groups are checkpointed per round; the rest wait for a later round.
+pub const GROUPS_PER_ROUND_MAX: usize = 1_000;
+
+/// A record of `<source>.checkpoints.internal` (JSON; the key is `group/topic/partition`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointRecord {
+    /// The consumer group.
+    pub group: String,
+    /// The topic on the source.
+    pub source_topic: String,
+    /// The topic on the target.
+    pub topic: String,
+    /// The partition (the same on both sides).
+    pub partition: i32,
+    /// The group's committed offset on the source.
+    pub upstream_offset: i64,
+    /// Where the group resumes on the target.
+    pub downstream_offset: i64,
+    /// When the checkpoint was made (Unix ms).
+    pub timestamp_ms: i64,
+}
+
+/// The checkpoint task of one flow.
+pub struct Checkpointer {
+    flow: Arc<FlowConfig>,
+    source: ClusterConfig,
+    target: ClusterConfig,
+    index: FlowIndex,
+    metrics: Arc<FlowMetrics>,
+    topics: watch::Receiver<BTreeMap<String, TopicState>>,
+    assigned: watch::Receiver<BTreeSet<(String, i32)>>,
+    producer: FutureProducer,
+    source_client: Arc<BaseConsumer>,
+    target_client: Arc<BaseConsumer>,
+    source_groups: HashMap<String, Arc<BaseConsumer>>,
+    target_groups: HashMap<String, Arc<BaseConsumer>>,
+    /// Group partitions whose source offset went backwards and whose target group has not
+    /// been moved back yet.
+    rewound: BTreeSet<(String, String, i32)>,
+}
+
+fn group_client(cluster: &ClusterConfig, group: &str) -> Result<Arc<BaseConsumer>, MirrorError> {
+    Ok(Arc::new(
+        client_config(
+            cluster,
+            &[("group.id", group), ("enable.auto.commit", "false")],
+        )
+        .create()
+        .map_err(MirrorError::kafka(format!(
+            "creating a client for group {group}"
+        )))?,
+    ))
+}
+
+impl Checkpointer {
+    /// A checkpointer for the partitions on `assigned` among the topics on `topics`.
+    pub fn new(
+        flow: Arc<FlowConfig>,
+        source: ClusterConfig,
+        target: ClusterConfig,
+        index: FlowIndex,
+        metrics: Arc<FlowMetrics>,
+        topics: watch::Receiver<BTreeMap<String, TopicState>>,
+        assigned: watch::Receiver<BTreeSet<(String, i32)>>,
+    ) -> Result<Checkpointer, MirrorError> {
+        let name = format!("strait-mirror-checkpoints-{}", flow.name);
+        Ok(Checkpointer {
+            producer: target_producer(&target, 16 << 20)?,
+            source_client: group_client(&source, &name)?,
+            target_client: group_client(&target, &name)?,
+            flow,
+            source,
+            target,
+            index,
+            metrics,
+            topics,
+            assigned,
+            source_groups: HashMap::new(),
+            target_groups: HashMap::new(),
+            rewound: BTreeSet::new(),
+        })
+    }
+
+    /// Runs a round every `checkpoint_interval_ms` until `stop`.
+    pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
+        let mut tick =
+            tokio::time::interval(Duration::from_millis(self.flow.checkpoint_interval_ms));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = async { let _ = stop.wait_for(|s| *s).await; } => return,
+                _ = tick.tick() => {
+                    match self.round().await {
+                        Ok(()) => self.metrics.last_checkpoint_ms.store(now_ms() as u64, std::sync::atomic::Ordering::Relaxed),
+                        Err(e) => {
+                            tracing::warn!(flow = %self.flow.name, error = %e, "checkpoint round failed; retrying");
+                            self.metrics.error("checkpoint");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    async fn groups(
+        &self,
+        client: &Arc<BaseConsumer>,
+        group: Option<String>,
+    ) -> Result<Vec<(String, usize)>, MirrorError> {
+        let client = client.clone();
+        blocking(move || {
+            let list = client
+                .fetch_group_list(group.as_deref(), Duration::from_millis(REQUEST_TIMEOUT_MS))
+                .map_err(MirrorError::kafka("listing consumer groups"))?;
+            Ok(list
+                .groups()
+                .iter()
+                .filter(|g| g.state() != "Dead" || !g.members().is_empty())
+                .map(|g| (g.name().to_string(), g.members().len()))
+                .collect())
+        })
+        .await
+    }
+
+    async fn committed(
+        client: &Arc<BaseConsumer>,
+        tpl: TopicPartitionList,
+    ) -> Result<TopicPartitionList, MirrorError> {
+        let client = client.clone();
+        blocking(move || {
+            client
+                .committed_offsets(tpl, Duration::from_millis(REQUEST_TIMEOUT_MS))
+                .map_err(MirrorError::kafka("reading committed offsets"))
+        })
+        .await
+    }
+
+    /// One round: translate, publish, sync.
+    pub async fn round(&mut self) -> Result<(), MirrorError> {
+        let topics = self.topics.borrow().clone();
+        let held: Vec<(String, i32)> = self
+            .assigned
+            .borrow()
+            .iter()
+            .filter(|(t, _)| topics.contains_key(t))
+            .cloned()
+            .collect();
+        if held.is_empty() {
+            return Ok(());
+        }
+        let mut groups: Vec<String> = self
+            .groups(&self.source_client, None)
+            .await?
+            .into_iter()
+            .map(|(g, _)| g)
+            .filter(|g| self.flow.groups.matches(g))
+            .collect();
+        if groups.len() > GROUPS_PER_ROUND_MAX {
+            tracing::warn!(flow = %self.flow.name, groups = groups.len(), limit = GROUPS_PER_ROUND_MAX, "too many groups for one round; the rest wait");
+            groups.truncate(GROUPS_PER_ROUND_MAX);
+        }
+        self.source_groups.retain(|g, _| groups.contains(g));
+        self.target_groups.retain(|g, _| groups.contains(g));
+        let mut emitted: Vec<(CheckpointRecord, bool)> = Vec::new();
+        for group in &groups {
+            let client = match self.source_groups.get(group) {
+                Some(c) => c.clone(),
+                None => {
+                    let c = group_client(&self.source, group)?;
+                    self.source_groups.insert(group.clone(), c.clone());
+                    c
+                }
+            };
+            let mut tpl = TopicPartitionList::new();
+            for (t, p) in &held {
+                tpl.add_partition(t, *p);
+            }
+            let committed = Self::committed(&client, tpl).await?;
+            for e in committed.elements() {
+                let Offset::Offset(offset) = e.offset() else {
+                    continue; // the group never committed this partition
+                };
+                let Some(translated) = self.index.translate(e.topic(), e.partition(), offset)?
+                else {
+                    continue; // not mirrored that far yet
+                };
+                let last = self.index.checkpoint(group, e.topic(), e.partition())?;
+                if let Some(c) = next_checkpoint(last, offset, translated) {
+                    let rewound = last.is_some_and(|l| offset < l.source_offset);
+                    emitted.push((
+                        CheckpointRecord {
+                            group: group.clone(),
+                            source_topic: e.topic().to_string(),
+                            topic: self.flow.remote_topic(e.topic()),
+                            partition: e.partition(),
+                            upstream_offset: c.source_offset,
+                            downstream_offset: c.target_offset,
+                            timestamp_ms: now_ms(),
+                        },
+                        rewound,
+                    ));
+                }
+            }
+        }
+        self.publish(&emitted).await?;
+        for (c, rewound) in &emitted {
+            self.index.set_checkpoint(
+                &c.group,
+                &c.source_topic,
+                c.partition,
+                Checkpoint {
+                    source_offset: c.upstream_offset,
+                    target_offset: c.downstream_offset,
+                },
+            )?;
+            if *rewound {
+                self.rewound
+                    .insert((c.group.clone(), c.source_topic.clone(), c.partition));
+            }
+        }
+        if self.flow.sync_group_offsets {
+            for group in &groups {
+                self.sync_group(group, &held).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn publish(&self, records: &[(CheckpointRecord, bool)]) -> Result<(), MirrorError> {
+        let topic = self.flow.checkpoints_topic();
+        let mut deliveries = Vec::with_capacity(records.len());
+        for (c, _) in records {
+            let key = format!("{}/{}/{}", c.group, c.topic, c.partition);
+            let value = serde_json::to_vec(c)
+                .map_err(|e| MirrorError::Other(format!("encoding a checkpoint: {e}")))?;
+            let record: FutureRecord<'_, str, [u8]> = FutureRecord::to(&topic)
+                .partition(0)
+                .key(key.as_str())
+                .payload(value.as_slice());
+            let d = self
+                .producer
+                .send_result(record)
+                .map_err(|(e, _)| MirrorError::Kafka {
+                    what: format!("publishing a checkpoint to {topic}"),
+                    source: e,
+                })?;
+            deliveries.push(d);
+        }
+        for d in deliveries {
+            match d.await {
+                Ok(Ok(_)) => {}
+                Ok(Err((e, _))) => {
+                    return Err(MirrorError::Kafka {
+                        what: format!("publishing a checkpoint to {topic}"),
+                        source: e,
+                    })
+                }
+                Err(_) => {
+                    return Err(MirrorError::Other(
+                        "the checkpoint producer was dropped".into(),
+                    ))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Commits `group`'s checkpoints on the target if no member is active there.
+    async fn sync_group(&mut self, group: &str, held: &[(String, i32)]) -> Result<(), MirrorError> {
+        let mut wanted = Vec::new();
+        for (t, p) in held {
+            if let Some(c) = self.index.checkpoint(group, t, *p)? {
+                wanted.push((t.clone(), *p, c.target_offset));
+            }
+        }
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        let members: usize = self
+            .groups(&self.target_client, Some(group.to_string()))
+            .await?
+            .iter()
+            .map(|(_, m)| *m)
+            .sum();
+        if members > 0 {
+            tracing::debug!(flow = %self.flow.name, group, members, "group is active on the target; not syncing its offsets");
+            return Ok(());
+        }
+        let client = match self.target_groups.get(group) {
+            Some(c) => c.clone(),
+            None => {
+                let c = group_client(&self.target, group)?;
+                self.target_groups.insert(group.to_string(), c.clone());
+                c
+            }
+        };
+        let mut tpl = TopicPartitionList::new();
+        for (t, p, _) in &wanted {
+            tpl.add_partition(&self.flow.remote_topic(t), *p);
+        }
+        let current: HashMap<(String, i32), i64> = Self::committed(&client, tpl)
+            .await?
+            .elements()
+            .iter()
+            .filter_map(|e| match e.offset() {
+                Offset::Offset(o) => Some(((e.topic().to_string(), e.partition()), o)),
+                _ => None,
+            })
+            .collect();
+        let mut commit = TopicPartitionList::new();
+        let mut rewinds = Vec::new();
+        for (t, p, offset) in &wanted {
+            let remote = self.flow.remote_topic(t);
+            let key = (group.to_string(), t.clone(), *p);
+            let behind = current
+                .get(&(remote.clone(), *p))
+                .is_none_or(|have| have < offset);
+            if behind || self.rewound.contains(&key) {
+                commit
+                    .add_partition_offset(&remote, *p, Offset::Offset(*offset))
+                    .map_err(MirrorError::kafka("building a commit"))?;
+                rewinds.push(key);
+            }
+        }
+        if commit.count() == 0 {
+            return Ok(());
+        }
+        let n = commit.count();
+        blocking(move || {
+            client
+                .commit(&commit, CommitMode::Sync)
+                .map_err(MirrorError::kafka(
+                    "committing translated offsets on the target",
+                ))
+        })
+        .await?;
+        for key in rewinds {
+            self.rewound.remove(&key);
+        }
+        tracing::debug!(flow = %self.flow.name, group, partitions = n, "synced group offsets to the target");
+        Ok(())
+    }
+}

@@ -1,0 +1,144 @@
+//! The rdkafka clients a flow makes, and the few blocking librdkafka calls wrapped for async
+//! code.
+
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::{Client, ClientContext, DefaultClientContext};
+use rdkafka::config::ClientConfig;
+use rdkafka::error::KafkaError;
+use rdkafka::producer::FutureProducer;
+use rdkafka::types::RDKafkaErrorCode;
+
+use crate::config::ClusterConfig;
+
+/// How long one metadata, watermark or admin call may take before the task retries later.
+pub const REQUEST_TIMEOUT_MS: u64 = 10_000;
+
+/// Header added to every mirrored record: the alias of the cluster the record was first
+/// written to. A record carrying the target's alias came from there and is not copied back.
+pub const ORIGIN_HEADER: &str = "strait.origin";
+
+/// What a flow's task could not do.
+#[derive(Debug, thiserror::Error)]
+pub enum MirrorError {
+    /// A Kafka client call failed.
+    #[error("{what}: {source}")]
+    Kafka {
+        /// What was being done, with which cluster or topic.
+        what: String,
+        /// librdkafka's error.
+        source: KafkaError,
+    },
+    /// The offset index failed.
+    #[error(transparent)]
+    Offsets(#[from] crate::offsets::OffsetsError),
+    /// Anything else, said in words.
+    #[error("{0}")]
+    Other(String),
+}
+
+impl MirrorError {
+    /// Wraps a Kafka error with what was being done.
+    pub fn kafka(what: impl Into<String>) -> impl FnOnce(KafkaError) -> MirrorError {
+        let what = what.into();
+        move |source| MirrorError::Kafka { what, source }
+    }
+}
+
+/// Client settings for `cluster`: its bootstrap servers, then `extra` (the mirror's own
+/// choices), then the cluster's `client` overrides from the config file, which win.
+pub fn client_config(cluster: &ClusterConfig, extra: &[(&str, &str)]) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &cluster.bootstrap_servers);
+    c.set("log_level", "4"); // librdkafka logs at warning and above reach tracing
+    for (k, v) in extra {
+        c.set(*k, *v);
+    }
+    for (k, v) in &cluster.client {
+        c.set(k, v);
+    }
+    c
+}
+
+/// The target producer: idempotent with acks=all, so retries never duplicate or reorder a
+/// partition's records; `queue_bytes` bounds what librdkafka buffers.
+pub fn target_producer(
+    cluster: &ClusterConfig,
+    queue_bytes: u64,
+) -> Result<FutureProducer, MirrorError> {
+    let queue_kbytes = (queue_bytes / 1024).max(1024).to_string();
+    client_config(
+        cluster,
+        &[
+            ("enable.idempotence", "true"),
+            ("acks", "all"),
+            ("linger.ms", "5"),
+            ("queue.buffering.max.kbytes", &queue_kbytes),
+            // A record the target cannot take for two minutes fails the pump, which then
+            // restarts from its last flushed position: nothing is skipped.
+            ("message.timeout.ms", "120000"),
+        ],
+    )
+    .create()
+    .map_err(MirrorError::kafka("creating the target producer"))
+}
+
+/// An admin client for `cluster`.
+pub fn admin(cluster: &ClusterConfig) -> Result<AdminClient<DefaultClientContext>, MirrorError> {
+    client_config(cluster, &[])
+        .create()
+        .map_err(MirrorError::kafka("creating an admin client"))
+}
+
+/// Runs a blocking librdkafka call off the async threads.
+pub async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, MirrorError> + Send + 'static,
+) -> Result<T, MirrorError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| MirrorError::Other(format!("blocking client call panicked: {e}")))?
+}
+
+/// Low and high watermark of a partition.
+pub fn watermarks<C: ClientContext>(
+    client: &Client<C>,
+    topic: &str,
+    partition: i32,
+) -> Result<(i64, i64), MirrorError> {
+    client
+        .fetch_watermarks(topic, partition, Duration::from_millis(REQUEST_TIMEOUT_MS))
+        .map_err(MirrorError::kafka(format!(
+            "reading the watermarks of {topic}/{partition}"
+        )))
+}
+
+/// Creates `topic` with `partitions` partitions and the cluster's default replication
+/// factor unless it exists.
+pub async fn ensure_topic(
+    admin: &AdminClient<DefaultClientContext>,
+    topic: &str,
+    partitions: i32,
+    configs: &[(&str, &str)],
+) -> Result<bool, MirrorError> {
+    let mut new = NewTopic::new(topic, partitions, TopicReplication::Fixed(-1));
+    for (k, v) in configs {
+        new = new.set(k, v);
+    }
+    let opts =
+        AdminOptions::new().operation_timeout(Some(Duration::from_millis(REQUEST_TIMEOUT_MS)));
+    let results = admin
+        .create_topics([&new], &opts)
+        .await
+        .map_err(MirrorError::kafka(format!("creating topic {topic}")))?;
+    match results.into_iter().next() {
+        Some(Ok(_)) => Ok(true),
+        Some(Err((_, RDKafkaErrorCode::TopicAlreadyExists))) => Ok(false),
+        Some(Err((_, code))) => Err(MirrorError::Other(format!(
+            "creating topic {topic}: {code}"
+        ))),
+        None => Err(MirrorError::Other(format!(
+            "creating topic {topic}: no result"
+        ))),
+    }
+}

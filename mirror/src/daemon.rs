@@ -1,0 +1,254 @@
+//! `strait mirror`: runs every enabled flow of a config until told to stop.
+//!
+//! Each flow runs under a supervisor: its internal topics are made on the target, then the
+//! index follower, the topic syncer, the pump, the checkpointer and the heartbeat emitter
+//! start. If the pump fails (a cluster unreachable for minutes, a record the target refuses)
+//! the whole flow stops and starts again after a backoff; the pump resumes from the index, so
+//! a restart repeats at most the records of one flush interval and skips none.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::checkpoints::Checkpointer;
+use crate::clients::{admin, ensure_topic, MirrorError};
+use crate::config::{FlowConfig, MirrorConfig};
+use crate::follower::IndexFollower;
+use crate::metrics::{FlowMetrics, Metrics};
+use crate::offsets::{FlowIndex, OffsetStore};
+use crate::pump::Pump;
+use crate::topics::TopicSync;
+
+/// First wait before a failed flow starts again; doubled per failure up to the maximum.
+const RESTART_BACKOFF_MS: u64 = 1_000;
+const RESTART_BACKOFF_MAX_MS: u64 = 30_000;
+
+/// What the daemon needs besides the config.
+#[derive(Debug, Clone)]
+pub struct DaemonOptions {
+    /// The loaded config.
+    pub config: MirrorConfig,
+    /// Where sled lives (`<data_dir>/index`).
+    pub data_dir: PathBuf,
+    /// The HTTP listener's address (port 0 picks one).
+    pub http: SocketAddr,
+}
+
+/// A daemon whose HTTP listener is bound; [`Daemon::run`] starts the flows.
+pub struct Daemon {
+    options: DaemonOptions,
+    listener: tokio::net::TcpListener,
+    store: OffsetStore,
+    metrics: Arc<Metrics>,
+}
+
+/// The daemon's one ready line, printed on stdout once it serves (tests parse it).
+pub fn ready_line(http: SocketAddr, flows: &[&FlowConfig]) -> String {
+    let flows: Vec<String> = flows
+        .iter()
+        .map(|f| format!("{} ({} -> {})", f.name, f.source, f.target))
+        .collect();
+    format!(
+        "strait mirror: serving http://{http} (/metrics, /status); flows: {}",
+        flows.join(", ")
+    )
+}
+
+/// The HTTP address in a [`ready_line`].
+pub fn parse_ready_line(line: &str) -> Option<SocketAddr> {
+    line.strip_prefix("strait mirror: serving http://")?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+impl Daemon {
+    /// Opens the index and binds the HTTP listener.
+    pub async fn bind(options: DaemonOptions) -> Result<Daemon, MirrorError> {
+        std::fs::create_dir_all(&options.data_dir).map_err(|e| {
+            MirrorError::Other(format!(
+                "creating data directory {}: {e}",
+                options.data_dir.display()
+            ))
+        })?;
+        let store = OffsetStore::open(&options.data_dir.join("index"))?;
+        let listener = tokio::net::TcpListener::bind(options.http)
+            .await
+            .map_err(|e| {
+                MirrorError::Other(format!(
+                    "binding the HTTP listener on {}: {e}",
+                    options.http
+                ))
+            })?;
+        Ok(Daemon {
+            options,
+            listener,
+            store,
+            metrics: Arc::new(Metrics::default()),
+        })
+    }
+
+    /// The bound HTTP address.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.listener.local_addr().unwrap_or(self.options.http)
+    }
+
+    /// The daemon's shared metrics.
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.metrics.clone()
+    }
+
+    /// Runs every enabled flow until `stop` turns true, then stops them cleanly (in-flight
+    /// records acknowledged, runs recorded, source offsets committed) and flushes the index.
+    pub async fn run(self, stop: watch::Receiver<bool>) -> Result<(), MirrorError> {
+        let Daemon {
+            options,
+            listener,
+            store,
+            metrics,
+        } = self;
+        let mut http_stop = stop.clone();
+        let http = tokio::spawn(crate::http::serve(listener, metrics.clone(), async move {
+            let _ = http_stop.wait_for(|s| *s).await;
+        }));
+        let mut flows = Vec::new();
+        for flow in options.config.enabled_flows() {
+            let flow = Arc::new(flow.clone());
+            let index = store.flow(&flow.name)?;
+            let flow_metrics = metrics.flow(&flow.name, &flow.source, &flow.target);
+            let config = options.config.clone();
+            let stop = stop.clone();
+            flows.push(tokio::spawn(supervise(
+                flow,
+                config,
+                index,
+                flow_metrics,
+                stop,
+            )));
+        }
+        for f in flows {
+            let _ = f.await;
+        }
+        let _ = http.await;
+        store.flush()?;
+        Ok(())
+    }
+}
+
+async fn supervise(
+    flow: Arc<FlowConfig>,
+    config: MirrorConfig,
+    index: FlowIndex,
+    metrics: Arc<FlowMetrics>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut backoff_ms = RESTART_BACKOFF_MS;
+    loop {
+        match run_flow(&flow, &config, &index, &metrics, stop.clone()).await {
+            Ok(()) => {
+                tracing::info!(flow = %flow.name, "flow stopped");
+                return;
+            }
+            Err(e) => {
+                metrics.error("flow_restart");
+                tracing::error!(flow = %flow.name, error = %e, retry_in_ms = backoff_ms, "flow failed; restarting it");
+            }
+        }
+        tokio::select! {
+            _ = async { let _ = stop.wait_for(|s| *s).await; } => return,
+            _ = tokio::time::sleep(Duration::from_millis(backoff_ms)) => {}
+        }
+        backoff_ms = (backoff_ms * 2).min(RESTART_BACKOFF_MAX_MS);
+    }
+}
+
+/// One life of a flow: returns `Ok` after a requested stop, `Err` when it must start over.
+async fn run_flow(
+    flow: &Arc<FlowConfig>,
+    config: &MirrorConfig,
+    index: &FlowIndex,
+    metrics: &Arc<FlowMetrics>,
+    stop: watch::Receiver<bool>,
+) -> Result<(), MirrorError> {
+    let source = config.cluster(&flow.source).clone();
+    let target = config.cluster(&flow.target).clone();
+    let target_admin = admin(&target)?;
+    // Kept forever: the runs topic is the shared copy of the index (see ARCHITECTURE.md on
+    // its growth until strait's broker compacts).
+    ensure_topic(
+        &target_admin,
+        &flow.offset_runs_topic(),
+        1,
+        &[("retention.ms", "-1")],
+    )
+    .await?;
+    ensure_topic(
+        &target_admin,
+        &flow.checkpoints_topic(),
+        1,
+        &[("retention.ms", "-1")],
+    )
+    .await?;
+    drop(target_admin);
+    // The flow's own stop: the daemon's, or a failed pump taking the other tasks down.
+    let (flow_stop_tx, flow_stop) = watch::channel(false);
+    let mut outer = stop.clone();
+    let forward = {
+        let tx = flow_stop_tx.clone();
+        tokio::spawn(async move {
+            let _ = outer.wait_for(|s| *s).await;
+            let _ = tx.send(true);
+        })
+    };
+    let (follower, follower_task) =
+        IndexFollower::start(flow, &target, index.clone(), flow_stop.clone()).await?;
+    let (syncer, topics) = TopicSync::new(flow.clone(), &source, &target, metrics.clone())?;
+    let syncer_task = tokio::spawn(syncer.run(flow_stop.clone()));
+    let mut pump = Pump::new(
+        flow.clone(),
+        source.clone(),
+        target.clone(),
+        index.clone(),
+        follower,
+        topics.clone(),
+        metrics.clone(),
+    );
+    let checkpointer = Checkpointer::new(
+        flow.clone(),
+        source.clone(),
+        target.clone(),
+        index.clone(),
+        metrics.clone(),
+        topics,
+        pump.assigned.clone(),
+    )?;
+    let checkpoint_task = tokio::spawn(checkpointer.run(flow_stop.clone()));
+    let heartbeat_task = {
+        let (flow, source, metrics, stop) = (
+            flow.clone(),
+            source.clone(),
+            metrics.clone(),
+            flow_stop.clone(),
+        );
+        tokio::spawn(async move {
+            if let Err(e) =
+                crate::heartbeats::run(flow.clone(), source, metrics.clone(), stop).await
+            {
+                tracing::warn!(flow = %flow.name, error = %e, "heartbeats stopped");
+                metrics.error("heartbeat");
+            }
+        })
+    };
+    tracing::info!(flow = %flow.name, source = %flow.source, target = %flow.target, group = %flow.consumer_group(), "flow started");
+    let result = pump.run(flow_stop.clone()).await;
+    let _ = flow_stop_tx.send(true);
+    for task in [syncer_task, checkpoint_task, heartbeat_task, follower_task] {
+        let _ = task.await;
+    }
+    forward.abort();
+    result
+}

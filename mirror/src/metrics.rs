@@ -1,0 +1,644 @@
+//! What the daemon knows about its flows, shared between the tasks that learn it and the
+//! HTTP server that shows it: Prometheus text for `/metrics`, JSON for `/status`.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Upper bounds (seconds) of the replication-latency histogram's buckets.
+pub const LATENCY_BUCKETS_SECONDS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+];
+
+/// All flows of the daemon.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    flows: Mutex<BTreeMap<String, Arc<FlowMetrics>>>,
+}
+
+impl Metrics {
+    /// The metrics of flow `name`, created on first use.
+    pub fn flow(&self, name: &str, source: &str, target: &str) -> Arc<FlowMetrics> {
+        let mut flows = self.flows.lock().unwrap_or_else(|e| e.into_inner());
+        flows
+            .entry(name.to_string())
+            .or_insert_with(|| {
+                Arc::new(FlowMetrics {
+                    name: name.to_string(),
+                    source: source.to_string(),
+                    target: target.to_string(),
+                    ..FlowMetrics::default()
+                })
+            })
+            .clone()
+    }
+
+    fn all(&self) -> Vec<Arc<FlowMetrics>> {
+        let flows = self.flows.lock().unwrap_or_else(|e| e.into_inner());
+        flows.values().cloned().collect()
+    }
+
+    /// The JSON `/status` document.
+    pub fn status(&self) -> Status {
+        let now = now_ms();
+        Status {
+            now_ms: now,
+            flows: self.all().iter().map(|f| f.status(now)).collect(),
+        }
+    }
+
+    /// The Prometheus text exposition for `/metrics`.
+    pub fn prometheus(&self) -> String {
+        let now = now_ms();
+        let flows = self.all();
+        let mut out = String::new();
+        let mut family = |name: &str, kind: &str, help: &str, rows: &mut dyn FnMut(&mut String)| {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} {kind}");
+            rows(&mut out);
+        };
+        family(
+            "mirror_records_total",
+            "counter",
+            "Records written to the target and acknowledged.",
+            &mut |o| {
+                for f in &flows {
+                    let _ = writeln!(
+                        o,
+                        "mirror_records_total{{flow=\"{}\"}} {}",
+                        f.name,
+                        f.records_total.load(Ordering::Relaxed)
+                    );
+                }
+            },
+        );
+        family(
+            "mirror_bytes_total",
+            "counter",
+            "Bytes of keys, values and headers written to the target and acknowledged.",
+            &mut |o| {
+                for f in &flows {
+                    let _ = writeln!(
+                        o,
+                        "mirror_bytes_total{{flow=\"{}\"}} {}",
+                        f.name,
+                        f.bytes_total.load(Ordering::Relaxed)
+                    );
+                }
+            },
+        );
+        family(
+            "mirror_records_skipped_total",
+            "counter",
+            "Records not mirrored because they originated at the target.",
+            &mut |o| {
+                for f in &flows {
+                    let _ = writeln!(
+                        o,
+                        "mirror_records_skipped_total{{flow=\"{}\"}} {}",
+                        f.name,
+                        f.skipped_total.load(Ordering::Relaxed)
+                    );
+                }
+            },
+        );
+        family(
+            "mirror_errors_total",
+            "counter",
+            "Errors by kind; each one restarted the task that met it.",
+            &mut |o| {
+                for f in &flows {
+                    for (kind, n) in f.errors.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+                        let _ = writeln!(
+                            o,
+                            "mirror_errors_total{{flow=\"{}\",kind=\"{kind}\"}} {n}",
+                            f.name
+                        );
+                    }
+                }
+            },
+        );
+        let partitions: Vec<(Arc<FlowMetrics>, Vec<PartitionStatus>)> = flows
+            .iter()
+            .map(|f| (f.clone(), f.partitions(now)))
+            .collect();
+        family(
+            "mirror_lag_records",
+            "gauge",
+            "Source end offset minus the next source offset to mirror, per partition.",
+            &mut |o| {
+                for (f, ps) in &partitions {
+                    for p in ps {
+                        if let Some(lag) = p.lag_records {
+                            let _ = writeln!(o, "mirror_lag_records{{flow=\"{}\",topic=\"{}\",partition=\"{}\"}} {lag}", f.name, p.topic, p.partition);
+                        }
+                    }
+                }
+            },
+        );
+        family(
+            "mirror_lag_seconds",
+            "gauge",
+            "Age of the oldest source record not yet mirrored (0 when caught up), per partition.",
+            &mut |o| {
+                for (f, ps) in &partitions {
+                    for p in ps {
+                        if let Some(lag) = p.lag_seconds {
+                            let _ = writeln!(o, "mirror_lag_seconds{{flow=\"{}\",topic=\"{}\",partition=\"{}\"}} {lag:.3}", f.name, p.topic, p.partition);
+                        }
+                    }
+                }
+            },
+        );
+        family(
+            "mirror_replication_latency_seconds",
+            "histogram",
+            "From a record's source timestamp to the target's acknowledgement.",
+            &mut |o| {
+                for f in &flows {
+                    let h = f.latency.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                    let mut cumulative = 0;
+                    for (i, le) in LATENCY_BUCKETS_SECONDS.iter().enumerate() {
+                        cumulative += h.counts[i];
+                        let _ = writeln!(o, "mirror_replication_latency_seconds_bucket{{flow=\"{}\",le=\"{le}\"}} {cumulative}", f.name);
+                    }
+                    cumulative += h.counts[LATENCY_BUCKETS_SECONDS.len()];
+                    let _ = writeln!(o, "mirror_replication_latency_seconds_bucket{{flow=\"{}\",le=\"+Inf\"}} {cumulative}", f.name);
+                    let _ = writeln!(
+                        o,
+                        "mirror_replication_latency_seconds_sum{{flow=\"{}\"}} {:.6}",
+                        f.name, h.sum_seconds
+                    );
+                    let _ = writeln!(
+                        o,
+                        "mirror_replication_latency_seconds_count{{flow=\"{}\"}} {cumulative}",
+                        f.name
+                    );
+                }
+            },
+        );
+        family(
+            "mirror_checkpoint_age_seconds",
+            "gauge",
+            "Time since the last completed checkpoint round.",
+            &mut |o| {
+                for f in &flows {
+                    if let Some(age) =
+                        age_seconds(now, f.last_checkpoint_ms.load(Ordering::Relaxed))
+                    {
+                        let _ = writeln!(
+                            o,
+                            "mirror_checkpoint_age_seconds{{flow=\"{}\"}} {age:.3}",
+                            f.name
+                        );
+                    }
+                }
+            },
+        );
+        family(
+            "mirror_heartbeat_age_seconds",
+            "gauge",
+            "Age of the newest source heartbeat that reached the target.",
+            &mut |o| {
+                for f in &flows {
+                    if let Some(age) = age_seconds(now, f.last_heartbeat_ms.load(Ordering::Relaxed))
+                    {
+                        let _ = writeln!(
+                            o,
+                            "mirror_heartbeat_age_seconds{{flow=\"{}\"}} {age:.3}",
+                            f.name
+                        );
+                    }
+                }
+            },
+        );
+        out
+    }
+}
+
+fn age_seconds(now: i64, at_ms: u64) -> Option<f64> {
+    (at_ms > 0).then(|| (now - at_ms as i64).max(0) as f64 / 1000.0)
+}
+
+/// A latency histogram with [`LATENCY_BUCKETS_SECONDS`] plus `+Inf`.
+#[derive(Debug, Clone)]
+pub struct Histogram {
+    counts: Vec<u64>,
+    sum_seconds: f64,
+}
+
+impl Default for Histogram {
+    fn default() -> Histogram {
+        Histogram {
+            counts: vec![0; LATENCY_BUCKETS_SECONDS.len() + 1],
+            sum_seconds: 0.0,
+        }
+    }
+}
+
+impl Histogram {
+    fn observe(&mut self, seconds: f64) {
+        let i = LATENCY_BUCKETS_SECONDS
+            .iter()
+            .position(|le| seconds <= *le)
+            .unwrap_or(LATENCY_BUCKETS_SECONDS.len());
+        self.counts[i] += 1;
+        self.sum_seconds += seconds;
+    }
+}
+
+/// One flow's counters and per-partition progress.
+#[derive(Debug, Default)]
+pub struct FlowMetrics {
+    name: String,
+    source: String,
+    target: String,
+    /// Records acknowledged by the target.
+    pub records_total: AtomicU64,
+    /// Their bytes.
+    pub bytes_total: AtomicU64,
+    /// Records skipped because they came from the target.
+    pub skipped_total: AtomicU64,
+    /// Unix ms of the last completed checkpoint round (0: none yet).
+    pub last_checkpoint_ms: AtomicU64,
+    /// Source timestamp (Unix ms) of the newest mirrored heartbeat (0: none yet).
+    pub last_heartbeat_ms: AtomicU64,
+    errors: Mutex<BTreeMap<String, u64>>,
+    latency: Mutex<Histogram>,
+    partitions: Mutex<BTreeMap<(String, i32), PartitionProgress>>,
+    topics: Mutex<BTreeMap<String, TopicState>>,
+}
+
+/// What the pump and the consumer's statistics know of one source partition.
+#[derive(Debug, Clone, Default)]
+pub struct PartitionProgress {
+    /// The source's log start offset, from the consumer's statistics.
+    pub source_start_offset: Option<i64>,
+    /// The source's end offset (high watermark), from the consumer's statistics.
+    pub source_end_offset: Option<i64>,
+    /// Every source offset below this is mirrored (or skipped on purpose).
+    pub mirrored_offset: Option<i64>,
+    /// Source timestamp of the last mirrored record.
+    pub last_mirrored_timestamp_ms: Option<i64>,
+    /// When this daemon got the partition (Unix ms).
+    pub assigned_at_ms: i64,
+    /// Whether this daemon's pump holds the partition now.
+    pub assigned: bool,
+}
+
+/// One record the target acknowledged.
+#[derive(Debug, Clone, Copy)]
+pub struct Acked {
+    /// Its key, value and header bytes.
+    pub bytes: u64,
+    /// Its source timestamp (Unix ms).
+    pub timestamp_ms: i64,
+    /// From its source timestamp to the acknowledgement.
+    pub latency_seconds: Option<f64>,
+}
+
+/// A mirrored topic as the topic syncer sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TopicState {
+    /// The topic's name on the target.
+    pub remote_topic: String,
+    /// Partitions on the source.
+    pub source_partitions: i32,
+    /// Partitions on the target.
+    pub target_partitions: i32,
+}
+
+/// `/status`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Status {
+    /// When the document was made (Unix ms).
+    pub now_ms: i64,
+    /// Every flow.
+    pub flows: Vec<FlowStatus>,
+}
+
+/// One flow in `/status`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct FlowStatus {
+    /// Flow name.
+    pub name: String,
+    /// Source alias.
+    pub source: String,
+    /// Target alias.
+    pub target: String,
+    /// Records mirrored by this daemon since it started.
+    pub records_total: u64,
+    /// Bytes mirrored by this daemon since it started.
+    pub bytes_total: u64,
+    /// Seconds since the last checkpoint round, if any.
+    pub checkpoint_age_seconds: Option<f64>,
+    /// Seconds since the newest mirrored heartbeat was written on the source, if any.
+    pub heartbeat_age_seconds: Option<f64>,
+    /// Errors by kind.
+    pub errors: BTreeMap<String, u64>,
+    /// Mirrored topics with their partitions.
+    pub topics: Vec<TopicStatus>,
+}
+
+/// One topic in `/status`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct TopicStatus {
+    /// Source name.
+    pub topic: String,
+    /// Target name.
+    pub remote_topic: String,
+    /// Partitions on the source.
+    pub source_partitions: i32,
+    /// Partitions on the target.
+    pub target_partitions: i32,
+    /// The partitions this daemon mirrors or has mirrored.
+    pub partitions: Vec<PartitionStatus>,
+}
+
+/// One partition in `/status` and the lag gauges.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PartitionStatus {
+    /// Source topic.
+    pub topic: String,
+    /// Partition number (the same on both sides).
+    pub partition: i32,
+    /// Whether this daemon holds it now.
+    pub assigned: bool,
+    /// Source end offset (high watermark), if known.
+    pub source_end_offset: Option<i64>,
+    /// Next source offset to mirror.
+    pub mirrored_offset: Option<i64>,
+    /// `source_end_offset - mirrored_offset`.
+    pub lag_records: Option<i64>,
+    /// Age of the oldest unmirrored record, estimated as the time since the newest mirrored
+    /// record's source timestamp (or since the partition was assigned); 0 when caught up.
+    pub lag_seconds: Option<f64>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl FlowMetrics {
+    /// Counts one error of `kind`.
+    pub fn error(&self, kind: &str) {
+        *lock(&self.errors).entry(kind.to_string()).or_default() += 1;
+    }
+
+    /// Records a partition's progress: `mirrored_offset` is its new cursor, and `acked` the
+    /// record that moved it there (`None` for a record skipped on purpose).
+    pub fn mirrored(
+        &self,
+        topic: &str,
+        partition: i32,
+        mirrored_offset: i64,
+        acked: Option<Acked>,
+    ) {
+        if let Some(a) = &acked {
+            self.records_total.fetch_add(1, Ordering::Relaxed);
+            self.bytes_total.fetch_add(a.bytes, Ordering::Relaxed);
+            if let Some(l) = a.latency_seconds {
+                lock(&self.latency).observe(l);
+            }
+        }
+        let mut parts = lock(&self.partitions);
+        let p = parts.entry((topic.to_string(), partition)).or_default();
+        p.mirrored_offset = Some(mirrored_offset);
+        if let Some(a) = acked {
+            p.last_mirrored_timestamp_ms = Some(a.timestamp_ms);
+        }
+    }
+
+    /// Sets the source watermarks of a partition (from the consumer's statistics).
+    pub fn source_watermarks(&self, topic: &str, partition: i32, start: i64, end: i64) {
+        let mut parts = lock(&self.partitions);
+        if let Some(p) = parts.get_mut(&(topic.to_string(), partition)) {
+            if start >= 0 {
+                p.source_start_offset = Some(start);
+            }
+            if end >= 0 {
+                p.source_end_offset = Some(end);
+            }
+        }
+    }
+
+    /// The watermarks last seen for a partition.
+    pub fn watermarks(&self, topic: &str, partition: i32) -> (Option<i64>, Option<i64>) {
+        let parts = lock(&self.partitions);
+        parts
+            .get(&(topic.to_string(), partition))
+            .map_or((None, None), |p| {
+                (p.source_start_offset, p.source_end_offset)
+            })
+    }
+
+    /// Marks the partitions this daemon's pump holds now.
+    pub fn assigned(&self, assigned: &[(String, i32)]) {
+        let now = now_ms();
+        let mut parts = lock(&self.partitions);
+        for p in parts.values_mut() {
+            p.assigned = false;
+        }
+        for key in assigned {
+            let p = parts.entry(key.clone()).or_default();
+            if !p.assigned {
+                p.assigned_at_ms = now;
+            }
+            p.assigned = true;
+        }
+    }
+
+    /// Replaces the mirrored-topic table.
+    pub fn set_topics(&self, topics: BTreeMap<String, TopicState>) {
+        *lock(&self.topics) = topics;
+    }
+
+    /// Records the latency of mirrored records.
+    fn partitions(&self, now: i64) -> Vec<PartitionStatus> {
+        let parts = lock(&self.partitions);
+        parts
+            .iter()
+            .map(|((topic, partition), p)| {
+                let lag_records = match (p.source_end_offset, p.mirrored_offset) {
+                    (Some(end), Some(m)) => Some((end - m).max(0)),
+                    _ => None,
+                };
+                let lag_seconds = lag_records.map(|lag| {
+                    if lag == 0 {
+                        0.0
+                    } else {
+                        let since = p.last_mirrored_timestamp_ms.unwrap_or(p.assigned_at_ms);
+                        (now - since).max(0) as f64 / 1000.0
+                    }
+                });
+                PartitionStatus {
+                    topic: topic.clone(),
+                    partition: *partition,
+                    assigned: p.assigned,
+                    source_end_offset: p.source_end_offset,
+                    mirrored_offset: p.mirrored_offset,
+                    lag_records,
+                    lag_seconds,
+                }
+            })
+            .collect()
+    }
+
+    fn status(&self, now: i64) -> FlowStatus {
+        let partitions = self.partitions(now);
+        let topics = lock(&self.topics).clone();
+        FlowStatus {
+            name: self.name.clone(),
+            source: self.source.clone(),
+            target: self.target.clone(),
+            records_total: self.records_total.load(Ordering::Relaxed),
+            bytes_total: self.bytes_total.load(Ordering::Relaxed),
+            checkpoint_age_seconds: age_seconds(
+                now,
+                self.last_checkpoint_ms.load(Ordering::Relaxed),
+            ),
+            heartbeat_age_seconds: age_seconds(now, self.last_heartbeat_ms.load(Ordering::Relaxed)),
+            errors: lock(&self.errors).clone(),
+            topics: topics
+                .into_iter()
+                .map(|(topic, t)| TopicStatus {
+                    partitions: partitions
+                        .iter()
+                        .filter(|p| p.topic == topic)
+                        .cloned()
+                        .collect(),
+                    topic,
+                    remote_topic: t.remote_topic,
+                    source_partitions: t.source_partitions,
+                    target_partitions: t.target_partitions,
+                })
+                .collect(),
+        }
+    }
+}
+
+fn seconds(s: Option<f64>) -> String {
+    s.map_or_else(|| "-".to_string(), |s| format!("{s:.1} s"))
+}
+
+fn offset(o: Option<i64>) -> String {
+    o.map_or_else(|| "-".to_string(), |o| o.to_string())
+}
+
+/// `/status` as a table a person reads (`strait mirror status`).
+pub fn render_status(status: &Status) -> String {
+    let mut out = String::new();
+    if status.flows.is_empty() {
+        out.push_str("no flows\n");
+    }
+    for f in &status.flows {
+        let _ = writeln!(
+            out,
+            "flow {} ({} -> {}): {} records, {} bytes mirrored; checkpoint age {}, heartbeat age {}",
+            f.name, f.source, f.target, f.records_total, f.bytes_total,
+            seconds(f.checkpoint_age_seconds), seconds(f.heartbeat_age_seconds)
+        );
+        if !f.errors.is_empty() {
+            let errors: Vec<String> = f.errors.iter().map(|(k, n)| format!("{k}={n}")).collect();
+            let _ = writeln!(out, "  errors: {}", errors.join(", "));
+        }
+        let _ = writeln!(
+            out,
+            "  {:<32} {:>9} {:>14} {:>14} {:>12} {:>10}",
+            "topic -> remote", "partition", "source end", "mirrored", "lag records", "lag"
+        );
+        for t in &f.topics {
+            let name = format!("{} -> {}", t.topic, t.remote_topic);
+            if t.partitions.is_empty() {
+                let _ = writeln!(
+                    out,
+                    "  {name:<32} {:>9}",
+                    format!("({}/{})", t.source_partitions, t.target_partitions)
+                );
+            }
+            for p in &t.partitions {
+                let held = if p.assigned { "" } else { " (not held)" };
+                let _ = writeln!(
+                    out,
+                    "  {name:<32} {:>9} {:>14} {:>14} {:>12} {:>10}{held}",
+                    p.partition,
+                    offset(p.source_end_offset),
+                    offset(p.mirrored_offset),
+                    offset(p.lag_records),
+                    seconds(p.lag_seconds)
+                );
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prometheus_text_has_counters_lag_and_a_cumulative_histogram() {
+        let m = Metrics::default();
+        let f = m.flow("a-to-b", "a", "b");
+        f.assigned(&[("orders".into(), 0)]);
+        f.source_watermarks("orders", 0, 0, 10);
+        for (i, latency) in [0.003, 0.2, 1000.0].into_iter().enumerate() {
+            let acked = Acked {
+                bytes: 100,
+                timestamp_ms: now_ms(),
+                latency_seconds: Some(latency),
+            };
+            f.mirrored("orders", 0, i as i64 + 1, Some(acked));
+        }
+        f.error("target_delivery");
+        let text = m.prometheus();
+        assert!(
+            text.contains("mirror_records_total{flow=\"a-to-b\"} 3"),
+            "{text}"
+        );
+        assert!(
+            text.contains("mirror_bytes_total{flow=\"a-to-b\"} 300"),
+            "{text}"
+        );
+        assert!(
+            text.contains("mirror_lag_records{flow=\"a-to-b\",topic=\"orders\",partition=\"0\"} 7"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "mirror_replication_latency_seconds_bucket{flow=\"a-to-b\",le=\"0.005\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "mirror_replication_latency_seconds_bucket{flow=\"a-to-b\",le=\"0.25\"} 2"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "mirror_replication_latency_seconds_bucket{flow=\"a-to-b\",le=\"+Inf\"} 3"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("mirror_errors_total{flow=\"a-to-b\",kind=\"target_delivery\"} 1"),
+            "{text}"
+        );
+        let status = serde_json::to_value(m.status()).unwrap();
+        assert_eq!(status["flows"][0]["records_total"], 3);
+    }
+}

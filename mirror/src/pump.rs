@@ -1,0 +1,704 @@
+//! The record pump of one flow: a source consumer in the flow's group and an idempotent
+//! acks=all target producer.
+//!
+//! Records keep their partition, key, value, headers and timestamp, and gain an origin header.
+//! Acknowledgements are taken in send order, and each one extends the partition's current
+//! offset run or starts a new one. Every [`FLUSH_INTERVAL_MS`] the runs and cursors of the
+//! partitions that moved are appended to the flow's offset-runs topic on the target and,
+//! once that is acknowledged, the source offsets are committed: a crash can repeat records on
+//! the target but never skip one, and a committed source offset is always translatable.
+//!
+//! Several daemons on the same flow split the partitions through the source cluster's group
+//! protocol (the group `strait-mirror-<flow>`). A partition's starting point is the index's
+//! cursor (kept current by the [`IndexFollower`]), so a daemon that takes a partition over
+//! continues where the previous owner's last flush left it.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::stream::{FuturesOrdered, StreamExt};
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::statistics::Statistics;
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{Offset, TopicPartitionList};
+use tokio::sync::watch;
+
+use crate::clients::{blocking, client_config, watermarks, MirrorError, ORIGIN_HEADER};
+use crate::config::{ClusterConfig, FlowConfig, StartPosition};
+use crate::follower::IndexFollower;
+use crate::metrics::{now_ms, Acked, FlowMetrics, TopicState};
+use crate::offsets::{Cursor, FlowIndex, Run, RunUpdate};
+
+/// How often acknowledged progress is recorded and source offsets committed.
+pub const FLUSH_INTERVAL_MS: u64 = 200;
+/// How long a record waits for its target partition to be created by the topic syncer.
+const TARGET_PARTITION_WAIT_MS: u64 = 30_000;
+/// How long a stopping pump waits for acknowledgements of what it already sent.
+const DRAIN_TIMEOUT_MS: u64 = 30_000;
+/// The topic the heartbeat emitter writes on every source cluster.
+pub const HEARTBEATS_TOPIC: &str = "heartbeats";
+
+type Assigned = BTreeSet<(String, i32)>;
+
+/// Feeds the consumer's statistics and assignment to the flow's metrics and the pump.
+struct PumpContext {
+    metrics: Arc<FlowMetrics>,
+    assigned: watch::Sender<Assigned>,
+}
+
+impl ClientContext for PumpContext {
+    fn stats(&self, statistics: Statistics) {
+        for (topic, t) in &statistics.topics {
+            for (partition, p) in &t.partitions {
+                if *partition >= 0 {
+                    self.metrics
+                        .source_watermarks(topic, *partition, p.lo_offset, p.hi_offset);
+                }
+            }
+        }
+    }
+}
+
+impl ConsumerContext for PumpContext {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let assigned: Assigned = match consumer.assignment() {
+            Ok(tpl) => tpl
+                .elements()
+                .iter()
+                .map(|e| (e.topic().to_string(), e.partition()))
+                .collect(),
+            Err(_) => BTreeSet::new(),
+        };
+        let kind = match rebalance {
+            Rebalance::Assign(_) => "assign",
+            Rebalance::Revoke(_) => "revoke",
+            Rebalance::Error(_) => "error",
+        };
+        tracing::info!(partitions = assigned.len(), kind, "pump assignment changed");
+        let list: Vec<(String, i32)> = assigned.iter().cloned().collect();
+        self.metrics.assigned(&list);
+        let _ = self.assigned.send(assigned);
+    }
+}
+
+/// The acknowledged state of one source partition held by this pump.
+struct PartitionState {
+    remote: String,
+    /// Everything below `cursor.source_next` is acknowledged (or skipped).
+    cursor: Cursor,
+    /// The next source offset to send; at or beyond the cursor.
+    sent_next: i64,
+    open: Option<Run>,
+    closed: Vec<Run>,
+    dirty: bool,
+    in_flight: usize,
+    /// Whether the first record after the state was made has been seen (a start beyond the
+    /// cursor is then corrected once by seeking back to it).
+    started: bool,
+}
+
+impl PartitionState {
+    /// Records that `source_offset` landed at `target_offset`.
+    fn acknowledged(&mut self, source_offset: i64, target_offset: i64) {
+        match &mut self.open {
+            Some(run) if run.source_end() == source_offset && run.target_end() == target_offset => {
+                run.length += 1;
+            }
+            _ => {
+                self.closed.extend(self.open.take());
+                self.open = Some(Run {
+                    source_start: source_offset,
+                    target_start: target_offset,
+                    length: 1,
+                });
+            }
+        }
+        debug_assert!(
+            source_offset >= self.cursor.source_next,
+            "acknowledgements arrive in send order"
+        );
+        self.cursor = Cursor {
+            source_next: source_offset + 1,
+            target_next: target_offset + 1,
+        };
+        self.dirty = true;
+    }
+
+    /// Records that `source_offset` was processed but not mirrored.
+    fn skipped(&mut self, source_offset: i64) {
+        self.closed.extend(self.open.take());
+        self.cursor.source_next = source_offset + 1;
+        self.dirty = true;
+    }
+}
+
+/// A sent record (or a skipped one) waiting for its turn in acknowledgement order.
+struct Sent {
+    topic: Arc<str>,
+    partition: i32,
+    source_offset: i64,
+    bytes: u64,
+    timestamp_ms: Option<i64>,
+    result: SentResult,
+}
+
+enum SentResult {
+    Acknowledged(i64),
+    Skipped,
+    Failed(KafkaError),
+}
+
+type SentFuture = Pin<Box<dyn Future<Output = Sent> + Send>>;
+
+/// The record pump of one flow.
+pub struct Pump {
+    flow: Arc<FlowConfig>,
+    source: ClusterConfig,
+    target: ClusterConfig,
+    index: FlowIndex,
+    follower: IndexFollower,
+    topics: watch::Receiver<BTreeMap<String, TopicState>>,
+    metrics: Arc<FlowMetrics>,
+    /// The partitions this pump holds, for the checkpoint task.
+    pub assigned: watch::Receiver<Assigned>,
+    assigned_tx: watch::Sender<Assigned>,
+}
+
+impl Pump {
+    /// A pump for `flow`, mirroring the topics the syncer publishes on `topics`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        flow: Arc<FlowConfig>,
+        source: ClusterConfig,
+        target: ClusterConfig,
+        index: FlowIndex,
+        follower: IndexFollower,
+        topics: watch::Receiver<BTreeMap<String, TopicState>>,
+        metrics: Arc<FlowMetrics>,
+    ) -> Pump {
+        let (assigned_tx, assigned) = watch::channel(BTreeSet::new());
+        Pump {
+            flow,
+            source,
+            target,
+            index,
+            follower,
+            topics,
+            metrics,
+            assigned,
+            assigned_tx,
+        }
+    }
+
+    /// Runs until `stop` turns true (then drains, flushes and commits) or an error that
+    /// needs a fresh start (the caller restarts the pump, which resumes from the index).
+    pub async fn run(&mut self, mut stop: watch::Receiver<bool>) -> Result<(), MirrorError> {
+        let flow = self.flow.clone();
+        let reset = match flow.start_position {
+            StartPosition::Earliest => "earliest",
+            StartPosition::Latest => "latest",
+        };
+        let context = PumpContext {
+            metrics: self.metrics.clone(),
+            assigned: self.assigned_tx.clone(),
+        };
+        let consumer: StreamConsumer<PumpContext> = client_config(
+            &self.source,
+            &[
+                ("group.id", &flow.consumer_group()),
+                ("enable.auto.commit", "false"),
+                ("enable.auto.offset.store", "false"),
+                ("auto.offset.reset", reset),
+                ("statistics.interval.ms", "1000"),
+                // New partitions of a subscribed topic are noticed within seconds.
+                ("topic.metadata.refresh.interval.ms", "2000"),
+                // A killed daemon's partitions move to the others after 10 s, not 45.
+                ("session.timeout.ms", "10000"),
+                ("heartbeat.interval.ms", "1000"),
+                ("isolation.level", "read_committed"),
+            ],
+        )
+        .create_with_context(context)
+        .map_err(MirrorError::kafka(format!(
+            "creating the source consumer of flow {}",
+            flow.name
+        )))?;
+        let producer =
+            crate::clients::target_producer(&self.target, flow.in_flight_bytes_limit * 2)?;
+        let mut run = PumpRun {
+            pump: self,
+            consumer,
+            producer,
+            states: HashMap::new(),
+            in_flight: FuturesOrdered::new(),
+            in_flight_bytes: 0,
+            subscribed: BTreeSet::new(),
+            runs_topic: flow.offset_runs_topic(),
+        };
+        run.subscribe()?;
+        let mut flush = tokio::time::interval(Duration::from_millis(FLUSH_INTERVAL_MS));
+        flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut topics = run.pump.topics.clone();
+        let result = loop {
+            let room = run.in_flight_bytes < flow.in_flight_bytes_limit;
+            let step: Result<(), MirrorError> = tokio::select! {
+                _ = async { let _ = stop.wait_for(|s| *s).await; } => break Ok(()),
+                Some(sent) = run.in_flight.next(), if !run.in_flight.is_empty() => run.acknowledged(sent),
+                message = run.consumer.recv(), if room => match message {
+                    Ok(m) => {
+                        let m = m.detach();
+                        run.mirror(m).await
+                    }
+                    Err(e) => {
+                        tracing::warn!(flow = %flow.name, error = %e, "source consumer");
+                        run.pump.metrics.error("source_consume");
+                        Ok(())
+                    }
+                },
+                _ = flush.tick() => run.flush().await,
+                Ok(()) = topics.changed() => run.subscribe(),
+            };
+            if let Err(e) = step {
+                break Err(e);
+            }
+        };
+        // Whatever happened, record what was acknowledged so a restart repeats as little as
+        // possible; on a clean stop first wait for what is in flight.
+        if result.is_ok() {
+            let drain = async {
+                while let Some(sent) = run.in_flight.next().await {
+                    run.acknowledged(sent)?;
+                }
+                Ok::<(), MirrorError>(())
+            };
+            match tokio::time::timeout(Duration::from_millis(DRAIN_TIMEOUT_MS), drain).await {
+                Ok(r) => r?,
+                Err(_) => {
+                    tracing::warn!(flow = %flow.name, "records still unacknowledged at shutdown; they are sent again on restart")
+                }
+            }
+        }
+        let flushed = run.flush().await;
+        let committed = run.commit_sync();
+        result.and(flushed).and(committed)
+    }
+}
+
+struct PumpRun<'a> {
+    pump: &'a mut Pump,
+    consumer: StreamConsumer<PumpContext>,
+    producer: FutureProducer,
+    states: HashMap<(Arc<str>, i32), PartitionState>,
+    in_flight: FuturesOrdered<SentFuture>,
+    in_flight_bytes: u64,
+    subscribed: BTreeSet<String>,
+    runs_topic: String,
+}
+
+fn record_bytes(m: &rdkafka::message::OwnedMessage) -> u64 {
+    let headers = m.headers().map_or(0, |h| {
+        h.iter()
+            .map(|h| h.key.len() + h.value.map_or(0, <[u8]>::len))
+            .sum::<usize>()
+    });
+    (m.key().map_or(0, <[u8]>::len) + m.payload().map_or(0, <[u8]>::len) + headers) as u64
+}
+
+impl PumpRun<'_> {
+    fn subscribe(&mut self) -> Result<(), MirrorError> {
+        let topics: BTreeSet<String> = self.pump.topics.borrow().keys().cloned().collect();
+        if topics == self.subscribed {
+            return Ok(());
+        }
+        if topics.is_empty() {
+            self.consumer.unsubscribe();
+        } else {
+            let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+            self.consumer
+                .subscribe(&names)
+                .map_err(MirrorError::kafka("subscribing to the mirrored topics"))?;
+        }
+        tracing::info!(flow = %self.pump.flow.name, topics = topics.len(), "pump subscription updated");
+        self.subscribed = topics;
+        Ok(())
+    }
+
+    /// Makes the state of a partition the pump has not held since it last started: the
+    /// index's cursor once the follower has caught up, else an anchor at `first_offset` and
+    /// the target partition's current end.
+    async fn state_for(
+        &mut self,
+        topic: &Arc<str>,
+        partition: i32,
+        first_offset: i64,
+    ) -> Result<(), MirrorError> {
+        if self.states.contains_key(&(topic.clone(), partition)) {
+            return Ok(());
+        }
+        self.pump.follower.caught_up().await?;
+        let remote = self.pump.flow.remote_topic(topic);
+        let state = match self.pump.index.cursor(topic, partition)? {
+            Some(cursor) => PartitionState {
+                remote,
+                cursor,
+                sent_next: cursor.source_next,
+                open: None,
+                closed: Vec::new(),
+                dirty: false,
+                in_flight: 0,
+                started: false,
+            },
+            None => {
+                let (p, r) = (self.producer.clone(), remote.clone());
+                let (_, target_end) =
+                    blocking(move || watermarks(p.client(), &r, partition)).await?;
+                tracing::info!(flow = %self.pump.flow.name, topic = %topic, partition, source_offset = first_offset, target_offset = target_end, "partition starts");
+                PartitionState {
+                    remote,
+                    cursor: Cursor {
+                        source_next: first_offset,
+                        target_next: target_end,
+                    },
+                    sent_next: first_offset,
+                    open: None,
+                    closed: Vec::new(),
+                    dirty: true,
+                    in_flight: 0,
+                    started: true,
+                }
+            }
+        };
+        self.states.insert((topic.clone(), partition), state);
+        Ok(())
+    }
+
+    async fn wait_for_target_partition(
+        &mut self,
+        topic: &str,
+        partition: i32,
+    ) -> Result<(), MirrorError> {
+        let ready = |t: &BTreeMap<String, TopicState>| {
+            t.get(topic)
+                .is_some_and(|s| s.target_partitions > partition)
+        };
+        if ready(&self.pump.topics.borrow()) {
+            return Ok(());
+        }
+        let mut topics = self.pump.topics.clone();
+        let outcome = tokio::time::timeout(
+            Duration::from_millis(TARGET_PARTITION_WAIT_MS),
+            topics.wait_for(ready),
+        )
+        .await
+        .map(|r| r.map(|_| ()));
+        match outcome {
+            Ok(Ok(())) => Ok(()),
+            _ => Err(MirrorError::Other(format!(
+                "partition {partition} of {topic} has no counterpart on the target after {TARGET_PARTITION_WAIT_MS} ms"
+            ))),
+        }
+    }
+
+    async fn mirror(&mut self, m: rdkafka::message::OwnedMessage) -> Result<(), MirrorError> {
+        let topic: Arc<str> = Arc::from(m.topic());
+        let partition = m.partition();
+        let offset = m.offset();
+        self.state_for(&topic, partition, offset).await?;
+        let key = (topic.clone(), partition);
+        let state = self.states.get_mut(&key).expect("state_for made it");
+        if !state.started {
+            state.started = true;
+            if offset > state.sent_next {
+                // The consumer started past the index's cursor (its committed offset was
+                // lost, or `latest` applied): go back, so nothing between is skipped.
+                tracing::info!(flow = %self.pump.flow.name, topic = %topic, partition, from = offset, to = state.sent_next, "resuming at the index's cursor");
+                let to = state.sent_next;
+                self.consumer
+                    .seek(
+                        &topic,
+                        partition,
+                        Offset::Offset(to),
+                        Duration::from_millis(5_000),
+                    )
+                    .map_err(MirrorError::kafka(format!(
+                        "seeking {topic}/{partition} to {to}"
+                    )))?;
+                return Ok(());
+            }
+        }
+        if offset < state.sent_next {
+            return Ok(()); // mirrored before a restart or by the previous owner
+        }
+        state.sent_next = offset + 1;
+        state.in_flight += 1;
+        let remote = state.remote.clone();
+        let origin = m.headers().and_then(|h| {
+            h.iter()
+                .find(|h| h.key == ORIGIN_HEADER)
+                .and_then(|h| h.value.map(<[u8]>::to_vec))
+        });
+        let timestamp_ms = m.timestamp().to_millis();
+        let bytes = record_bytes(&m);
+        if origin.as_deref() == Some(self.pump.flow.target.as_bytes()) {
+            // Came from the target in the first place: copying it back would loop.
+            self.in_flight
+                .push_back(Box::pin(futures::future::ready(Sent {
+                    topic,
+                    partition,
+                    source_offset: offset,
+                    bytes: 0,
+                    timestamp_ms,
+                    result: SentResult::Skipped,
+                })));
+            return Ok(());
+        }
+        self.wait_for_target_partition(&topic, partition).await?;
+        let mut headers = OwnedHeaders::new();
+        if let Some(h) = m.headers() {
+            for h in h.iter() {
+                headers = headers.insert(Header {
+                    key: h.key,
+                    value: h.value,
+                });
+            }
+        }
+        if origin.is_none() {
+            headers = headers.insert(Header {
+                key: ORIGIN_HEADER,
+                value: Some(self.pump.flow.source.as_bytes()),
+            });
+        }
+        let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&remote)
+            .partition(partition)
+            .headers(headers);
+        if let Some(k) = m.key() {
+            record = record.key(k);
+        }
+        if let Some(v) = m.payload() {
+            record = record.payload(v);
+        }
+        if let Some(ts) = timestamp_ms {
+            record = record.timestamp(ts);
+        }
+        let delivery = loop {
+            match self.producer.send_result(record) {
+                Ok(d) => break d,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    record = r;
+                    // librdkafka's queue is full: take an acknowledgement, then retry.
+                    match self.in_flight.next().await {
+                        Some(sent) => self.acknowledged(sent)?,
+                        None => tokio::time::sleep(Duration::from_millis(10)).await,
+                    }
+                }
+                Err((e, _)) => {
+                    return Err(MirrorError::Kafka {
+                        what: format!("sending a record to {remote}/{partition}"),
+                        source: e,
+                    })
+                }
+            }
+        };
+        self.in_flight_bytes += bytes;
+        self.in_flight.push_back(Box::pin(async move {
+            let result = match delivery.await {
+                Ok(Ok(d)) => SentResult::Acknowledged(d.offset),
+                Ok(Err((e, _))) => SentResult::Failed(e),
+                Err(_) => SentResult::Failed(KafkaError::Canceled),
+            };
+            Sent {
+                topic,
+                partition,
+                source_offset: offset,
+                bytes,
+                timestamp_ms,
+                result,
+            }
+        }));
+        Ok(())
+    }
+
+    fn acknowledged(&mut self, sent: Sent) -> Result<(), MirrorError> {
+        self.in_flight_bytes -= sent.bytes;
+        let key = (sent.topic.clone(), sent.partition);
+        let state = self
+            .states
+            .get_mut(&key)
+            .expect("a partition's state lives while it has records in flight");
+        state.in_flight -= 1;
+        let metrics = &self.pump.metrics;
+        match sent.result {
+            SentResult::Acknowledged(target_offset) => {
+                state.acknowledged(sent.source_offset, target_offset);
+                let now = now_ms();
+                let acked = Acked {
+                    bytes: sent.bytes,
+                    timestamp_ms: sent.timestamp_ms.unwrap_or(now),
+                    latency_seconds: sent
+                        .timestamp_ms
+                        .map(|ts| (now - ts).max(0) as f64 / 1000.0),
+                };
+                metrics.mirrored(
+                    &sent.topic,
+                    sent.partition,
+                    state.cursor.source_next,
+                    Some(acked),
+                );
+                if &*sent.topic == HEARTBEATS_TOPIC {
+                    if let Some(ts) = sent.timestamp_ms {
+                        let ts = u64::try_from(ts).unwrap_or(0);
+                        metrics
+                            .last_heartbeat_ms
+                            .fetch_max(ts, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+                Ok(())
+            }
+            SentResult::Skipped => {
+                state.skipped(sent.source_offset);
+                metrics
+                    .skipped_total
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                metrics.mirrored(&sent.topic, sent.partition, state.cursor.source_next, None);
+                Ok(())
+            }
+            SentResult::Failed(e) => {
+                metrics.error("target_delivery");
+                Err(MirrorError::Kafka {
+                    what: format!(
+                        "writing source offset {} of {}/{} to the target",
+                        sent.source_offset, sent.topic, sent.partition
+                    ),
+                    source: e,
+                })
+            }
+        }
+    }
+
+    /// Anchors partitions the pump holds that are empty on the source (so a group's offset
+    /// on them translates before any record arrives), records the runs and cursors of every
+    /// partition that moved in the runs topic and, once acknowledged, commits the source
+    /// offsets.
+    async fn flush(&mut self) -> Result<(), MirrorError> {
+        let assigned = self.pump.assigned.borrow().clone();
+        for (topic, partition) in &assigned {
+            let topic: Arc<str> = Arc::from(topic.as_str());
+            if self.states.contains_key(&(topic.clone(), *partition)) {
+                continue;
+            }
+            if let (Some(start), Some(end)) = self.pump.metrics.watermarks(&topic, *partition) {
+                if start == end
+                    && self
+                        .pump
+                        .topics
+                        .borrow()
+                        .get(&*topic)
+                        .is_some_and(|t| t.target_partitions > *partition)
+                {
+                    self.state_for(&topic, *partition, end).await?;
+                }
+            }
+        }
+        let mut updates = Vec::new();
+        for ((topic, partition), state) in self.states.iter_mut().filter(|(_, s)| s.dirty) {
+            let mut runs = std::mem::take(&mut state.closed);
+            runs.extend(state.open);
+            updates.push(RunUpdate {
+                topic: topic.to_string(),
+                partition: *partition,
+                runs,
+                cursor: state.cursor,
+            });
+            state.dirty = false;
+        }
+        if !updates.is_empty() {
+            let mut deliveries = Vec::with_capacity(updates.len());
+            for update in &updates {
+                let key = format!("{}/{}", update.topic, update.partition);
+                let value = serde_json::to_vec(update)
+                    .map_err(|e| MirrorError::Other(format!("encoding an offset run: {e}")))?;
+                let record: FutureRecord<'_, str, [u8]> = FutureRecord::to(&self.runs_topic)
+                    .partition(0)
+                    .key(key.as_str())
+                    .payload(value.as_slice());
+                let d = self
+                    .producer
+                    .send_result(record)
+                    .map_err(|(e, _)| MirrorError::Kafka {
+                        what: format!("recording offset runs in {}", self.runs_topic),
+                        source: e,
+                    })?;
+                deliveries.push(d);
+            }
+            for d in deliveries {
+                match d.await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err((e, _))) => {
+                        self.pump.metrics.error("offset_runs");
+                        return Err(MirrorError::Kafka {
+                            what: format!("recording offset runs in {}", self.runs_topic),
+                            source: e,
+                        });
+                    }
+                    Err(_) => {
+                        return Err(MirrorError::Other("the target producer was dropped".into()))
+                    }
+                }
+            }
+            let mut tpl = TopicPartitionList::new();
+            for u in &updates {
+                if assigned.contains(&(u.topic.clone(), u.partition)) {
+                    let _ = tpl.add_partition_offset(
+                        &u.topic,
+                        u.partition,
+                        Offset::Offset(u.cursor.source_next),
+                    );
+                }
+            }
+            if tpl.count() > 0 {
+                if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
+                    // A commit lost during a rebalance only means the next owner repeats
+                    // a little; the index's cursor keeps it from repeating on the target.
+                    tracing::debug!(error = %e, "committing source offsets");
+                }
+            }
+        }
+        // Partitions given away and fully recorded are forgotten; if they come back, their
+        // state is read again from the index.
+        self.states.retain(|(t, p), s| {
+            s.in_flight > 0 || s.dirty || assigned.contains(&(t.to_string(), *p))
+        });
+        Ok(())
+    }
+
+    /// Commits every held partition's cursor and waits for the answer (at shutdown).
+    fn commit_sync(&mut self) -> Result<(), MirrorError> {
+        let assigned = self.pump.assigned.borrow().clone();
+        let mut tpl = TopicPartitionList::new();
+        for ((topic, partition), s) in &self.states {
+            if assigned.contains(&(topic.to_string(), *partition)) && !s.dirty {
+                let _ = tpl.add_partition_offset(
+                    topic,
+                    *partition,
+                    Offset::Offset(s.cursor.source_next),
+                );
+            }
+        }
+        if tpl.count() > 0 {
+            if let Err(e) = self.consumer.commit(&tpl, CommitMode::Sync) {
+                tracing::warn!(flow = %self.pump.flow.name, error = %e, "final commit of source offsets; the index's cursors still hold the position");
+            }
+        }
+        let _ = self.producer.flush(Duration::from_millis(5_000));
+        Ok(())
+    }
+}

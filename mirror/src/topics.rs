@@ -1,0 +1,255 @@
+//! The topic syncer of one flow: creates the remote topics, follows partition increases and
+//! copies topic configs.
+//!
+//! Every `topic_refresh_interval_ms` it reads both clusters' metadata, creates each selected
+//! source topic that is missing on the target (same partition count, the source's own topic
+//! configs minus the exclusion list) and adds partitions where the source has more. It then
+//! publishes the mirrored topics to the pump, which subscribes to exactly those: a record
+//! never reaches a remote topic or partition that does not exist yet. Every
+//! `config_sync_interval_ms` it copies the topic-level configs that changed.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::admin::{
+    AdminClient, AdminOptions, AlterConfig, ConfigSource, NewPartitions, ResourceSpecifier,
+};
+use rdkafka::client::DefaultClientContext;
+use tokio::sync::watch;
+
+use crate::clients::{admin, blocking, ensure_topic, MirrorError, REQUEST_TIMEOUT_MS};
+use crate::config::{ClusterConfig, FlowConfig};
+use crate::metrics::{FlowMetrics, TopicState};
+
+type Admin = Arc<AdminClient<DefaultClientContext>>;
+
+/// The topic syncer of one flow.
+pub struct TopicSync {
+    flow: Arc<FlowConfig>,
+    source: Admin,
+    target: Admin,
+    metrics: Arc<FlowMetrics>,
+    topics: watch::Sender<BTreeMap<String, TopicState>>,
+    /// Topics whose target has more partitions than the source, already warned about.
+    warned: BTreeSet<String>,
+}
+
+fn options() -> AdminOptions {
+    AdminOptions::new()
+        .request_timeout(Some(Duration::from_millis(REQUEST_TIMEOUT_MS)))
+        .operation_timeout(Some(Duration::from_millis(REQUEST_TIMEOUT_MS)))
+}
+
+/// Topic names and partition counts of a cluster.
+async fn partition_counts(admin: &Admin) -> Result<BTreeMap<String, i32>, MirrorError> {
+    let admin = admin.clone();
+    blocking(move || {
+        let metadata = admin
+            .inner()
+            .fetch_metadata(None, Duration::from_millis(REQUEST_TIMEOUT_MS))
+            .map_err(MirrorError::kafka("reading cluster metadata"))?;
+        Ok(metadata
+            .topics()
+            .iter()
+            .filter(|t| t.error().is_none())
+            .map(|t| (t.name().to_string(), t.partitions().len() as i32))
+            .collect())
+    })
+    .await
+}
+
+/// The configs set on a topic itself (not inherited), by name.
+async fn topic_overrides(
+    admin: &Admin,
+    topic: &str,
+) -> Result<HashMap<String, String>, MirrorError> {
+    let results = admin
+        .describe_configs([&ResourceSpecifier::Topic(topic)], &options())
+        .await
+        .map_err(MirrorError::kafka(format!(
+            "describing the configs of {topic}"
+        )))?;
+    let resource = match results.into_iter().next() {
+        Some(Ok(r)) => r,
+        Some(Err(code)) => {
+            return Err(MirrorError::Other(format!(
+                "describing the configs of {topic}: {code}"
+            )))
+        }
+        None => {
+            return Err(MirrorError::Other(format!(
+                "describing the configs of {topic}: no result"
+            )))
+        }
+    };
+    Ok(resource
+        .entries
+        .into_iter()
+        .filter(|e| e.source == ConfigSource::DynamicTopic && !e.is_sensitive)
+        .filter_map(|e| Some((e.name, e.value?)))
+        .collect())
+}
+
+impl TopicSync {
+    /// A syncer publishing the mirrored topics on the returned receiver.
+    pub fn new(
+        flow: Arc<FlowConfig>,
+        source: &ClusterConfig,
+        target: &ClusterConfig,
+        metrics: Arc<FlowMetrics>,
+    ) -> Result<(TopicSync, watch::Receiver<BTreeMap<String, TopicState>>), MirrorError> {
+        let (topics, rx) = watch::channel(BTreeMap::new());
+        Ok((
+            TopicSync {
+                flow,
+                source: Arc::new(admin(source)?),
+                target: Arc::new(admin(target)?),
+                metrics,
+                topics,
+                warned: BTreeSet::new(),
+            },
+            rx,
+        ))
+    }
+
+    /// Runs until `stop`; a failed round is logged, counted and retried at the next tick.
+    pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
+        let mut refresh =
+            tokio::time::interval(Duration::from_millis(self.flow.topic_refresh_interval_ms));
+        refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut configs =
+            tokio::time::interval(Duration::from_millis(self.flow.config_sync_interval_ms));
+        configs.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = async { let _ = stop.wait_for(|s| *s).await; } => return,
+                _ = refresh.tick() => {
+                    if let Err(e) = self.refresh().await {
+                        tracing::warn!(flow = %self.flow.name, error = %e, "topic refresh failed; retrying");
+                        self.metrics.error("topic_sync");
+                    }
+                }
+                _ = configs.tick() => {
+                    if let Err(e) = self.sync_configs().await {
+                        tracing::warn!(flow = %self.flow.name, error = %e, "config sync failed; retrying");
+                        self.metrics.error("config_sync");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Creates missing remote topics and partitions, then publishes the mirrored set.
+    pub async fn refresh(&mut self) -> Result<(), MirrorError> {
+        let source = partition_counts(&self.source).await?;
+        let target = partition_counts(&self.target).await?;
+        let mut mirrored = BTreeMap::new();
+        for (topic, &partitions) in source.iter().filter(|(t, _)| self.flow.mirrors_topic(t)) {
+            let remote = self.flow.remote_topic(topic);
+            let target_partitions = match target.get(&remote) {
+                None => {
+                    let configs = self.wanted_configs(topic).await?;
+                    let pairs: Vec<(&str, &str)> = configs
+                        .iter()
+                        .map(|(k, v)| (k.as_str(), v.as_str()))
+                        .collect();
+                    if ensure_topic(&self.target, &remote, partitions, &pairs).await? {
+                        tracing::info!(flow = %self.flow.name, topic, remote, partitions, configs = pairs.len(), "created remote topic");
+                    }
+                    partitions
+                }
+                Some(&have) if have < partitions => {
+                    let results = self
+                        .target
+                        .create_partitions(
+                            [&NewPartitions::new(&remote, partitions as usize)],
+                            &options(),
+                        )
+                        .await
+                        .map_err(MirrorError::kafka(format!("adding partitions to {remote}")))?;
+                    if let Some(Err((_, code))) = results.into_iter().next() {
+                        return Err(MirrorError::Other(format!(
+                            "adding partitions to {remote}: {code}"
+                        )));
+                    }
+                    tracing::info!(flow = %self.flow.name, remote, from = have, to = partitions, "added partitions to remote topic");
+                    partitions
+                }
+                Some(&have) => {
+                    if have > partitions && self.warned.insert(remote.clone()) {
+                        tracing::warn!(flow = %self.flow.name, remote, source_partitions = partitions, target_partitions = have, "the remote topic has more partitions than the source; the extra ones stay empty");
+                    }
+                    have
+                }
+            };
+            mirrored.insert(
+                topic.clone(),
+                TopicState {
+                    remote_topic: remote,
+                    source_partitions: partitions,
+                    target_partitions,
+                },
+            );
+        }
+        self.metrics.set_topics(mirrored.clone());
+        self.topics.send_if_modified(|current| {
+            let changed = *current != mirrored;
+            if changed {
+                *current = mirrored;
+            }
+            changed
+        });
+        Ok(())
+    }
+
+    /// The source topic's own configs that the target should carry.
+    async fn wanted_configs(&self, topic: &str) -> Result<BTreeMap<String, String>, MirrorError> {
+        Ok(topic_overrides(&self.source, topic)
+            .await?
+            .into_iter()
+            .filter(|(k, _)| !self.flow.config_sync_exclude.contains(k))
+            .collect())
+    }
+
+    /// Copies changed topic configs to every mirrored topic. AlterConfigs replaces a topic's
+    /// whole set, so the target's own values of excluded keys are sent back unchanged.
+    pub async fn sync_configs(&mut self) -> Result<(), MirrorError> {
+        let topics = self.topics.borrow().clone();
+        for (topic, state) in &topics {
+            let wanted = self.wanted_configs(topic).await?;
+            let current = topic_overrides(&self.target, &state.remote_topic).await?;
+            let kept: BTreeMap<String, String> = current
+                .iter()
+                .filter(|(k, _)| self.flow.config_sync_exclude.contains(*k))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            let mut desired = wanted.clone();
+            desired.extend(kept);
+            let current: BTreeMap<String, String> = current.into_iter().collect();
+            if desired == current {
+                continue;
+            }
+            let mut alter = AlterConfig::new(ResourceSpecifier::Topic(&state.remote_topic));
+            for (k, v) in &desired {
+                alter = alter.set(k, v);
+            }
+            let results = self
+                .target
+                .alter_configs([&alter], &options())
+                .await
+                .map_err(MirrorError::kafka(format!(
+                    "altering the configs of {}",
+                    state.remote_topic
+                )))?;
+            if let Some(Err((_, code))) = results.into_iter().next() {
+                return Err(MirrorError::Other(format!(
+                    "altering the configs of {}: {code}",
+                    state.remote_topic
+                )));
+            }
+            tracing::info!(flow = %self.flow.name, remote = %state.remote_topic, configs = ?wanted, "copied topic configs");
+        }
+        Ok(())
+    }
+}
