@@ -1,0 +1,334 @@
+//! Mirror harness: a real `strait mirror` process on a config written for the test, its HTTP
+//! status and metrics, and helpers to read what reached the target.
+//!
+//! The process is SIGKILLed and its directory (config, sled index, log) removed on drop, also
+//! when the test panics; a panicking test prints the tail of the daemon's log.
+
+use std::fs::OpenOptions;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::Consumer;
+use rdkafka::{Offset, TopicPartitionList};
+use tempfile::TempDir;
+
+use super::{
+    consume_all, make_consumer, strait_bin, Broker, Consumed, OP_TIMEOUT, SHUTDOWN_TIMEOUT,
+    STARTUP_TIMEOUT,
+};
+
+/// A mirror config for flow `a -> b` between two single-node sites; `flow_extra` is YAML
+/// added to the flow (indented by four spaces, e.g. "    start_position: latest\n").
+pub fn flow_config(a: &Broker, b: &Broker, flow_extra: &str) -> String {
+    format!(
+        "clusters:\n  a:\n    bootstrap_servers: {}\n  b:\n    bootstrap_servers: {}\nflows:\n  - source: a\n    target: b\n    topic_refresh_interval_ms: 500\n    checkpoint_interval_ms: 500\n    config_sync_interval_ms: 1000\n{flow_extra}",
+        a.bootstrap(),
+        b.bootstrap()
+    )
+}
+
+/// One `strait mirror` process.
+pub struct MirrorDaemon {
+    child: Option<Child>,
+    dir: TempDir,
+    data_dir: PathBuf,
+    log_path: PathBuf,
+    http: SocketAddr,
+    starts: u32,
+}
+
+impl MirrorDaemon {
+    /// Writes `config` and starts a daemon on a fresh data directory.
+    pub fn start(config: &str) -> MirrorDaemon {
+        let dir = tempfile::Builder::new()
+            .prefix("strait-e2e-mirror-")
+            .tempdir()
+            .expect("create mirror dir");
+        std::fs::write(dir.path().join("mirror.yaml"), config).expect("write mirror config");
+        let mut m = MirrorDaemon {
+            data_dir: dir.path().join("data"),
+            log_path: dir.path().join("mirror.log"),
+            dir,
+            child: None,
+            http: "127.0.0.1:0".parse().unwrap(),
+            starts: 0,
+        };
+        m.spawn();
+        m
+    }
+
+    fn spawn(&mut self) {
+        assert!(self.child.is_none(), "mirror process is already running");
+        self.starts += 1;
+        let mut log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)
+            .expect("open mirror log");
+        writeln!(
+            log,
+            "===== e2e harness: start #{} of strait mirror =====",
+            self.starts
+        )
+        .unwrap();
+        let stderr = log.try_clone().expect("clone log handle");
+        let mut cmd = Command::new(strait_bin());
+        cmd.arg("mirror")
+            .arg("--config")
+            .arg(self.dir.path().join("mirror.yaml"))
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .arg("--http")
+            .arg("127.0.0.1:0")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(stderr));
+        if std::env::var_os("RUST_LOG").is_none() {
+            cmd.env("RUST_LOG", "info");
+        }
+        let mut child = cmd.spawn().expect("spawn strait mirror");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = mpsc::channel::<String>();
+        let mut log_out = log;
+        thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let _ = writeln!(log_out, "[stdout] {line}");
+                if line.starts_with("strait mirror: serving") {
+                    if let Some(tx) = tx.take() {
+                        let _ = tx.send(line);
+                    }
+                }
+            }
+        });
+        self.child = Some(child);
+        let line = rx
+            .recv_timeout(STARTUP_TIMEOUT)
+            .unwrap_or_else(|e| panic!("strait mirror printed no ready line within {STARTUP_TIMEOUT:?}: {e} (its log follows)"));
+        self.http = line
+            .strip_prefix("strait mirror: serving http://")
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("cannot parse the HTTP address from {line:?}"));
+    }
+
+    fn signal(&self, sig: i32) {
+        let pid = self.child.as_ref().expect("mirror is running").id() as i32;
+        // SAFETY: kill(2) on our own unreaped child.
+        unsafe {
+            libc::kill(pid, sig);
+        }
+    }
+
+    fn wait_exit(&mut self) -> std::process::ExitStatus {
+        let child = self.child.as_mut().expect("mirror is running");
+        let deadline = Instant::now() + SHUTDOWN_TIMEOUT;
+        loop {
+            if let Some(s) = child.try_wait().expect("try_wait") {
+                self.child = None;
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "strait mirror did not exit within {SHUTDOWN_TIMEOUT:?} (its log follows)"
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGTERM; asserts a clean exit (code 0).
+    pub fn sigterm_and_wait(&mut self) {
+        self.signal(libc::SIGTERM);
+        let status = self.wait_exit();
+        assert_eq!(
+            status.code(),
+            Some(0),
+            "strait mirror exited with {status} after SIGTERM (its log follows)"
+        );
+    }
+
+    /// SIGKILL and reap.
+    pub fn sigkill(&mut self) {
+        self.signal(libc::SIGKILL);
+        let _ = self.wait_exit();
+    }
+
+    /// Starts again on the same config and data directory.
+    pub fn restart(&mut self) {
+        self.spawn();
+    }
+
+    /// The daemon's `/status`, parsed.
+    pub fn status(&self) -> serde_json::Value {
+        let body = self.get("/status");
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("/status is not JSON ({e}): {body}"))
+    }
+
+    /// The daemon's `/metrics` text.
+    pub fn metrics(&self) -> String {
+        self.get("/metrics")
+    }
+
+    fn get(&self, path: &str) -> String {
+        let mut s = TcpStream::connect_timeout(&self.http, OP_TIMEOUT)
+            .expect("connect to the mirror's HTTP port");
+        s.set_read_timeout(Some(OP_TIMEOUT)).unwrap();
+        write!(s, "GET {path} HTTP/1.0\r\nHost: test\r\n\r\n").unwrap();
+        let mut response = String::new();
+        s.read_to_string(&mut response).expect("read HTTP response");
+        let (head, body) = response
+            .split_once("\r\n\r\n")
+            .expect("HTTP response has a header");
+        assert!(
+            head.starts_with("HTTP/1.1 200") || head.starts_with("HTTP/1.0 200"),
+            "GET {path}: {head}"
+        );
+        body.to_string()
+    }
+
+    /// Partitions this daemon's pump holds now, from `/status`.
+    pub fn held_partitions(&self) -> usize {
+        let status = self.status();
+        status["flows"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|f| f["topics"].as_array().cloned().unwrap_or_default())
+            .flat_map(|t| t["partitions"].as_array().cloned().unwrap_or_default())
+            .filter(|p| p["assigned"] == true)
+            .count()
+    }
+
+    /// Lines of the daemon's log containing `needle`.
+    pub fn log_lines_containing(&self, needle: &str) -> usize {
+        std::fs::read_to_string(&self.log_path)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains(needle))
+            .count()
+    }
+
+    /// The data directory (sled index under `index/`).
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+}
+
+impl Drop for MirrorDaemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // SAFETY: kill(2) on our own unreaped child.
+            unsafe {
+                libc::kill(child.id() as i32, libc::SIGKILL);
+            }
+            let _ = child.wait();
+        }
+        if thread::panicking() {
+            let log = std::fs::read_to_string(&self.log_path).unwrap_or_default();
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = lines[lines.len().saturating_sub(150)..].join("\n");
+            eprintln!(
+                "--- strait mirror log, last 150 lines ---\n{tail}\n--- end of mirror log ---"
+            );
+        }
+    }
+}
+
+/// Every record of a partition up to its high watermark.
+pub fn read_partition(broker: &Broker, topic: &str, partition: i32) -> Vec<Consumed> {
+    let (low, high) = broker.watermarks(topic, partition);
+    consume_all(
+        &broker.bootstrap(),
+        topic,
+        partition,
+        Offset::Offset(low),
+        (high - low) as usize,
+        Duration::from_secs(60),
+    )
+}
+
+/// Waits until `topic`/`partition` on `broker` holds at least `records` records.
+pub fn wait_for_records(
+    broker: &Broker,
+    topic: &str,
+    partition: i32,
+    records: i64,
+    timeout: Duration,
+) {
+    let deadline = Instant::now() + timeout;
+    let consumer = make_consumer(&broker.bootstrap());
+    loop {
+        let high = consumer
+            .fetch_watermarks(topic, partition, OP_TIMEOUT)
+            .map(|(_, h)| h)
+            .unwrap_or(-1);
+        if high >= records {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{topic}/{partition} reached {high} of {records} records within {timeout:?}"
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The committed offsets of `group` on `broker` for `topic` partitions `0..partitions`
+/// (`None` where nothing is committed).
+pub fn committed(broker: &Broker, group: &str, topic: &str, partitions: i32) -> Vec<Option<i64>> {
+    let consumer: rdkafka::consumer::BaseConsumer = broker
+        .client_config()
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("create group client");
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition(topic, p);
+    }
+    let got = consumer
+        .committed_offsets(tpl, OP_TIMEOUT)
+        .expect("OffsetFetch");
+    (0..partitions)
+        .map(|p| match got.find_partition(topic, p).map(|e| e.offset()) {
+            Some(Offset::Offset(o)) => Some(o),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Commits `offsets` (partition, offset) for `group` on `broker` as a simple (non-member)
+/// commit, as a consumer that stopped would have left them.
+pub fn commit(broker: &Broker, group: &str, topic: &str, offsets: &[(i32, i64)]) {
+    let consumer: rdkafka::consumer::BaseConsumer = broker
+        .client_config()
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("create group client");
+    let mut tpl = TopicPartitionList::new();
+    for (p, o) in offsets {
+        tpl.add_partition_offset(topic, *p, Offset::Offset(*o))
+            .unwrap();
+    }
+    consumer
+        .commit(&tpl, rdkafka::consumer::CommitMode::Sync)
+        .expect("OffsetCommit");
+}
+
+/// Every record of the target's checkpoints topic, parsed.
+pub fn checkpoints(broker: &Broker, topic: &str) -> Vec<serde_json::Value> {
+    read_partition(broker, topic, 0)
+        .into_iter()
+        .map(|c| {
+            serde_json::from_slice(c.value.as_deref().unwrap_or_default())
+                .expect("checkpoint is JSON")
+        })
+        .collect()
+}

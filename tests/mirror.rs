@@ -1,0 +1,599 @@
+//! End-to-end tests of `strait mirror` between two single-node sites, modelled on
+//! MirrorMaker 2's integration scenarios: real broker processes, a real daemon process, real
+//! rdkafka clients, SIGKILL.
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::mirror::{
+    checkpoints, commit, committed, flow_config, read_partition, wait_for_records, MirrorDaemon,
+};
+use common::{
+    assert_records_match, block_on, generated_record, now_ms, strait_bin, wait_for, Broker,
+    TestRecord, OP_TIMEOUT,
+};
+use rdkafka::admin::{AdminOptions, AlterConfig, ConfigSource, NewPartitions, ResourceSpecifier};
+
+const MIRROR_WAIT: Duration = Duration::from_secs(60);
+
+fn produce(broker: &Broker, topic: &str, records: &[(i32, TestRecord)]) {
+    let producer = broker.producer(&[]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for (i, (p, r)) in records.iter().enumerate() {
+        producer
+            .send(topic, Some(*p), i, r, deadline)
+            .expect("enqueue");
+    }
+    producer.flush(Duration::from_secs(60));
+    assert_eq!(producer.delivered_count(), records.len());
+}
+
+fn with_origin(mut r: TestRecord, origin: &str) -> TestRecord {
+    r.headers.push((
+        "strait.origin".to_string(),
+        Some(origin.as_bytes().to_vec()),
+    ));
+    r
+}
+
+fn topic_overrides(broker: &Broker, topic: &str) -> BTreeMap<String, String> {
+    let admin = broker.admin();
+    let opts = AdminOptions::new().request_timeout(Some(OP_TIMEOUT));
+    let results = block_on(
+        admin.describe_configs([&ResourceSpecifier::Topic(topic)], &opts),
+        OP_TIMEOUT,
+    )
+    .expect("DescribeConfigs");
+    let resource = results
+        .into_iter()
+        .next()
+        .expect("one result")
+        .expect("topic configs");
+    resource
+        .entries
+        .into_iter()
+        .filter(|e| e.source == ConfigSource::DynamicTopic)
+        .filter_map(|e| Some((e.name, e.value?)))
+        .collect()
+}
+
+fn keys(records: &[common::Consumed]) -> Vec<Vec<u8>> {
+    records
+        .iter()
+        .map(|c| c.key.clone().unwrap_or_default())
+        .collect()
+}
+
+#[test]
+fn records_arrive_under_the_remote_name_intact_and_new_topics_and_partitions_follow() {
+    let a = Broker::start();
+    let b = Broker::start();
+    a.create_topic("orders", 3, &[]);
+    let base_ts = now_ms() - 60_000;
+    let records: Vec<(i32, TestRecord)> = (0..3000)
+        .map(|i| ((i % 3) as i32, generated_record("m", i, base_ts)))
+        .collect();
+    produce(&a, "orders", &records);
+
+    let mut mirror = MirrorDaemon::start(&flow_config(&a, &b, ""));
+    for p in 0..3 {
+        wait_for_records(&b, "a.orders", p, 1000, MIRROR_WAIT);
+        let expected: Vec<TestRecord> = records
+            .iter()
+            .filter(|(q, _)| *q == p)
+            .map(|(_, r)| with_origin(r.clone(), "a"))
+            .collect();
+        assert_records_match(&expected, &read_partition(&b, "a.orders", p), 0);
+    }
+    assert_eq!(b.topic_partition_count("a.orders"), Some(3));
+
+    // A topic created while the daemon runs is picked up within seconds.
+    let created = Instant::now();
+    a.create_topic("late", 2, &[]);
+    let late: Vec<(i32, TestRecord)> = (0..10)
+        .map(|i| (1, generated_record("late", i, base_ts)))
+        .collect();
+    produce(&a, "late", &late);
+    wait_for_records(&b, "a.late", 1, 10, MIRROR_WAIT);
+    eprintln!(
+        "a topic created on the source reached the target in {:?}",
+        created.elapsed()
+    );
+    assert_eq!(
+        b.topic_partition_count("a.late"),
+        Some(2),
+        "same partition count"
+    );
+
+    // A partition increase follows, and records in the new partition arrive there.
+    let admin = a.admin();
+    let opts = AdminOptions::new().operation_timeout(Some(OP_TIMEOUT));
+    let r = block_on(
+        admin.create_partitions([&NewPartitions::new("orders", 5)], &opts),
+        OP_TIMEOUT,
+    )
+    .expect("CreatePartitions");
+    assert!(r[0].is_ok(), "{r:?}");
+    a.wait_for_topic("orders", 5);
+    let more: Vec<(i32, TestRecord)> = (0..5)
+        .map(|i| (4, generated_record("p4", i, base_ts)))
+        .collect();
+    produce(&a, "orders", &more);
+    wait_for_records(&b, "a.orders", 4, 5, MIRROR_WAIT);
+    assert_eq!(b.topic_partition_count("a.orders"), Some(5));
+    let expected: Vec<TestRecord> = more
+        .iter()
+        .map(|(_, r)| with_origin(r.clone(), "a"))
+        .collect();
+    assert_records_match(&expected, &read_partition(&b, "a.orders", 4), 0);
+
+    // Lag per partition, once the consumer's statistics (every second) saw partition 4.
+    let lag_line = "mirror_lag_records{flow=\"a-to-b\",topic=\"orders\",partition=\"4\"} 0";
+    wait_for("partition 4's lag in /metrics", MIRROR_WAIT, || {
+        mirror.metrics().contains(lag_line).then_some(())
+    });
+    let metrics = mirror.metrics();
+    let total: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("mirror_records_total{flow=\"a-to-b\"} "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no mirror_records_total in\n{metrics}"));
+    assert!(total >= 3015, "{total} records counted, 3015 mirrored");
+    mirror.sigterm_and_wait();
+}
+
+#[test]
+fn topic_configs_follow_except_the_excluded_ones() {
+    let a = Broker::start();
+    let b = Broker::start();
+    a.create_topic(
+        "cfg",
+        1,
+        &[
+            ("retention.ms", "3600000"),
+            ("min.insync.replicas", "1"),
+            ("max.message.bytes", "200000"),
+        ],
+    );
+    let _mirror = MirrorDaemon::start(&flow_config(&a, &b, ""));
+    b.wait_for_topic("a.cfg", 1);
+    let got = topic_overrides(&b, "a.cfg");
+    assert_eq!(
+        got.get("retention.ms").map(String::as_str),
+        Some("3600000"),
+        "{got:?}"
+    );
+    assert_eq!(
+        got.get("max.message.bytes").map(String::as_str),
+        Some("200000"),
+        "{got:?}"
+    );
+    assert!(
+        !got.contains_key("min.insync.replicas"),
+        "min.insync.replicas is on MM2's exclusion list: {got:?}"
+    );
+
+    // A change on the source follows within the config sync interval.
+    let admin = a.admin();
+    let alter = AlterConfig::new(ResourceSpecifier::Topic("cfg"))
+        .set("retention.ms", "7200000")
+        .set("min.insync.replicas", "1")
+        .set("max.message.bytes", "200000");
+    let opts = AdminOptions::new().request_timeout(Some(OP_TIMEOUT));
+    let r = block_on(admin.alter_configs([&alter], &opts), OP_TIMEOUT).expect("AlterConfigs");
+    assert!(r[0].is_ok(), "{r:?}");
+    wait_for("retention.ms to follow to the target", MIRROR_WAIT, || {
+        (topic_overrides(&b, "a.cfg")
+            .get("retention.ms")
+            .map(String::as_str)
+            == Some("7200000"))
+        .then_some(())
+    });
+    assert!(!topic_overrides(&b, "a.cfg").contains_key("min.insync.replicas"));
+}
+
+#[test]
+fn a_group_that_committed_midway_resumes_on_the_target_at_the_exact_translation() {
+    let a = Broker::start();
+    let b = Broker::start();
+    a.create_topic("pay", 3, &[]);
+    // The target partitions already hold other records, so target offsets differ from
+    // source offsets (7 ahead on partition 0, 3 on partition 1): an identity mapping would
+    // be wrong.
+    b.create_topic("a.pay", 3, &[]);
+    let ts = now_ms();
+    let other: Vec<(i32, TestRecord)> = (0..10)
+        .map(|i| (if i < 7 { 0 } else { 1 }, generated_record("other", i, ts)))
+        .collect();
+    produce(&b, "a.pay", &other);
+    let source: Vec<(i32, TestRecord)> = (0..160)
+        .map(|i| (if i < 100 { 0 } else { 1 }, generated_record("pay", i, ts)))
+        .collect();
+    produce(&a, "pay", &source);
+    // Partition 2 stays empty.
+    commit(&a, "billing", "pay", &[(0, 37), (1, 60), (2, 0)]);
+
+    let _mirror = MirrorDaemon::start(&flow_config(&a, &b, ""));
+    wait_for_records(&b, "a.pay", 0, 107, MIRROR_WAIT);
+    wait_for_records(&b, "a.pay", 1, 63, MIRROR_WAIT);
+    let synced = wait_for("billing's offsets on the target", MIRROR_WAIT, || {
+        let c = committed(&b, "billing", "a.pay", 3);
+        c.iter().all(Option::is_some).then_some(c)
+    });
+    assert_eq!(
+        synced,
+        vec![Some(37 + 7), Some(60 + 3), Some(0)],
+        "exact translation, empty partition included"
+    );
+
+    // Resuming there reads exactly the source's next record: none twice, none skipped.
+    let target_p0 = read_partition(&b, "a.pay", 0);
+    assert_eq!(
+        target_p0[44].key, source[37].1.key,
+        "the record after the commit point"
+    );
+    assert_eq!(
+        target_p0[43].key, source[36].1.key,
+        "the last record the group had read"
+    );
+
+    let cps = checkpoints(&b, "a.checkpoints.internal");
+    let for_billing: HashMap<i64, (i64, i64)> = cps
+        .iter()
+        .filter(|c| c["group"] == "billing")
+        .map(|c| {
+            (
+                c["partition"].as_i64().unwrap(),
+                (
+                    c["upstream_offset"].as_i64().unwrap(),
+                    c["downstream_offset"].as_i64().unwrap(),
+                ),
+            )
+        })
+        .collect();
+    assert_eq!(for_billing.get(&0), Some(&(37, 44)), "{cps:?}");
+    assert_eq!(for_billing.get(&1), Some(&(60, 63)), "{cps:?}");
+    assert_eq!(for_billing.get(&2), Some(&(0, 0)), "{cps:?}");
+    for c in &cps {
+        assert_eq!(c["topic"], "a.pay", "remote topic name in {c}");
+    }
+
+    // The group moves backwards on the source (an offset reset): so does the target.
+    commit(&a, "billing", "pay", &[(0, 10)]);
+    wait_for("the rewind to reach the target", MIRROR_WAIT, || {
+        (committed(&b, "billing", "a.pay", 1)[0] == Some(17)).then_some(())
+    });
+}
+
+#[test]
+fn latest_mirrors_only_new_records_and_no_checkpoint_precedes_mirrored_records() {
+    let a = Broker::start();
+    let b = Broker::start();
+    a.create_topic("news", 2, &[]);
+    let ts = now_ms();
+    let old: Vec<(i32, TestRecord)> = (0..150)
+        .map(|i| (if i < 100 { 0 } else { 1 }, generated_record("old", i, ts)))
+        .collect();
+    produce(&a, "news", &old);
+    commit(&a, "readers", "news", &[(0, 100), (1, 30)]);
+
+    let mirror = MirrorDaemon::start(&flow_config(&a, &b, "    start_position: latest\n"));
+    wait_for("checkpoint rounds to run", MIRROR_WAIT, || {
+        mirror.status()["flows"][0]["checkpoint_age_seconds"].as_f64()
+    });
+    b.wait_for_topic("a.news", 2);
+    // Several rounds with nothing mirrored from `news`: no checkpoint for `readers`.
+    thread::sleep(Duration::from_millis(1500));
+    let early: Vec<_> = checkpoints(&b, "a.checkpoints.internal")
+        .into_iter()
+        .filter(|c| c["group"] == "readers")
+        .collect();
+    assert!(
+        early.is_empty(),
+        "checkpoints before any record was mirrored: {early:?}"
+    );
+
+    // New records, one at a time until the first reaches the target (the daemon's start
+    // position is set when librdkafka first fetches).
+    let producer = a.producer(&[]);
+    let mut sent = 0usize;
+    let deadline = Instant::now() + MIRROR_WAIT;
+    while b.watermarks("a.news", 0).1 == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "no new record reached the target"
+        );
+        let r = generated_record("new", sent, ts);
+        producer.send("news", Some(0), sent, &r, deadline).unwrap();
+        producer.send("news", Some(1), sent, &r, deadline).unwrap();
+        producer.flush(OP_TIMEOUT);
+        sent += 1;
+        thread::sleep(Duration::from_millis(200));
+    }
+    wait_for_records(&b, "a.news", 1, 1, MIRROR_WAIT);
+    for p in 0..2 {
+        let got = read_partition(&b, "a.news", p);
+        let old_keys: HashSet<Vec<u8>> = old.iter().filter_map(|(_, r)| r.key.clone()).collect();
+        assert!(
+            got.iter()
+                .all(|c| !old_keys.contains(c.key.as_ref().unwrap())),
+            "a record from before the start was mirrored"
+        );
+        assert!(!got.is_empty() && got.len() <= sent);
+    }
+    // Now both partitions have mirrored records: `readers` resumes at the first of them.
+    let synced = wait_for("readers' offsets on the target", MIRROR_WAIT, || {
+        let c = committed(&b, "readers", "a.news", 2);
+        c.iter().all(Option::is_some).then_some(c)
+    });
+    assert_eq!(synced, vec![Some(0), Some(0)]);
+}
+
+#[test]
+fn sigkill_mid_stream_then_restart_loses_nothing_and_checkpoints_never_go_back() {
+    let a = Broker::start();
+    let b = Broker::start();
+    a.create_topic("stream", 3, &[]);
+    let total = 12_000usize;
+    let ts = now_ms();
+    let done = Arc::new(AtomicBool::new(false));
+    let bootstrap = a.bootstrap();
+    let producer_thread = {
+        let done = done.clone();
+        thread::spawn(move || {
+            let producer = common::TestProducer::new(&bootstrap, &[]);
+            let deadline = Instant::now() + Duration::from_secs(120);
+            for i in 0..total {
+                producer
+                    .send(
+                        "stream",
+                        Some((i % 3) as i32),
+                        i,
+                        &generated_record("s", i, ts),
+                        deadline,
+                    )
+                    .unwrap();
+                if i % 200 == 199 {
+                    producer.poll(Duration::ZERO);
+                    thread::sleep(Duration::from_millis(100)); // ~2,000 records/s
+                }
+            }
+            producer.flush(Duration::from_secs(60));
+            done.store(true, Ordering::SeqCst);
+            producer.delivered_count()
+        })
+    };
+    let mut mirror = MirrorDaemon::start(&flow_config(&a, &b, ""));
+    // The group `app` follows the stream at half the source's end, committing as it goes.
+    let follow = |a: &Broker| {
+        let offsets: Vec<(i32, i64)> = (0..3)
+            .map(|p| (p, a.watermarks("stream", p).1 / 2))
+            .collect();
+        commit(a, "app", "stream", &offsets);
+    };
+    wait_for("the mirror to copy something", MIRROR_WAIT, || {
+        (b.topic_partition_count("a.stream") == Some(3) && b.watermarks("a.stream", 0).1 > 500)
+            .then_some(())
+    });
+    follow(&a);
+    mirror.sigkill();
+    follow(&a);
+    thread::sleep(Duration::from_millis(500));
+    mirror.restart();
+    while !done.load(Ordering::SeqCst) {
+        follow(&a);
+        thread::sleep(Duration::from_millis(300));
+    }
+    assert_eq!(producer_thread.join().unwrap(), total);
+    follow(&a);
+    let final_commits = committed(&a, "app", "stream", 3);
+
+    for p in 0..3 {
+        let source = read_partition(&a, "stream", p);
+        wait_for_records(&b, "a.stream", p, source.len() as i64, MIRROR_WAIT);
+        let target = read_partition(&b, "a.stream", p);
+        // Nothing missing, order kept: the target with repeats removed is the source.
+        let mut seen = HashSet::new();
+        let first_copies: Vec<Vec<u8>> = keys(&target)
+            .into_iter()
+            .filter(|k| seen.insert(k.clone()))
+            .collect();
+        assert_eq!(
+            first_copies,
+            keys(&source),
+            "partition {p}: target (repeats removed) differs from the source"
+        );
+        eprintln!(
+            "partition {p}: {} source records, {} on the target ({} repeated after the SIGKILL)",
+            source.len(),
+            target.len(),
+            target.len() - source.len()
+        );
+
+        // The final checkpoint is exact: the target record there is the source's next one.
+        let want = final_commits[p as usize].unwrap();
+        let at = wait_for("the final checkpoint", MIRROR_WAIT, || {
+            checkpoints(&b, "a.checkpoints.internal")
+                .into_iter()
+                .rfind(|c| {
+                    c["group"] == "app" && c["partition"] == p && c["upstream_offset"] == want
+                })
+                .map(|c| c["downstream_offset"].as_i64().unwrap())
+        });
+        assert_eq!(
+            target[at as usize].key, source[want as usize].key,
+            "partition {p}: checkpoint {want} -> {at}"
+        );
+    }
+    // Checkpoints of each partition never went backwards (the group never did).
+    let mut last: HashMap<i64, (i64, i64)> = HashMap::new();
+    for c in checkpoints(&b, "a.checkpoints.internal")
+        .into_iter()
+        .filter(|c| c["group"] == "app")
+    {
+        let p = c["partition"].as_i64().unwrap();
+        let now = (
+            c["upstream_offset"].as_i64().unwrap(),
+            c["downstream_offset"].as_i64().unwrap(),
+        );
+        if let Some(before) = last.insert(p, now) {
+            assert!(
+                now.0 >= before.0 && now.1 >= before.1,
+                "partition {p}: checkpoint went from {before:?} to {now:?}"
+            );
+        }
+    }
+    assert!(
+        mirror.log_lines_containing("rebuilding the offset index") == 0,
+        "the index survived in sled"
+    );
+}
+
+#[test]
+fn two_daemons_split_the_partitions_and_one_takes_over_when_the_other_is_killed() {
+    let a = Broker::start();
+    let b = Broker::start();
+    a.create_topic("split", 4, &[]);
+    let config = flow_config(&a, &b, "");
+    let mut first = MirrorDaemon::start(&config);
+    let second = MirrorDaemon::start(&config);
+    // `split` has 4 partitions and `heartbeats` 1.
+    wait_for("both daemons to hold partitions", MIRROR_WAIT, || {
+        let (x, y) = (first.held_partitions(), second.held_partitions());
+        (x > 0 && y > 0 && x + y == 5).then_some(())
+    });
+    let ts = now_ms();
+    let batch = |from: usize| -> Vec<(i32, TestRecord)> {
+        (from..from + 2000)
+            .map(|i| ((i % 4) as i32, generated_record("split", i, ts)))
+            .collect()
+    };
+    produce(&a, "split", &batch(0));
+    for p in 0..4 {
+        wait_for_records(&b, "a.split", p, 500, MIRROR_WAIT);
+    }
+    first.sigkill();
+    produce(&a, "split", &batch(2000));
+    wait_for(
+        "the survivor to hold every partition",
+        Duration::from_secs(90),
+        || (second.held_partitions() == 5).then_some(()),
+    );
+    for p in 0..4 {
+        wait_for_records(&b, "a.split", p, 1000, MIRROR_WAIT);
+        let source = keys(&read_partition(&a, "split", p));
+        let target: HashSet<Vec<u8>> = keys(&read_partition(&b, "a.split", p))
+            .into_iter()
+            .collect();
+        let missing = source.iter().filter(|k| !target.contains(*k)).count();
+        assert_eq!(
+            missing, 0,
+            "partition {p}: {missing} records missing on the target"
+        );
+    }
+}
+
+#[test]
+fn a_to_b_and_b_to_a_together_do_not_loop() {
+    let a = Broker::start();
+    let b = Broker::start();
+    a.create_topic("orders", 1, &[]);
+    b.create_topic("payments", 1, &[]);
+    a.create_topic("shared", 1, &[]);
+    b.create_topic("shared", 1, &[]);
+    let config = format!(
+        "clusters:\n  a:\n    bootstrap_servers: {a}\n  b:\n    bootstrap_servers: {b}\nflows:\n\
+         - source: a\n    target: b\n    topic_refresh_interval_ms: 500\n    topics: {{include: ['orders', 'heartbeats', 'b\\..*']}}\n\
+         - source: b\n    target: a\n    topic_refresh_interval_ms: 500\n    topics: {{include: ['payments', 'heartbeats', 'a\\..*']}}\n\
+         - name: shared-a-to-b\n    source: a\n    target: b\n    replication_policy: identity\n    heartbeat_interval_ms: 0\n    topic_refresh_interval_ms: 500\n    topics: {{include: ['shared']}}\n\
+         - name: shared-b-to-a\n    source: b\n    target: a\n    replication_policy: identity\n    heartbeat_interval_ms: 0\n    topic_refresh_interval_ms: 500\n    topics: {{include: ['shared']}}\n",
+        a = a.bootstrap(),
+        b = b.bootstrap()
+    );
+    let config = config.replace("\n- ", "\n  - ");
+    let mirror = MirrorDaemon::start(&config);
+    let ts = now_ms();
+    let rec = |tag: &str, n: usize| -> Vec<(i32, TestRecord)> {
+        (0..n).map(|i| (0, generated_record(tag, i, ts))).collect()
+    };
+    produce(&a, "orders", &rec("o", 50));
+    produce(&b, "payments", &rec("p", 30));
+    produce(&a, "shared", &rec("sa", 20));
+    produce(&b, "shared", &rec("sb", 10));
+    wait_for_records(&b, "a.orders", 0, 50, MIRROR_WAIT);
+    wait_for_records(&a, "b.payments", 0, 30, MIRROR_WAIT);
+    wait_for_records(&b, "shared", 0, 30, MIRROR_WAIT);
+    wait_for_records(&a, "shared", 0, 30, MIRROR_WAIT);
+    wait_for_records(&b, "a.heartbeats", 0, 1, MIRROR_WAIT);
+    // Give a loop time to show itself.
+    thread::sleep(Duration::from_secs(3));
+    assert_eq!(b.watermarks("a.orders", 0).1, 50);
+    assert_eq!(a.watermarks("b.payments", 0).1, 30);
+    assert_eq!(
+        a.watermarks("shared", 0).1,
+        30,
+        "identity: records from b came back to b or a twice"
+    );
+    assert_eq!(b.watermarks("shared", 0).1, 30);
+    for broker in [&a, &b] {
+        let looped: Vec<String> = broker
+            .all_topics()
+            .into_iter()
+            .map(|(t, _)| t)
+            .filter(|t| t.starts_with("a.b.") || t.starts_with("b.a."))
+            .collect();
+        assert!(looped.is_empty(), "topics mirrored back: {looped:?}");
+    }
+    let metrics = mirror.metrics();
+    let skipped = |flow: &str| -> u64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(&format!("mirror_records_skipped_total{{flow=\"{flow}\"}}")))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    assert_eq!(
+        skipped("shared-b-to-a"),
+        20,
+        "the 20 records a sent to b are not sent back\n{metrics}"
+    );
+    assert_eq!(skipped("shared-a-to-b"), 10, "{metrics}");
+}
+
+#[test]
+fn a_config_with_an_unknown_alias_is_refused_with_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.yaml");
+    std::fs::write(
+        &path,
+        "clusters:\n  a:\n    bootstrap_servers: 127.0.0.1:1\n  b:\n    bootstrap_servers: 127.0.0.1:2\nflows:\n  - source: a\n    target: c\n",
+    )
+    .unwrap();
+    let out = Command::new(strait_bin())
+        .args(["mirror", "--config"])
+        .arg(&path)
+        .arg("--data-dir")
+        .arg(dir.path().join("d"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("bad.yaml:8:"),
+        "the line of `target: c`: {stderr}"
+    );
+    assert!(
+        stderr.contains("unknown cluster alias `c` (known: a, b)"),
+        "{stderr}"
+    );
+    assert!(
+        !dir.path().join("d").exists(),
+        "nothing is created for a refused config"
+    );
+}
