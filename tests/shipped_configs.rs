@@ -31,19 +31,31 @@ fn yaml_files(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// A cluster file is a mapping with a `nodes` key; every other YAML file is a node file.
-fn is_cluster_file(path: &Path) -> bool {
+fn top_level_key(path: &Path, key: &str) -> bool {
     let text = std::fs::read_to_string(path).expect("read config");
     let value: serde_yaml::Value =
         serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    value.get("nodes").is_some()
+    value.get(key).is_some()
+}
+
+/// A cluster file is a mapping with a `nodes` key.
+fn is_cluster_file(path: &Path) -> bool {
+    top_level_key(path, "nodes")
+}
+
+/// A mirror config is a mapping with a `flows` key.
+fn is_mirror_file(path: &Path) -> bool {
+    top_level_key(path, "flows")
 }
 
 #[test]
 fn every_shipped_node_config_loads() {
     let files = yaml_files(&configs_dir());
     let mut nodes = 0;
-    for path in files.iter().filter(|p| !is_cluster_file(p)) {
+    for path in files
+        .iter()
+        .filter(|p| !is_cluster_file(p) && !is_mirror_file(p))
+    {
         let config = NodeConfig::load(path).unwrap_or_else(|e| panic!("shipped node config: {e}"));
         assert!(
             !config.explicit_keys.is_empty(),
@@ -111,4 +123,52 @@ fn shipped_sites_are_three_voter_clusters_on_ports_of_their_own() {
         .map(|n| n.config.listen.port())
         .collect();
     assert_eq!(site_a, [9092, 9093, 9094], "site-a Kafka listeners");
+}
+
+#[test]
+fn shipped_mirror_configs_load_and_point_at_the_shipped_sites() {
+    let sites: BTreeMap<String, String> = yaml_files(&configs_dir())
+        .iter()
+        .filter(|p| is_cluster_file(p))
+        .map(|path| {
+            let c = ClusterFile::load(path).expect("shipped cluster file");
+            let bootstrap: Vec<String> = c
+                .nodes
+                .iter()
+                .map(|n| n.config.listen.to_string())
+                .collect();
+            (c.name.clone(), bootstrap.join(","))
+        })
+        .collect();
+    let mirrors: Vec<PathBuf> = yaml_files(&configs_dir())
+        .into_iter()
+        .filter(|p| is_mirror_file(p))
+        .collect();
+    assert!(
+        mirrors.len() >= 2,
+        "configs/ should ship mirror-a-to-b and mirror-b-to-a: {mirrors:?}"
+    );
+    for path in &mirrors {
+        let config = strait_mirror::config::MirrorConfig::load(path)
+            .unwrap_or_else(|e| panic!("shipped mirror config: {e}"));
+        for (alias, cluster) in &config.clusters {
+            let site = format!("site-{alias}");
+            assert_eq!(
+                Some(&cluster.bootstrap_servers),
+                sites.get(&site),
+                "{}: cluster {alias} is {site}",
+                path.display()
+            );
+        }
+        let flow = config.enabled_flows().next().expect("an enabled flow");
+        assert!(
+            flow.sync_group_offsets,
+            "{}: a DR site needs group offsets",
+            path.display()
+        );
+        assert!(
+            flow.groups.matches("orders-service") && !flow.groups.matches("console-consumer-1")
+        );
+        assert!(flow.mirrors_topic("orders") && !flow.mirrors_topic("__consumer_offsets"));
+    }
 }
