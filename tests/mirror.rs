@@ -288,6 +288,22 @@ fn latest_mirrors_only_new_records_and_no_checkpoint_precedes_mirrored_records()
         mirror.status()["flows"][0]["checkpoint_age_seconds"].as_f64()
     });
     b.wait_for_topic("a.news", 2);
+    wait_for(
+        "the pump to hold both partitions of news",
+        MIRROR_WAIT,
+        || {
+            let status = mirror.status();
+            let held = status["flows"][0]["topics"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|t| t["topic"] == "news")
+                .flat_map(|t| t["partitions"].as_array().cloned().unwrap_or_default())
+                .filter(|p| p["assigned"] == true)
+                .count();
+            (held == 2).then_some(())
+        },
+    );
     // Several rounds with nothing mirrored from `news`: no checkpoint for `readers`.
     thread::sleep(Duration::from_millis(1500));
     let early: Vec<_> = checkpoints(&b, "a.checkpoints.internal")

@@ -313,6 +313,28 @@ fn record_bytes(m: &rdkafka::message::OwnedMessage) -> u64 {
     (m.key().map_or(0, <[u8]>::len) + m.payload().map_or(0, <[u8]>::len) + headers) as u64
 }
 
+/// The target partition's end offset. A partition the topic syncer just created may be
+/// unknown to the producer's metadata for a moment (librdkafka then answers "unknown
+/// partition"), so this retries, bounded by [`TARGET_PARTITION_WAIT_MS`].
+async fn target_end(
+    producer: FutureProducer,
+    remote: &str,
+    partition: i32,
+) -> Result<i64, MirrorError> {
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(TARGET_PARTITION_WAIT_MS);
+    loop {
+        let (p, r) = (producer.clone(), remote.to_string());
+        match blocking(move || watermarks(p.client(), &r, partition)).await {
+            Ok((_, high)) => return Ok(high),
+            Err(e) if tokio::time::Instant::now() >= deadline => return Err(e),
+            Err(e) => {
+                tracing::debug!(remote, partition, error = %e, "target partition not known yet; retrying");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        }
+    }
+}
+
 impl PumpRun<'_> {
     fn subscribe(&mut self) -> Result<(), MirrorError> {
         let topics: BTreeSet<String> = self.pump.topics.borrow().keys().cloned().collect();
@@ -358,9 +380,7 @@ impl PumpRun<'_> {
                 started: false,
             },
             None => {
-                let (p, r) = (self.producer.clone(), remote.clone());
-                let (_, target_end) =
-                    blocking(move || watermarks(p.client(), &r, partition)).await?;
+                let target_end = target_end(self.producer.clone(), &remote, partition).await?;
                 tracing::info!(flow = %self.pump.flow.name, topic = %topic, partition, source_offset = first_offset, target_offset = target_end, "partition starts");
                 PartitionState {
                     remote,

@@ -262,8 +262,10 @@ pub fn wait_for_records(
     timeout: Duration,
 ) {
     let deadline = Instant::now() + timeout;
-    let consumer = make_consumer(&broker.bootstrap());
     loop {
+        // A fresh client each time: a cached one keeps an old partition count for minutes
+        // (librdkafka refreshes topic metadata every 5 min) and never sees a new partition.
+        let consumer = make_consumer(&broker.bootstrap());
         let high = consumer
             .fetch_watermarks(topic, partition, OP_TIMEOUT)
             .map(|(_, h)| h)
