@@ -464,7 +464,7 @@ impl FlowMetrics {
         *lock(&self.topics) = topics;
     }
 
-    /// Records the latency of mirrored records.
+    /// Every known partition with its lag.
     fn partitions(&self, now: i64) -> Vec<PartitionStatus> {
         let parts = lock(&self.partitions);
         parts

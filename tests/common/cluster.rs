@@ -417,24 +417,12 @@ impl ClusterNode {
         let mut child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("spawn node {}: {e}", self.id()));
-        // Drains stdout for the whole life of the process, so the node never blocks on a
-        // full pipe, and reports the ready line.
+        // Reports this node's ready line.
         let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, rx) = mpsc::channel();
         let id = self.id();
-        thread::spawn(move || {
-            let mut tx = Some(tx);
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                let _ = writeln!(log, "[stdout] {line}");
-                if let Some((node, addr)) = strait::parse_broker_ready_line(&line) {
-                    if node == id {
-                        if let Some(tx) = tx.take() {
-                            let _ = tx.send(addr);
-                        }
-                    }
-                }
-            }
+        let rx = super::drain_stdout(stdout, log, move |line| {
+            strait::parse_broker_ready_line(line)
+                .and_then(|(node, addr)| (node == id).then_some(addr))
         });
         self.child = Some(child);
         self.ready = Some(rx);

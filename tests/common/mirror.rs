@@ -5,11 +5,10 @@
 //! when the test panics; a panicking test prints the tail of the daemon's log.
 
 use std::fs::OpenOptions;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -18,8 +17,8 @@ use rdkafka::{Offset, TopicPartitionList};
 use tempfile::TempDir;
 
 use super::{
-    consume_all, make_consumer, strait_bin, Broker, Consumed, OP_TIMEOUT, SHUTDOWN_TIMEOUT,
-    STARTUP_TIMEOUT,
+    consume_all, drain_stdout, make_consumer, strait_bin, Broker, Consumed, OP_TIMEOUT,
+    SHUTDOWN_TIMEOUT, STARTUP_TIMEOUT,
 };
 
 /// A mirror config for flow `a -> b` between two single-node sites; `flow_extra` is YAML
@@ -93,29 +92,11 @@ impl MirrorDaemon {
         }
         let mut child = cmd.spawn().expect("spawn strait mirror");
         let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, rx) = mpsc::channel::<String>();
-        let mut log_out = log;
-        thread::spawn(move || {
-            let mut tx = Some(tx);
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                let _ = writeln!(log_out, "[stdout] {line}");
-                if line.starts_with("strait mirror: serving") {
-                    if let Some(tx) = tx.take() {
-                        let _ = tx.send(line);
-                    }
-                }
-            }
-        });
+        let rx = drain_stdout(stdout, log, strait_mirror::daemon::parse_ready_line);
         self.child = Some(child);
-        let line = rx
+        self.http = rx
             .recv_timeout(STARTUP_TIMEOUT)
             .unwrap_or_else(|e| panic!("strait mirror printed no ready line within {STARTUP_TIMEOUT:?}: {e} (its log follows)"));
-        self.http = line
-            .strip_prefix("strait mirror: serving http://")
-            .and_then(|r| r.split_whitespace().next())
-            .and_then(|a| a.parse().ok())
-            .unwrap_or_else(|| panic!("cannot parse the HTTP address from {line:?}"));
     }
 
     fn signal(&self, sig: i32) {
@@ -281,15 +262,20 @@ pub fn wait_for_records(
     }
 }
 
-/// The committed offsets of `group` on `broker` for `topic` partitions `0..partitions`
-/// (`None` where nothing is committed).
-pub fn committed(broker: &Broker, group: &str, topic: &str, partitions: i32) -> Vec<Option<i64>> {
-    let consumer: rdkafka::consumer::BaseConsumer = broker
+/// A client that reads and commits `group`'s offsets without joining it.
+fn group_client(broker: &Broker, group: &str) -> rdkafka::consumer::BaseConsumer {
+    broker
         .client_config()
         .set("group.id", group)
         .set("enable.auto.commit", "false")
         .create()
-        .expect("create group client");
+        .expect("create group client")
+}
+
+/// The committed offsets of `group` on `broker` for `topic` partitions `0..partitions`
+/// (`None` where nothing is committed).
+pub fn committed(broker: &Broker, group: &str, topic: &str, partitions: i32) -> Vec<Option<i64>> {
+    let consumer = group_client(broker, group);
     let mut tpl = TopicPartitionList::new();
     for p in 0..partitions {
         tpl.add_partition(topic, p);
@@ -308,12 +294,7 @@ pub fn committed(broker: &Broker, group: &str, topic: &str, partitions: i32) -> 
 /// Commits `offsets` (partition, offset) for `group` on `broker` as a simple (non-member)
 /// commit, as a consumer that stopped would have left them.
 pub fn commit(broker: &Broker, group: &str, topic: &str, offsets: &[(i32, i64)]) {
-    let consumer: rdkafka::consumer::BaseConsumer = broker
-        .client_config()
-        .set("group.id", group)
-        .set("enable.auto.commit", "false")
-        .create()
-        .expect("create group client");
+    let consumer = group_client(broker, group);
     let mut tpl = TopicPartitionList::new();
     for (p, o) in offsets {
         tpl.add_partition_offset(topic, *p, Offset::Offset(*o))

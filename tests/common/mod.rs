@@ -270,23 +270,10 @@ impl Broker {
             .spawn()
             .unwrap_or_else(|e| panic!("failed to spawn {}: {e}", bin.display()));
 
-        // A thread drains stdout for the whole life of the process (so the
-        // broker can never block on a full pipe), copies it into the log and
-        // reports the first `listening on` address.
+        // Reports the first `listening on` line.
         let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, rx) = mpsc::channel::<String>();
-        let mut log_out = log;
-        thread::spawn(move || {
-            let mut tx = Some(tx);
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                let _ = writeln!(log_out, "[stdout] {line}");
-                if line.contains("listening on") {
-                    if let Some(tx) = tx.take() {
-                        let _ = tx.send(line);
-                    }
-                }
-            }
+        let rx = drain_stdout(stdout, log, |line| {
+            line.contains("listening on").then(|| line.to_string())
         });
 
         self.child = Some(child);
@@ -595,6 +582,30 @@ fn parse_listening_line(line: &str) -> SocketAddr {
     token
         .parse()
         .unwrap_or_else(|e| panic!("cannot parse address {token:?} from line {line:?}: {e}"))
+}
+
+/// Drains a child's stdout for the whole life of the process (so it never blocks on a full
+/// pipe), copies every line into `log` as `[stdout] ...`, and sends the first line `ready`
+/// accepts, as `ready` maps it.
+pub fn drain_stdout<T: Send + 'static>(
+    stdout: std::process::ChildStdout,
+    mut log: File,
+    ready: impl Fn(&str) -> Option<T> + Send + 'static,
+) -> mpsc::Receiver<T> {
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let mut tx = Some(tx);
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            let _ = writeln!(log, "[stdout] {line}");
+            if tx.is_some() {
+                if let Some(v) = ready(&line) {
+                    let _ = tx.take().expect("checked").send(v);
+                }
+            }
+        }
+    });
+    rx
 }
 
 /// Runs a future to completion on a private current-thread runtime, bounded by `timeout`.
