@@ -4,6 +4,8 @@
 pub mod bench;
 pub mod cluster;
 pub mod mirror;
+pub mod supervise;
+pub mod up;
 
 /// The line `strait broker` prints on stdout once the node is up (registered and unfenced),
 /// which `strait cluster` and the tests wait for.
