@@ -496,7 +496,7 @@ fn pid_of_node(lines: &[String], node: i32) -> i32 {
 fn strait_cluster_runs_a_site_for_clients_and_stops_every_node_on_sigterm() {
     let dir = tempfile::tempdir().expect("temp dir");
     let (file, specs) = write_site(dir.path(), "e2e-site");
-    let mut cmd = ClusterCommand::spawn(&file, &[]);
+    let mut cmd = SupervisorCommand::cluster(&file, &[]);
     let ready = cmd.wait_for_line("the ready line", Duration::from_secs(60), |l| {
         l.starts_with("strait cluster: e2e-site ready")
     });
@@ -589,7 +589,7 @@ fn strait_cluster_reports_a_dead_node_loudly_and_keeps_the_others_running() {
     let dir = tempfile::tempdir().expect("temp dir");
     let (file, specs) = write_site(dir.path(), "e2e-site");
     // Short, so the end of the test is quick even if a node hangs in its shutdown.
-    let mut cmd = ClusterCommand::spawn(&file, &["--shutdown-timeout-s", "5"]);
+    let mut cmd = SupervisorCommand::cluster(&file, &["--shutdown-timeout-s", "5"]);
     cmd.wait_for_line("the ready line", Duration::from_secs(60), |l| {
         l.starts_with("strait cluster: e2e-site ready")
     });
@@ -648,7 +648,7 @@ fn strait_cluster_stops_the_other_nodes_and_fails_when_a_node_cannot_start() {
     let (file, specs) = write_site(dir.path(), "broken-site");
     // Node 3's Kafka port is taken, so node 3 fails at once.
     let _squatter = std::net::TcpListener::bind(specs[2].kafka).expect("hold node 3's port");
-    let mut cmd = ClusterCommand::spawn(&file, &[]);
+    let mut cmd = SupervisorCommand::cluster(&file, &[]);
     let status = cmd.wait_exit(Duration::from_secs(60));
     assert!(
         !status.success(),

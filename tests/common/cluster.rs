@@ -1,11 +1,11 @@
 //! Multi-node harness: a [`Cluster`] of real `strait broker` processes that form one metadata
-//! quorum on loopback, and [`ClusterCommand`], a real `strait cluster` process, both on node
-//! config files written for the test (ephemeral ports, temporary data directories).
+//! quorum on loopback, and [`SupervisorCommand`], a real `strait cluster` or `strait up`
+//! process, on config files written for the test (ephemeral ports, temporary data directories).
 //!
 //! Everything a test starts is stopped and removed on drop, also when the test panics: nodes
-//! get SIGKILL, `strait cluster` and its nodes get SIGKILL as one process group, and the
-//! temporary directory (configs, data, logs) goes with the harness. A panicking test prints
-//! the tail of every node's log.
+//! get SIGKILL, so do a supervisor and every process it started, and the temporary directory
+//! (configs, data, logs) goes with the harness. A panicking test prints the tail of every
+//! node's log.
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -749,29 +749,47 @@ pub fn write_cluster_file(dir: &Path, name: &str, node_files: &[PathBuf]) -> Pat
     path
 }
 
-/// A real `strait cluster --config FILE` process, in a process group of its own with its
-/// nodes, so the harness can tell whether any of them is left and kill them all on drop.
-pub struct ClusterCommand {
+/// A real supervisor process, `strait cluster` or `strait up`, in a process group of its own.
+///
+/// The supervisor puts each child in a process group of the child's own, so the group alone
+/// does not reach them: every `started … (pid P)` line the supervisor prints (also nested ones,
+/// `[site-a] strait cluster: started node 1 (pid P)`) is recorded as a [`TrackedProcess`], which
+/// is how the harness tells whether anything is left and what to kill on drop.
+pub struct SupervisorCommand {
+    what: &'static str,
     child: Option<Child>,
     pgid: i32,
     log_path: PathBuf,
     stdout: Arc<Mutex<Vec<String>>>,
+    started: Arc<Mutex<Vec<TrackedProcess>>>,
     _log_dir: TempDir,
 }
 
-impl ClusterCommand {
-    pub fn spawn(cluster_file: &Path, extra_args: &[&str]) -> ClusterCommand {
+impl SupervisorCommand {
+    /// `strait cluster --config FILE EXTRA…`.
+    pub fn cluster(cluster_file: &Path, extra_args: &[&str]) -> SupervisorCommand {
+        let mut args: Vec<std::ffi::OsString> = vec!["cluster".into(), "--config".into()];
+        args.push(cluster_file.into());
+        args.extend(extra_args.iter().map(|a| a.into()));
+        SupervisorCommand::spawn("strait cluster", &args)
+    }
+
+    /// `strait up ARGS…`.
+    pub fn up(args: &[std::ffi::OsString]) -> SupervisorCommand {
+        let mut all: Vec<std::ffi::OsString> = vec!["up".into()];
+        all.extend(args.iter().cloned());
+        SupervisorCommand::spawn("strait up", &all)
+    }
+
+    fn spawn(what: &'static str, args: &[std::ffi::OsString]) -> SupervisorCommand {
         let log_dir = tempfile::Builder::new()
-            .prefix("strait-e2e-cluster-cmd-")
+            .prefix("strait-e2e-supervisor-")
             .tempdir()
             .expect("create log dir");
-        let log_path = log_dir.path().join("strait-cluster.log");
+        let log_path = log_dir.path().join("supervisor.log");
         let log = File::create(&log_path).expect("create log");
         let mut cmd = Command::new(strait_bin());
-        cmd.arg("cluster")
-            .arg("--config")
-            .arg(cluster_file)
-            .args(extra_args)
+        cmd.args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log.try_clone().expect("clone log handle")))
@@ -779,24 +797,30 @@ impl ClusterCommand {
         if std::env::var_os("RUST_LOG").is_none() {
             cmd.env("RUST_LOG", NODE_RUST_LOG);
         }
-        let mut child = cmd.spawn().expect("spawn strait cluster");
+        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {what}: {e}"));
         let pgid = child.id() as i32;
         let stdout = child.stdout.take().expect("piped stdout");
         let lines = Arc::new(Mutex::new(Vec::new()));
-        let collected = lines.clone();
+        let started = Arc::new(Mutex::new(Vec::new()));
+        let (collected, tracked) = (lines.clone(), started.clone());
         let mut log_out = log;
         thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
                 let _ = writeln!(log_out, "[stdout] {line}");
+                if let Some(process) = started_pid(&line).and_then(TrackedProcess::of) {
+                    tracked.lock().expect("tracked").push(process);
+                }
                 collected.lock().expect("stdout lines").push(line);
             }
         });
-        ClusterCommand {
+        SupervisorCommand {
+            what,
             child: Some(child),
             pgid,
             log_path,
             stdout: lines,
+            started,
             _log_dir: log_dir,
         }
     }
@@ -820,11 +844,12 @@ impl ClusterCommand {
         pred: impl Fn(&str) -> bool,
     ) -> String {
         let started = Instant::now();
+        let name = self.what;
         wait_for(what, timeout, || {
             if let Some(line) = self.stdout_lines().into_iter().find(|l| pred(l)) {
                 return Some(line);
             }
-            let child = self.child.as_mut().expect("strait cluster was stopped");
+            let child = self.child.as_mut().expect("the supervisor was stopped");
             if let Some(status) = child.try_wait().expect("try_wait") {
                 // Give the stdout thread a moment to collect the last lines.
                 thread::sleep(Duration::from_millis(100));
@@ -832,7 +857,7 @@ impl ClusterCommand {
                     return Some(line);
                 }
                 panic!(
-                    "strait cluster exited ({status}) after {:?} before {what}",
+                    "{name} exited ({status}) after {:?} before {what}",
                     started.elapsed()
                 );
             }
@@ -840,51 +865,106 @@ impl ClusterCommand {
         })
     }
 
-    /// Panics if the `strait cluster` process has exited.
+    /// Panics if the supervisor process has exited.
     pub fn assert_running(&mut self) {
         let child = self
             .child
             .as_mut()
-            .expect("strait cluster was stopped by the test");
+            .expect("the supervisor was stopped by the test");
         if let Some(status) = child.try_wait().expect("try_wait") {
             self.child = None;
-            panic!("strait cluster exited unexpectedly ({status})");
+            panic!("{} exited unexpectedly ({status})", self.what);
         }
     }
 
     pub fn signal(&self, sig: i32) {
         signal(self.child.as_ref().expect("running").id() as i32, sig)
-            .expect("signal strait cluster");
+            .unwrap_or_else(|e| panic!("signal {}: {e}", self.what));
     }
 
-    /// Waits (bounded) for the `strait cluster` process to exit.
+    /// Waits (bounded) for the supervisor process to exit.
     pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
-        let child = self.child.as_mut().expect("strait cluster is not running");
+        let child = self.child.as_mut().expect("the supervisor is not running");
         let status = wait_exit(child, timeout)
-            .unwrap_or_else(|| panic!("strait cluster did not exit within {timeout:?}"));
+            .unwrap_or_else(|| panic!("{} did not exit within {timeout:?}", self.what));
         self.child = None;
         status
     }
 
-    /// Whether any process of the group (`strait cluster` or one of its nodes) still exists.
+    /// The processes the supervisor (or a nested one) said it started, in that order.
+    pub fn started(&self) -> Vec<TrackedProcess> {
+        self.started.lock().expect("tracked").clone()
+    }
+
+    /// Whether the supervisor or any process it (or a nested supervisor) started still runs.
     pub fn any_process_left(&self) -> bool {
-        signal(-self.pgid, 0).is_ok()
+        signal(-self.pgid, 0).is_ok() || self.started().iter().any(TrackedProcess::is_alive)
     }
 }
 
-impl Drop for ClusterCommand {
+impl Drop for SupervisorCommand {
     fn drop(&mut self) {
-        // The whole group: the supervisor and every node it started.
         let _ = signal(-self.pgid, libc::SIGKILL);
         if let Some(mut child) = self.child.take() {
             let _ = child.wait();
         }
+        // The children have groups of their own (and would only get SIGTERM from the kernel
+        // when their supervisor dies): kill each one this harness saw start.
+        for process in self.started() {
+            process.kill();
+        }
         if thread::panicking() {
             eprintln!(
-                "--- strait cluster output ({}), last 150 lines ---\n{}\n--- end of strait cluster output ---",
+                "--- {} output ({}), last 150 lines ---\n{}\n--- end of {} output ---",
+                self.what,
                 self.log_path.display(),
-                tail(&self.log(), 150)
+                tail(&self.log(), 150),
+                self.what
             );
+        }
+    }
+}
+
+/// The pid of a supervisor's `started NAME (pid P): …` line.
+fn started_pid(line: &str) -> Option<i32> {
+    let rest = line.split_once(": started ")?.1;
+    let pid = rest.split_once(" (pid ")?.1.split_once(')')?.0;
+    pid.parse().ok()
+}
+
+/// A process known by pid *and* start time (field 22 of `/proc/PID/stat`), so that a later
+/// process that reuses the pid is never taken for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TrackedProcess {
+    pub pid: i32,
+    start_ticks: u64,
+}
+
+impl TrackedProcess {
+    /// The process `pid` now; `None` if there is none (or only a zombie).
+    pub fn of(pid: i32) -> Option<TrackedProcess> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // The command name (field 2) is in parentheses and may contain spaces.
+        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+        // fields[0] is the state (field 3), fields[19] the start time (field 22).
+        if fields.first() == Some(&"Z") {
+            return None;
+        }
+        Some(TrackedProcess {
+            pid,
+            start_ticks: fields.get(19)?.parse().ok()?,
+        })
+    }
+
+    /// Whether this very process still runs.
+    pub fn is_alive(&self) -> bool {
+        TrackedProcess::of(self.pid) == Some(*self)
+    }
+
+    /// SIGKILL, if this very process still runs.
+    pub fn kill(&self) {
+        if self.is_alive() {
+            let _ = signal(self.pid, libc::SIGKILL);
         }
     }
 }

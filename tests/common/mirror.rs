@@ -17,13 +17,13 @@ use rdkafka::{Offset, TopicPartitionList};
 use tempfile::TempDir;
 
 use super::{
-    consume_all, drain_stdout, make_consumer, strait_bin, Broker, Consumed, OP_TIMEOUT,
-    SHUTDOWN_TIMEOUT, STARTUP_TIMEOUT,
+    client_config, consume_all, drain_stdout, make_consumer, strait_bin, watermarks, Consumed,
+    Site, OP_TIMEOUT, SHUTDOWN_TIMEOUT, STARTUP_TIMEOUT,
 };
 
-/// A mirror config for flow `a -> b` between two single-node sites; `flow_extra` is YAML
-/// added to the flow (indented by four spaces, e.g. "    start_position: latest\n").
-pub fn flow_config(a: &Broker, b: &Broker, flow_extra: &str) -> String {
+/// A mirror config for flow `a -> b` between two sites; `flow_extra` is YAML added to the
+/// flow (indented by four spaces, e.g. "    start_position: latest\n").
+pub fn flow_config(a: &impl Site, b: &impl Site, flow_extra: &str) -> String {
     format!(
         "clusters:\n  a:\n    bootstrap_servers: {}\n  b:\n    bootstrap_servers: {}\nflows:\n  - source: a\n    target: b\n    topic_refresh_interval_ms: 500\n    checkpoint_interval_ms: 500\n    config_sync_interval_ms: 1000\n{flow_extra}",
         a.bootstrap(),
@@ -222,10 +222,10 @@ impl Drop for MirrorDaemon {
 }
 
 /// Every record of a partition up to its high watermark.
-pub fn read_partition(broker: &Broker, topic: &str, partition: i32) -> Vec<Consumed> {
-    let (low, high) = broker.watermarks(topic, partition);
+pub fn read_partition(site: &impl Site, topic: &str, partition: i32) -> Vec<Consumed> {
+    let (low, high) = watermarks(&site.bootstrap(), topic, partition);
     consume_all(
-        &broker.bootstrap(),
+        &site.bootstrap(),
         topic,
         partition,
         Offset::Offset(low),
@@ -234,9 +234,9 @@ pub fn read_partition(broker: &Broker, topic: &str, partition: i32) -> Vec<Consu
     )
 }
 
-/// Waits until `topic`/`partition` on `broker` holds at least `records` records.
+/// Waits until `topic`/`partition` on `site` holds at least `records` records.
 pub fn wait_for_records(
-    broker: &Broker,
+    site: &impl Site,
     topic: &str,
     partition: i32,
     records: i64,
@@ -246,7 +246,7 @@ pub fn wait_for_records(
     loop {
         // A fresh client each time: a cached one keeps an old partition count for minutes
         // (librdkafka refreshes topic metadata every 5 min) and never sees a new partition.
-        let consumer = make_consumer(&broker.bootstrap());
+        let consumer = make_consumer(&site.bootstrap());
         let high = consumer
             .fetch_watermarks(topic, partition, OP_TIMEOUT)
             .map(|(_, h)| h)
@@ -263,19 +263,18 @@ pub fn wait_for_records(
 }
 
 /// A client that reads and commits `group`'s offsets without joining it.
-fn group_client(broker: &Broker, group: &str) -> rdkafka::consumer::BaseConsumer {
-    broker
-        .client_config()
+fn group_client(site: &impl Site, group: &str) -> rdkafka::consumer::BaseConsumer {
+    client_config(&site.bootstrap())
         .set("group.id", group)
         .set("enable.auto.commit", "false")
         .create()
         .expect("create group client")
 }
 
-/// The committed offsets of `group` on `broker` for `topic` partitions `0..partitions`
+/// The committed offsets of `group` on `site` for `topic` partitions `0..partitions`
 /// (`None` where nothing is committed).
-pub fn committed(broker: &Broker, group: &str, topic: &str, partitions: i32) -> Vec<Option<i64>> {
-    let consumer = group_client(broker, group);
+pub fn committed(site: &impl Site, group: &str, topic: &str, partitions: i32) -> Vec<Option<i64>> {
+    let consumer = group_client(site, group);
     let mut tpl = TopicPartitionList::new();
     for p in 0..partitions {
         tpl.add_partition(topic, p);
@@ -291,10 +290,10 @@ pub fn committed(broker: &Broker, group: &str, topic: &str, partitions: i32) -> 
         .collect()
 }
 
-/// Commits `offsets` (partition, offset) for `group` on `broker` as a simple (non-member)
+/// Commits `offsets` (partition, offset) for `group` on `site` as a simple (non-member)
 /// commit, as a consumer that stopped would have left them.
-pub fn commit(broker: &Broker, group: &str, topic: &str, offsets: &[(i32, i64)]) {
-    let consumer = group_client(broker, group);
+pub fn commit(site: &impl Site, group: &str, topic: &str, offsets: &[(i32, i64)]) {
+    let consumer = group_client(site, group);
     let mut tpl = TopicPartitionList::new();
     for (p, o) in offsets {
         tpl.add_partition_offset(topic, *p, Offset::Offset(*o))
@@ -306,8 +305,8 @@ pub fn commit(broker: &Broker, group: &str, topic: &str, offsets: &[(i32, i64)])
 }
 
 /// Every record of the target's checkpoints topic, parsed.
-pub fn checkpoints(broker: &Broker, topic: &str) -> Vec<serde_json::Value> {
-    read_partition(broker, topic, 0)
+pub fn checkpoints(site: &impl Site, topic: &str) -> Vec<serde_json::Value> {
+    read_partition(site, topic, 0)
         .into_iter()
         .map(|c| {
             serde_json::from_slice(c.value.as_deref().unwrap_or_default())

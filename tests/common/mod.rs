@@ -431,11 +431,7 @@ impl Broker {
     // -- clients -----------------------------------------------------------
 
     pub fn client_config(&self) -> ClientConfig {
-        let mut c = ClientConfig::new();
-        c.set("bootstrap.servers", self.bootstrap())
-            .set("client.id", "strait-e2e")
-            .set("socket.timeout.ms", "10000");
-        c
+        client_config(&self.bootstrap())
     }
 
     /// A producer with acks=all, no idempotence and the given extra settings
@@ -467,9 +463,7 @@ impl Broker {
 
     /// (low, high) watermarks of a partition.
     pub fn watermarks(&self, topic: &str, partition: i32) -> (i64, i64) {
-        let c = self.consumer();
-        c.fetch_watermarks(topic, partition, OP_TIMEOUT)
-            .unwrap_or_else(|e| panic!("fetch_watermarks({topic}/{partition}) failed: {e}"))
+        watermarks(&self.bootstrap(), topic, partition)
     }
 
     /// Runs CreateTopics and returns the per-topic results.
@@ -943,6 +937,39 @@ impl TestProducer {
 
 /// A consumer for `assign()` use only. librdkafka refuses `assign()` without
 /// a `group.id`, so one is set, but nothing is ever committed or subscribed.
+/// Anything clients bootstrap from: one test [`Broker`], or a cluster's bootstrap list.
+pub trait Site {
+    fn bootstrap(&self) -> String;
+}
+
+impl Site for Broker {
+    fn bootstrap(&self) -> String {
+        Broker::bootstrap(self)
+    }
+}
+
+impl Site for String {
+    fn bootstrap(&self) -> String {
+        self.clone()
+    }
+}
+
+/// Client settings every test client starts from.
+pub fn client_config(bootstrap: &str) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", bootstrap)
+        .set("client.id", "strait-e2e")
+        .set("socket.timeout.ms", "10000");
+    c
+}
+
+/// (low, high) watermarks of a partition.
+pub fn watermarks(bootstrap: &str, topic: &str, partition: i32) -> (i64, i64) {
+    make_consumer(bootstrap)
+        .fetch_watermarks(topic, partition, OP_TIMEOUT)
+        .unwrap_or_else(|e| panic!("fetch_watermarks({topic}/{partition}) failed: {e}"))
+}
+
 pub fn make_consumer(bootstrap: &str) -> BaseConsumer {
     ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
