@@ -104,6 +104,11 @@ enum BenchCommand {
     /// min.insync.replicas=2) and to a single node, and print MB/s, p50/p99 latency and the
     /// ratio of the two.
     Replication(strait::bench::ReplicationBenchArgs),
+    /// Start two fresh local three-node sites and copy a backlog and a steady stream from one
+    /// to the other with `strait mirror` and with a `kcat -C | kcat -P` pipe (needs kcat on
+    /// PATH), one after the other, and print MB/s, records/s and end-to-end latency p50/p99 of
+    /// both.
+    Mirror(strait::bench::MirrorBenchArgs),
 }
 
 fn init_tracing() {
@@ -177,6 +182,7 @@ fn main() -> ExitCode {
             Command::Bench(BenchCommand::Replication(args)) => {
                 strait::bench::replication(args).await
             }
+            Command::Bench(BenchCommand::Mirror(args)) => strait::bench::mirror(args).await,
         }
     });
     match result {

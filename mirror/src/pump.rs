@@ -243,6 +243,7 @@ impl Pump {
             in_flight_bytes: 0,
             subscribed: BTreeSet::new(),
             runs_topic: flow.offset_runs_topic(),
+            recording: None,
         };
         run.subscribe()?;
         let mut flush = tokio::time::interval(Duration::from_millis(FLUSH_INTERVAL_MS));
@@ -264,7 +265,12 @@ impl Pump {
                         Ok(())
                     }
                 },
-                _ = flush.tick() => run.flush().await,
+                recorded = wait_recorded(&mut run.recording), if run.recording.is_some() => {
+                    run.recording = None;
+                    run.recorded(recorded)
+                }
+                // One recording at a time: a tick while one is pending waits for the next.
+                _ = flush.tick(), if run.recording.is_none() => run.flush().await,
                 Ok(()) = topics.changed() => run.subscribe(),
             };
             if let Err(e) = step {
@@ -287,7 +293,23 @@ impl Pump {
                 }
             }
         }
-        let flushed = run.flush().await;
+        // The recording in progress, then one of everything acknowledged since.
+        let mut flushed = match run.recording.take() {
+            Some(pending) => {
+                let recorded = pending.await;
+                run.recorded(recorded)
+            }
+            None => Ok(()),
+        };
+        if flushed.is_ok() {
+            flushed = run.flush().await;
+        }
+        if flushed.is_ok() {
+            if let Some(pending) = run.recording.take() {
+                let recorded = pending.await;
+                flushed = run.recorded(recorded);
+            }
+        }
         let committed = run.commit_sync();
         result.and(flushed).and(committed)
     }
@@ -302,6 +324,23 @@ struct PumpRun<'a> {
     in_flight_bytes: u64,
     subscribed: BTreeSet<String>,
     runs_topic: String,
+    /// Offset runs sent to the runs topic and not acknowledged yet; resolves to the source
+    /// offsets to commit once they are.
+    recording: Option<Recording>,
+}
+
+/// The acknowledgement of one flush's records in the runs topic, and then the source offsets
+/// those records make safe to commit.
+type Recording = Pin<Box<dyn Future<Output = Result<Vec<(String, i32, i64)>, MirrorError>> + Send>>;
+
+/// Waits for the pending recording (the select loop polls this only while there is one).
+async fn wait_recorded(
+    recording: &mut Option<Recording>,
+) -> Result<Vec<(String, i32, i64)>, MirrorError> {
+    match recording.as_mut() {
+        Some(pending) => pending.await,
+        None => std::future::pending().await,
+    }
 }
 
 fn record_bytes(m: &rdkafka::message::OwnedMessage) -> u64 {
@@ -659,44 +698,64 @@ impl PumpRun<'_> {
                     })?;
                 deliveries.push(d);
             }
-            for d in deliveries {
-                match d.await {
-                    Ok(Ok(_)) => {}
-                    Ok(Err((e, _))) => {
-                        self.pump.metrics.error("offset_runs");
-                        return Err(MirrorError::Kafka {
-                            what: format!("recording offset runs in {}", self.runs_topic),
-                            source: e,
-                        });
+            // Commit only what the runs topic holds; partitions given away meanwhile are
+            // the new owner's to commit.
+            let commits: Vec<(String, i32, i64)> = updates
+                .iter()
+                .filter(|u| assigned.contains(&(u.topic.clone(), u.partition)))
+                .map(|u| (u.topic.clone(), u.partition, u.cursor.source_next))
+                .collect();
+            let runs_topic = self.runs_topic.clone();
+            let metrics = self.pump.metrics.clone();
+            // Awaited by the select loop, not here: the runs records queue behind whatever
+            // data is in flight to the same brokers, and stopping the pump for that long
+            // would drain the pipeline every flush.
+            self.recording = Some(Box::pin(async move {
+                for d in deliveries {
+                    match d.await {
+                        Ok(Ok(_)) => {}
+                        Ok(Err((e, _))) => {
+                            metrics.error("offset_runs");
+                            return Err(MirrorError::Kafka {
+                                what: format!("recording offset runs in {runs_topic}"),
+                                source: e,
+                            });
+                        }
+                        Err(_) => {
+                            return Err(MirrorError::Other(
+                                "the target producer was dropped".into(),
+                            ))
+                        }
                     }
-                    Err(_) => {
-                        return Err(MirrorError::Other("the target producer was dropped".into()))
-                    }
                 }
-            }
-            let mut tpl = TopicPartitionList::new();
-            for u in &updates {
-                if assigned.contains(&(u.topic.clone(), u.partition)) {
-                    let _ = tpl.add_partition_offset(
-                        &u.topic,
-                        u.partition,
-                        Offset::Offset(u.cursor.source_next),
-                    );
-                }
-            }
-            if tpl.count() > 0 {
-                if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
-                    // A commit lost during a rebalance only means the next owner repeats
-                    // a little; the index's cursor keeps it from repeating on the target.
-                    tracing::debug!(error = %e, "committing source offsets");
-                }
-            }
+                Ok(commits)
+            }));
         }
         // Partitions given away and fully recorded are forgotten; if they come back, their
         // state is read again from the index.
         self.states.retain(|(t, p), s| {
             s.in_flight > 0 || s.dirty || assigned.contains(&(t.to_string(), *p))
         });
+        Ok(())
+    }
+
+    /// The runs of a flush are in the runs topic: commit the source offsets they cover.
+    fn recorded(
+        &mut self,
+        recorded: Result<Vec<(String, i32, i64)>, MirrorError>,
+    ) -> Result<(), MirrorError> {
+        let commits = recorded?;
+        let mut tpl = TopicPartitionList::new();
+        for (topic, partition, offset) in &commits {
+            let _ = tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset));
+        }
+        if tpl.count() > 0 {
+            if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
+                // A commit lost during a rebalance only means the next owner repeats a
+                // little; the index's cursor keeps it from repeating on the target.
+                tracing::debug!(error = %e, "committing source offsets");
+            }
+        }
         Ok(())
     }
 

@@ -4,6 +4,8 @@
 //! - [`consume`]: a consumer group of three against one consumer with all partitions assigned.
 //! - [`replication`]: acks=all produce to a three-node cluster with replication factor 3
 //!   against the same load on a single node.
+//! - [`mirror`]: `strait mirror` between two three-node sites against a `kcat | kcat` pipe
+//!   between the same sites.
 //!
 //! Every benchmark starts a fresh broker as a child process of this same binary on an
 //! ephemeral loopback port, so it measures the real process a user runs.
@@ -15,10 +17,12 @@ use std::process::{Child, Command, Stdio};
 use anyhow::{bail, Context};
 
 pub mod consume;
+pub mod mirror;
 pub mod produce;
 pub mod replication;
 
 pub use consume::{consume, ConsumeBenchArgs};
+pub use mirror::{mirror, MirrorBenchArgs};
 pub use produce::{produce, ProduceBenchArgs};
 pub use replication::{replication, ReplicationBenchArgs};
 

@@ -120,6 +120,7 @@ pub(super) fn run_producer(
         )
         .create_with_context(context)
         .context("creating the producer")?;
+    // 'Z': printable, no tab or newline (see the key).
     let value = vec![0x5au8; args.record_bytes];
     let started = Instant::now();
     let mut sent = 0u64;
@@ -131,10 +132,11 @@ pub(super) fn run_producer(
             std::thread::sleep(Duration::from_micros(200));
             continue;
         }
-        let key = sent.to_be_bytes();
+        // Text (hex), so that line-based tools such as kcat can carry the records too.
+        let key = format!("{sent:016x}");
         let sent_at_ns = ctx.start.elapsed().as_nanos() as usize;
         let record = BaseRecord::with_opaque_to(topic, sent_at_ns)
-            .key(&key[..])
+            .key(key.as_bytes())
             .payload(&value[..]);
         match producer.send(record) {
             Ok(()) => sent += 1,

@@ -85,7 +85,7 @@ pub async fn replication(args: ReplicationBenchArgs) -> anyhow::Result<()> {
     let single_run = produce(&single.bootstrap, "bench-rf1", &load).await?;
     drop(single);
 
-    let nodes = start_cluster(&dir.join("cluster"))?;
+    let nodes = start_cluster(&dir.join("cluster"), "")?;
     let bootstrap = nodes
         .iter()
         .map(|n| n.bootstrap.as_str())
@@ -128,7 +128,7 @@ fn print_against(label: &str, run: &RunResult, single: &RunResult) {
     );
 }
 
-async fn produce(
+pub(super) async fn produce(
     bootstrap: &str,
     topic: &str,
     load: &ProduceBenchArgs,
@@ -141,7 +141,7 @@ async fn produce(
         .context("benchmark thread")?
 }
 
-async fn create_topic(
+pub(super) async fn create_topic(
     bootstrap: &str,
     name: &str,
     partitions: i32,
@@ -176,9 +176,12 @@ async fn create_topic(
     Ok(())
 }
 
-/// Starts three nodes forming one cluster on free loopback ports under `dir`, and waits until
-/// each printed its ready line.
-fn start_cluster(dir: &std::path::Path) -> anyhow::Result<Vec<ChildBroker>> {
+/// Starts three nodes forming one cluster on free loopback ports under `dir` (`extra_yaml`:
+/// top-level config lines for every node), and waits until each printed its ready line.
+pub(super) fn start_cluster(
+    dir: &std::path::Path,
+    extra_yaml: &str,
+) -> anyhow::Result<Vec<ChildBroker>> {
     std::fs::create_dir_all(dir)?;
     // Free ports: bound together (so they are distinct), released just before the nodes bind
     // them. Another process could take one in between; the node then fails to start with a
@@ -201,7 +204,7 @@ fn start_cluster(dir: &std::path::Path) -> anyhow::Result<Vec<ChildBroker>> {
         let id = i + 1;
         let config = dir.join(format!("node-{id}.yaml"));
         let yaml = format!(
-            "node_id: {id}\nlisten: {kafka}\ndata_dir: node-{id}\ncontroller_quorum_voters: \"{voters}\"\nlog:\n  segment_bytes: 268435456\n",
+            "node_id: {id}\nlisten: {kafka}\ndata_dir: node-{id}\ncontroller_quorum_voters: \"{voters}\"\n{extra_yaml}log:\n  segment_bytes: 268435456\n",
             kafka = addrs[2 * i],
         );
         std::fs::write(&config, yaml).with_context(|| format!("writing {}", config.display()))?;
