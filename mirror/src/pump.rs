@@ -6,7 +6,9 @@
 //! offset run or starts a new one. Every [`FLUSH_INTERVAL_MS`] the runs and cursors of the
 //! partitions that moved are appended to the flow's offset-runs topic on the target and,
 //! once that is acknowledged, the source offsets are committed: a crash can repeat records on
-//! the target but never skip one, and a committed source offset is always translatable.
+//! the target but never skip one, and a committed source offset is always translatable. The
+//! pump does not stop for that acknowledgement (it keeps copying and takes it as one more
+//! event of its loop); the next flush waits until it came.
 //!
 //! Several daemons on the same flow split the partitions through the source cluster's group
 //! protocol (the group `strait-mirror-<flow>`). A partition's starting point is the index's
