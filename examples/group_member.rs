@@ -34,7 +34,13 @@ struct Ctx {
     positions: Positions,
 }
 
-impl ClientContext for Ctx {}
+impl ClientContext for Ctx {
+    // librdkafka's own log (with `debug=cgrp`: every group-protocol step) on stderr, which the
+    // test harness keeps in a file and prints when a test fails.
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
+        eprintln!("group_member: librdkafka {level:?} {fac}: {log_message}");
+    }
+}
 
 fn describe(list: &TopicPartitionList) -> String {
     let mut parts: Vec<String> = list
@@ -141,7 +147,8 @@ fn main() {
         .set("session.timeout.ms", &session_ms)
         .set("heartbeat.interval.ms", &heartbeat_ms)
         .set("partition.assignment.strategy", "range")
-        .set("fetch.wait.max.ms", "100");
+        .set("fetch.wait.max.ms", "100")
+        .set("debug", "cgrp");
     if let Some(id) = arg(&args, "--instance-id") {
         config.set("group.instance.id", id);
     }

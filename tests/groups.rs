@@ -49,6 +49,8 @@ enum Event {
 /// One group member process; killed and reaped on drop.
 struct Member {
     name: String,
+    /// The member's stderr (librdkafka's group-protocol debug log), printed if a test fails.
+    log: tempfile::NamedTempFile,
     child: Option<Child>,
     stdin: Option<ChildStdin>,
     events: Arc<Mutex<Vec<(Instant, Event)>>>,
@@ -67,6 +69,10 @@ impl Member {
         session_timeout_ms: u64,
         extra: &[&str],
     ) -> Member {
+        let log = tempfile::Builder::new()
+            .prefix("strait-e2e-member-")
+            .tempfile()
+            .expect("member log file");
         let mut child = Command::new(member_bin())
             .args(["--bootstrap", bootstrap, "--group", group, "--topic", topic])
             .args(["--session-timeout-ms", &session_timeout_ms.to_string()])
@@ -77,7 +83,7 @@ impl Member {
             ])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::from(log.reopen().expect("member log handle")))
             .spawn()
             .expect("spawn group_member");
         let stdout = child.stdout.take().expect("stdout");
@@ -93,6 +99,7 @@ impl Member {
         });
         Member {
             name: name.to_string(),
+            log,
             stdin: child.stdin.take(),
             child: Some(child),
             events,
@@ -164,6 +171,16 @@ impl Drop for Member {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
+        }
+        if thread::panicking() {
+            let text = std::fs::read_to_string(self.log.path()).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            eprintln!(
+                "--- member {} stderr, last 150 lines ---\n{}\n--- end of member {} ---",
+                self.name,
+                lines[lines.len().saturating_sub(150)..].join("\n"),
+                self.name
+            );
         }
     }
 }
