@@ -70,7 +70,7 @@ pub fn parse_ready_line(line: &str) -> Option<(String, String, SocketAddr)> {
     Some((a.to_string(), b.to_string(), http.parse().ok()?))
 }
 
-/// Loads a config `strait up` starts from, saying how to find it when it is missing (the
+/// Fails when a config `strait up` starts from is missing, saying how to find it (the
 /// defaults are relative to the checkout's root).
 fn check_exists(path: &Path, flag: &str) -> anyhow::Result<()> {
     if !path.exists() {

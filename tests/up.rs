@@ -13,8 +13,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::cluster::{
-    create_topic_with_configs, node_specs, try_metadata, write_cluster_file, write_node_configs,
-    NodeSpec, SupervisorCommand, TrackedProcess,
+    create_topic_with_configs, node_specs, started_pid, try_metadata, write_cluster_file,
+    write_node_configs, NodeSpec, SupervisorCommand, TrackedProcess,
 };
 use common::mirror::{commit, committed, flow_config, read_partition, wait_for_records};
 use common::{
@@ -96,18 +96,12 @@ fn leader(specs: &[NodeSpec], topic: &str, partition: i32) -> i32 {
 /// `[site] strait cluster: started node N (pid P)` line).
 fn node_process(up: &SupervisorCommand, site: &str, node: i32) -> TrackedProcess {
     let prefix = format!("[{site}] strait cluster: started node {node} (pid ");
-    let line = up
-        .stdout_lines()
-        .into_iter()
+    up.stdout_lines()
+        .iter()
         .find(|l| l.starts_with(&prefix))
-        .unwrap_or_else(|| panic!("no `{prefix}` line"));
-    let pid: i32 = line[prefix.len()..]
-        .split(')')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
-    TrackedProcess::of(pid).expect("the node runs")
+        .and_then(|l| started_pid(l))
+        .and_then(TrackedProcess::of)
+        .unwrap_or_else(|| panic!("no running process for `{prefix}`"))
 }
 
 #[test]

@@ -17,12 +17,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureProducer;
 use rdkafka::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use crate::clients::{blocking, client_config, target_producer, MirrorError, REQUEST_TIMEOUT_MS};
+use crate::clients::{
+    blocking, client_config, send_to_partition_zero, target_producer, MirrorError,
+    REQUEST_TIMEOUT_MS,
+};
 use crate::config::{ClusterConfig, FlowConfig};
 use crate::metrics::{now_ms, FlowMetrics, TopicState};
 use crate::offsets::{next_checkpoint, Checkpoint, FlowIndex};
@@ -256,42 +259,15 @@ impl Checkpointer {
     }
 
     async fn publish(&self, records: &[(CheckpointRecord, bool)]) -> Result<(), MirrorError> {
-        let topic = self.flow.checkpoints_topic();
-        let mut deliveries = Vec::with_capacity(records.len());
+        let mut encoded = Vec::with_capacity(records.len());
         for (c, _) in records {
             let key = format!("{}/{}/{}", c.group, c.topic, c.partition);
             let value = serde_json::to_vec(c)
                 .map_err(|e| MirrorError::Other(format!("encoding a checkpoint: {e}")))?;
-            let record: FutureRecord<'_, str, [u8]> = FutureRecord::to(&topic)
-                .partition(0)
-                .key(key.as_str())
-                .payload(value.as_slice());
-            let d = self
-                .producer
-                .send_result(record)
-                .map_err(|(e, _)| MirrorError::Kafka {
-                    what: format!("publishing a checkpoint to {topic}"),
-                    source: e,
-                })?;
-            deliveries.push(d);
+            encoded.push((key, value));
         }
-        for d in deliveries {
-            match d.await {
-                Ok(Ok(_)) => {}
-                Ok(Err((e, _))) => {
-                    return Err(MirrorError::Kafka {
-                        what: format!("publishing a checkpoint to {topic}"),
-                        source: e,
-                    })
-                }
-                Err(_) => {
-                    return Err(MirrorError::Other(
-                        "the checkpoint producer was dropped".into(),
-                    ))
-                }
-            }
-        }
-        Ok(())
+        let topic = self.flow.checkpoints_topic();
+        send_to_partition_zero(&self.producer, &topic, &encoded, "publishing a checkpoint")?.await
     }
 
     /// Commits `group`'s checkpoints on the target if no member is active there.

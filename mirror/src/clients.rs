@@ -7,7 +7,7 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::{Client, ClientContext, DefaultClientContext};
 use rdkafka::config::ClientConfig;
 use rdkafka::error::KafkaError;
-use rdkafka::producer::FutureProducer;
+use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
 
 use crate::config::ClusterConfig;
@@ -141,4 +141,48 @@ pub async fn ensure_topic(
             "creating topic {topic}: no result"
         ))),
     }
+}
+
+/// Sends every `(key, value)` to partition 0 of `topic` now, and returns a future that
+/// resolves once all are acknowledged, or with the first failure. `what` names the records in
+/// errors (e.g. "publishing a checkpoint").
+pub fn send_to_partition_zero(
+    producer: &FutureProducer,
+    topic: &str,
+    records: &[(String, Vec<u8>)],
+    what: &str,
+) -> Result<impl std::future::Future<Output = Result<(), MirrorError>> + Send + 'static, MirrorError>
+{
+    let failed = |source| MirrorError::Kafka {
+        what: format!("{what} to {topic}"),
+        source,
+    };
+    let mut deliveries = Vec::with_capacity(records.len());
+    for (key, value) in records {
+        let record: FutureRecord<'_, str, [u8]> = FutureRecord::to(topic)
+            .partition(0)
+            .key(key.as_str())
+            .payload(value.as_slice());
+        deliveries.push(producer.send_result(record).map_err(|(e, _)| failed(e))?);
+    }
+    let (what, topic) = (what.to_string(), topic.to_string());
+    Ok(async move {
+        for d in deliveries {
+            match d.await {
+                Ok(Ok(_)) => {}
+                Ok(Err((source, _))) => {
+                    return Err(MirrorError::Kafka {
+                        what: format!("{what} to {topic}"),
+                        source,
+                    })
+                }
+                Err(_) => {
+                    return Err(MirrorError::Other(format!(
+                        "{what} to {topic}: the producer was dropped"
+                    )))
+                }
+            }
+        }
+        Ok(())
+    })
 }

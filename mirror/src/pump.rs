@@ -34,7 +34,9 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::watch;
 
-use crate::clients::{blocking, client_config, watermarks, MirrorError, ORIGIN_HEADER};
+use crate::clients::{
+    blocking, client_config, send_to_partition_zero, watermarks, MirrorError, ORIGIN_HEADER,
+};
 use crate::config::{ClusterConfig, FlowConfig, StartPosition};
 use crate::follower::IndexFollower;
 use crate::metrics::{now_ms, Acked, FlowMetrics, TopicState};
@@ -682,24 +684,19 @@ impl PumpRun<'_> {
             state.dirty = false;
         }
         if !updates.is_empty() {
-            let mut deliveries = Vec::with_capacity(updates.len());
+            let mut encoded = Vec::with_capacity(updates.len());
             for update in &updates {
                 let key = format!("{}/{}", update.topic, update.partition);
                 let value = serde_json::to_vec(update)
                     .map_err(|e| MirrorError::Other(format!("encoding an offset run: {e}")))?;
-                let record: FutureRecord<'_, str, [u8]> = FutureRecord::to(&self.runs_topic)
-                    .partition(0)
-                    .key(key.as_str())
-                    .payload(value.as_slice());
-                let d = self
-                    .producer
-                    .send_result(record)
-                    .map_err(|(e, _)| MirrorError::Kafka {
-                        what: format!("recording offset runs in {}", self.runs_topic),
-                        source: e,
-                    })?;
-                deliveries.push(d);
+                encoded.push((key, value));
             }
+            let acknowledged = send_to_partition_zero(
+                &self.producer,
+                &self.runs_topic,
+                &encoded,
+                "recording offset runs",
+            )?;
             // Commit only what the runs topic holds; partitions given away meanwhile are
             // the new owner's to commit.
             let commits: Vec<(String, i32, i64)> = updates
@@ -707,28 +704,14 @@ impl PumpRun<'_> {
                 .filter(|u| assigned.contains(&(u.topic.clone(), u.partition)))
                 .map(|u| (u.topic.clone(), u.partition, u.cursor.source_next))
                 .collect();
-            let runs_topic = self.runs_topic.clone();
             let metrics = self.pump.metrics.clone();
             // Awaited by the select loop, not here: the runs records queue behind whatever
             // data is in flight to the same brokers, and stopping the pump for that long
             // would drain the pipeline every flush.
             self.recording = Some(Box::pin(async move {
-                for d in deliveries {
-                    match d.await {
-                        Ok(Ok(_)) => {}
-                        Ok(Err((e, _))) => {
-                            metrics.error("offset_runs");
-                            return Err(MirrorError::Kafka {
-                                what: format!("recording offset runs in {runs_topic}"),
-                                source: e,
-                            });
-                        }
-                        Err(_) => {
-                            return Err(MirrorError::Other(
-                                "the target producer was dropped".into(),
-                            ))
-                        }
-                    }
+                if let Err(e) = acknowledged.await {
+                    metrics.error("offset_runs");
+                    return Err(e);
                 }
                 Ok(commits)
             }));

@@ -132,17 +132,7 @@ pub async fn mirror(args: MirrorBenchArgs) -> anyhow::Result<()> {
     if !matches!(&kcat, Ok(o) if o.status.success()) {
         bail!("kcat is needed as the reference pipe and was not found on PATH; install the Debian package kcat (./scripts/test.sh does)");
     }
-    let temp;
-    let dir = match &args.dir {
-        Some(d) => {
-            std::fs::create_dir_all(d)?;
-            d.clone()
-        }
-        None => {
-            temp = tempfile::tempdir().context("creating a temp dir")?;
-            temp.path().to_path_buf()
-        }
-    };
+    let (_temp, dir) = super::work_dir(args.dir.as_deref())?;
     println!(
         "strait bench mirror: two sites of 3 nodes (replication factor 3, min.insync.replicas 2), {} partitions; backlog {} records x {} B; latency {} records at {}/s; in {}",
         args.partitions,

@@ -11,7 +11,7 @@
 //! ephemeral loopback port, so it measures the real process a user runs.
 
 use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 use anyhow::{bail, Context};
@@ -25,6 +25,22 @@ pub use consume::{consume, ConsumeBenchArgs};
 pub use mirror::{mirror, MirrorBenchArgs};
 pub use produce::{produce, ProduceBenchArgs};
 pub use replication::{replication, ReplicationBenchArgs};
+
+/// The directory a benchmark keeps its data in: `dir` (created if missing), or a fresh temp
+/// dir, removed when the returned guard is dropped.
+fn work_dir(dir: Option<&Path>) -> anyhow::Result<(Option<tempfile::TempDir>, PathBuf)> {
+    match dir {
+        Some(d) => {
+            std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+            Ok((None, d.to_path_buf()))
+        }
+        None => {
+            let temp = tempfile::tempdir().context("creating a temp dir")?;
+            let path = temp.path().to_path_buf();
+            Ok((Some(temp), path))
+        }
+    }
+}
 
 /// A broker child process that is killed when dropped.
 struct ChildBroker {

@@ -219,17 +219,7 @@ fn produce_blocking(args: &ProduceBenchArgs) -> anyhow::Result<()> {
     if args.records == 0 || args.record_bytes == 0 || args.in_flight_records == 0 {
         bail!("--records, --record-bytes and --in-flight-records must be positive");
     }
-    let temp;
-    let dir = match &args.dir {
-        Some(d) => {
-            std::fs::create_dir_all(d)?;
-            d.clone()
-        }
-        None => {
-            temp = tempfile::tempdir().context("creating a temp dir")?;
-            temp.path().to_path_buf()
-        }
-    };
+    let (_temp, dir) = super::work_dir(args.dir.as_deref())?;
     let total_bytes = args.records * args.record_bytes as u64;
     let fsync_every_bytes = args.flush_messages.map(|n| n * args.record_bytes as u64);
     let policy = match args.flush_messages {

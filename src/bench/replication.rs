@@ -51,17 +51,7 @@ pub async fn replication(args: ReplicationBenchArgs) -> anyhow::Result<()> {
     if !(1..=1000).contains(&args.partitions) {
         bail!("--partitions must be between 1 and 1000");
     }
-    let temp;
-    let dir = match &args.dir {
-        Some(d) => {
-            std::fs::create_dir_all(d)?;
-            d.clone()
-        }
-        None => {
-            temp = tempfile::tempdir().context("creating a temp dir")?;
-            temp.path().to_path_buf()
-        }
-    };
+    let (_temp, dir) = super::work_dir(args.dir.as_deref())?;
     println!(
         "strait bench replication: {} records x {} B with acks=all to {} partition(s), {} in flight, in {}",
         args.records,

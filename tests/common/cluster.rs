@@ -926,7 +926,7 @@ impl Drop for SupervisorCommand {
 }
 
 /// The pid of a supervisor's `started NAME (pid P): …` line.
-fn started_pid(line: &str) -> Option<i32> {
+pub fn started_pid(line: &str) -> Option<i32> {
     let rest = line.split_once(": started ")?.1;
     let pid = rest.split_once(" (pid ")?.1.split_once(')')?.0;
     pid.parse().ok()
