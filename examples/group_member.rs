@@ -35,7 +35,8 @@ struct Ctx {
 }
 
 impl ClientContext for Ctx {
-    // librdkafka's own log (with `debug=cgrp`: every group-protocol step) on stderr, which the
+    // librdkafka's own log (with `debug=cgrp,broker,metadata`: every group-protocol step,
+    // connection state change and metadata update) on stderr, which the
     // test harness keeps in a file and prints when a test fails.
     fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
         eprintln!("group_member: librdkafka {level:?} {fac}: {log_message}");
@@ -148,7 +149,10 @@ fn main() {
         .set("heartbeat.interval.ms", &heartbeat_ms)
         .set("partition.assignment.strategy", "range")
         .set("fetch.wait.max.ms", "100")
-        .set("debug", "cgrp");
+        .set("debug", "cgrp,broker,metadata")
+        // rust-rdkafka otherwise caps librdkafka's log at the `log` crate's level, which is
+        // off here (no logger), and the cgrp lines would stop right after start-up.
+        .set_log_level(rdkafka::config::RDKafkaLogLevel::Debug);
     if let Some(id) = arg(&args, "--instance-id") {
         config.set("group.instance.id", id);
     }

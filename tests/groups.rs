@@ -174,15 +174,40 @@ impl Drop for Member {
         }
         if thread::panicking() {
             let text = std::fs::read_to_string(self.log.path()).unwrap_or_default();
-            let lines: Vec<&str> = text.lines().collect();
             eprintln!(
-                "--- member {} stderr, last 150 lines ---\n{}\n--- end of member {} ---",
+                "--- member {} stderr, last 300 distinct lines ---\n{}\n--- end of member {} ---",
                 self.name,
-                lines[lines.len().saturating_sub(150)..].join("\n"),
+                last_distinct_lines(&text, 300).join("\n"),
                 self.name
             );
         }
     }
+}
+
+/// The last `n` distinct lines of `text`, in the order of their last occurrence, each with
+/// how often it occurred in that span: a client retrying the same few steps for a minute
+/// then shows as a few lines, and what it did before it stays in view.
+fn last_distinct_lines(text: &str, n: usize) -> Vec<String> {
+    let mut counts: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    let mut order: Vec<&str> = Vec::new();
+    for line in text.lines().rev() {
+        let count = counts.entry(line).or_insert(0);
+        if *count == 0 {
+            if order.len() == n {
+                break;
+            }
+            order.push(line);
+        }
+        *count += 1;
+    }
+    order
+        .into_iter()
+        .rev()
+        .map(|line| match counts[line] {
+            1 => line.to_string(),
+            k => format!("{line}   [x{k}]"),
+        })
+        .collect()
 }
 
 fn parse_event(topic: &str, line: &str) -> Event {

@@ -943,9 +943,14 @@ impl GroupCoordinator {
                 GroupState::Stable
             };
         }
+        let n = self.config.offsets_topic_num_partitions;
+        let here = groups
+            .keys()
+            .filter(|id| storage::partition_for(id, n) == index)
+            .count();
         tracing::info!(
             partition = index,
-            groups = groups.len(),
+            groups = here,
             records,
             "coordinating this {OFFSETS_TOPIC} partition; loaded its groups"
         );

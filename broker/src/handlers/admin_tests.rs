@@ -840,3 +840,81 @@ async fn delete_records_moves_the_low_watermark_at_every_version() {
     let b = open_broker(dir.path()).await;
     assert_eq!(b.partition("t", 0).unwrap().log().log_start_offset(), hw);
 }
+
+#[tokio::test]
+async fn a_node_in_controlled_shutdown_lists_itself_in_metadata_until_it_stops() {
+    use crate::controller::image::MetadataCommand;
+    let dir = tempfile::tempdir().unwrap();
+    let b = open_broker(dir.path()).await;
+    async fn listed(b: &Broker) -> Vec<i32> {
+        let md: MetadataResponse = call(
+            b,
+            ApiKey::Metadata,
+            12,
+            &MetadataRequest::default().with_topics(None),
+        )
+        .await;
+        md.brokers.iter().map(|x| x.node_id.0).collect()
+    }
+    let apply = |command| {
+        let b = b.clone();
+        async move {
+            let result = b
+                .controller()
+                .propose_and_apply(command, 10_000)
+                .await
+                .unwrap();
+            assert_eq!(result.error_code, 0, "{result:?}");
+            // The handlers read the broker's copy of the image, which the reconcile loop
+            // updates after the controller applied it.
+            let applied = b.controller().image().applied_index;
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while b.image().applied_index < applied {
+                assert!(std::time::Instant::now() < deadline, "broker image lags");
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+            result
+        }
+    };
+    // As a node's start does: wait until the controller unfenced it (after that its
+    // heartbeats propose nothing more).
+    let mut images = b.controller().subscribe();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        images.wait_for(|i| i.brokers.get(&1).is_some_and(|r| !r.fenced)),
+    )
+    .await
+    .expect("unfenced within 10 s")
+    .unwrap();
+    assert_eq!(listed(&b).await, vec![1]);
+
+    // Another broker, registered (fenced until it catches up), then in controlled shutdown:
+    // never listed here, as in Kafka.
+    let registered = apply(MetadataCommand::RegisterBroker {
+        id: 2,
+        host: "127.0.0.1".into(),
+        port: 9,
+        incarnation_id: uuid::Uuid::new_v4(),
+    })
+    .await;
+    let epoch_2 = u64::try_from(registered.value).unwrap();
+    assert_eq!(listed(&b).await, vec![1]);
+    apply(MetadataCommand::ControlledShutdown {
+        id: 2,
+        epoch: epoch_2,
+    })
+    .await;
+    assert_eq!(listed(&b).await, vec![1]);
+
+    // This node's own controlled shutdown fences it at once; it still answers, and names
+    // itself, so a client of a single node keeps a broker to reconnect to.
+    let epoch_1 = b.image().brokers[&1].epoch;
+    apply(MetadataCommand::ControlledShutdown {
+        id: 1,
+        epoch: epoch_1,
+    })
+    .await;
+    let image = b.image();
+    assert!(image.brokers[&1].fenced && image.brokers[&1].shutting_down);
+    assert_eq!(listed(&b).await, vec![1]);
+}

@@ -145,11 +145,16 @@ pub async fn handle(broker: &Broker, req: MetadataRequest, version: i16) -> Meta
         }
     }
     let image = broker.image();
-    // Kafka lists only unfenced brokers.
+    // Kafka lists only unfenced brokers. One exception: a node in its own controlled shutdown
+    // is fenced from the moment its leaderships moved (Kafka fences only at the very end), yet
+    // still answers until it closes its connections, and it lists itself meanwhile. A response
+    // without the node that sent it makes librdkafka (2.10 on) drop that broker; when it was
+    // the only one, the client has no broker left until its re-bootstrap, 5 minutes later.
+    let me = broker.node_id();
     let brokers = image
         .brokers
         .values()
-        .filter(|b| !b.fenced)
+        .filter(|b| !b.fenced || (b.id == me && b.shutting_down))
         .map(|b| {
             MetadataResponseBroker::default()
                 .with_node_id(BrokerId(b.id))
