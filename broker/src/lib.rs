@@ -9,6 +9,7 @@
 
 pub mod broker;
 pub mod broker_config;
+pub mod buffers;
 pub mod config;
 pub mod controller;
 pub mod group;

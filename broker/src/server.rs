@@ -7,7 +7,8 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
@@ -15,7 +16,7 @@ use tokio::task::JoinSet;
 use crate::broker::Broker;
 use crate::handlers::{self, Outcome};
 
-/// Read buffer per connection.
+/// Smallest read into a connection's buffer.
 const READ_BUFFER_BYTES: usize = 64 * 1024;
 /// Frame memory reserved up front: enough for a default-sized produce batch in one allocation,
 /// small enough that a peer announcing a huge frame and sending nothing holds little memory.
@@ -45,38 +46,57 @@ async fn serve_connection(
     if let Err(e) = stream.set_nodelay(true) {
         return ConnectionEnd::Io(e);
     }
-    let (rd, mut wr) = stream.into_split();
-    let mut rd = BufReader::with_capacity(READ_BUFFER_BYTES, rd);
+    let (mut rd, mut wr) = stream.into_split();
+    // One buffer per connection, read into directly: each frame is split off it and handed
+    // to the handlers as `Bytes`; once they dropped it, the next `reserve` reuses the same
+    // memory instead of page-faulting a fresh allocation in for every request.
+    let mut inbuf = BytesMut::with_capacity(READ_BUFFER_BYTES);
     loop {
-        let size = match rd.read_i32().await {
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return ConnectionEnd::Eof,
-            Err(e) => return ConnectionEnd::Io(e),
-        };
+        while inbuf.len() < 4 {
+            inbuf.reserve(READ_BUFFER_BYTES);
+            match rd.read_buf(&mut inbuf).await {
+                Ok(0) => return ConnectionEnd::Eof,
+                Ok(_) => {}
+                Err(e) => return ConnectionEnd::Io(e),
+            }
+        }
+        let size = i32::from_be_bytes([inbuf[0], inbuf[1], inbuf[2], inbuf[3]]);
         let Some(size_bytes) = u32::try_from(size).ok().filter(|n| *n <= limit_bytes) else {
             return ConnectionEnd::FrameTooLarge {
                 size_bytes: i64::from(size),
                 limit_bytes,
             };
         };
-        // Past FRAME_RESERVE_BYTES_MAX the buffer grows only as bytes arrive, so a peer that
-        // announces a large frame and sends nothing holds little memory.
+        inbuf.advance(4);
+        // Room grows by at most FRAME_RESERVE_BYTES_MAX per read, so a peer that announces a
+        // large frame and sends nothing holds little memory.
         let expected = size_bytes as usize;
-        let mut frame = Vec::with_capacity(expected.min(FRAME_RESERVE_BYTES_MAX));
-        match (&mut rd)
-            .take(u64::from(size_bytes))
-            .read_to_end(&mut frame)
-            .await
-        {
-            Ok(got) if got == expected => {}
-            Ok(got) => return ConnectionEnd::Truncated { got, expected },
-            Err(e) => return ConnectionEnd::Io(e),
+        while inbuf.len() < expected {
+            let missing = expected - inbuf.len();
+            inbuf.reserve(missing.clamp(READ_BUFFER_BYTES, FRAME_RESERVE_BYTES_MAX));
+            match rd.read_buf(&mut inbuf).await {
+                Ok(0) => {
+                    return ConnectionEnd::Truncated {
+                        got: inbuf.len(),
+                        expected,
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => return ConnectionEnd::Io(e),
+            }
         }
-        match handlers::dispatch_from(&broker, frame.into(), Some(peer)).await {
+        let oversized = inbuf.capacity() > crate::buffers::KEPT_CAPACITY_MAX_BYTES;
+        let frame = inbuf.split_to(expected).freeze();
+        if oversized {
+            // After a rare huge request, do not hold its memory for the connection's life.
+            inbuf = BytesMut::from(&inbuf[..]);
+        }
+        match handlers::dispatch_from(&broker, frame, Some(peer)).await {
             Ok(Outcome::Respond(out)) => {
                 if let Err(e) = wr.write_all(&out).await {
                     return ConnectionEnd::Io(e);
                 }
+                crate::buffers::recycle(out);
             }
             Ok(Outcome::NoResponse) => {}
             Err(reason) => {

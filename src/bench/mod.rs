@@ -42,6 +42,20 @@ fn work_dir(dir: Option<&Path>) -> anyhow::Result<(Option<tempfile::TempDir>, Pa
     }
 }
 
+/// CPU time (user + system, all threads) process `pid` has used so far, in seconds, from
+/// `/proc/<pid>/stat`; `None` where that file is unreadable (not Linux, process gone).
+/// Linux reports it in USER_HZ ticks, which are 1/100 s on every architecture it runs on.
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may contain spaces; the fields after it follow its `)`.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) as f64 / 100.0)
+}
+
 /// A broker child process that is killed when dropped.
 struct ChildBroker {
     child: Child,
@@ -49,6 +63,11 @@ struct ChildBroker {
 }
 
 impl ChildBroker {
+    /// CPU seconds the broker process has used so far (see [`cpu_seconds`]).
+    fn cpu_seconds(&self) -> Option<f64> {
+        cpu_seconds(self.child.id())
+    }
+
     /// Starts `strait broker` on `dir` with 256 MiB segments. `node_yaml` adds top-level config
     /// lines; `log_yaml` adds lines (indented two spaces) to the `log:` section.
     fn start(dir: &Path, node_yaml: &str, log_yaml: &str) -> anyhow::Result<ChildBroker> {

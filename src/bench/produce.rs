@@ -197,6 +197,35 @@ pub fn raw_write_mb_per_s(
     Ok(written as f64 / elapsed / 1e6)
 }
 
+/// CPU used during one producer run, by the producer (this process) and by the broker.
+#[derive(Debug, Clone, Copy)]
+struct RunCpu {
+    client_s: f64,
+    broker_s: f64,
+    cores: usize,
+}
+
+/// Runs `run` and returns its result with the CPU time this process and the broker used
+/// meanwhile (`None` where `/proc` cannot tell).
+fn measure_cpu(
+    broker: &ChildBroker,
+    run: impl FnOnce() -> anyhow::Result<RunResult>,
+) -> anyhow::Result<(RunResult, Option<RunCpu>)> {
+    let me = std::process::id();
+    let before = super::cpu_seconds(me).zip(broker.cpu_seconds());
+    let result = run()?;
+    let after = super::cpu_seconds(me).zip(broker.cpu_seconds());
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let cpu = before
+        .zip(after)
+        .map(|((client_0, broker_0), (client_1, broker_1))| RunCpu {
+            client_s: client_1 - client_0,
+            broker_s: broker_1 - broker_0,
+            cores,
+        });
+    Ok((result, cpu))
+}
+
 fn print_run(label: &str, r: &RunResult, raw_mb_per_s: f64) {
     println!(
         "{label:<9} {:>8.1} MB/s {:>10.0} records/s   p50 {:>7.2} ms   p99 {:>7.2} ms   ratio to raw write {:.2}",
@@ -245,9 +274,13 @@ fn produce_blocking(args: &ProduceBenchArgs) -> anyhow::Result<()> {
         .map(|n| format!("  flush_messages: {n}\n"))
         .unwrap_or_default();
     let broker = ChildBroker::start(&dir, "", &flush_yaml)?;
-    let acks1 = run_producer(&broker.bootstrap, "bench-acks-1", "1", args)?;
+    let acks1 = measure_cpu(&broker, || {
+        run_producer(&broker.bootstrap, "bench-acks-1", "1", args)
+    })?;
     raw_mb_per_s.push(raw_pass()?);
-    let acks_all = run_producer(&broker.bootstrap, "bench-acks-all", "all", args)?;
+    let acks_all = measure_cpu(&broker, || {
+        run_producer(&broker.bootstrap, "bench-acks-all", "all", args)
+    })?;
     drop(broker);
     raw_mb_per_s.push(raw_pass()?);
     raw_mb_per_s.push(raw_pass()?);
@@ -259,8 +292,22 @@ fn produce_blocking(args: &ProduceBenchArgs) -> anyhow::Result<()> {
         "raw write {raw:>8.1} MB/s   median of passes {} MB/s (sequential 1 MiB writes, same volume, {policy})",
         passes.join(" / ")
     );
+    let (acks1, acks1_cpu) = acks1;
+    let (acks_all, acks_all_cpu) = acks_all;
     print_run("acks=1", &acks1, raw);
     print_run("acks=all", &acks_all, raw);
+    let gb = total_bytes as f64 / 1e9;
+    for (label, cpu) in [("acks=1", acks1_cpu), ("acks=all", acks_all_cpu)] {
+        if let Some(cpu) = cpu {
+            println!(
+                "{label:<9} CPU seconds per GB of records: producer (this process) {:.2}, broker {:.2}; with {} core(s) and both at that cost, ingest is bounded at {:.0} MB/s",
+                cpu.client_s / gb,
+                cpu.broker_s / gb,
+                cpu.cores,
+                cpu.cores as f64 * 1e3 / ((cpu.client_s + cpu.broker_s) / gb)
+            );
+        }
+    }
     let ingest = acks_all.mb_per_s.min(acks1.mb_per_s);
     let ratio = ingest / raw;
     println!(

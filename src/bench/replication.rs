@@ -72,7 +72,12 @@ pub async fn replication(args: ReplicationBenchArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&single_dir)?;
     let single = ChildBroker::start(&single_dir, "", "")?;
     create_topic(&single.bootstrap, "bench-rf1", args.partitions, 1, &[]).await?;
+    let single_cpu_before = CpuReading::take(std::slice::from_ref(&single));
     let single_run = produce(&single.bootstrap, "bench-rf1", &load).await?;
+    let single_cpu = cpu_used(
+        single_cpu_before,
+        CpuReading::take(std::slice::from_ref(&single)),
+    );
     drop(single);
 
     let nodes = start_cluster(&dir.join("cluster"), "")?;
@@ -89,12 +94,26 @@ pub async fn replication(args: ReplicationBenchArgs) -> anyhow::Result<()> {
         &[("min.insync.replicas", "2")],
     )
     .await?;
+    let cluster_cpu_before = CpuReading::take(&nodes);
     let cluster_run = produce(&bootstrap, "bench-rf3", &load).await?;
+    let cluster_cpu = cpu_used(cluster_cpu_before, CpuReading::take(&nodes));
     drop(nodes);
 
     println!("acks=all, one record value = {} B:", args.record_bytes);
     print_against("1 node", &single_run, &single_run);
     print_against("3 nodes", &cluster_run, &single_run);
+    // Where the CPU went: on a machine with fewer cores than nodes plus producer, this
+    // bounds the cluster's rate, whatever replication itself costs.
+    let gb = args.records as f64 * args.record_bytes as f64 / 1e9;
+    for (label, cpu) in [("1 node", single_cpu), ("3 nodes", cluster_cpu)] {
+        if let Some(cpu) = cpu {
+            println!(
+                "{label:<8} CPU seconds per GB of records: producer (this process) {:.2}, broker node(s) {:.2}",
+                cpu.client_s / gb,
+                cpu.brokers_s / gb
+            );
+        }
+    }
     let ratio = cluster_run.mb_per_s / single_run.mb_per_s;
     println!(
         "result: 3-node RF3 / 1-node throughput = {ratio:.2} (target >= {TARGET_RATIO:.2}): {}",
@@ -105,6 +124,37 @@ pub async fn replication(args: ReplicationBenchArgs) -> anyhow::Result<()> {
         }
     );
     Ok(())
+}
+
+/// CPU seconds used so far by this process (the producer) and by a set of broker nodes.
+#[derive(Debug, Clone, Copy)]
+struct CpuReading {
+    client_s: f64,
+    brokers_s: f64,
+}
+
+impl CpuReading {
+    /// `None` where `/proc` cannot tell.
+    fn take(nodes: &[ChildBroker]) -> Option<CpuReading> {
+        let client_s = super::cpu_seconds(std::process::id())?;
+        let brokers_s = nodes
+            .iter()
+            .map(ChildBroker::cpu_seconds)
+            .sum::<Option<f64>>()?;
+        Some(CpuReading {
+            client_s,
+            brokers_s,
+        })
+    }
+}
+
+/// What was used between two readings.
+fn cpu_used(before: Option<CpuReading>, after: Option<CpuReading>) -> Option<CpuReading> {
+    let (before, after) = before.zip(after)?;
+    Some(CpuReading {
+        client_s: after.client_s - before.client_s,
+        brokers_s: after.brokers_s - before.brokers_s,
+    })
 }
 
 fn print_against(label: &str, run: &RunResult, single: &RunResult) {

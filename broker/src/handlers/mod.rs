@@ -155,7 +155,10 @@ pub(crate) fn encode_response<T: Encodable>(
         version,
         reason,
     };
-    let mut buf = BytesMut::new();
+    // Sized up front (no regrowth copies) from the recycled buffers (no page faults); the
+    // server recycles it once written.
+    let body_bytes = body.compute_size(version).map_err(|e| err(e.to_string()))?;
+    let mut buf = crate::buffers::take(4 + 16 + body_bytes);
     // Reserve the length prefix; filled in once the size is known, so the frame goes out in
     // one write without copying the body.
     buf.put_i32(0);

@@ -48,6 +48,9 @@ pub struct KafkaClient {
     stream: TcpStream,
     correlation_id: i32,
     client_id: StrBytes,
+    /// Responses are read into this one buffer, so a follower's fetches reuse its memory
+    /// (each response is split off it; its records are dropped once appended).
+    inbuf: BytesMut,
 }
 
 impl KafkaClient {
@@ -78,6 +81,7 @@ impl KafkaClient {
             stream,
             correlation_id: 0,
             client_id: StrBytes::from_string(client_id.to_string()),
+            inbuf: BytesMut::new(),
         })
     }
 
@@ -121,8 +125,25 @@ impl KafkaClient {
                     format!("response of {len} bytes"),
                 ));
             }
-            let mut body = vec![0u8; len];
-            self.stream.read_exact(&mut body).await?;
+            self.inbuf.clear();
+            self.inbuf.reserve(len);
+            while self.inbuf.len() < len {
+                let missing = (len - self.inbuf.len()) as u64;
+                if (&mut self.stream)
+                    .take(missing)
+                    .read_buf(&mut self.inbuf)
+                    .await?
+                    == 0
+                {
+                    return Err(std::io::ErrorKind::UnexpectedEof.into());
+                }
+            }
+            let oversized = self.inbuf.capacity() > crate::buffers::KEPT_CAPACITY_MAX_BYTES;
+            let body = self.inbuf.split_to(len).freeze();
+            if oversized {
+                // After an unusually large response, do not hold its memory from now on.
+                self.inbuf = BytesMut::new();
+            }
             Ok(body)
         };
         let body = match tokio::time::timeout(timeout, exchange).await {
@@ -135,7 +156,7 @@ impl KafkaClient {
                 })
             }
         };
-        let mut bytes = bytes::Bytes::from(body);
+        let mut bytes = body;
         let header = ResponseHeader::decode(&mut bytes, key.response_header_version(version))
             .map_err(|e| ClientError::Malformed {
                 addr: addr.clone(),
