@@ -1,7 +1,7 @@
 //! Recycled byte buffers for the request path.
 //!
-//! Every produce request's records, every encoded response and every follower fetch needs a
-//! buffer of up to a few MiB. Allocated fresh each time, such a buffer comes from `mmap` (or
+//! Every produce request's records, every encoded response and the records a Fetch reads
+//! from a segment need a buffer of up to a few MiB. Allocated fresh each time, such a buffer comes from `mmap` (or
 //! from an arena that glibc trims back with `madvise`), so each request page-faults its whole
 //! buffer in again: under `strait bench replication` a third of a node's CPU went to those
 //! faults. A buffer handed back with [`recycle`] is kept by the thread that recycled it and

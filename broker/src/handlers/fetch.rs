@@ -150,6 +150,18 @@ async fn record_follower_fetch(broker: &Broker, req: &FetchRequest, follower: i3
     }
 }
 
+/// Hands the record buffers of an encoded response back for reuse (they were read into
+/// recycled buffers; see `crate::buffers`).
+pub fn recycle_records(resp: &mut FetchResponse) {
+    for topic in &mut resp.responses {
+        for partition in &mut topic.partitions {
+            if let Some(Ok(buf)) = partition.records.take().map(Bytes::try_into_mut) {
+                crate::buffers::recycle(buf);
+            }
+        }
+    }
+}
+
 /// Answers a Fetch request, waiting for data when there is less than `min_bytes`.
 pub async fn handle(broker: &Broker, req: FetchRequest, version: i16) -> FetchResponse {
     // Fetch v15+ carries the replica in `replica_state`; we serve up to v12.

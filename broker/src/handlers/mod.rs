@@ -241,8 +241,10 @@ pub async fn dispatch_from(
         }
         ApiKey::Fetch => {
             let req = decode_body(key, version, body)?;
-            let resp = fetch::handle(broker, req, version).await;
-            respond(encode_response(key, version, cid, &resp))
+            let mut resp = fetch::handle(broker, req, version).await;
+            let out = encode_response(key, version, cid, &resp);
+            fetch::recycle_records(&mut resp);
+            respond(out)
         }
         ApiKey::ListOffsets => {
             let req = decode_body(key, version, body)?;

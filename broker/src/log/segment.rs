@@ -7,7 +7,7 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
 use crate::log::batch::{self, BatchHeader, HEADER_BYTES};
 use crate::log::index::{IndexLoadError, OffsetIndex, TimeIndex};
@@ -676,7 +676,11 @@ impl Segment {
                 }
             }
         }
-        let mut buf = BytesMut::zeroed((end - start) as usize);
+        // A recycled buffer (see `crate::buffers`): the fetch handler hands it back once the
+        // response is encoded.
+        let len = (end - start) as usize;
+        let mut buf = crate::buffers::take(len);
+        buf.resize(len, 0);
         self.file
             .read_exact_at(&mut buf, start)
             .map_err(io_err("read", &self.log_path))?;
