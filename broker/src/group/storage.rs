@@ -168,7 +168,9 @@ impl Reader {
         }
         let len = len as usize;
         self.need(len, what)?;
-        Ok(self.0.split_to(len))
+        // Copied: a slice would keep the whole buffer the log was read into alive for as long
+        // as the group keeps the value (member subscriptions and assignments live for days).
+        Ok(Bytes::copy_from_slice(&self.0.split_to(len)))
     }
 }
 

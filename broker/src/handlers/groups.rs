@@ -5,6 +5,7 @@
 //! rules live in [`crate::group`]. Version-gated response fields are only set for the versions
 //! that carry them (the encoder refuses anything else).
 
+use bytes::Bytes;
 use kafka_protocol::error::ResponseError as E;
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
 use kafka_protocol::messages::{
@@ -157,7 +158,9 @@ pub async fn join_group(
         protocols: req
             .protocols
             .iter()
-            .map(|p| (p.name.to_string(), p.metadata.clone()))
+            // Copied, not sliced: the group keeps it, and a slice would keep the
+            // connection's whole read buffer alive with it.
+            .map(|p| (p.name.to_string(), Bytes::copy_from_slice(&p.metadata)))
             .collect(),
         require_known_member_id: version >= 4,
     };
@@ -202,7 +205,13 @@ pub async fn sync_group(broker: &Broker, req: SyncGroupRequest, version: i16) ->
         assignments: req
             .assignments
             .iter()
-            .map(|a| (a.member_id.to_string(), a.assignment.clone()))
+            // Copied for the same reason as JoinGroup's metadata.
+            .map(|a| {
+                (
+                    a.member_id.to_string(),
+                    Bytes::copy_from_slice(&a.assignment),
+                )
+            })
             .collect(),
     };
     let r = broker.groups().sync(broker, request).await;
