@@ -28,9 +28,13 @@ thread_local! {
 pub fn take(capacity_bytes: usize) -> BytesMut {
     let kept = KEPT.with(|kept| {
         let mut kept = kept.borrow_mut();
-        // The largest kept buffer avoids growing a small one past a large one.
-        let largest = (0..kept.len()).max_by_key(|&i| kept[i].capacity())?;
-        Some(kept.swap_remove(largest))
+        // The smallest buffer that is large enough, so a small response does not tie up a
+        // large buffer; else the largest, which grows least.
+        let fits = (0..kept.len())
+            .filter(|&i| kept[i].capacity() >= capacity_bytes)
+            .min_by_key(|&i| kept[i].capacity());
+        let chosen = fits.or_else(|| (0..kept.len()).max_by_key(|&i| kept[i].capacity()))?;
+        Some(kept.swap_remove(chosen))
     });
     match kept {
         Some(mut buf) => {
@@ -79,6 +83,29 @@ mod tests {
             again.as_ptr(),
             ptr,
             "the same allocation is handed out again"
+        );
+    }
+
+    #[test]
+    fn the_smallest_buffer_that_fits_is_handed_out() {
+        while KEPT.with(|k| !k.borrow().is_empty()) {
+            drop(take(0));
+        }
+        recycle(BytesMut::with_capacity(4 << 20));
+        recycle(BytesMut::with_capacity(64 << 10));
+        recycle(BytesMut::with_capacity(1 << 20));
+        let small = take(1000);
+        assert_eq!(
+            small.capacity(),
+            64 << 10,
+            "a small request takes the small buffer"
+        );
+        let mid = take(100 << 10);
+        assert_eq!(mid.capacity(), 1 << 20, "the smallest that fits");
+        let big = take(8 << 20);
+        assert!(
+            big.capacity() >= 8 << 20,
+            "nothing fits: the largest, grown"
         );
     }
 

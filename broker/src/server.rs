@@ -18,6 +18,10 @@ use crate::handlers::{self, Outcome};
 
 /// Smallest read into a connection's buffer.
 const READ_BUFFER_BYTES: usize = 64 * 1024;
+/// Largest read buffer a connection keeps between requests. A producer's frames (librdkafka
+/// batches up to 1 MB by default) fit, so its buffer is reused; after a larger frame the
+/// buffer is let go, so 4096 idle connections hold at most this much each.
+const KEPT_READ_BUFFER_MAX_BYTES: usize = 4 * 1024 * 1024;
 /// Frame memory reserved up front: enough for a default-sized produce batch in one allocation,
 /// small enough that a peer announcing a huge frame and sending nothing holds little memory.
 const FRAME_RESERVE_BYTES_MAX: usize = 2 * 1024 * 1024;
@@ -68,8 +72,9 @@ async fn serve_connection(
             };
         };
         inbuf.advance(4);
-        // Room grows by at most FRAME_RESERVE_BYTES_MAX per read, so a peer that announces a
-        // large frame and sends nothing holds little memory.
+        // Room is asked for at most FRAME_RESERVE_BYTES_MAX at a time (the buffer may still
+        // double), so a peer that announces a large frame and sends nothing holds little
+        // memory: about twice what it sent, plus that.
         let expected = size_bytes as usize;
         while inbuf.len() < expected {
             let missing = expected - inbuf.len();
@@ -85,10 +90,10 @@ async fn serve_connection(
                 Err(e) => return ConnectionEnd::Io(e),
             }
         }
-        let oversized = inbuf.capacity() > crate::buffers::KEPT_CAPACITY_MAX_BYTES;
+        let oversized = inbuf.capacity() > KEPT_READ_BUFFER_MAX_BYTES;
         let frame = inbuf.split_to(expected).freeze();
         if oversized {
-            // After a rare huge request, do not hold its memory for the connection's life.
+            // After a large request, do not hold its memory for the connection's life.
             inbuf = BytesMut::from(&inbuf[..]);
         }
         match handlers::dispatch_from(&broker, frame, Some(peer)).await {

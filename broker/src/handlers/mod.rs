@@ -180,6 +180,10 @@ pub async fn dispatch(broker: &Broker, frame: Bytes) -> Result<Outcome, CloseRea
 }
 
 /// Handles one request frame from `peer` (recorded for group members, as Kafka's client host).
+///
+/// The frame is a slice of its connection's read buffer (see `server`): a handler that keeps
+/// anything of the request beyond the request (a member's metadata, say) copies it, or it
+/// keeps that whole buffer alive and the connection allocates a new one.
 pub async fn dispatch_from(
     broker: &Broker,
     mut frame: Bytes,

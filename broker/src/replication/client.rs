@@ -126,7 +126,11 @@ impl KafkaClient {
                 ));
             }
             self.inbuf.clear();
-            self.inbuf.reserve(len);
+            if self.inbuf.capacity() < len {
+                // Exactly the size needed: `reserve` would double, and a doubled buffer past
+                // the kept limit would be let go after every large response.
+                self.inbuf = BytesMut::with_capacity(len);
+            }
             while self.inbuf.len() < len {
                 let missing = (len - self.inbuf.len()) as u64;
                 if (&mut self.stream)
