@@ -83,7 +83,6 @@ fn produce_partition(
     // buffer (a fresh one per request cost more in page faults than the copy itself).
     let mut buf = crate::buffers::take(records.len());
     buf.extend_from_slice(&records);
-    drop(records);
     let log_append_time_ms = topic_state.config.log_append_time().then(now_ms);
     let appended = broker.append(&partition, &mut buf, &headers, log_append_time_ms);
     crate::buffers::recycle(buf);

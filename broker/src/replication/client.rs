@@ -126,9 +126,10 @@ impl KafkaClient {
                 ));
             }
             self.inbuf.clear();
-            if self.inbuf.capacity() < len {
-                // Exactly the size needed: `reserve` would double, and a doubled buffer past
-                // the kept limit would be let go after every large response.
+            // The previous response's memory once its records are gone; else exactly the
+            // size needed (`reserve` would double, and a doubled buffer past the kept limit
+            // would be let go after every large response).
+            if !self.inbuf.try_reclaim(len) {
                 self.inbuf = BytesMut::with_capacity(len);
             }
             while self.inbuf.len() < len {
