@@ -161,13 +161,31 @@ async fn beat(broker: &Broker, session: &Session, want_shutdown: bool) -> Option
     }
 }
 
-/// Heartbeats quickly until the controller unfences this broker.
+/// How long a broker the controller unfenced waits for its own metadata to show that, before
+/// it asks again.
+const UNFENCE_APPLY_WAIT_MS: u64 = 1_000;
+
+/// Heartbeats quickly until the controller unfences this broker and this node's own metadata
+/// image shows it unfenced. The heartbeat's answer comes as soon as the controller committed
+/// the change, which this node may apply a moment later; serving clients in between would
+/// answer Metadata from an image without this broker (and without brokers unfenced just
+/// before it). Kafka's brokers likewise wait to catch up with the metadata log before they
+/// serve.
 pub async fn wait_unfenced(broker: &Broker, session: &Session) {
     let started = Instant::now();
     let mut last_report = Instant::now();
+    let me = broker.node_id();
+    let mut images = broker.controller().subscribe();
     loop {
         if let Some(HeartbeatReply::Ok { fenced: false, .. }) = beat(broker, session, false).await {
-            return;
+            let applied = tokio::time::timeout(
+                Duration::from_millis(UNFENCE_APPLY_WAIT_MS),
+                images.wait_for(|i| i.brokers.get(&me).is_some_and(|b| !b.fenced)),
+            )
+            .await;
+            if matches!(applied, Ok(Ok(_))) {
+                return;
+            }
         }
         if last_report.elapsed() >= Duration::from_millis(WAITING_REPORT_INTERVAL_MS) {
             tracing::info!(

@@ -27,7 +27,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::config::ClientConfig;
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use tempfile::TempDir;
 
 use super::{block_on, strait_bin, try_raw_call_at, wait_for, OP_TIMEOUT, STARTUP_TIMEOUT};
@@ -55,23 +55,51 @@ pub struct NodeSpec {
     pub controller: SocketAddr,
 }
 
-/// `n` free loopback addresses: binds port 0 `n` times at once (so they are distinct), then
-/// releases them all.
+/// Lowest port [`free_ports`] hands out.
+const FIRST_TEST_PORT: u16 = 20_000;
+/// One past the highest: Linux's ephemeral range (`net.ipv4.ip_local_port_range`) starts at
+/// 32768, so no outgoing connection's local port is ever taken from below it.
+const END_TEST_PORTS: u16 = 32_768;
+
+/// `n` free loopback addresses, none handed out before by this process.
 ///
-/// Racy by nature: between the release and the node binding the port, another process (or
-/// another test of this binary running in parallel) may take it. The window is a few
-/// milliseconds and the kernel hands out ephemeral ports in sequence, so a clash is rare; when
-/// it happens the node fails with "cannot listen on" in its log, and the test fails rather
-/// than pass wrongly. Ports are chosen up front because the quorum voters must be known
-/// before any node starts, and kept so a node restarts on the address its peers know.
+/// Ports are chosen up front because the quorum voters must be known before any node starts,
+/// and kept so a node restarts on the address its peers know. They come from below the
+/// kernel's ephemeral range: a port picked by binding port 0 is an ephemeral one, and between
+/// its release and the node binding it, any outgoing connection of a test running in parallel
+/// could take it (that made a node fail with "Address already in use" about once in fifty
+/// runs of `tests/cluster.rs` under load). Below the range, only an explicit bind takes a
+/// port; this process hands them out in sequence (one comes back only after the whole stretch
+/// was used), and a port is handed out only if binding it works. Where the walk starts depends on the process id, so test binaries
+/// that run at the same time walk different stretches.
 pub fn free_ports(n: usize) -> Vec<SocketAddr> {
-    let listeners: Vec<TcpListener> = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral loopback port"))
-        .collect();
-    listeners
-        .iter()
-        .map(|l| l.local_addr().expect("local addr"))
-        .collect()
+    static NEXT: Mutex<Option<u16>> = Mutex::new(None);
+    let span = END_TEST_PORTS - FIRST_TEST_PORT;
+    let mut next = NEXT.lock().unwrap_or_else(|p| p.into_inner());
+    let mut port =
+        next.unwrap_or_else(|| FIRST_TEST_PORT + (std::process::id() % u32::from(span)) as u16);
+    let mut ports = Vec::with_capacity(n);
+    for _ in 0..span {
+        if ports.len() == n {
+            break;
+        }
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        if TcpListener::bind(addr).is_ok() {
+            ports.push(addr);
+        }
+        port = if port + 1 == END_TEST_PORTS {
+            FIRST_TEST_PORT
+        } else {
+            port + 1
+        };
+    }
+    assert_eq!(
+        ports.len(),
+        n,
+        "no {n} free loopback ports left in {FIRST_TEST_PORT}..{END_TEST_PORTS}"
+    );
+    *next = Some(port);
+    ports
 }
 
 /// Specs for nodes 1..=n on fresh ephemeral ports.
@@ -226,8 +254,46 @@ pub fn admin_client(bootstrap: &str) -> AdminClient<DefaultClientContext> {
         .set("bootstrap.servers", bootstrap)
         .set("client.id", "strait-e2e-cluster-admin")
         .set("socket.timeout.ms", "5000")
+        .set("debug", "admin,broker,metadata")
+        .set_log_level(RDKafkaLogLevel::Debug)
         .create()
         .expect("create admin client")
+}
+
+/// Most log lines [`admin_log`] returns.
+const ADMIN_LOG_LINES: usize = 400;
+
+/// The last [`ADMIN_LOG_LINES`] log lines of an rdkafka admin client, for a failed call.
+/// rust-rdkafka routes librdkafka's log to the client's main queue, which an admin client never
+/// polls, so they wait there until this drains them.
+pub fn admin_log(admin: &AdminClient<DefaultClientContext>) -> Vec<String> {
+    use rdkafka::bindings as rd;
+    let mut lines = std::collections::VecDeque::new();
+    // SAFETY: the client outlives this call; every event and the queue handle taken here are
+    // destroyed here, and the strings read from a log event are copied before it is.
+    unsafe {
+        let queue = rd::rd_kafka_queue_get_main(admin.inner().native_ptr());
+        loop {
+            let event = rd::rd_kafka_queue_poll(queue, 0);
+            if event.is_null() {
+                break;
+            }
+            if rd::rd_kafka_event_type(event) == rd::RD_KAFKA_EVENT_LOG {
+                let (mut fac, mut text, mut level) = (std::ptr::null(), std::ptr::null(), 0);
+                if rd::rd_kafka_event_log(event, &mut fac, &mut text, &mut level) == 0 {
+                    let fac = std::ffi::CStr::from_ptr(fac).to_string_lossy();
+                    let text = std::ffi::CStr::from_ptr(text).to_string_lossy();
+                    if lines.len() == ADMIN_LOG_LINES {
+                        lines.pop_front();
+                    }
+                    lines.push_back(format!("{level} {fac} {text}"));
+                }
+            }
+            rd::rd_kafka_event_destroy(event);
+        }
+        rd::rd_kafka_queue_destroy(queue);
+    }
+    lines.into()
 }
 
 /// CreateTopics through rdkafka's AdminClient bootstrapped on `bootstrap` (librdkafka sends
@@ -274,7 +340,12 @@ pub fn create_topic_with_configs(
         admin.create_topics(&[topic], &opts),
         timeout + Duration::from_secs(5),
     )
-    .map_err(|e| format!("CreateTopics request failed: {e}"))?;
+    .map_err(|e| {
+        format!(
+            "CreateTopics request failed: {e}\n--- the admin client's last log lines ---\n{}\n--- end of the admin client's log ---",
+            admin_log(&admin).join("\n")
+        )
+    })?;
     match results.as_slice() {
         [Ok(created)] if created == name => Ok(()),
         [Err((topic, code))] => Err(format!("CreateTopics({topic}): {code:?}")),

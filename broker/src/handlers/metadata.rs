@@ -151,10 +151,18 @@ pub async fn handle(broker: &Broker, req: MetadataRequest, version: i16) -> Meta
     // without the node that sent it makes librdkafka (2.10 on) drop that broker; when it was
     // the only one, the client has no broker left until its re-bootstrap, 5 minutes later.
     let me = broker.node_id();
-    let brokers = image
+    let listed: Vec<_> = image
         .brokers
         .values()
         .filter(|b| !b.fenced || (b.id == me && b.shutting_down))
+        .collect();
+    let controller = listed_controller(
+        broker.controller().leader_id(),
+        me,
+        &listed.iter().map(|b| b.id).collect::<Vec<_>>(),
+    );
+    let brokers = listed
+        .iter()
         .map(|b| {
             MetadataResponseBroker::default()
                 .with_node_id(BrokerId(b.id))
@@ -162,11 +170,49 @@ pub async fn handle(broker: &Broker, req: MetadataRequest, version: i16) -> Meta
                 .with_port(b.port)
         })
         .collect();
-    let controller = broker.controller().leader_id().unwrap_or(-1);
     MetadataResponse::default()
         .with_brokers(brokers)
         .with_cluster_id(Some(StrBytes::from_string(broker.cluster_id())))
         .with_controller_id(BrokerId(controller))
         .with_topics(topics)
         .with_cluster_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED)
+}
+
+/// The controller id a Metadata response names: the active controller (`leader`) when it is
+/// one of the `listed` brokers; when it is not (its broker fenced, or not yet applied by the
+/// answering node), this node if listed, else the lowest listed id; -1 while no active
+/// controller is known (clients then ask again) or no broker is listed. Clients send admin
+/// requests to the named node, and every broker forwards them to the active controller, so
+/// any listed broker serves (Kafka in KRaft mode names a random live broker). Naming a node
+/// the response does not list would strand librdkafka: it waits for a broker state change to
+/// look the controller up again, and a broker it only just learned of stays idle without one,
+/// so its admin request times out.
+fn listed_controller(leader: Option<i32>, me: i32, listed: &[i32]) -> i32 {
+    let Some(leader) = leader else {
+        return -1;
+    };
+    [leader, me]
+        .into_iter()
+        .chain(listed.iter().copied().min())
+        .find(|id| listed.contains(id))
+        .unwrap_or(-1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::listed_controller;
+
+    #[test]
+    fn the_named_controller_is_always_a_listed_broker() {
+        // The active controller when it is listed.
+        assert_eq!(listed_controller(Some(2), 1, &[1, 2, 3]), 2);
+        // Not listed (its broker is fenced, or not applied here yet): this node, then the
+        // lowest listed id. This is what a node answered, before the fix, with only broker 3
+        // listed and controller 2 named, which left librdkafka's CreateTopics waiting.
+        assert_eq!(listed_controller(Some(2), 1, &[1, 3]), 1);
+        assert_eq!(listed_controller(Some(2), 1, &[3]), 3);
+        assert_eq!(listed_controller(Some(2), 1, &[]), -1);
+        // No active controller known (an election): none named, so clients ask again.
+        assert_eq!(listed_controller(None, 1, &[1, 2, 3]), -1);
+    }
 }
