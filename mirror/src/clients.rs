@@ -73,7 +73,10 @@ pub fn target_producer(
         &[
             ("enable.idempotence", "true"),
             ("acks", "all"),
-            ("linger.ms", "5"),
+            // Fuller batches: `strait bench mirror` measured the same catch-up rate with 20 as
+            // with librdkafka's 5, at 9.3 instead of 16.6 CPU s per GB in the mirror and 10.8
+            // instead of 17.7 in the six nodes, for about 15 ms more latency.
+            ("linger.ms", "20"),
             ("queue.buffering.max.kbytes", &queue_kbytes),
             // A record the target cannot take for two minutes fails the pump, which then
             // restarts from its last flushed position: nothing is skipped.

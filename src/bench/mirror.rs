@@ -39,6 +39,8 @@ const NODE_YAML: &str = "default_replication_factor: 3\noffsets_topic_replicatio
 const PIPELINE_TIMEOUT: Duration = Duration::from_secs(600);
 /// How long a pipeline gets to deliver its first warm-up record.
 const WARM_UP_TIMEOUT: Duration = Duration::from_secs(60);
+/// Highest rate of the latency stream, records per second.
+const LATENCY_RATE_MAX: u64 = 200_000;
 /// How often the target's end offsets are polled while a backlog is copied.
 const ARRIVAL_POLL_MS: u64 = 50;
 
@@ -54,14 +56,13 @@ pub struct MirrorBenchArgs {
     /// Partitions of every topic.
     #[arg(long, default_value_t = 3)]
     pub partitions: i32,
-    /// Records sent through each pipeline for the latency figures.
-    #[arg(long, default_value_t = 3_000)]
-    pub latency_records: u64,
-    /// Records per second sent for the latency figures. On a 2-core machine running six nodes,
-    /// 1,000/s of 1 KiB with acks=all already saturates the source cluster, whose own latency
-    /// then dominates; the default stays below that.
-    #[arg(long, default_value_t = 200)]
-    pub latency_rate: u64,
+    /// Seconds of steady stream sent through each pipeline for the latency figures.
+    #[arg(long, default_value_t = 10)]
+    pub latency_seconds: u64,
+    /// Records per second of that stream (default: half the mirror's catch-up rate measured
+    /// in the same run, the load the latency target is set at).
+    #[arg(long)]
+    pub latency_rate: Option<u64>,
     /// Directory for both sites' data and the mirror's index (default: a fresh temp dir).
     #[arg(long)]
     pub dir: Option<PathBuf>,
@@ -84,6 +85,25 @@ struct CatchUp {
     records_per_s: f64,
     /// From the pipeline's start to the last record on the target.
     total_s: f64,
+    /// CPU seconds per GB of record values copied, from the pipeline's start to the last
+    /// record: the pipeline's own processes, and the six nodes of both sites together.
+    pipeline_cpu_s_per_gb: Option<f64>,
+    nodes_cpu_s_per_gb: Option<f64>,
+}
+
+impl CatchUp {
+    /// The fastest any pipeline could copy on `cores` cores if it cost nothing itself and the
+    /// nodes kept needing what they needed here per GB, in MB/s.
+    fn nodes_bound_mb_per_s(&self, cores: f64) -> Option<f64> {
+        self.nodes_cpu_s_per_gb
+            .filter(|c| *c > 0.0)
+            .map(|c| cores / c * 1_000.0)
+    }
+}
+
+/// CPU seconds used so far by all of `pids` together; `None` if any is unreadable.
+fn cpu_of(pids: &[u32]) -> Option<f64> {
+    pids.iter().map(|p| super::cpu_seconds(*p)).sum()
 }
 
 /// Latency percentiles of one set of records.
@@ -117,13 +137,16 @@ struct Latency {
 
 /// Runs the mirror benchmark and prints its figures.
 pub async fn mirror(args: MirrorBenchArgs) -> anyhow::Result<()> {
-    if args.records < 10 || args.record_bytes < 32 || args.latency_records == 0 {
+    if args.records < 10 || args.record_bytes < 32 || !(1..=600).contains(&args.latency_seconds) {
         bail!(
-            "--records must be at least 10, --record-bytes at least 32, --latency-records positive"
+            "--records must be at least 10, --record-bytes at least 32, --latency-seconds between 1 and 600"
         );
     }
-    if !(1..=100_000).contains(&args.latency_rate) {
-        bail!("--latency-rate must be between 1 and 100000 records per second");
+    if args
+        .latency_rate
+        .is_some_and(|r| !(1..=LATENCY_RATE_MAX).contains(&r))
+    {
+        bail!("--latency-rate must be between 1 and {LATENCY_RATE_MAX} records per second");
     }
     if !(1..=1000).contains(&args.partitions) {
         bail!("--partitions must be between 1 and 1000");
@@ -134,12 +157,12 @@ pub async fn mirror(args: MirrorBenchArgs) -> anyhow::Result<()> {
     }
     let (_temp, dir) = super::work_dir(args.dir.as_deref())?;
     println!(
-        "strait bench mirror: two sites of 3 nodes (replication factor 3, min.insync.replicas 2), {} partitions; backlog {} records x {} B; latency {} records at {}/s; in {}",
+        "strait bench mirror: two sites of 3 nodes (replication factor 3, min.insync.replicas 2), {} partitions; backlog {} records x {} B; latency stream for {} s at {}; in {}",
         args.partitions,
         args.records,
         args.record_bytes,
-        args.latency_records,
-        args.latency_rate,
+        args.latency_seconds,
+        args.latency_rate.map_or_else(|| "half the mirror's catch-up rate".to_string(), |r| format!("{r} records/s")),
         dir.display()
     );
     let site_a = start_cluster(&dir.join("site-a"), NODE_YAML)?;
@@ -152,6 +175,7 @@ pub async fn mirror(args: MirrorBenchArgs) -> anyhow::Result<()> {
             .join(",")
     };
     let (a, b) = (join(&site_a), join(&site_b));
+    let nodes: Vec<u32> = site_a.iter().chain(&site_b).map(|n| n.child.id()).collect();
     let rf3 = [("min.insync.replicas", "2")];
     for topic in ["backlog", "latency-mirror", "latency-kcat"] {
         create_topic(&a, topic, args.partitions, 3, &rf3).await?;
@@ -175,40 +199,58 @@ pub async fn mirror(args: MirrorBenchArgs) -> anyhow::Result<()> {
 
     let n = args.records;
     let bytes = args.records as f64 * args.record_bytes as f64;
-    let (a2, b2, parts) = (a.clone(), b.clone(), args.partitions);
+    let (a2, b2, parts, nodes2) = (a.clone(), b.clone(), args.partitions, nodes.clone());
     let kcat_catch_up = blocking(move || {
         println!("kcat | kcat: copying the backlog...");
         let started = Instant::now();
-        let _pipe = kcat_pipe(&a2, "backlog", &b2, "backlog-kcat", true)?;
-        arrival(&b2, "backlog-kcat", parts, n, bytes, started)
+        let nodes_cpu = cpu_of(&nodes2);
+        let pipe = kcat_pipe(&a2, "backlog", &b2, "backlog-kcat", true)?;
+        let pids = [pipe[0].0.id(), pipe[1].0.id()];
+        let pipe_cpu = cpu_of(&pids);
+        arrival(&b2, "backlog-kcat", parts, n, bytes, started, || {
+            (cpu_of(&pids), pipe_cpu, cpu_of(&nodes2), nodes_cpu)
+        })
     })
     .await?;
 
     let mirror_dir = dir.join("mirror");
     std::fs::create_dir_all(&mirror_dir)?;
-    let (a2, b2, dir2) = (a.clone(), b.clone(), mirror_dir.clone());
+    let (a2, b2, dir2, nodes2) = (a.clone(), b.clone(), mirror_dir.clone(), nodes.clone());
     let (mirror_catch_up, mirror_guard) = blocking(move || {
         println!("strait mirror: copying the backlog...");
         let started = Instant::now();
+        let nodes_cpu = cpu_of(&nodes2);
         let guard = start_mirror(&dir2, &a2, &b2)?;
-        let copied = arrival(&b2, "a.backlog", parts, n, bytes, started)?;
+        let pid = [guard.0.id()];
+        let copied = arrival(&b2, "a.backlog", parts, n, bytes, started, || {
+            (cpu_of(&pid), Some(0.0), cpu_of(&nodes2), nodes_cpu)
+        })?;
         Ok((copied, guard))
     })
     .await?;
 
-    let (a2, b2, l) = (a.clone(), b.clone(), args.clone());
+    let rate = args.latency_rate.unwrap_or_else(|| {
+        ((mirror_catch_up.records_per_s / 2.0) as u64).clamp(1, LATENCY_RATE_MAX)
+    });
+    let stream = Stream {
+        rate,
+        records: rate * args.latency_seconds,
+        record_bytes: args.record_bytes,
+        partitions: args.partitions,
+    };
+    let (a2, b2) = (a.clone(), b.clone());
     let mirror_latency = blocking(move || {
-        println!("strait mirror: measuring latency...");
-        latency(&a2, "latency-mirror", &b2, "a.latency-mirror", &l)
+        println!("strait mirror: measuring latency at {rate} records/s...");
+        latency(&a2, "latency-mirror", &b2, "a.latency-mirror", &stream)
     })
     .await?;
     drop(mirror_guard);
 
-    let (a2, b2, l) = (a.clone(), b.clone(), args.clone());
+    let (a2, b2) = (a.clone(), b.clone());
     let kcat_latency = blocking(move || {
-        println!("kcat | kcat: measuring latency...");
+        println!("kcat | kcat: measuring latency at {rate} records/s...");
         let _pipe = kcat_pipe(&a2, "latency-kcat", &b2, "latency-kcat-copy", false)?;
-        latency(&a2, "latency-kcat", &b2, "latency-kcat-copy", &l)
+        latency(&a2, "latency-kcat", &b2, "latency-kcat-copy", &stream)
     })
     .await?;
     drop((site_a, site_b));
@@ -217,18 +259,26 @@ pub async fn mirror(args: MirrorBenchArgs) -> anyhow::Result<()> {
         "catch-up of {} records x {} B (rate between 10% and 100% on the target):",
         args.records, args.record_bytes
     );
+    let cores = std::thread::available_parallelism().map_or(1.0, |n| n.get() as f64);
+    let figure = |v: Option<f64>| v.map_or_else(|| "?".to_string(), |v| format!("{v:.1}"));
     for (label, c) in [
         ("strait mirror", &mirror_catch_up),
         ("kcat | kcat", &kcat_catch_up),
     ] {
         println!(
-            "  {label:<14} {:>7.1} MB/s {:>9.0} records/s   all copied {:>6.1} s after start",
-            c.mb_per_s, c.records_per_s, c.total_s
+            "  {label:<14} {:>7.1} MB/s {:>9.0} records/s   all copied {:>6.1} s after start   CPU s/GB: pipeline {}, six nodes {}   ({cores} cores and the nodes' CPU alone allow at most {} MB/s)",
+            c.mb_per_s,
+            c.records_per_s,
+            c.total_s,
+            figure(c.pipeline_cpu_s_per_gb),
+            figure(c.nodes_cpu_s_per_gb),
+            figure(c.nodes_bound_mb_per_s(cores)),
         );
     }
     println!(
-        "end-to-end latency, {} records at {}/s (sent on a; read on a = the source cluster alone, read on b = through the pipeline):",
-        args.latency_records, args.latency_rate
+        "end-to-end latency, {} records at {rate}/s{} (sent on a; read on a = the source cluster alone, read on b = through the pipeline):",
+        stream.records,
+        if args.latency_rate.is_none() { ", half the mirror's catch-up rate" } else { "" }
     );
     for (label, l) in [
         ("strait mirror", &mirror_latency),
@@ -242,8 +292,9 @@ pub async fn mirror(args: MirrorBenchArgs) -> anyhow::Result<()> {
         }
     }
     println!(
-        "result: mirror / kcat pipe throughput = {:.2}; p99 latency mirror / kcat = {:.2}",
+        "result: mirror / kcat pipe throughput = {:.2} (target 3); mirror p99 latency at {rate}/s = {:.1} ms (target < 100 ms); p99 latency mirror / kcat = {:.2}",
         mirror_catch_up.mb_per_s / kcat_catch_up.mb_per_s,
+        mirror_latency.target.p99_ms,
         mirror_latency.target.p99_ms / kcat_latency.target.p99_ms
     );
     Ok(())
@@ -347,7 +398,11 @@ fn end_offsets(client: &BaseConsumer, topic: &str, partitions: i32) -> i64 {
         .sum()
 }
 
+/// CPU seconds now and at the pipeline's start: its own processes, then the nodes.
+type CpuReadings = (Option<f64>, Option<f64>, Option<f64>, Option<f64>);
+
 /// Polls `topic` on `b` until it holds `records` records; the rate is taken from 10 % on.
+/// `cpu` is read once the last record arrived.
 fn arrival(
     b: &str,
     topic: &str,
@@ -355,6 +410,7 @@ fn arrival(
     records: u64,
     bytes: f64,
     started: Instant,
+    cpu: impl Fn() -> CpuReadings,
 ) -> anyhow::Result<CatchUp> {
     let client = consumer(b)?;
     let tenth = (records / 10) as i64;
@@ -369,10 +425,14 @@ fn arrival(
             let (t0, c0) = from.unwrap_or((started, 0));
             let window_s = now.duration_since(t0).as_secs_f64().max(1e-3);
             let share = (copied - c0) as f64 / copied as f64;
+            let (pipeline_now, pipeline_then, nodes_now, nodes_then) = cpu();
+            let per_gb = |now: Option<f64>, then: Option<f64>| Some((now? - then?) / (bytes / 1e9));
             return Ok(CatchUp {
                 mb_per_s: bytes * share / window_s / 1e6,
                 records_per_s: (copied - c0) as f64 / window_s,
                 total_s: now.duration_since(started).as_secs_f64(),
+                pipeline_cpu_s_per_gb: per_gb(pipeline_now, pipeline_then),
+                nodes_cpu_s_per_gb: per_gb(nodes_now, nodes_then),
             });
         }
         if started.elapsed() > PIPELINE_TIMEOUT {
@@ -453,20 +513,26 @@ fn collect_latencies(
     Ok(latencies)
 }
 
-/// Sends warm-up records until one arrives through the pipeline, then `latency_records` at
-/// `latency_rate`, and returns the latencies of the measured records read on site a (`from`)
-/// and on site b (`to`).
-fn latency(
-    a: &str,
-    from: &str,
-    b: &str,
-    to: &str,
-    args: &MirrorBenchArgs,
-) -> anyhow::Result<Latency> {
+/// The steady stream a latency run sends.
+#[derive(Debug, Clone, Copy)]
+struct Stream {
+    /// Records per second.
+    rate: u64,
+    /// Measured records.
+    records: u64,
+    record_bytes: usize,
+    partitions: i32,
+}
+
+/// Sends warm-up records until one arrives through the pipeline, then the stream's measured
+/// records at its rate, and returns their latencies read on site a (`from`) and on site b
+/// (`to`). The producer batches the way clients do by default (`linger.ms` 5, Kafka's
+/// default since 4.0 and librdkafka's), which the source-alone figure includes too.
+fn latency(a: &str, from: &str, b: &str, to: &str, args: &Stream) -> anyhow::Result<Latency> {
     let producer: BaseProducer = ClientConfig::new()
         .set("bootstrap.servers", a)
         .set("acks", "all")
-        .set("linger.ms", "0")
+        .set("linger.ms", "5")
         .create()
         .context("creating the latency producer")?;
     let target = consumer(b)?;
@@ -535,8 +601,8 @@ fn latency(
     // records at the same rate until every measured one arrived: kcat -P reads its input in
     // 128-byte freads, so it holds the last line back until more input comes; a stream that
     // keeps flowing (as a real one does) lets the last measured record through.
-    let total = args.latency_records;
-    let interval = Duration::from_secs_f64(1.0 / args.latency_rate as f64);
+    let total = args.records;
+    let interval = Duration::from_secs_f64(1.0 / args.rate as f64);
     let done = AtomicBool::new(false);
     let (on_a, on_b) = std::thread::scope(|scope| -> anyhow::Result<(Vec<u64>, Vec<u64>)> {
         let sender = scope.spawn(|| -> anyhow::Result<()> {
