@@ -106,6 +106,26 @@ fn cpu_of(pids: &[u32]) -> Option<f64> {
     pids.iter().map(|p| super::cpu_seconds(*p)).sum()
 }
 
+/// CPU use of one catch-up: the pipeline's processes and the nodes, each with its reading at
+/// the pipeline's start.
+struct CpuMeter {
+    pipeline: Vec<u32>,
+    pipeline_start_s: Option<f64>,
+    nodes: Vec<u32>,
+    nodes_start_s: Option<f64>,
+}
+
+impl CpuMeter {
+    /// CPU seconds per GB since the start for `gb` copied: the pipeline's, then the nodes'.
+    fn per_gb(&self, gb: f64) -> (Option<f64>, Option<f64>) {
+        let since = |pids: &[u32], start: Option<f64>| Some((cpu_of(pids)? - start?) / gb);
+        (
+            since(&self.pipeline, self.pipeline_start_s),
+            since(&self.nodes, self.nodes_start_s),
+        )
+    }
+}
+
 /// Latency percentiles of one set of records.
 struct Percentiles {
     p50_ms: f64,
@@ -203,13 +223,16 @@ pub async fn mirror(args: MirrorBenchArgs) -> anyhow::Result<()> {
     let kcat_catch_up = blocking(move || {
         println!("kcat | kcat: copying the backlog...");
         let started = Instant::now();
-        let nodes_cpu = cpu_of(&nodes2);
+        let nodes_start_s = cpu_of(&nodes2);
         let pipe = kcat_pipe(&a2, "backlog", &b2, "backlog-kcat", true)?;
-        let pids = [pipe[0].0.id(), pipe[1].0.id()];
-        let pipe_cpu = cpu_of(&pids);
-        arrival(&b2, "backlog-kcat", parts, n, bytes, started, || {
-            (cpu_of(&pids), pipe_cpu, cpu_of(&nodes2), nodes_cpu)
-        })
+        let pipeline = vec![pipe[0].0.id(), pipe[1].0.id()];
+        let cpu = CpuMeter {
+            pipeline_start_s: cpu_of(&pipeline),
+            pipeline,
+            nodes: nodes2,
+            nodes_start_s,
+        };
+        arrival(&b2, "backlog-kcat", parts, n, bytes, started, &cpu)
     })
     .await?;
 
@@ -219,12 +242,16 @@ pub async fn mirror(args: MirrorBenchArgs) -> anyhow::Result<()> {
     let (mirror_catch_up, mirror_guard) = blocking(move || {
         println!("strait mirror: copying the backlog...");
         let started = Instant::now();
-        let nodes_cpu = cpu_of(&nodes2);
+        let nodes_start_s = cpu_of(&nodes2);
         let guard = start_mirror(&dir2, &a2, &b2)?;
-        let pid = [guard.0.id()];
-        let copied = arrival(&b2, "a.backlog", parts, n, bytes, started, || {
-            (cpu_of(&pid), Some(0.0), cpu_of(&nodes2), nodes_cpu)
-        })?;
+        let cpu = CpuMeter {
+            pipeline: vec![guard.0.id()],
+            // A fresh process: everything it used counts, start-up included.
+            pipeline_start_s: Some(0.0),
+            nodes: nodes2,
+            nodes_start_s,
+        };
+        let copied = arrival(&b2, "a.backlog", parts, n, bytes, started, &cpu)?;
         Ok((copied, guard))
     })
     .await?;
@@ -398,9 +425,6 @@ fn end_offsets(client: &BaseConsumer, topic: &str, partitions: i32) -> i64 {
         .sum()
 }
 
-/// CPU seconds now and at the pipeline's start: its own processes, then the nodes.
-type CpuReadings = (Option<f64>, Option<f64>, Option<f64>, Option<f64>);
-
 /// Polls `topic` on `b` until it holds `records` records; the rate is taken from 10 % on.
 /// `cpu` is read once the last record arrived.
 fn arrival(
@@ -410,7 +434,7 @@ fn arrival(
     records: u64,
     bytes: f64,
     started: Instant,
-    cpu: impl Fn() -> CpuReadings,
+    cpu: &CpuMeter,
 ) -> anyhow::Result<CatchUp> {
     let client = consumer(b)?;
     let tenth = (records / 10) as i64;
@@ -425,14 +449,13 @@ fn arrival(
             let (t0, c0) = from.unwrap_or((started, 0));
             let window_s = now.duration_since(t0).as_secs_f64().max(1e-3);
             let share = (copied - c0) as f64 / copied as f64;
-            let (pipeline_now, pipeline_then, nodes_now, nodes_then) = cpu();
-            let per_gb = |now: Option<f64>, then: Option<f64>| Some((now? - then?) / (bytes / 1e9));
+            let (pipeline_cpu_s_per_gb, nodes_cpu_s_per_gb) = cpu.per_gb(bytes / 1e9);
             return Ok(CatchUp {
                 mb_per_s: bytes * share / window_s / 1e6,
                 records_per_s: (copied - c0) as f64 / window_s,
                 total_s: now.duration_since(started).as_secs_f64(),
-                pipeline_cpu_s_per_gb: per_gb(pipeline_now, pipeline_then),
-                nodes_cpu_s_per_gb: per_gb(nodes_now, nodes_then),
+                pipeline_cpu_s_per_gb,
+                nodes_cpu_s_per_gb,
             });
         }
         if started.elapsed() > PIPELINE_TIMEOUT {

@@ -1,6 +1,6 @@
 //! Multi-node harness: a [`Cluster`] of real `strait broker` processes that form one metadata
 //! quorum on loopback, and [`SupervisorCommand`], a real `strait cluster` or `strait up`
-//! process, on config files written for the test (ephemeral ports, temporary data directories).
+//! process, on config files written for the test (free loopback ports, temporary data directories).
 //!
 //! Everything a test starts is stopped and removed on drop, also when the test panics: nodes
 //! get SIGKILL, so do a supervisor and every process it started, and the temporary directory
@@ -102,7 +102,7 @@ pub fn free_ports(n: usize) -> Vec<SocketAddr> {
     ports
 }
 
-/// Specs for nodes 1..=n on fresh ephemeral ports.
+/// Specs for nodes 1..=n on fresh loopback ports ([`free_ports`]).
 pub fn node_specs(n: usize) -> Vec<NodeSpec> {
     let ports = free_ports(2 * n);
     (0..n)
