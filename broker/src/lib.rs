@@ -21,6 +21,7 @@ pub mod node;
 pub mod replication;
 pub mod server;
 pub mod topic_config;
+pub mod wire;
 
 pub use config::NodeConfig;
 pub use node::{Node, NodeError};

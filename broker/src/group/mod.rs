@@ -585,7 +585,11 @@ impl Group {
             }
             let version = i16::from_be_bytes([data[0], data[1]]);
             let _ = bytes::Buf::get_i16(&mut data);
-            let sub = ConsumerProtocolSubscription::decode(&mut data, version.clamp(0, 3)).ok()?;
+            let version = version.clamp(0, 3);
+            // A member's metadata is the client's bytes: checked before the decoder reserves
+            // from its counts (see `wire`).
+            crate::wire::check_subscription(version, &data).ok()?;
+            let sub = ConsumerProtocolSubscription::decode(&mut data, version).ok()?;
             topics.extend(sub.topics.iter().map(|t| t.to_string()));
         }
         topics.sort();
@@ -856,15 +860,14 @@ impl GroupCoordinator {
                             partition.index
                         ))
                     })?;
-                    let mut one = rest.split_to(header.total_len_bytes());
+                    let one = rest.split_to(header.total_len_bytes());
                     offset = header.next_offset();
-                    let set = kafka_protocol::records::RecordBatchDecoder::decode(&mut one)
-                        .map_err(|e| {
-                            crate::broker::BrokerError::Internal(format!(
-                                "{OFFSETS_TOPIC}-{}: {e}",
-                                partition.index
-                            ))
-                        })?;
+                    let set = batch::decode_stored_records(one).map_err(|e| {
+                        crate::broker::BrokerError::Internal(format!(
+                            "{OFFSETS_TOPIC}-{}: {e}",
+                            partition.index
+                        ))
+                    })?;
                     for record in set.records {
                         let Some(key) = record.key else { continue };
                         records += 1;

@@ -218,6 +218,13 @@ pub async fn dispatch_from(
             version,
             reason: format!("header: {e}"),
         })?;
+    // kafka-protocol reserves arrays from counts read off the wire; walk the body first so a
+    // count the frame cannot hold never reaches it (see `wire`).
+    crate::wire::check_request(key, version, &frame).map_err(|e| CloseReason::Malformed {
+        key,
+        version,
+        reason: e.to_string(),
+    })?;
     let body = &mut frame;
     let cid = header.correlation_id;
     let respond = |resp: Result<BytesMut, CloseReason>| resp.map(Outcome::Respond);
@@ -434,6 +441,31 @@ mod tests {
         let header = ResponseHeader::decode(&mut bytes, header_version).unwrap();
         assert_eq!(header.correlation_id, 7);
         Resp::decode(&mut bytes, version).unwrap()
+    }
+
+    /// The frame that aborted a node: a Fetch v4 whose topics array claims i32::MAX elements
+    /// (kafka-protocol reserved them all before reading one). Now the connection is closed
+    /// with the path of the count, and the broker goes on answering.
+    #[tokio::test]
+    async fn a_fetch_claiming_two_billion_topics_is_refused_before_decoding() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = broker(dir.path()).await;
+        let mut hostile = BytesMut::from(&frame(ApiKey::Fetch, 4, &FetchRequest::default())[..]);
+        hostile.truncate(hostile.len() - 4);
+        hostile.put_i32(i32::MAX);
+        match dispatch(&b, hostile.freeze()).await {
+            Err(CloseReason::Malformed { key, reason, .. }) => {
+                assert_eq!(key, ApiKey::Fetch);
+                assert!(
+                    reason.starts_with("FetchRequest.topics: array of 2147483647"),
+                    "{reason}"
+                );
+            }
+            other => panic!("expected a closed connection, got {other:?}"),
+        }
+        let ok: ApiVersionsResponse =
+            call(&b, ApiKey::ApiVersions, 3, &ApiVersionsRequest::default()).await;
+        assert_eq!(ok.error_code, 0);
     }
 
     fn batch(values: &[&str]) -> Bytes {

@@ -16,8 +16,12 @@
 //! The broker treats batches as opaque blobs on the hot path: only these header fields are read
 //! or rewritten, never the individual records (except for timestamp lookups, which are rare).
 
+use std::ops::ControlFlow;
+
 use bytes::Bytes;
-use kafka_protocol::records::RecordBatchDecoder;
+use kafka_protocol::records::{RecordBatchDecoder, RecordSet};
+
+use crate::wire::records::{self as wire_records, RecordsError};
 
 /// Byte position of `baseOffset`.
 const BASE_OFFSET_AT: usize = 0;
@@ -70,11 +74,11 @@ const ATTR_LOG_APPEND_TIME: i16 = 1 << 3;
 const ATTR_TRANSACTIONAL: i16 = 1 << 4;
 /// Attribute bit: control batch (transaction markers).
 const ATTR_CONTROL: i16 = 1 << 5;
-/// Decoding records allocates one `Record` struct (~200 bytes) per record up front, and the
-/// record count of a compressed batch can only be checked by decompressing it. Above this many
-/// records, timestamp lookups answer at batch granularity instead of decoding, so a hostile
-/// header cannot make the broker allocate gigabytes.
-const MAX_RECORDS_TO_DECODE: i32 = 1 << 18;
+/// The most a batch's records may expand to when the broker reads inside a stored batch (a
+/// timestamp lookup, loading `__consumer_offsets`). Producers' batches are stored compressed and
+/// never expanded on the produce path; past this bound a timestamp lookup answers at batch
+/// granularity instead, so a compression bomb costs the broker at most this much memory.
+pub const DECOMPRESSED_RECORDS_BYTES_MAX: usize = 64 * 1024 * 1024;
 
 /// Kafka error code CORRUPT_MESSAGE.
 const CORRUPT_MESSAGE: i16 = 2;
@@ -526,26 +530,72 @@ pub fn first_record_at_or_after(
         // Every record carries maxTimestamp and the first record sits at the base offset.
         return Ok(Some((header.base_offset, header.max_timestamp)));
     }
-    if header.records_count > MAX_RECORDS_TO_DECODE {
-        // See MAX_RECORDS_TO_DECODE: answer with the batch start, which is never after the
-        // true answer, so a consumer starting there misses nothing.
-        return Ok(Some((header.base_offset, header.max_timestamp)));
-    }
-    // The decoder takes an owned buffer; this copy only happens on the (rare) ListOffsets path.
-    let mut owned = Bytes::copy_from_slice(&batch[..total]);
-    let decoded = RecordBatchDecoder::decode(&mut owned)
-        .map_err(|e| BatchError::corrupt(format!("cannot decode records: {e:#}")))?;
-    for record in &decoded.records {
+    let payload = match wire_records::decompress(
+        header.compression_codec(),
+        &batch[HEADER_BYTES..total],
+        DECOMPRESSED_RECORDS_BYTES_MAX,
+    ) {
+        Ok(p) => p,
+        // Answer with the batch start, which is never after the true answer, so a consumer
+        // starting there misses nothing.
+        Err(RecordsError::TooLargeDecompressed { .. }) => {
+            return Ok(Some((header.base_offset, header.max_timestamp)))
+        }
+        Err(e) => return Err(BatchError::corrupt(format!("cannot read records: {e}"))),
+    };
+    let mut found = None;
+    wire_records::for_each_record(&payload, header.records_count, |record| {
         let timestamp = if header.is_log_append_time() {
             header.max_timestamp
         } else {
-            record.timestamp
+            header
+                .base_timestamp
+                .saturating_add(record.timestamp_delta_ms)
         };
         if timestamp >= target_ts_ms {
-            return Ok(Some((record.offset, timestamp)));
+            found = Some((
+                header.base_offset + i64::from(record.offset_delta),
+                timestamp,
+            ));
+            return ControlFlow::Break(());
         }
+        ControlFlow::Continue(())
+    })
+    .map_err(|e| BatchError::corrupt(format!("cannot read records: {e}")))?;
+    Ok(found)
+}
+
+/// Decodes the records of one stored batch (`batch` holds it whole, from its base offset) with
+/// kafka-protocol, after expanding its payload within [`DECOMPRESSED_RECORDS_BYTES_MAX`] and
+/// walking its records, so no count in it reaches the decoder unchecked.
+pub fn decode_stored_records(mut batch: Bytes) -> Result<RecordSet, BatchError> {
+    let header = BatchHeader::parse(&batch)?;
+    let total = header.total_len_bytes();
+    if batch.len() < total {
+        return Err(BatchError::Truncated {
+            needed_bytes: total,
+            available_bytes: batch.len(),
+        });
     }
-    Ok(None)
+    let payload = wire_records::decompress(
+        header.compression_codec(),
+        &batch[HEADER_BYTES..total],
+        DECOMPRESSED_RECORDS_BYTES_MAX,
+    )
+    .map_err(|e| BatchError::corrupt(format!("cannot read records: {e}")))?;
+    wire_records::for_each_record(
+        &payload,
+        header.records_count,
+        |_| ControlFlow::Continue(()),
+    )
+    .map_err(|e| BatchError::corrupt(format!("cannot read records: {e}")))?;
+    let payload = Bytes::from(payload);
+    // The decoder asks for the expanded payload through this hook instead of decompressing
+    // the batch itself without a bound.
+    let expanded = |_compressed: &mut Bytes, _codec| Ok(payload.clone());
+    let mut whole = batch.split_to(total);
+    RecordBatchDecoder::decode_with_custom_compression(&mut whole, Some(expanded))
+        .map_err(|e| BatchError::corrupt(format!("cannot decode records: {e:#}")))
 }
 
 #[cfg(test)]
@@ -887,5 +937,54 @@ mod tests {
             assert_eq!(find(301), Some((1_003, 400)), "{compression:?}");
             assert_eq!(find(401), None, "{compression:?}");
         }
+    }
+
+    /// One uncompressed record whose header count says i32::MAX, in a batch with a valid CRC:
+    /// what a hostile producer can store.
+    fn batch_with_absurd_header_count() -> Vec<u8> {
+        let mut batch = encode_batch(&[(100, b"v".to_vec())], Compression::None);
+        let body = [
+            0x00, // attributes
+            0x00, // timestamp delta
+            0x00, // offset delta
+            0x01, // null key
+            0x02, b'v', // value
+            0xfe, 0xff, 0xff, 0xff, 0x0f, // i32::MAX headers
+            0x02, b'h', 0x01, // one header
+        ];
+        batch.truncate(HEADER_BYTES);
+        batch.push((body.len() as u8) << 1);
+        batch.extend_from_slice(&body);
+        let batch_length = (batch.len() - LOG_OVERHEAD_BYTES) as i32;
+        batch[BATCH_LENGTH_AT..BATCH_LENGTH_AT + 4].copy_from_slice(&batch_length.to_be_bytes());
+        let crc = crc32c::crc32c(&batch[CRC_COVERED_FROM..]);
+        batch[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+        batch
+    }
+
+    #[test]
+    fn a_stored_batch_with_an_absurd_header_count_is_refused_not_decoded() {
+        let batch = batch_with_absurd_header_count();
+        // It passes every check of the produce path: only its records are hostile.
+        let headers = split_and_validate(&batch, 1 << 20).unwrap();
+        assert_eq!(headers[0].records_count, 1);
+        let err = first_record_at_or_after(&batch, 0).unwrap_err();
+        assert!(err.to_string().contains("header count"), "{err}");
+        let err = decode_stored_records(Bytes::from(batch)).unwrap_err();
+        assert!(err.to_string().contains("header count"), "{err}");
+    }
+
+    #[test]
+    fn a_compression_bomb_is_answered_at_batch_granularity() {
+        let zeros = vec![0u8; DECOMPRESSED_RECORDS_BYTES_MAX + 1];
+        let mut batch = encode_batch(&[(500, zeros)], Compression::Zstd);
+        assert!(batch.len() < 1 << 20, "zstd shrinks zeros");
+        set_base_offset(&mut batch, 7).unwrap();
+        // Not expanded past the bound: the batch start, never after the true answer.
+        assert_eq!(
+            first_record_at_or_after(&batch, 400).unwrap(),
+            Some((7, 500))
+        );
+        assert!(decode_stored_records(Bytes::from(batch)).is_err());
     }
 }

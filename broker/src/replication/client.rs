@@ -176,6 +176,12 @@ impl KafkaClient {
                 ),
             });
         }
+        // A leader is a peer like any other: its counts are checked before the decoder
+        // reserves anything from them (see `wire`).
+        crate::wire::check_response(key, version, &bytes).map_err(|e| ClientError::Malformed {
+            addr: addr.clone(),
+            reason: e.to_string(),
+        })?;
         let resp = Resp::decode(&mut bytes, version).map_err(|e| ClientError::Malformed {
             addr: addr.clone(),
             reason: e.to_string(),
