@@ -120,6 +120,22 @@ pub struct NodeConfig {
     /// `max.connections`: connections above this are closed on accept.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// `max.connections.per.ip`: connections from one address above this are closed on
+    /// accept. Kafka's default is unlimited; ours leaves room for every client and replica of
+    /// a site on one host while stopping one address from taking every slot.
+    #[serde(default = "default_max_connections_per_ip")]
+    pub max_connections_per_ip: usize,
+    /// `connections.max.idle.ms`: a connection on which no byte arrived for this long is
+    /// closed (Kafka's default: ten minutes).
+    #[serde(default = "default_connections_max_idle_ms")]
+    pub connections_max_idle_ms: u64,
+    /// `queued.max.request.bytes`: the most memory all connections of the node together may
+    /// hold for requests larger than 64 KiB while they are read and handled; a connection
+    /// whose next request does not fit waits (its bytes stay in the kernel's socket buffer)
+    /// until others finish. Kafka's default is unlimited; ours is 512 MiB. Must be at least
+    /// `socket_request_max_bytes`, or the largest frame could never be read.
+    #[serde(default = "default_queued_max_request_bytes")]
+    pub queued_max_request_bytes: u64,
     /// `producer.id.expiration.ms`: a partition forgets an idempotent producer whose last
     /// batch is this old (by the batch's max timestamp); default one day, as Kafka.
     #[serde(default = "default_producer_id_expiration_ms")]
@@ -210,6 +226,15 @@ fn default_socket_request_max_bytes() -> u32 {
 }
 fn default_max_connections() -> usize {
     4096
+}
+fn default_max_connections_per_ip() -> usize {
+    1024
+}
+fn default_connections_max_idle_ms() -> u64 {
+    600_000
+}
+fn default_queued_max_request_bytes() -> u64 {
+    512 * 1024 * 1024
 }
 fn default_offsets_topic_num_partitions() -> i32 {
     50
@@ -382,6 +407,22 @@ impl NodeConfig {
                 "socket_request_max_bytes must be >= 64, got {}",
                 self.socket_request_max_bytes
             )));
+        }
+        if self.queued_max_request_bytes < u64::from(self.socket_request_max_bytes) {
+            return Err(invalid(format!(
+                "queued_max_request_bytes ({}) must be >= socket_request_max_bytes ({}), or the \
+                 largest request could never be read",
+                self.queued_max_request_bytes, self.socket_request_max_bytes
+            )));
+        }
+        if self.max_connections == 0 || self.max_connections_per_ip == 0 {
+            return Err(invalid(format!(
+                "max_connections ({}) and max_connections_per_ip ({}) must be >= 1",
+                self.max_connections, self.max_connections_per_ip
+            )));
+        }
+        if self.connections_max_idle_ms == 0 {
+            return Err(invalid("connections_max_idle_ms must be >= 1".into()));
         }
         if !(1..=crate::broker::PARTITIONS_PER_TOPIC_MAX)
             .contains(&self.offsets_topic_num_partitions)

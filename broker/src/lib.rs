@@ -17,6 +17,7 @@ pub mod handlers;
 pub mod lifecycle;
 pub mod log;
 pub mod metadata_store;
+pub mod net;
 pub mod node;
 pub mod replication;
 pub mod server;

@@ -528,7 +528,7 @@ impl ClusterNode {
         }
     }
 
-    fn pid(&self) -> i32 {
+    pub fn pid(&self) -> i32 {
         let child = self.child.as_ref().unwrap_or_else(|| {
             panic!("node {} is not running", self.spec.id);
         });

@@ -32,9 +32,20 @@ use tokio::sync::watch;
 use super::image::{CommandResult, MetadataCommand};
 use super::store::NodeId;
 use super::TypeConfig;
+use crate::net::PerIpSlots;
 
 /// The largest frame either side accepts (snapshot chunks are 3 MiB by default).
 pub const MAX_FRAME_BYTES: u32 = 32 * 1024 * 1024;
+/// Room reserved for a frame before its bytes arrive.
+const FRAME_RESERVE_BYTES: usize = 64 * 1024;
+/// Connections the controller listener serves at once: the other voters and the brokers that
+/// forward to this node need a handful each.
+const LISTENER_CONNECTIONS_MAX: usize = 256;
+/// Connections from one address the controller listener serves at once.
+const LISTENER_CONNECTIONS_PER_IP_MAX: usize = 128;
+/// A controller connection on which nothing arrived for this long is closed (peers send
+/// heartbeats every few seconds and reconnect on demand).
+const LISTENER_IDLE_MS: u64 = 600_000;
 /// How long a connection attempt to a peer may take.
 const CONNECT_TIMEOUT_MS: u64 = 1_000;
 
@@ -157,8 +168,16 @@ async fn read_frame(stream: &mut TcpStream) -> std::io::Result<Option<Vec<u8>>> 
             format!("controller frame of {len} bytes exceeds {MAX_FRAME_BYTES}"),
         ));
     }
-    let mut buf = vec![0u8; len as usize];
-    stream.read_exact(&mut buf).await?;
+    // The buffer grows with the bytes that arrive, never from the announced length alone, so
+    // a peer that announces 32 MiB and sends nothing holds next to no memory.
+    let mut buf = Vec::with_capacity((len as usize).min(FRAME_RESERVE_BYTES));
+    let read = (&mut *stream)
+        .take(u64::from(len))
+        .read_to_end(&mut buf)
+        .await?;
+    if read < len as usize {
+        return Err(std::io::ErrorKind::UnexpectedEof.into());
+    }
     Ok(Some(buf))
 }
 
@@ -184,12 +203,17 @@ pub trait RpcHandler: Send + Sync + 'static {
     fn handle(&self, req: RpcRequest) -> impl std::future::Future<Output = RpcReply> + Send;
 }
 
-/// Accepts connections on the controller listener until `stop` turns true.
+/// Accepts connections on the controller listener until `stop` turns true, at most
+/// [`LISTENER_CONNECTIONS_MAX`] at once and [`LISTENER_CONNECTIONS_PER_IP_MAX`] per address;
+/// a connection idle for [`LISTENER_IDLE_MS`] is closed.
 pub async fn serve<H: RpcHandler>(
     listener: TcpListener,
     handler: Arc<H>,
     mut stop: watch::Receiver<bool>,
 ) {
+    let connections = Arc::new(tokio::sync::Semaphore::new(LISTENER_CONNECTIONS_MAX));
+    let per_ip = Arc::new(PerIpSlots::default());
+    let warnings = Arc::new(crate::net::default_log_limiter());
     loop {
         let accepted = tokio::select! {
             _ = stop.wait_for(|s| *s) => break,
@@ -198,32 +222,55 @@ pub async fn serve<H: RpcHandler>(
         let (mut stream, peer) = match accepted {
             Ok(a) => a,
             Err(e) => {
-                tracing::warn!(error = %e, "controller listener accept failed");
+                if let Some(held_back) = warnings.allow() {
+                    tracing::warn!(error = %e, held_back, "controller listener accept failed");
+                }
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
         };
+        let Ok(permit) = connections.clone().try_acquire_owned() else {
+            if let Some(held_back) = warnings.allow() {
+                tracing::warn!(%peer, held_back, "too many controller connections; closing new one");
+            }
+            continue;
+        };
+        let Some(slot) = PerIpSlots::take(&per_ip, peer.ip(), LISTENER_CONNECTIONS_PER_IP_MAX)
+        else {
+            if let Some(held_back) = warnings.allow() {
+                tracing::warn!(%peer, held_back, "too many controller connections from this address; closing new one");
+            }
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let handler = handler.clone();
         let mut stop = stop.clone();
+        let warnings = warnings.clone();
         tokio::spawn(async move {
+            let idle = Duration::from_millis(LISTENER_IDLE_MS);
             loop {
                 let frame = tokio::select! {
                     _ = stop.wait_for(|s| *s) => break,
-                    frame = read_frame(&mut stream) => frame,
+                    frame = tokio::time::timeout(idle, read_frame(&mut stream)) => frame,
                 };
                 let bytes = match frame {
-                    Ok(Some(b)) => b,
-                    Ok(None) => break,
-                    Err(e) => {
+                    Ok(Ok(Some(b))) => b,
+                    Ok(Ok(None)) => break,
+                    Ok(Err(e)) => {
                         tracing::debug!(%peer, error = %e, "controller connection closed");
+                        break;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%peer, "idle controller connection closed");
                         break;
                     }
                 };
                 let reply = match serde_json::from_slice::<RpcRequest>(&bytes) {
                     Ok(req) => handler.handle(req).await,
                     Err(e) => {
-                        tracing::warn!(%peer, error = %e, "malformed controller request");
+                        if let Some(held_back) = warnings.allow() {
+                            tracing::warn!(%peer, error = %e, held_back, "malformed controller request");
+                        }
                         RpcReply::Error(format!("malformed request: {e}"))
                     }
                 };
@@ -235,6 +282,8 @@ pub async fn serve<H: RpcHandler>(
                     break;
                 }
             }
+            drop(slot);
+            drop(permit);
         });
     }
 }
