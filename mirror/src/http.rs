@@ -1,8 +1,12 @@
 //! The daemon's HTTP server (`/metrics`, `/status`) and the client `strait mirror status`
 //! uses to read it.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::extract::State;
@@ -10,8 +14,10 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::{Instant, Sleep};
 
 use crate::metrics::{Metrics, Status};
 
@@ -42,15 +48,193 @@ pub fn router(metrics: Arc<Metrics>) -> Router {
         .with_state(metrics)
 }
 
-/// Serves `router` on `listener` until `stop` completes.
+/// What the HTTP server lets clients hold.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpLimits {
+    /// Connections served at once (Prometheus, the console, an operator's curl).
+    pub connections_max: usize,
+    /// Connections from one address served at once.
+    pub connections_per_ip_max: usize,
+    /// A connection on which nothing moved for this long is closed, so a client that sends
+    /// its request a byte at a time, or never, does not hold a slot for long.
+    pub idle_ms: u64,
+}
+
+impl Default for HttpLimits {
+    fn default() -> HttpLimits {
+        HttpLimits {
+            connections_max: 64,
+            connections_per_ip_max: 16,
+            idle_ms: 10_000,
+        }
+    }
+}
+
+/// Serves `router` on `listener` until `stop` completes, within [`HttpLimits::default`]: a
+/// connection past either cap is closed on accept, and one without traffic for the idle time
+/// is closed. Requests are parsed by hyper, whose header limits (100 headers, 400 KiB of
+/// head) apply; no route reads a body.
 pub async fn serve(
     listener: TcpListener,
     metrics: Arc<Metrics>,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    serve_with(listener, metrics, stop, HttpLimits::default()).await
+}
+
+/// [`serve`] with other limits.
+pub async fn serve_with(
+    listener: TcpListener,
+    metrics: Arc<Metrics>,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+    limits: HttpLimits,
+) -> std::io::Result<()> {
+    let listener = BoundedListener {
+        inner: listener,
+        limits,
+        connections: Arc::new(Semaphore::new(limits.connections_max)),
+        per_ip: Arc::new(Mutex::new(HashMap::new())),
+    };
     axum::serve(listener, router(metrics))
         .with_graceful_shutdown(stop)
         .await
+}
+
+/// A TCP listener that hands out at most so many connections at once, overall and per
+/// address.
+struct BoundedListener {
+    inner: TcpListener,
+    limits: HttpLimits,
+    connections: Arc<Semaphore>,
+    per_ip: Arc<Mutex<HashMap<IpAddr, usize>>>,
+}
+
+impl axum::serve::Listener for BoundedListener {
+    type Io = BoundedStream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (BoundedStream, SocketAddr) {
+        loop {
+            let (stream, peer) = match self.inner.accept().await {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::debug!(error = %e, "HTTP accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let Ok(permit) = self.connections.clone().try_acquire_owned() else {
+                tracing::debug!(%peer, "too many HTTP connections; closing new one");
+                continue;
+            };
+            {
+                let mut open = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+                let n = open.entry(peer.ip()).or_insert(0);
+                if *n >= self.limits.connections_per_ip_max {
+                    tracing::debug!(%peer, "too many HTTP connections from this address; closing new one");
+                    continue;
+                }
+                *n += 1;
+            }
+            let idle = Duration::from_millis(self.limits.idle_ms);
+            return (
+                BoundedStream {
+                    inner: stream,
+                    idle,
+                    deadline: Box::pin(tokio::time::sleep(idle)),
+                    _permit: permit,
+                    ip: peer.ip(),
+                    per_ip: self.per_ip.clone(),
+                },
+                peer,
+            );
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.inner.local_addr()
+    }
+}
+
+/// One connection of a [`BoundedListener`]: fails with `TimedOut` once nothing moved for its
+/// idle time, and gives its slots back when dropped.
+struct BoundedStream {
+    inner: TcpStream,
+    idle: Duration,
+    deadline: Pin<Box<Sleep>>,
+    _permit: OwnedSemaphorePermit,
+    ip: IpAddr,
+    per_ip: Arc<Mutex<HashMap<IpAddr, usize>>>,
+}
+
+impl BoundedStream {
+    /// After a poll of the socket: pushes the deadline on if something moved, else reports a
+    /// deadline that passed.
+    fn after<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        polled: Poll<std::io::Result<T>>,
+        moved: bool,
+    ) -> Poll<std::io::Result<T>> {
+        match polled {
+            Poll::Ready(r) => {
+                if moved {
+                    let next = Instant::now() + self.idle;
+                    self.deadline.as_mut().reset(next);
+                }
+                Poll::Ready(r)
+            }
+            Poll::Pending => match self.deadline.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Err(std::io::ErrorKind::TimedOut.into())),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+}
+
+impl Drop for BoundedStream {
+    fn drop(&mut self) {
+        let mut open = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = open.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.ip);
+            }
+        }
+    }
+}
+
+impl AsyncRead for BoundedStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let moved = buf.filled().len() > before;
+        self.after(cx, polled, moved)
+    }
+}
+
+impl AsyncWrite for BoundedStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write(cx, data);
+        let moved = matches!(polled, Poll::Ready(Ok(n)) if n > 0);
+        self.after(cx, polled, moved)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }
 
 /// Why `/status` could not be read.
@@ -107,4 +291,78 @@ pub async fn fetch_status(addr: SocketAddr, timeout: Duration) -> Result<Status,
         return Err(invalid(head.lines().next().unwrap_or_default().to_string()));
     }
     serde_json::from_slice(&response[split + 4..]).map_err(|e| invalid(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn get_status(addr: SocketAddr) -> Result<Status, StatusError> {
+        fetch_status(addr, Duration::from_secs(5)).await
+    }
+
+    /// Whether the server closed `stream` within `within` (a read returns end of stream).
+    async fn closed_within(stream: &mut TcpStream, within: Duration) -> bool {
+        let mut buf = [0u8; 64];
+        matches!(
+            tokio::time::timeout(within, stream.read(&mut buf)).await,
+            Ok(Ok(0)) | Ok(Err(_))
+        )
+    }
+
+    #[tokio::test]
+    async fn connections_are_capped_per_address_and_silent_ones_closed() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let limits = HttpLimits {
+            connections_max: 8,
+            connections_per_ip_max: 3,
+            idle_ms: 500,
+        };
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve_with(
+            listener,
+            Arc::new(Metrics::default()),
+            async move {
+                let _ = stop_rx.await;
+            },
+            limits,
+        ));
+        // Three silent connections from 127.0.0.1 take its slots; a fourth is closed at once.
+        let mut silent = Vec::new();
+        for _ in 0..3 {
+            silent.push(TcpStream::connect(addr).await.unwrap());
+        }
+        let mut fourth = TcpStream::connect(addr).await.unwrap();
+        assert!(closed_within(&mut fourth, Duration::from_millis(300)).await);
+        // Another address is still served meanwhile.
+        let other = tokio::net::TcpSocket::new_v4().unwrap();
+        other.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+        let mut other = other.connect(addr).await.unwrap();
+        other
+            .write_all(b"GET /status HTTP/1.0\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = Vec::new();
+        other.read_to_end(&mut answer).await.unwrap();
+        assert!(
+            answer.starts_with(b"HTTP/1.0 200"),
+            "{}",
+            String::from_utf8_lossy(&answer)
+        );
+        // A client sending its request a byte at a time, slower than the idle time, is cut.
+        let mut slow = silent.pop().unwrap();
+        slow.write_all(b"G").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        slow.write_all(b"E").await.unwrap();
+        assert!(closed_within(&mut slow, Duration::from_secs(3)).await);
+        // The silent ones are closed after the idle time, and their slots come back.
+        for mut s in silent {
+            assert!(closed_within(&mut s, Duration::from_secs(3)).await);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(get_status(addr).await.is_ok());
+        let _ = stop_tx.send(());
+        server.await.unwrap().unwrap();
+    }
 }
