@@ -109,6 +109,10 @@ enum BenchCommand {
     /// PATH), one after the other, and print MB/s, records/s and end-to-end latency p50/p99 of
     /// both.
     Mirror(strait::bench::MirrorBenchArgs),
+    /// Time the broker's check of every count and length in Produce and Fetch requests and in
+    /// a follower's Fetch response against kafka-protocol's decode of the same bytes, in this
+    /// process, and print both with their ratio and the check's CPU seconds per GB.
+    Wire(strait::bench::WireBenchArgs),
 }
 
 fn init_tracing() {
@@ -183,6 +187,7 @@ fn main() -> ExitCode {
                 strait::bench::replication(args).await
             }
             Command::Bench(BenchCommand::Mirror(args)) => strait::bench::mirror(args).await,
+            Command::Bench(BenchCommand::Wire(args)) => strait::bench::wire(args),
         }
     });
     match result {

@@ -599,6 +599,23 @@ mod tests {
 
     const CLUSTERS: &str = "clusters:\n  a:\n    bootstrap_servers: 127.0.0.1:9092\n  b:\n    bootstrap_servers: 127.0.0.1:9192\n";
 
+    /// A "billion laughs" document: nine levels of ten aliases each, 10^9 strings if
+    /// expanded, inside the `flows` list. Nothing expands it: the loader meets a sequence
+    /// where a flow must be (and serde_yaml caps alias repetitions in any case). The error
+    /// names the file and comes at once.
+    #[test]
+    fn an_alias_bomb_is_refused_not_expanded() {
+        let mut text = format!("{CLUSTERS}flows:\n  - &x0 [\"lol\"]\n");
+        for level in 1..10 {
+            let refs = vec![format!("*x{}", level - 1); 10].join(", ");
+            text.push_str(&format!("  - &x{level} [{refs}]\n"));
+        }
+        let started = std::time::Instant::now();
+        let err = parse(&text).unwrap_err().to_string();
+        assert!(err.starts_with("mirror.yaml:"), "{err}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    }
+
     #[test]
     fn a_minimal_flow_gets_mirrormaker_defaults() {
         let c = parse(&format!("{CLUSTERS}flows:\n  - source: a\n    target: b\n")).unwrap();

@@ -6,6 +6,8 @@
 //!   against the same load on a single node.
 //! - [`mirror`]: `strait mirror` between two three-node sites against a `kcat | kcat` pipe
 //!   between the same sites.
+//! - [`wire`]: the broker's check of every count and length in a message against the decode
+//!   it guards, in process.
 //!
 //! Every benchmark starts a fresh broker as a child process of this same binary on an
 //! ephemeral loopback port, so it measures the real process a user runs.
@@ -20,11 +22,13 @@ pub mod consume;
 pub mod mirror;
 pub mod produce;
 pub mod replication;
+pub mod wire;
 
 pub use consume::{consume, ConsumeBenchArgs};
 pub use mirror::{mirror, MirrorBenchArgs};
 pub use produce::{produce, ProduceBenchArgs};
 pub use replication::{replication, ReplicationBenchArgs};
+pub use wire::{wire, WireBenchArgs};
 
 /// The directory a benchmark keeps its data in: `dir` (created if missing), or a fresh temp
 /// dir, removed when the returned guard is dropped.
