@@ -161,6 +161,64 @@ fn three_nodes_form_one_cluster_and_an_rf3_topic_gets_three_replicas_on_every_pa
     }
 }
 
+/// Kafka checks a committed partition against the cluster's metadata, not against the
+/// replicas the coordinator hosts. Topics with fewer replicas than nodes (RF 1 and RF 2 on
+/// three nodes) and enough groups that every node coordinates some: every commit succeeds,
+/// whichever node coordinates the group and wherever the partition lives, and reads back.
+#[test]
+fn offset_commits_succeed_whichever_node_coordinates_the_group_and_wherever_the_partition_lives() {
+    let cluster = Cluster::start(3);
+    let bootstrap = cluster.bootstrap();
+    let rf1 = unique("rf1");
+    let rf2 = unique("rf2");
+    create_topic_rdkafka(&bootstrap, &rf1, 1, 1, OP_TIMEOUT).expect("create the RF 1 topic");
+    create_topic_rdkafka(&bootstrap, &rf2, 3, 2, OP_TIMEOUT).expect("create the RF 2 topic");
+    let md = cluster.wait_metadata(1, "both topics", OP_TIMEOUT, |md| {
+        md.partitions(&rf1).len() == 1 && md.partitions(&rf2).len() == 3
+    });
+    let rf1_replicas: BTreeSet<i32> = md.partitions(&rf1)[0].replicas.iter().copied().collect();
+    let groups: Vec<String> = (0..24)
+        .map(|i| unique(&format!("commit-group-{i}")))
+        .collect();
+    let mut coordinators = BTreeSet::new();
+    let mut away_from_rf1 = 0;
+    for (i, group) in groups.iter().enumerate() {
+        let coordinator = find_coordinator(cluster.node(1).addr(), group)
+            .unwrap_or_else(|e| panic!("{group}: {e}"));
+        coordinators.insert(coordinator);
+        if !rf1_replicas.contains(&coordinator) {
+            away_from_rf1 += 1;
+        }
+        let offset = 42 + i as i64;
+        common::mirror::commit(&bootstrap, group, &rf1, &[(0, offset)]);
+        common::mirror::commit(
+            &bootstrap,
+            group,
+            &rf2,
+            &[(0, offset), (1, offset + 1), (2, offset + 2)],
+        );
+        assert_eq!(
+            common::mirror::committed(&bootstrap, group, &rf1, 1),
+            vec![Some(offset)],
+            "{group} (coordinator {coordinator}, RF 1 replica on {rf1_replicas:?})"
+        );
+        assert_eq!(
+            common::mirror::committed(&bootstrap, group, &rf2, 3),
+            vec![Some(offset), Some(offset + 1), Some(offset + 2)],
+            "{group} (coordinator {coordinator})"
+        );
+    }
+    assert_eq!(
+        coordinators.len(),
+        3,
+        "every node coordinates some of the groups: {coordinators:?}"
+    );
+    assert!(
+        away_from_rf1 > 0,
+        "no group is coordinated away from the RF 1 topic's replica"
+    );
+}
+
 #[test]
 fn killing_the_active_controller_elects_another_and_topic_creation_works_again() {
     let mut cluster = Cluster::start(3);

@@ -462,6 +462,14 @@ impl Broker {
         self.topics_read().values().find(|t| t.id == id).cloned()
     }
 
+    /// Whether `topic` has partition `partition` in the metadata, wherever its replicas are.
+    /// Offset commits are checked against this, as Kafka checks them against its metadata
+    /// cache: a group's coordinator need not host the partitions the group consumes.
+    pub fn partition_exists(&self, topic: &str, partition: i32) -> bool {
+        self.topic(topic)
+            .is_some_and(|t| (0..t.partition_count).contains(&partition))
+    }
+
     /// A partition hosted on this node. A partition that exists elsewhere is
     /// NOT_LEADER_OR_FOLLOWER, one that does not exist UNKNOWN_TOPIC_OR_PARTITION.
     pub fn partition(&self, topic: &str, partition: i32) -> Result<Arc<Partition>, BrokerError> {

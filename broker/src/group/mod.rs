@@ -1566,7 +1566,7 @@ impl GroupCoordinator {
         for p in &req.partitions {
             let code = if p.metadata.len() > self.config.offset_metadata_max_bytes {
                 E::OffsetMetadataTooLarge.code()
-            } else if broker.partition(&p.topic, p.partition).is_err() {
+            } else if !broker.partition_exists(&p.topic, p.partition) {
                 E::UnknownTopicOrPartition.code()
             } else {
                 let value = OffsetValue {
