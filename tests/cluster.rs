@@ -219,6 +219,77 @@ fn offset_commits_succeed_whichever_node_coordinates_the_group_and_wherever_the_
     );
 }
 
+/// A partition whose directory cannot be opened goes offline alone: the node still starts,
+/// every other partition of the same image (and of later ones) becomes leader or follower
+/// there, clients of the bad one get KAFKA_STORAGE_ERROR from that node, and it comes back
+/// once its directory is fixed.
+#[test]
+fn a_partition_that_cannot_be_opened_goes_offline_alone_and_the_rest_of_the_node_serves() {
+    use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+    use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+
+    let mut cluster = Cluster::start(3);
+    let bootstrap = cluster.bootstrap();
+    // Sorts before every other topic, so its partitions come first in every image.
+    let bad = format!("aaa-{}", unique("bad"));
+    create_topic_rdkafka(&bootstrap, &bad, 1, 3, OP_TIMEOUT).expect("create the topic to break");
+    cluster.wait_metadata(1, "the topic to break", OP_TIMEOUT, |md| md.partitions(&bad).len() == 1);
+    let p = TestProducer::new(&bootstrap, &[("acks", "all")]);
+    p.produce_all(&bad, Some(0), &[TestRecord::kv("k", "before")], OP_TIMEOUT);
+
+    // Node 3 stops; its directory of that partition becomes a plain file, which no open
+    // survives (chmod would not stop root).
+    assert!(cluster.sigterm(3).success());
+    let dir = cluster.node(3).data_dir().join(format!("{bad}-0"));
+    std::fs::remove_dir_all(&dir).expect("remove the partition directory");
+    std::fs::write(&dir, b"not a directory").expect("put a file in its place");
+    cluster.restart(3);
+
+    // A change that gives node 3 new leaderships: six partitions over three nodes.
+    let good = unique("good");
+    create_topic_rdkafka(&bootstrap, &good, 6, 3, OP_TIMEOUT).expect("create a topic after");
+    let md = cluster.wait_metadata(3, "the new topic", OP_TIMEOUT, |md| {
+        md.partitions(&good).len() == 6 && md.partitions(&good).iter().all(|p| p.leader >= 0)
+    });
+    let led_by_3 = md.partitions(&good).iter().filter(|p| p.leader == 3).count();
+    assert!(led_by_3 > 0, "node 3 leads none of {good}: {md:#?}");
+    let records: Vec<TestRecord> = (0..6)
+        .map(|i| TestRecord::kv(format!("k{i}"), format!("v{i}")))
+        .collect();
+    for (i, rec) in records.iter().enumerate() {
+        p.produce_all(&good, Some(i as i32), std::slice::from_ref(rec), OP_TIMEOUT);
+    }
+    for (i, rec) in records.iter().enumerate() {
+        let got = consume_all(&bootstrap, &good, i as i32, Offset::Beginning, 1, OP_TIMEOUT);
+        assert_record_eq(rec, &got[0], &format!("{good}-{i}"));
+    }
+
+    // Node 3 answers for the broken partition with KAFKA_STORAGE_ERROR (56).
+    let ask = ListOffsetsRequest::default().with_replica_id((-1).into()).with_topics(vec![
+        ListOffsetsTopic::default()
+            .with_name(TopicName(StrBytes::from_string(bad.clone())))
+            .with_partitions(vec![ListOffsetsPartition::default().with_timestamp(-1)]),
+    ]);
+    let resp: ListOffsetsResponse =
+        raw_call_at(cluster.node(3).addr(), kafka_protocol::messages::ApiKey::ListOffsets, 5, &ask);
+    assert_eq!(resp.topics[0].partitions[0].error_code, 56, "{resp:?}");
+    assert!(
+        cluster.node(3).log().contains("partition offline on this node"),
+        "the offline partition is not logged"
+    );
+    // The rest of the site still serves the broken partition from its other replicas.
+    p.produce_all(&bad, Some(0), &[TestRecord::kv("k", "after")], OP_TIMEOUT);
+    assert_eq!(consume_all(&bootstrap, &bad, 0, Offset::Beginning, 2, OP_TIMEOUT).len(), 2);
+
+    // Fixed (the file removed): the next metadata change brings it back, and it catches up.
+    std::fs::remove_file(&dir).expect("remove the file");
+    create_topic_rdkafka(&bootstrap, &unique("nudge"), 1, 1, OP_TIMEOUT).expect("a metadata change");
+    wait_for("node 3 to report the partition back online", OP_TIMEOUT, || {
+        cluster.node(3).log().contains("partition back online").then_some(())
+    });
+}
+
 #[test]
 fn killing_the_active_controller_elects_another_and_topic_creation_works_again() {
     let mut cluster = Cluster::start(3);

@@ -109,6 +109,17 @@ pub enum BrokerError {
     /// Bad replica assignment (INVALID_REPLICA_ASSIGNMENT).
     #[error("{0}")]
     InvalidReplicaAssignment(String),
+    /// The partition is assigned here but offline: its log could not be opened or take its
+    /// role (KAFKA_STORAGE_ERROR).
+    #[error("{topic}-{partition} is offline on this node: {reason}")]
+    Offline {
+        /// Topic.
+        topic: String,
+        /// Partition.
+        partition: i32,
+        /// Why its transition failed.
+        reason: String,
+    },
     /// The partition log failed.
     #[error(transparent)]
     Log(#[from] LogError),
@@ -145,6 +156,7 @@ impl BrokerError {
             BrokerError::InvalidConfig(_) => E::InvalidConfig.code(),
             BrokerError::InvalidRequest(_) => E::InvalidRequest.code(),
             BrokerError::InvalidReplicaAssignment(_) => E::InvalidReplicaAssignment.code(),
+            BrokerError::Offline { .. } => E::KafkaStorageError.code(),
             BrokerError::Log(e) => e.kafka_error_code(),
             BrokerError::Metadata(_) => E::KafkaStorageError.code(),
             BrokerError::Controller(e) => e.kafka_error_code(),
@@ -317,6 +329,9 @@ pub struct Broker {
     /// Consumer groups and committed offsets.
     groups: GroupCoordinator,
     producer_ids: tokio::sync::Mutex<ProducerIdBlock>,
+    /// Partitions assigned here whose last transition failed, with the reason: served as
+    /// KAFKA_STORAGE_ERROR and retried on every image.
+    offline: std::sync::Mutex<BTreeMap<(String, i32), String>>,
 }
 
 fn partition_dir(data_dir: &Path, topic: &str, partition: i32) -> PathBuf {
@@ -396,6 +411,7 @@ impl Broker {
             fetchers,
             groups,
             producer_ids: tokio::sync::Mutex::new(ProducerIdBlock::default()),
+            offline: std::sync::Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -482,6 +498,14 @@ impl Broker {
         match t.local.get(&partition) {
             Some(p) => Ok(p.clone()),
             None if (0..t.partition_count).contains(&partition) => {
+                let offline = self.offline.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(reason) = offline.get(&(topic.to_string(), partition)) {
+                    return Err(BrokerError::Offline {
+                        topic: topic.to_string(),
+                        partition,
+                        reason: reason.clone(),
+                    });
+                }
                 Err(BrokerError::NotLeaderOrFollower {
                     topic: topic.to_string(),
                     partition,
@@ -961,6 +985,13 @@ impl Broker {
         let now = now_ms();
         let mut led_offsets_partitions = Vec::new();
         let mut fetch_targets = BTreeMap::new();
+        let mut offline = self.offline.lock().unwrap_or_else(|p| p.into_inner());
+        // Partitions of deleted topics, or no longer assigned here, are no longer offline here.
+        offline.retain(|(topic, index), _| {
+            image
+                .partition(topic, *index)
+                .is_some_and(|p| p.replicas.contains(&me))
+        });
         for (name, t) in &image.topics {
             let config = match TopicConfig::new(&defaults, t.configs.clone()) {
                 Ok(c) => c,
@@ -978,72 +1009,96 @@ impl Broker {
                 }
                 let index = i32::try_from(i).unwrap_or(i32::MAX);
                 let state = ReplicaState::from(p);
-                let (partition, before) = match previous.and_then(|o| o.local.get(&index)) {
-                    Some(existing) => {
-                        existing.log_mut().set_config(log_config.clone())?;
-                        let before = existing.replica_state();
-                        if before != state {
-                            tracing::debug!(topic = %name, partition = index, leader = state.leader,
+                // One partition's transition: a failure (its directory or a state file it must
+                // read is bad) takes that partition offline alone, as Kafka does, and every
+                // other partition of the image still transitions.
+                let mut transition = || -> Result<Arc<Partition>, BrokerError> {
+                    let (partition, before) = match previous.and_then(|o| o.local.get(&index)) {
+                        Some(existing) => {
+                            existing.log_mut().set_config(log_config.clone())?;
+                            let before = existing.replica_state();
+                            if before != state {
+                                tracing::debug!(topic = %name, partition = index, leader = state.leader,
                                 leader_epoch = state.leader_epoch, isr = ?state.isr, "replica state changed");
-                            existing.set_replica_state(state.clone());
+                                existing.set_replica_state(state.clone());
+                            }
+                            (existing.clone(), Some(before))
                         }
-                        (existing.clone(), Some(before))
-                    }
-                    None => {
-                        let dir = partition_dir(&self.config.data_dir, name, index);
-                        let log = PartitionLog::open(&dir, log_config.clone(), now)?;
-                        let p = Arc::new(Partition {
-                            topic: name.clone(),
-                            index,
-                            log: RwLock::new(log),
-                            replica: RwLock::new(state.clone()),
-                            leader: std::sync::Mutex::new(LeaderState {
-                                epoch: -1,
-                                ..LeaderState::default()
-                            }),
-                            changed: self.appended.clone(),
-                        });
-                        (p, None)
-                    }
-                };
-                let new_epoch = before.as_ref().is_none_or(|b| {
-                    b.leader != state.leader || b.leader_epoch != state.leader_epoch
-                });
-                if state.leader == me {
-                    if new_epoch {
-                        tracing::info!(topic = %name, partition = index, leader_epoch = state.leader_epoch,
+                        None => {
+                            let dir = partition_dir(&self.config.data_dir, name, index);
+                            let log = PartitionLog::open(&dir, log_config.clone(), now)?;
+                            let p = Arc::new(Partition {
+                                topic: name.clone(),
+                                index,
+                                log: RwLock::new(log),
+                                replica: RwLock::new(state.clone()),
+                                leader: std::sync::Mutex::new(LeaderState {
+                                    epoch: -1,
+                                    ..LeaderState::default()
+                                }),
+                                changed: self.appended.clone(),
+                            });
+                            (p, None)
+                        }
+                    };
+                    let new_epoch = before.as_ref().is_none_or(|b| {
+                        b.leader != state.leader || b.leader_epoch != state.leader_epoch
+                    });
+                    if state.leader == me {
+                        if new_epoch {
+                            tracing::info!(topic = %name, partition = index, leader_epoch = state.leader_epoch,
                             isr = ?state.isr, "leading partition");
-                        partition.become_leader(me, &state)?;
-                    } else if before.as_ref().is_some_and(|b| b.isr != state.isr) {
-                        // An ISR change was applied: the high watermark may move.
-                        partition.clear_pending_isr();
-                        partition.maybe_advance_high_watermark(me);
+                            partition.become_leader(me, &state)?;
+                        } else if before.as_ref().is_some_and(|b| b.isr != state.isr) {
+                            // An ISR change was applied: the high watermark may move.
+                            partition.clear_pending_isr();
+                            partition.maybe_advance_high_watermark(me);
+                        }
+                    } else {
+                        if new_epoch {
+                            partition.stop_leading();
+                        }
+                        let shutting_down = image.brokers.get(&me).is_some_and(|b| b.shutting_down);
+                        if let (Some(leader), false) =
+                            (image.brokers.get(&state.leader), shutting_down)
+                        {
+                            fetch_targets.insert(
+                                (name.clone(), index),
+                                FetchTarget {
+                                    leader: state.leader,
+                                    leader_addr: format!("{}:{}", leader.host, leader.port),
+                                    leader_epoch: state.leader_epoch,
+                                    partition: partition.clone(),
+                                },
+                            );
+                        }
                     }
-                } else {
-                    if new_epoch {
-                        partition.stop_leading();
+                    if new_epoch || before.as_ref() != Some(&state) {
+                        partition.notify_changed();
                     }
-                    let shutting_down = image.brokers.get(&me).is_some_and(|b| b.shutting_down);
-                    if let (Some(leader), false) = (image.brokers.get(&state.leader), shutting_down)
-                    {
-                        fetch_targets.insert(
-                            (name.clone(), index),
-                            FetchTarget {
-                                leader: state.leader,
-                                leader_addr: format!("{}:{}", leader.host, leader.port),
-                                leader_epoch: state.leader_epoch,
-                                partition: partition.clone(),
-                            },
-                        );
+                    if name == crate::group::storage::OFFSETS_TOPIC && state.leader == me {
+                        led_offsets_partitions.push(index);
+                    }
+                    Ok(partition)
+                };
+                match transition() {
+                    Ok(partition) => {
+                        if let Some(reason) = offline.remove(&(name.clone(), index)) {
+                            tracing::info!(topic = %name, partition = index, was = %reason, "partition back online");
+                        }
+                        local.insert(index, partition);
+                    }
+                    Err(e) => {
+                        let reason = e.to_string();
+                        // Said once per cause, not on every image.
+                        if offline.get(&(name.clone(), index)) != Some(&reason) {
+                            tracing::error!(topic = %name, partition = index, error = %reason,
+                                "partition offline on this node: its log cannot be opened or take its new role; \
+                                 the other partitions carry on, and it is tried again on every metadata change");
+                        }
+                        offline.insert((name.clone(), index), reason);
                     }
                 }
-                if new_epoch || before.as_ref() != Some(&state) {
-                    partition.notify_changed();
-                }
-                if name == crate::group::storage::OFFSETS_TOPIC && state.leader == me {
-                    led_offsets_partitions.push(index);
-                }
-                local.insert(index, partition);
             }
             next.insert(
                 name.clone(),
@@ -1056,6 +1111,7 @@ impl Broker {
                 }),
             );
         }
+        drop(offline);
         *self.topics.write().unwrap_or_else(|p| p.into_inner()) = next;
         *self
             .broker_configs
