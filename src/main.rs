@@ -117,7 +117,10 @@ enum BenchCommand {
 
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        // openraft's own log is off unless asked for (RUST_LOG=info,openraft=info): it reports
+        // the routine of forming a quorum and of peers stopping as WARN and ERROR. The
+        // controller says what the quorum does in lines of its own.
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=off"));
     // Colours only on a terminal: the output of `strait cluster` / `strait up` children goes
     // through a pipe into their supervisor's output and into log files.
     use std::io::IsTerminal;

@@ -234,7 +234,9 @@ fn a_partition_that_cannot_be_opened_goes_offline_alone_and_the_rest_of_the_node
     // Sorts before every other topic, so its partitions come first in every image.
     let bad = format!("aaa-{}", unique("bad"));
     create_topic_rdkafka(&bootstrap, &bad, 1, 3, OP_TIMEOUT).expect("create the topic to break");
-    cluster.wait_metadata(1, "the topic to break", OP_TIMEOUT, |md| md.partitions(&bad).len() == 1);
+    cluster.wait_metadata(1, "the topic to break", OP_TIMEOUT, |md| {
+        md.partitions(&bad).len() == 1
+    });
     let p = TestProducer::new(&bootstrap, &[("acks", "all")]);
     p.produce_all(&bad, Some(0), &[TestRecord::kv("k", "before")], OP_TIMEOUT);
 
@@ -252,7 +254,11 @@ fn a_partition_that_cannot_be_opened_goes_offline_alone_and_the_rest_of_the_node
     let md = cluster.wait_metadata(3, "the new topic", OP_TIMEOUT, |md| {
         md.partitions(&good).len() == 6 && md.partitions(&good).iter().all(|p| p.leader >= 0)
     });
-    let led_by_3 = md.partitions(&good).iter().filter(|p| p.leader == 3).count();
+    let led_by_3 = md
+        .partitions(&good)
+        .iter()
+        .filter(|p| p.leader == 3)
+        .count();
     assert!(led_by_3 > 0, "node 3 leads none of {good}: {md:#?}");
     let records: Vec<TestRecord> = (0..6)
         .map(|i| TestRecord::kv(format!("k{i}"), format!("v{i}")))
@@ -261,33 +267,61 @@ fn a_partition_that_cannot_be_opened_goes_offline_alone_and_the_rest_of_the_node
         p.produce_all(&good, Some(i as i32), std::slice::from_ref(rec), OP_TIMEOUT);
     }
     for (i, rec) in records.iter().enumerate() {
-        let got = consume_all(&bootstrap, &good, i as i32, Offset::Beginning, 1, OP_TIMEOUT);
+        let got = consume_all(
+            &bootstrap,
+            &good,
+            i as i32,
+            Offset::Beginning,
+            1,
+            OP_TIMEOUT,
+        );
         assert_record_eq(rec, &got[0], &format!("{good}-{i}"));
     }
 
     // Node 3 answers for the broken partition with KAFKA_STORAGE_ERROR (56).
-    let ask = ListOffsetsRequest::default().with_replica_id((-1).into()).with_topics(vec![
-        ListOffsetsTopic::default()
+    let ask = ListOffsetsRequest::default()
+        .with_replica_id((-1).into())
+        .with_topics(vec![ListOffsetsTopic::default()
             .with_name(TopicName(StrBytes::from_string(bad.clone())))
-            .with_partitions(vec![ListOffsetsPartition::default().with_timestamp(-1)]),
-    ]);
-    let resp: ListOffsetsResponse =
-        raw_call_at(cluster.node(3).addr(), kafka_protocol::messages::ApiKey::ListOffsets, 5, &ask);
+            .with_partitions(vec![
+                ListOffsetsPartition::default().with_timestamp(-1)
+            ])]);
+    let resp: ListOffsetsResponse = raw_call_at(
+        cluster.node(3).addr(),
+        kafka_protocol::messages::ApiKey::ListOffsets,
+        5,
+        &ask,
+    );
     assert_eq!(resp.topics[0].partitions[0].error_code, 56, "{resp:?}");
     assert!(
-        cluster.node(3).log().contains("partition offline on this node"),
+        cluster
+            .node(3)
+            .log()
+            .contains("partition offline on this node"),
         "the offline partition is not logged"
     );
     // The rest of the site still serves the broken partition from its other replicas.
     p.produce_all(&bad, Some(0), &[TestRecord::kv("k", "after")], OP_TIMEOUT);
-    assert_eq!(consume_all(&bootstrap, &bad, 0, Offset::Beginning, 2, OP_TIMEOUT).len(), 2);
+    assert_eq!(
+        consume_all(&bootstrap, &bad, 0, Offset::Beginning, 2, OP_TIMEOUT).len(),
+        2
+    );
 
     // Fixed (the file removed): the next metadata change brings it back, and it catches up.
     std::fs::remove_file(&dir).expect("remove the file");
-    create_topic_rdkafka(&bootstrap, &unique("nudge"), 1, 1, OP_TIMEOUT).expect("a metadata change");
-    wait_for("node 3 to report the partition back online", OP_TIMEOUT, || {
-        cluster.node(3).log().contains("partition back online").then_some(())
-    });
+    create_topic_rdkafka(&bootstrap, &unique("nudge"), 1, 1, OP_TIMEOUT)
+        .expect("a metadata change");
+    wait_for(
+        "node 3 to report the partition back online",
+        OP_TIMEOUT,
+        || {
+            cluster
+                .node(3)
+                .log()
+                .contains("partition back online")
+                .then_some(())
+        },
+    );
 }
 
 #[test]
@@ -710,6 +744,12 @@ fn strait_cluster_runs_a_site_for_clients_and_stops_every_node_on_sigterm() {
     assert!(
         lines.contains(&"strait cluster: e2e-site stopped".to_string()),
         "{lines:#?}"
+    );
+    // Forming the quorum, serving and a clean stop are routine: nothing a person must act on.
+    assert_eq!(
+        cmd.error_lines(),
+        Vec::<String>::new(),
+        "ERROR lines in a clean run"
     );
 }
 

@@ -865,9 +865,8 @@ impl SupervisorCommand {
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log.try_clone().expect("clone log handle")))
             .process_group(0);
-        if std::env::var_os("RUST_LOG").is_none() {
-            cmd.env("RUST_LOG", NODE_RUST_LOG);
-        }
+        // No RUST_LOG of its own: the supervisors and their children log as a user sees them,
+        // with the binary's default filter (tests assert that a clean run logs no ERROR).
         let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {what}: {e}"));
         let pgid = child.id() as i32;
         let stdout = child.stdout.take().expect("piped stdout");
@@ -965,6 +964,15 @@ impl SupervisorCommand {
     /// The processes the supervisor (or a nested one) said it started, in that order.
     pub fn started(&self) -> Vec<TrackedProcess> {
         self.started.lock().expect("tracked").clone()
+    }
+
+    /// The ERROR lines of the whole output (tracing's level column).
+    pub fn error_lines(&self) -> Vec<String> {
+        self.log()
+            .lines()
+            .filter(|l| l.contains(" ERROR "))
+            .map(str::to_string)
+            .collect()
     }
 
     /// Whether the supervisor or any process it (or a nested supervisor) started still runs.

@@ -293,8 +293,64 @@ impl Controller {
                 tracing::debug!(error = %e, "quorum already initialized elsewhere");
             }
         }
+        tokio::spawn(Controller::watch_quorum(
+            controller.clone(),
+            stop_rx.clone(),
+        ));
         tokio::spawn(Controller::leader_duties(controller.clone(), stop_rx));
         Ok(controller)
+    }
+
+    /// Says what the quorum does, in a few lines at the level each deserves: once when it is
+    /// formed, on every change of leader, and an ERROR only if Raft itself stopped. openraft's
+    /// own log is off by default (see `strait`'s log filter): it reports the routine of forming
+    /// a quorum and of peers stopping (votes ignored, a voter not listening yet, a heartbeat to
+    /// a node shutting down) as WARN and ERROR, which a person reads as failure.
+    async fn watch_quorum(controller: Arc<Controller>, mut stop: watch::Receiver<bool>) {
+        let mut metrics = controller.raft.metrics();
+        let mut leader: Option<u64> = None;
+        let mut formed = false;
+        loop {
+            let (current, term, running) = {
+                let m = metrics.borrow_and_update();
+                (
+                    m.current_leader,
+                    m.current_term,
+                    m.running_state.as_ref().err().map(|e| e.to_string()),
+                )
+            };
+            if let Some(error) = running {
+                if !*stop.borrow() {
+                    tracing::error!(%error, "the metadata quorum stopped on this node; restart the node");
+                }
+                return;
+            }
+            if current != leader {
+                match current {
+                    Some(id) if !formed => {
+                        formed = true;
+                        tracing::info!(leader = node_id_of(id), term, "metadata quorum formed");
+                    }
+                    Some(id) => {
+                        tracing::info!(
+                            leader = node_id_of(id),
+                            term,
+                            "metadata quorum has a new leader"
+                        )
+                    }
+                    None => tracing::info!(term, "metadata quorum is electing a leader"),
+                }
+                leader = current;
+            }
+            tokio::select! {
+                _ = stop.wait_for(|s| *s) => return,
+                changed = metrics.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
     }
 
     /// This node's id.
