@@ -28,8 +28,7 @@ use crate::topic_config::{ConfigValueError, TopicConfig};
 
 /// Kafka's longest legal topic name.
 pub const TOPIC_NAME_LENGTH_MAX: usize = 249;
-/// Upper bound on partitions per topic: each one is a directory and open files.
-pub const PARTITIONS_PER_TOPIC_MAX: i32 = 10_000;
+pub use crate::topic_config::PARTITIONS_PER_TOPIC_MAX;
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
@@ -390,7 +389,7 @@ impl Broker {
         remove_deleted_dirs(&data_dir);
         let broker_configs = BrokerConfigs::new(&config, DynamicBrokerConfigs::default())?;
         let (appended, _) = watch::channel(0);
-        let groups = GroupCoordinator::new(config.group_config());
+        let groups = GroupCoordinator::new(crate::group::GroupConfig::from_node(&config));
         let fetchers = FetcherManager::new(FetchSettings {
             node_id: config.node_id,
             wait_max_ms: config.replica_fetch_wait_max_ms,

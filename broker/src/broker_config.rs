@@ -14,11 +14,48 @@
 //! dynamic change of a log default reaches every topic that does not override it.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
-use crate::config::NodeConfig;
+use crate::config::{ConfigError, NodeConfig};
 use crate::metadata_store::DynamicBrokerConfigs;
-use crate::topic_config::{split_list, TOPIC_CONFIGS};
+use crate::topic_config::{split_list, PARTITIONS_PER_TOPIC_MAX, TOPIC_CONFIGS};
 use crate::topic_config::{ConfigDef, ConfigValueError, Kind, TopicConfig, TopicDefaults};
+
+impl NodeConfig {
+    /// Reads and validates a node config file: everything `config.rs` checks, then what needs
+    /// the broker's config tables (every log default accepted as AlterConfigs would accept it,
+    /// `offsets_topic_num_partitions` within the topic limits). A relative `data_dir` is
+    /// resolved against the file's directory.
+    pub fn load(path: &Path) -> Result<NodeConfig, ConfigError> {
+        let config = NodeConfig::load_unchecked(path)?;
+        check_node_config(&config, path)?;
+        Ok(config)
+    }
+
+    /// [`NodeConfig::load`] for YAML text; `path` is only used in error messages.
+    pub fn parse(text: &str, path: &Path) -> Result<NodeConfig, ConfigError> {
+        let config = NodeConfig::parse_unchecked(text, path)?;
+        check_node_config(&config, path)?;
+        Ok(config)
+    }
+}
+
+/// The checks of a node config that need the broker's and topics' config tables.
+fn check_node_config(config: &NodeConfig, path: &Path) -> Result<(), ConfigError> {
+    let invalid = |reason: String| ConfigError::Invalid {
+        path: path.to_path_buf(),
+        reason,
+    };
+    if !(1..=PARTITIONS_PER_TOPIC_MAX).contains(&config.offsets_topic_num_partitions) {
+        return Err(invalid(format!(
+            "offsets_topic_num_partitions must be between 1 and {PARTITIONS_PER_TOPIC_MAX}, got {}",
+            config.offsets_topic_num_partitions
+        )));
+    }
+    // Broker-level validation gives the same answer as AlterConfigs would.
+    BrokerConfigs::new(config, Default::default()).map_err(|e| invalid(format!("log: {e}")))?;
+    Ok(())
+}
 
 /// Kafka's DescribeConfigs config sources.
 pub mod source {

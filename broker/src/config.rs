@@ -11,8 +11,16 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::log::LogConfig;
-
+/// Kafka's `log.segment.bytes` default: 1 GiB.
+pub const LOG_SEGMENT_BYTES_DEFAULT: u64 = 1 << 30;
+/// Kafka's `log.roll.ms` default: 7 days.
+pub const LOG_SEGMENT_MS_DEFAULT: u64 = 7 * 24 * 60 * 60 * 1000;
+/// Kafka's `log.index.interval.bytes` default.
+pub const LOG_INDEX_INTERVAL_BYTES_DEFAULT: u64 = 4096;
+/// Kafka's `message.max.bytes` default.
+pub const MESSAGE_MAX_BYTES_DEFAULT: u32 = 1_048_588;
+/// Kafka's `producer.id.expiration.ms` default: one day.
+pub const PRODUCER_ID_EXPIRATION_MS_DEFAULT: u64 = 24 * 60 * 60 * 1000;
 /// Kafka's `socket.request.max.bytes` default: 100 MiB.
 pub const SOCKET_REQUEST_MAX_BYTES_DEFAULT: u32 = 100 * 1024 * 1024;
 /// Kafka's `log.retention.check.interval.ms` default: 5 minutes.
@@ -79,16 +87,15 @@ pub struct LogDefaults {
 
 impl Default for LogDefaults {
     fn default() -> Self {
-        let log = LogConfig::default();
         LogDefaults {
-            segment_bytes: log.segment_bytes,
-            segment_ms: log.segment_ms,
-            index_interval_bytes: log.index_interval_bytes,
+            segment_bytes: LOG_SEGMENT_BYTES_DEFAULT,
+            segment_ms: LOG_SEGMENT_MS_DEFAULT,
+            index_interval_bytes: LOG_INDEX_INTERVAL_BYTES_DEFAULT,
             flush_messages: None,
             flush_ms: None,
             retention_ms: 7 * 24 * 60 * 60 * 1000,
             retention_bytes: -1,
-            message_max_bytes: 1_048_588,
+            message_max_bytes: MESSAGE_MAX_BYTES_DEFAULT,
             message_timestamp_type: "CreateTime".to_string(),
         }
     }
@@ -262,7 +269,7 @@ fn default_offsets_retention_minutes() -> i64 {
     7 * 24 * 60
 }
 fn default_producer_id_expiration_ms() -> u64 {
-    crate::log::producer_state::PRODUCER_ID_EXPIRATION_MS_DEFAULT
+    PRODUCER_ID_EXPIRATION_MS_DEFAULT
 }
 fn default_broker_session_timeout_ms() -> u64 {
     9_000
@@ -352,13 +359,14 @@ impl NodeConfig {
         })
     }
 
-    /// Reads and validates a node config file.
-    pub fn load(path: &Path) -> Result<NodeConfig, ConfigError> {
+    /// Reads a node config file and checks what this module can check alone (the whole check
+    /// is [`NodeConfig::load`], in `broker_config.rs`).
+    pub(crate) fn load_unchecked(path: &Path) -> Result<NodeConfig, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_path_buf(),
             source,
         })?;
-        let mut config = NodeConfig::parse(&text, path)?;
+        let mut config = NodeConfig::parse_unchecked(&text, path)?;
         if config.data_dir.is_relative() {
             let base = path.parent().unwrap_or_else(|| Path::new("."));
             config.data_dir = base.join(&config.data_dir);
@@ -366,8 +374,9 @@ impl NodeConfig {
         Ok(config)
     }
 
-    /// Parses YAML text; `path` is only used in error messages.
-    pub fn parse(text: &str, path: &Path) -> Result<NodeConfig, ConfigError> {
+    /// Parses YAML text and checks what this module can check alone (the whole check is
+    /// [`NodeConfig::parse`], in `broker_config.rs`); `path` is only used in error messages.
+    pub(crate) fn parse_unchecked(text: &str, path: &Path) -> Result<NodeConfig, ConfigError> {
         let mut config: NodeConfig = serde_yaml::from_str(text).map_err(|e| {
             let (line, column) = e
                 .location()
@@ -423,15 +432,6 @@ impl NodeConfig {
         }
         if self.connections_max_idle_ms == 0 {
             return Err(invalid("connections_max_idle_ms must be >= 1".into()));
-        }
-        if !(1..=crate::broker::PARTITIONS_PER_TOPIC_MAX)
-            .contains(&self.offsets_topic_num_partitions)
-        {
-            return Err(invalid(format!(
-                "offsets_topic_num_partitions must be between 1 and {}, got {}",
-                crate::broker::PARTITIONS_PER_TOPIC_MAX,
-                self.offsets_topic_num_partitions
-            )));
         }
         if self.group_min_session_timeout_ms < 0
             || self.group_max_session_timeout_ms < self.group_min_session_timeout_ms
@@ -504,25 +504,7 @@ impl NodeConfig {
         if let Some(adv) = &self.advertised {
             parse_host_port(adv).map_err(|reason| invalid(format!("advertised: {reason}")))?;
         }
-        // Broker-level validation gives the same answer as AlterConfigs would.
-        crate::broker_config::BrokerConfigs::new(self, Default::default())
-            .map_err(|e| invalid(format!("log: {e}")))?;
         Ok(())
-    }
-
-    /// The group coordinator's settings.
-    pub fn group_config(&self) -> crate::group::GroupConfig {
-        crate::group::GroupConfig {
-            offsets_topic_num_partitions: self.offsets_topic_num_partitions,
-            min_session_timeout_ms: self.group_min_session_timeout_ms,
-            max_session_timeout_ms: self.group_max_session_timeout_ms,
-            initial_rebalance_delay_ms: self.group_initial_rebalance_delay_ms,
-            max_size: usize::try_from(self.group_max_size).unwrap_or(0),
-            offset_metadata_max_bytes: usize::try_from(self.offset_metadata_max_bytes).unwrap_or(0),
-            offsets_retention_ms: self.offsets_retention_minutes.saturating_mul(60_000),
-            offsets_commit_timeout_ms: self.offsets_commit_timeout_ms,
-            ..crate::group::GroupConfig::default()
-        }
     }
 
     /// The `(host, port)` clients should use, given the port actually bound.

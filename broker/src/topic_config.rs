@@ -10,6 +10,10 @@ use std::collections::BTreeMap;
 
 use crate::log::{LogConfig, Retention};
 
+/// The most partitions one topic may have (CreateTopics, CreatePartitions, and the offsets
+/// topic's `offsets_topic_num_partitions`).
+pub const PARTITIONS_PER_TOPIC_MAX: i32 = 10_000;
+
 /// Kafka's `DescribeConfigsResponse` config types.
 pub mod config_type {
     /// `BOOLEAN`.

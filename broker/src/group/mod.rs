@@ -89,6 +89,23 @@ impl Default for GroupConfig {
     }
 }
 
+impl GroupConfig {
+    /// The coordinator's settings from the node's config.
+    pub fn from_node(node: &crate::config::NodeConfig) -> GroupConfig {
+        GroupConfig {
+            offsets_topic_num_partitions: node.offsets_topic_num_partitions,
+            min_session_timeout_ms: node.group_min_session_timeout_ms,
+            max_session_timeout_ms: node.group_max_session_timeout_ms,
+            initial_rebalance_delay_ms: node.group_initial_rebalance_delay_ms,
+            max_size: usize::try_from(node.group_max_size).unwrap_or(0),
+            offset_metadata_max_bytes: usize::try_from(node.offset_metadata_max_bytes).unwrap_or(0),
+            offsets_retention_ms: node.offsets_retention_minutes.saturating_mul(60_000),
+            offsets_commit_timeout_ms: node.offsets_commit_timeout_ms,
+            ..GroupConfig::default()
+        }
+    }
+}
+
 /// A group's state, with Kafka's names (what DescribeGroups and ListGroups report).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GroupState {

@@ -111,13 +111,13 @@ pub struct LogConfig {
 impl Default for LogConfig {
     fn default() -> Self {
         LogConfig {
-            segment_bytes: 1 << 30,
-            segment_ms: 7 * 24 * 60 * 60 * 1000,
+            segment_bytes: crate::config::LOG_SEGMENT_BYTES_DEFAULT,
+            segment_ms: crate::config::LOG_SEGMENT_MS_DEFAULT,
             segment_index_bytes: 10 * 1024 * 1024,
-            index_interval_bytes: 4096,
+            index_interval_bytes: crate::config::LOG_INDEX_INTERVAL_BYTES_DEFAULT,
             flush_messages: u64::MAX,
             flush_ms: u64::MAX,
-            max_batch_bytes: 1_048_588,
+            max_batch_bytes: crate::config::MESSAGE_MAX_BYTES_DEFAULT as usize,
             producer_id_expiration_ms: PRODUCER_ID_EXPIRATION_MS_DEFAULT,
         }
     }

@@ -38,7 +38,7 @@ pub const NO_PRODUCER_EPOCH: i16 = -1;
 /// The sequence number "before the first batch".
 pub const NO_SEQUENCE: i32 = -1;
 /// Kafka's `producer.id.expiration.ms` default: one day.
-pub const PRODUCER_ID_EXPIRATION_MS_DEFAULT: u64 = 24 * 60 * 60 * 1000;
+pub const PRODUCER_ID_EXPIRATION_MS_DEFAULT: u64 = crate::config::PRODUCER_ID_EXPIRATION_MS_DEFAULT;
 /// Upper bound on producers remembered per partition. Kafka has none (KIP-936 discusses the
 /// memory this can take); past it the producer idle the longest is forgotten, which costs that
 /// producer its duplicate detection exactly as expiry would.
