@@ -10,7 +10,6 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::sync::watch;
 use uuid::Uuid;
@@ -30,13 +29,7 @@ use crate::topic_config::{ConfigValueError, TopicConfig};
 pub const TOPIC_NAME_LENGTH_MAX: usize = 249;
 pub use crate::topic_config::PARTITIONS_PER_TOPIC_MAX;
 
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
+pub use crate::clock::now_ms;
 
 /// Checks a topic name with Kafka's rules (`Topic.validate`).
 pub fn validate_topic_name(name: &str) -> Result<(), String> {

@@ -10,8 +10,10 @@
 pub mod broker;
 pub mod broker_config;
 pub mod buffers;
+pub mod clock;
 pub mod config;
 pub mod controller;
+pub mod files;
 pub mod group;
 pub mod handlers;
 pub mod lifecycle;

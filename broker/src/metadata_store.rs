@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::Write;
+
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -63,20 +63,14 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> MetadataStoreError + '_
     }
 }
 
-/// Writes `bytes` to `path` atomically (temp file, fsync, rename, fsync of the directory).
+/// Writes `bytes` to `path` atomically and durably (see [`crate::files::write_atomically`]).
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), MetadataStoreError> {
-    let dir = path.parent().unwrap_or_else(|| Path::new("."));
-    let tmp = path.with_extension("tmp");
-    {
-        let mut f = fs::File::create(&tmp).map_err(io_err(&tmp))?;
-        f.write_all(bytes).map_err(io_err(&tmp))?;
-        f.sync_all().map_err(io_err(&tmp))?;
-    }
-    fs::rename(&tmp, path).map_err(io_err(path))?;
-    fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_err(dir))?;
-    Ok(())
+    crate::files::write_atomically(path, bytes, crate::files::RenameDurability::Durable).map_err(
+        |e| MetadataStoreError::Io {
+            path: e.path,
+            source: e.source,
+        },
+    )
 }
 
 /// Reads `meta.properties`: checks that the directory belongs to `node_id` and returns the

@@ -30,7 +30,8 @@ use kafka_protocol::records::{
 };
 use tokio::sync::oneshot;
 
-use crate::broker::{now_ms, Broker, BrokerError, NewTopic};
+use crate::broker::{Broker, BrokerError, NewTopic};
+use crate::clock::now_ms;
 use crate::log::batch;
 use crate::replication::{wait_replicated, Appended};
 use storage::{GroupValue, MemberValue, OffsetValue, StoredRecord, OFFSETS_TOPIC};

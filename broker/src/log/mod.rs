@@ -33,7 +33,7 @@ mod replication_tests;
 mod tests;
 
 use std::fs::{self, File};
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
@@ -318,9 +318,17 @@ pub(crate) fn io_err<'a>(
 
 /// Fsyncs a directory, making file creations, renames and deletions in it durable.
 pub(crate) fn sync_dir(dir: &Path) -> Result<(), LogError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_err("fsync directory", dir))
+    crate::files::sync_dir(dir).map_err(LogError::from)
+}
+
+impl From<crate::files::FileError> for LogError {
+    fn from(e: crate::files::FileError) -> LogError {
+        LogError::Io {
+            op: e.op,
+            path: e.path,
+            source: e.source,
+        }
+    }
 }
 
 fn remove_if_exists(path: &Path) -> Result<(), LogError> {
@@ -408,18 +416,11 @@ fn write_recovery_point(dir: &Path, offset: i64, durable_rename: bool) -> Result
     write_offset_file(dir, RECOVERY_POINT_FILE, offset, durable_rename)
 }
 
-/// Writes `bytes` to `path` through `<path>.tmp` (write, fsync, rename). The caller fsyncs the
-/// directory when the rename must be durable.
-fn write_file_atomically(path: &Path, bytes: &[u8]) -> Result<(), LogError> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    let mut file = File::create(&tmp).map_err(io_err("create", &tmp))?;
-    file.write_all(bytes)
-        .and_then(|()| file.sync_all())
-        .map_err(io_err("write", &tmp))?;
-    drop(file);
-    fs::rename(&tmp, path).map_err(io_err("rename", &tmp))
+/// Writes `bytes` to `path` through `<path>.tmp` (write, fsync, rename), without fsyncing the
+/// directory: the caller does ([`sync_dir`]) when the rename must be durable.
+pub(crate) fn write_file_atomically(path: &Path, bytes: &[u8]) -> Result<(), LogError> {
+    crate::files::write_atomically(path, bytes, crate::files::RenameDurability::MayRevert)
+        .map_err(LogError::from)
 }
 
 /// Reads the saved high watermark; None when the file is missing or unreadable (the log then
