@@ -9,20 +9,20 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, RwLock, RwLockReadGuard};
 
 use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::broker_config::{BrokerConfigError, BrokerConfigs};
 use crate::config::NodeConfig;
-use crate::controller::image::{self, MetadataCommand, MetadataImage, PartitionImage};
+use crate::controller::image::{self, MetadataCommand, MetadataImage};
 use crate::controller::{Controller, ControllerError};
 use crate::group::GroupCoordinator;
 use crate::log::{AppendInfo, LogConfig, LogError, PartitionLog};
 use crate::metadata_store::{DynamicBrokerConfigs, MetadataStoreError};
+use crate::partition::IsrChange;
 use crate::replication::fetcher::{FetchSettings, FetchTarget, FetcherManager};
-use crate::replication::{IsrChange, LeaderState};
 use crate::topic_config::{ConfigValueError, TopicConfig};
 
 /// Kafka's longest legal topic name.
@@ -167,89 +167,7 @@ impl From<BrokerConfigError> for BrokerError {
     }
 }
 
-/// A partition's replicas, ISR and leader as this node last applied them from the image.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReplicaState {
-    /// The leader, or -1.
-    pub leader: i32,
-    /// The leader epoch.
-    pub leader_epoch: i32,
-    /// The partition epoch.
-    pub partition_epoch: i32,
-    /// Assigned replicas.
-    pub replicas: Vec<i32>,
-    /// In-sync replicas.
-    pub isr: Vec<i32>,
-}
-
-impl From<&PartitionImage> for ReplicaState {
-    fn from(p: &PartitionImage) -> ReplicaState {
-        ReplicaState {
-            leader: p.leader,
-            leader_epoch: p.leader_epoch,
-            partition_epoch: p.partition_epoch,
-            replicas: p.replicas.clone(),
-            isr: p.isr.clone(),
-        }
-    }
-}
-
-/// One partition hosted on this node: its log and its replica state.
-pub struct Partition {
-    /// Topic name.
-    pub topic: String,
-    /// Partition index.
-    pub index: i32,
-    log: RwLock<PartitionLog>,
-    replica: RwLock<ReplicaState>,
-    /// The leader's view of its followers (see `replication`); empty when not leading.
-    pub(crate) leader: std::sync::Mutex<LeaderState>,
-    /// The broker-wide change signal: bumped on appends, high watermark moves and replica
-    /// state changes; fetches and acks=all produces wait on it.
-    changed: Arc<watch::Sender<u64>>,
-}
-
-impl Partition {
-    /// Shared access to the log (reads run concurrently).
-    pub fn log(&self) -> RwLockReadGuard<'_, PartitionLog> {
-        // A poisoned lock means a thread panicked mid-append; the log's own recovery on the
-        // next start is the remedy, so keep serving what is there.
-        self.log.read().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Exclusive access to the log (appends, flushes).
-    pub fn log_mut(&self) -> RwLockWriteGuard<'_, PartitionLog> {
-        self.log.write().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// The high watermark: every record below it is on every ISR member.
-    pub fn high_watermark(&self) -> i64 {
-        self.log().high_watermark()
-    }
-
-    /// Wakes everything waiting on the broker's change signal.
-    pub fn notify_changed(&self) {
-        self.changed.send_modify(|n| *n = n.wrapping_add(1));
-    }
-
-    /// Replicas, ISR and leader as last applied.
-    pub fn replica_state(&self) -> ReplicaState {
-        self.replica
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-
-    fn set_replica_state(&self, state: ReplicaState) {
-        *self.replica.write().unwrap_or_else(|p| p.into_inner()) = state;
-    }
-
-    /// The leader epoch, when `node` leads this partition.
-    pub fn leader_epoch_on(&self, node: i32) -> Option<i32> {
-        let state = self.replica.read().unwrap_or_else(|p| p.into_inner());
-        (state.leader == node).then_some(state.leader_epoch)
-    }
-}
+pub use crate::partition::{Partition, ReplicaState};
 
 /// A topic: its config for everyone, its partitions for the replicas this node hosts.
 /// Immutable: every applied image swaps in new `Topic`s sharing the same `Partition`s, so a
@@ -532,6 +450,23 @@ impl Broker {
             .values()
             .flat_map(|t| t.local.values().cloned())
             .collect()
+    }
+
+    /// Waits (Kafka's delayed produce) until `appended` is on every ISR member or `deadline`
+    /// passes; the error code to answer (see [`crate::replication::wait_replicated`]).
+    pub async fn wait_replicated(
+        &self,
+        appended: &crate::replication::Appended,
+        deadline: tokio::time::Instant,
+    ) -> i16 {
+        crate::replication::wait_replicated(
+            self.subscribe_appends(),
+            self.node_id(),
+            crate::replication::replica_lag_time_max_ms(&self.config),
+            appended,
+            deadline,
+        )
+        .await
     }
 
     /// A receiver that changes after every append, for long-polling fetches.
@@ -1019,17 +954,13 @@ impl Broker {
                         None => {
                             let dir = partition_dir(&self.config.data_dir, name, index);
                             let log = PartitionLog::open(&dir, log_config.clone(), now)?;
-                            let p = Arc::new(Partition {
-                                topic: name.clone(),
+                            let p = Arc::new(Partition::new(
+                                name.clone(),
                                 index,
-                                log: RwLock::new(log),
-                                replica: RwLock::new(state.clone()),
-                                leader: std::sync::Mutex::new(LeaderState {
-                                    epoch: -1,
-                                    ..LeaderState::default()
-                                }),
-                                changed: self.appended.clone(),
-                            });
+                                log,
+                                state.clone(),
+                                self.appended.clone(),
+                            ));
                             (p, None)
                         }
                     };

@@ -21,6 +21,7 @@ pub mod log;
 pub mod metadata_store;
 pub mod net;
 pub mod node;
+pub mod partition;
 pub mod replication;
 pub mod server;
 pub mod topic_config;

@@ -33,7 +33,7 @@ use tokio::sync::oneshot;
 use crate::broker::{Broker, BrokerError, NewTopic};
 use crate::clock::now_ms;
 use crate::log::batch;
-use crate::replication::{wait_replicated, Appended};
+use crate::replication::Appended;
 use storage::{GroupValue, MemberValue, OffsetValue, StoredRecord, OFFSETS_TOPIC};
 
 /// How often group deadlines are checked; bounds how late a session timeout is noticed.
@@ -1510,7 +1510,7 @@ impl GroupCoordinator {
         };
         let deadline = tokio::time::Instant::now()
             + std::time::Duration::from_millis(self.config.offsets_commit_timeout_ms);
-        let code = wait_replicated(broker, &appended, deadline).await;
+        let code = broker.wait_replicated(&appended, deadline).await;
         if code != 0 {
             // Kafka's mapping of a failed offsets append (GroupMetadataManager.storeOffsets).
             let code = if code == E::NotLeaderOrFollower.code() {

@@ -28,7 +28,7 @@ use kafka_protocol::protocol::StrBytes;
 use crate::broker::Broker;
 use crate::clock::now_ms;
 use crate::log::batch;
-use crate::replication::{replica_lag_time_max_ms, wait_replicated, Appended};
+use crate::replication::{replica_lag_time_max_ms, Appended};
 
 /// Result of producing to one partition: the response entry, plus a reason for the log, and
 /// for acks=all what to wait for.
@@ -62,7 +62,8 @@ fn produce_partition(
         .unwrap_or(1);
     if acks == -1 {
         let isr = partition.replica_state().isr.len();
-        let in_sync = partition.in_sync_count(broker.node_id(), replica_lag_time_max_ms(broker));
+        let in_sync =
+            partition.in_sync_count(broker.node_id(), replica_lag_time_max_ms(broker.config()));
         if in_sync < min_insync_replicas {
             return Err((
                 ResponseError::NotEnoughReplicas.code(),
@@ -155,7 +156,7 @@ pub async fn handle(broker: &Broker, req: ProduceRequest, version: i16) -> Optio
         return None;
     }
     for (t, p, w) in waiting {
-        let code = wait_replicated(broker, &w, deadline).await;
+        let code = broker.wait_replicated(&w, deadline).await;
         if code != 0 {
             tracing::debug!(topic = %w.partition.topic, partition = w.partition.index, code,
                 last_offset = w.last_offset, "acks=all produce not replicated");

@@ -26,8 +26,8 @@ use kafka_protocol::protocol::StrBytes;
 use tokio::sync::watch;
 
 use super::client::KafkaClient;
-use crate::broker::Partition;
 use crate::log::{LogError, UNDEFINED_EPOCH};
+use crate::partition::Partition;
 
 /// Fetch version used between brokers (the last with `replica_id` in the body).
 const FETCH_VERSION: i16 = 12;
@@ -449,7 +449,7 @@ async fn apply_fetched(
     let applied = tokio::task::spawn_blocking(move || {
         let mut log = partition.log_mut();
         if !records.is_empty() {
-            log.append_as_follower(&records, crate::broker::now_ms())?;
+            log.append_as_follower(&records, crate::clock::now_ms())?;
         }
         let end = log.log_end_offset();
         if leader_high_watermark.min(end) > log.high_watermark() {

@@ -1,263 +1,18 @@
-//! ISR replication, the leader's side (Kafka's `Partition` and `ReplicaManager`): what the
-//! leader of a partition knows of its followers, the high watermark, and when the ISR must
-//! shrink or grow. The follower's side, fetching from leaders, is [`fetcher`].
-//!
-//! - A follower fetches with its replica id; the fetch offset is its log end offset (LEO).
-//!   The leader records it and when the follower last caught up: at the time of a fetch that
-//!   reached the leader's LEO, or, for a fetch that reached the LEO the leader had at the
-//!   previous fetch, at that previous fetch's time (Kafka's approximation).
-//! - The high watermark is the minimum LEO of the ISR, the leader's own included; it never
-//!   moves back on a leader. While an ISR expansion is being committed the follower already
-//!   counts (Kafka's "maximal ISR"), so the HW never gets ahead of a replica the controller may
-//!   elect.
-//! - A follower not caught up for `replica_lag_time_max_ms` leaves the ISR; one whose LEO
-//!   reached the high watermark and the start of the leader's epoch joins it. Both are
-//!   AlterPartition commands to the controller; the local ISR changes only when the image
-//!   carrying the change is applied.
+//! ISR replication: the follower's side, fetching from leaders ([`fetcher`] over
+//! [`client`]), and the wait of an acks=all produce or a coordinator write for its records to
+//! reach every ISR member ([`wait_replicated`], Kafka's delayed produce). The leader's
+//! bookkeeping of its followers lives with the partition (`crate::partition`).
 
 pub mod client;
 pub mod fetcher;
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use kafka_protocol::error::ResponseError;
+use tokio::sync::watch;
 
-use crate::broker::{now_ms, Broker, Partition, ReplicaState};
-
-/// What a leader knows of one follower.
-#[derive(Debug, Clone, Copy)]
-pub struct FollowerState {
-    /// The follower's log end offset (its last fetch offset); -1 before its first fetch.
-    pub log_end_offset: i64,
-    /// When the follower was last known to be caught up (0: never).
-    pub last_caught_up_ms: i64,
-    last_fetch_ms: i64,
-    last_fetch_leader_end: i64,
-}
-
-/// The leader's bookkeeping for one partition, for one leader epoch.
-#[derive(Debug, Default)]
-pub struct LeaderState {
-    /// The leader epoch this state belongs to (-1: not leading).
-    pub epoch: i32,
-    /// Followers by broker id.
-    pub followers: BTreeMap<i32, FollowerState>,
-    /// An ISR change sent to the controller and not yet applied here.
-    pub pending_isr: Option<Vec<i32>>,
-}
-
-/// An ISR change a leader should ask the controller for.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IsrChange {
-    /// The ISR wanted.
-    pub isr: Vec<i32>,
-    /// The leader epoch it is based on.
-    pub leader_epoch: i32,
-    /// The partition epoch it is based on.
-    pub partition_epoch: i32,
-}
-
-impl Partition {
-    fn leader_state(&self) -> std::sync::MutexGuard<'_, LeaderState> {
-        self.leader.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Called when this node becomes (or stays, in a new epoch) the leader: marks the epoch's
-    /// start in the log and starts follower bookkeeping afresh, every ISR member counting as
-    /// caught up now (Kafka does the same).
-    pub fn become_leader(&self, me: i32, state: &ReplicaState) -> Result<(), crate::log::LogError> {
-        let now = now_ms();
-        self.log_mut()
-            .assign_epoch_start_offset(state.leader_epoch)?;
-        {
-            let mut leader = self.leader_state();
-            leader.epoch = state.leader_epoch;
-            leader.pending_isr = None;
-            leader.followers = state
-                .replicas
-                .iter()
-                .filter(|r| **r != me)
-                .map(|r| {
-                    (
-                        *r,
-                        FollowerState {
-                            log_end_offset: -1,
-                            last_caught_up_ms: if state.isr.contains(r) { now } else { 0 },
-                            last_fetch_ms: 0,
-                            last_fetch_leader_end: -1,
-                        },
-                    )
-                })
-                .collect();
-        }
-        self.maybe_advance_high_watermark(me);
-        Ok(())
-    }
-
-    /// Called when this node stops leading the partition.
-    pub fn stop_leading(&self) {
-        let mut leader = self.leader_state();
-        leader.epoch = -1;
-        leader.followers.clear();
-        leader.pending_isr = None;
-    }
-
-    /// Moves the high watermark up to the minimum LEO of the maximal ISR (the ISR as applied
-    /// plus members of a pending expansion), if that is higher. Returns whether it moved
-    /// (waiters are woken). Runs after every leader append: no allocation but the ISR copy.
-    pub fn maybe_advance_high_watermark(&self, me: i32) -> bool {
-        let isr = self.replica_state().isr;
-        let followers_end = {
-            let leader = self.leader_state();
-            let pending = leader.pending_isr.as_deref().unwrap_or_default();
-            isr.iter()
-                .chain(pending)
-                .filter(|r| **r != me)
-                // An ISR member not heard from in this epoch holds the HW where it is.
-                .map(|r| leader.followers.get(r).map_or(-1, |f| f.log_end_offset))
-                .min()
-                .unwrap_or(i64::MAX)
-        };
-        let moved = {
-            let mut log = self.log_mut();
-            let candidate = log.log_end_offset().min(followers_end);
-            if candidate > log.high_watermark() {
-                log.set_high_watermark(candidate);
-                true
-            } else {
-                false
-            }
-        };
-        if moved {
-            self.notify_changed();
-        }
-        moved
-    }
-
-    /// Records a follower's fetch at `fetch_offset` (its LEO). Returns the ISR expansion to
-    /// ask for when the follower is out of the ISR and has caught up.
-    pub fn record_follower_fetch(
-        &self,
-        me: i32,
-        follower: i32,
-        fetch_offset: i64,
-    ) -> Option<IsrChange> {
-        let now = now_ms();
-        let (leader_end, high_watermark, epoch_start) = {
-            let log = self.log();
-            (
-                log.log_end_offset(),
-                log.high_watermark(),
-                log.leader_epoch_cache()
-                    .latest_entry()
-                    .map(|e| e.start_offset)
-                    .unwrap_or(0),
-            )
-        };
-        {
-            let mut leader = self.leader_state();
-            let f = leader.followers.get_mut(&follower)?;
-            if fetch_offset >= leader_end {
-                f.last_caught_up_ms = now;
-            } else if f.last_fetch_leader_end >= 0 && fetch_offset >= f.last_fetch_leader_end {
-                f.last_caught_up_ms = f.last_caught_up_ms.max(f.last_fetch_ms);
-            }
-            f.log_end_offset = fetch_offset;
-            f.last_fetch_ms = now;
-            f.last_fetch_leader_end = leader_end;
-        }
-        self.maybe_advance_high_watermark(me);
-        let state = self.replica_state();
-        if state.leader != me || state.isr.contains(&follower) {
-            return None;
-        }
-        let mut leader = self.leader_state();
-        if leader.pending_isr.is_some() || leader.epoch != state.leader_epoch {
-            return None;
-        }
-        if fetch_offset >= high_watermark && fetch_offset >= epoch_start {
-            let mut isr = state.isr.clone();
-            isr.push(follower);
-            leader.pending_isr = Some(isr.clone());
-            return Some(IsrChange {
-                isr,
-                leader_epoch: state.leader_epoch,
-                partition_epoch: state.partition_epoch,
-            });
-        }
-        None
-    }
-
-    /// The ISR shrink to ask for: ISR members (not this node) not caught up within
-    /// `lag_max_ms`.
-    pub fn isr_shrink(&self, me: i32, lag_max_ms: i64) -> Option<IsrChange> {
-        let state = self.replica_state();
-        if state.leader != me {
-            return None;
-        }
-        let now = now_ms();
-        let mut leader = self.leader_state();
-        if leader.pending_isr.is_some() || leader.epoch != state.leader_epoch {
-            return None;
-        }
-        let lagging: Vec<i32> = state
-            .isr
-            .iter()
-            .copied()
-            .filter(|r| *r != me)
-            .filter(|r| {
-                leader
-                    .followers
-                    .get(r)
-                    .is_none_or(|f| now - f.last_caught_up_ms > lag_max_ms)
-            })
-            .collect();
-        if lagging.is_empty() {
-            return None;
-        }
-        let isr: Vec<i32> = state
-            .isr
-            .iter()
-            .copied()
-            .filter(|r| !lagging.contains(r))
-            .collect();
-        // A shrink is not pending in the "maximal ISR" sense: until it is applied the leader
-        // keeps counting the old members, which only holds the HW back.
-        leader.pending_isr = Some(isr.clone());
-        Some(IsrChange {
-            isr,
-            leader_epoch: state.leader_epoch,
-            partition_epoch: state.partition_epoch,
-        })
-    }
-
-    /// How many ISR members this leader counts as in sync now: itself and the followers caught
-    /// up within `lag_max_ms`. Normally the ISR's size; smaller while a shrink cannot be
-    /// committed (the metadata quorum is lost), which is what the acks=all check against
-    /// `min.insync.replicas` must see (see ARCHITECTURE.md, deviations).
-    pub fn in_sync_count(&self, me: i32, lag_max_ms: i64) -> usize {
-        let state = self.replica_state();
-        let now = now_ms();
-        let leader = self.leader_state();
-        state
-            .isr
-            .iter()
-            .filter(|r| {
-                **r == me
-                    || leader
-                        .followers
-                        .get(r)
-                        .is_some_and(|f| now - f.last_caught_up_ms <= lag_max_ms)
-            })
-            .count()
-    }
-
-    /// Forgets a pending ISR change (committed, refused or failed).
-    pub fn clear_pending_isr(&self) {
-        self.leader_state().pending_isr = None;
-    }
-}
+use crate::config::NodeConfig;
+use crate::partition::Partition;
 
 /// Records appended by this node as leader, to be acknowledged once replicated (acks=all
 /// produce, group coordinator writes).
@@ -272,30 +27,32 @@ pub struct Appended {
     pub min_insync_replicas: usize,
 }
 
-/// `replica_lag_time_max_ms` of this node, as the in-sync checks take it.
-pub fn replica_lag_time_max_ms(broker: &Broker) -> i64 {
-    i64::try_from(broker.config().replica_lag_time_max_ms).unwrap_or(i64::MAX)
+/// `replica_lag_time_max_ms` of a node, as the in-sync checks take it.
+pub fn replica_lag_time_max_ms(config: &NodeConfig) -> i64 {
+    i64::try_from(config.replica_lag_time_max_ms).unwrap_or(i64::MAX)
 }
 
 /// Waits (Kafka's delayed produce) until the high watermark passes `appended.last_offset` or
 /// `deadline`; the error code to answer, 0 when replicated: NOT_LEADER_OR_FOLLOWER once this
 /// node no longer leads in the append's epoch, NOT_ENOUGH_REPLICAS_AFTER_APPEND when fewer
 /// replicas than `min.insync.replicas` are in sync by then, REQUEST_TIMED_OUT at the deadline.
+///
+/// `changes` is the broker's change signal (bumped on appends, high watermark moves and replica
+/// state changes), `me` this node, `lag_max_ms` its `replica_lag_time_max_ms`.
 pub async fn wait_replicated(
-    broker: &Broker,
+    mut changes: watch::Receiver<u64>,
+    me: i32,
+    lag_max_ms: i64,
     appended: &Appended,
     deadline: tokio::time::Instant,
 ) -> i16 {
-    let mut changes = broker.subscribe_appends();
     loop {
         changes.borrow_and_update();
-        if appended.partition.leader_epoch_on(broker.node_id()) != Some(appended.leader_epoch) {
+        if appended.partition.leader_epoch_on(me) != Some(appended.leader_epoch) {
             return ResponseError::NotLeaderOrFollower.code();
         }
         if appended.partition.high_watermark() > appended.last_offset {
-            let in_sync = appended
-                .partition
-                .in_sync_count(broker.node_id(), replica_lag_time_max_ms(broker));
+            let in_sync = appended.partition.in_sync_count(me, lag_max_ms);
             return if in_sync < appended.min_insync_replicas {
                 ResponseError::NotEnoughReplicasAfterAppend.code()
             } else {
