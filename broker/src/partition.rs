@@ -230,6 +230,13 @@ impl Partition {
         let moved = {
             let mut log = self.log_mut();
             let candidate = log.log_end_offset().min(followers_end);
+            // The high watermark never passes an ISR member's log end (nor the leader's).
+            assert!(
+                candidate <= followers_end && candidate <= log.log_end_offset(),
+                "{}-{}: high watermark candidate {candidate} above an ISR member's end",
+                self.topic,
+                self.index
+            );
             if candidate > log.high_watermark() {
                 log.set_high_watermark(candidate);
                 true

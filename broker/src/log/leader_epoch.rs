@@ -217,6 +217,15 @@ impl LeaderEpochCache {
                 "new leader epoch entry removed conflicting entries");
         }
         self.entries.push(entry);
+        // Strictly increasing in epoch and start offset: every entry kept lies below the new
+        // one in both, and the kept prefix already was.
+        if let [.., before, last] = self.entries.as_slice() {
+            assert!(
+                before.epoch < last.epoch && before.start_offset < last.start_offset,
+                "{}: leader epoch entries out of order: {before:?} then {last:?}",
+                self.dir.display()
+            );
+        }
         true
     }
 

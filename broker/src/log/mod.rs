@@ -715,7 +715,33 @@ impl PartitionLog {
         log.restore_log_start_offset()?;
         log.load_leader_epochs()?;
         log.restore_high_watermark()?;
+        log.assert_dense();
         Ok(log)
+    }
+
+    /// Offsets are contiguous across segments: each segment starts where the one before it
+    /// ends (recovery cuts a log at its first gap, so a gap here is a bug, not bad data), and
+    /// `log start <= high watermark <= log end`.
+    fn assert_dense(&self) {
+        for pair in self.segments.windows(2) {
+            assert_eq!(
+                pair[0].next_offset(),
+                pair[1].base_offset(),
+                "{}: segments {} and {} are not contiguous",
+                self.dir.display(),
+                pair[0].base_offset(),
+                pair[1].base_offset()
+            );
+        }
+        assert!(
+            self.log_start_offset <= self.high_watermark
+                && self.high_watermark <= self.log_end_offset(),
+            "{}: high watermark {} outside [{}, {}]",
+            self.dir.display(),
+            self.high_watermark,
+            self.log_start_offset,
+            self.log_end_offset()
+        );
     }
 
     /// Called once by `open`, after the log start is known: loads the leader epoch cache, or
@@ -923,6 +949,13 @@ impl PartitionLog {
         self.active_mut().append(records, &rewritten, now_ms)?;
         self.producers.commit(pending);
 
+        // Offsets are dense: the log now ends one past the last offset written.
+        assert_eq!(
+            self.log_end_offset(),
+            last_offset + 1,
+            "{}: log end offset after appending {first_offset}..={last_offset}",
+            self.dir.display()
+        );
         let unflushed = u64::try_from(self.log_end_offset() - self.recovery_point).unwrap_or(0);
         if unflushed >= self.config.flush_messages {
             self.flush()?;
@@ -1048,6 +1081,13 @@ impl PartitionLog {
             self.advance_log_start_offset_for(log_start_offset, "the leader's log start")?;
         }
 
+        // Offsets are dense: the log now ends one past the last offset written.
+        assert_eq!(
+            self.log_end_offset(),
+            last_offset + 1,
+            "{}: log end offset after appending {first_offset}..={last_offset}",
+            self.dir.display()
+        );
         let unflushed = u64::try_from(self.log_end_offset() - self.recovery_point).unwrap_or(0);
         if unflushed >= self.config.flush_messages {
             self.flush()?;
@@ -1324,6 +1364,14 @@ impl PartitionLog {
             active.flush()?;
         }
         sync_dir(&self.dir)?;
+        // Whole batches go: the log ends at or before `offset` (before it when `offset` falls
+        // inside a batch), never after.
+        assert!(
+            self.log_end_offset() <= offset,
+            "{}: log end offset {} after truncating to {offset}",
+            self.dir.display(),
+            self.log_end_offset()
+        );
         if self.recovery_point > self.log_end_offset() {
             self.recovery_point = self.log_end_offset();
             write_recovery_point(&self.dir, self.recovery_point, true)?;
