@@ -637,24 +637,6 @@ fn a_node_refuses_another_clusters_data_directory_also_when_the_cluster_starts_a
     );
 }
 
-/// Writes a cluster file and node files on fresh ports into `dir`; returns the file and the
-/// nodes' Kafka listeners.
-fn write_site(dir: &std::path::Path, name: &str) -> (std::path::PathBuf, Vec<NodeSpec>) {
-    let specs = node_specs(3);
-    let node_files = write_node_configs(dir, &specs, "");
-    (write_cluster_file(dir, name, &node_files), specs)
-}
-
-fn pid_of_node(lines: &[String], node: i32) -> i32 {
-    let prefix = format!("strait cluster: started node {node} (pid ");
-    lines
-        .iter()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .and_then(|rest| rest.split(')').next())
-        .and_then(|pid| pid.parse().ok())
-        .unwrap_or_else(|| panic!("no `started node {node}` line in {lines:#?}"))
-}
-
 #[test]
 fn strait_cluster_runs_a_site_for_clients_and_stops_every_node_on_sigterm() {
     let dir = tempfile::tempdir().expect("temp dir");

@@ -37,14 +37,6 @@ const RSS_BOUND_KIB: u64 = 256 * 1024;
 /// Concurrent attackers per target address.
 const ATTACK_THREADS: usize = 3;
 
-/// Whether `pid` runs (exists and is not a zombie waiting to be reaped).
-fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| s.rsplit(") ").next().map(|rest| !rest.starts_with('Z')))
-        .unwrap_or(false)
-}
-
 fn rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
@@ -425,7 +417,11 @@ fn a_three_node_site_under_malformed_frames_on_every_port_keeps_serving() {
         .iter()
         .map(|id| cluster.node(*id).pid() as u32)
         .collect();
-    let rss = RssWatch::start(pids.clone());
+    let tracked: Vec<common::cluster::TrackedProcess> = pids
+        .iter()
+        .map(|pid| common::cluster::TrackedProcess::of(*pid as i32).expect("node running"))
+        .collect();
+    let rss = RssWatch::start(pids);
 
     let controllers: Vec<SocketAddr> = cluster
         .ids()
@@ -448,8 +444,8 @@ fn a_three_node_site_under_malformed_frames_on_every_port_keeps_serving() {
 
     stop.store(true, Ordering::Relaxed);
     let peaks = rss.peaks_kib();
-    for (id, pid) in cluster.ids().iter().zip(&pids) {
-        assert!(alive(*pid), "node {id} exited during the attack");
+    for (id, node) in cluster.ids().iter().zip(&tracked) {
+        assert!(node.is_alive(), "node {id} exited during the attack");
     }
     let (acked, failed) = producer.join().expect("producer");
     assert_eq!(
@@ -615,8 +611,22 @@ fn ten_thousand_idle_connections_and_a_slow_client_leave_a_well_behaved_client_u
         tokio::time::sleep(Duration::from_millis(500)).await;
         (a, b)
     });
-    let over_source_accepted = over_source.len() - closed_count(&over_source);
-    let over_total_accepted = over_total.len() - closed_count(&over_total);
+    // The node closes a connection past a cap as it accepts it; under load its accept loop
+    // may still be working through the backlog, so wait (bounded) for the counts the caps
+    // imply before judging them.
+    let still_open = |streams: &[tokio::net::TcpStream]| streams.len() - closed_count(streams);
+    let settle = |streams: &[tokio::net::TcpStream], done: &dyn Fn(usize) -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let open = still_open(streams);
+            if done(open) || Instant::now() >= deadline {
+                return open;
+            }
+            thread::sleep(Duration::from_millis(200));
+        }
+    };
+    let over_source_accepted = settle(&over_source, &|open| open == 0);
+    let over_total_accepted = settle(&over_total, &|open| open <= 98);
     slow_stop.store(true, Ordering::Relaxed);
     slow.join().expect("slow client");
 

@@ -7,14 +7,13 @@ mod common;
 
 use std::collections::HashSet;
 use std::ffi::OsString;
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use common::cluster::{
-    create_topic_with_configs, node_specs, started_pid, try_metadata, write_cluster_file,
-    write_node_configs, NodeSpec, SupervisorCommand, TrackedProcess,
+    create_topic_with_configs, started_pid, try_metadata, write_site, NodeSpec, SupervisorCommand,
+    TrackedProcess,
 };
 use common::mirror::{commit, committed, flow_config, read_partition, wait_for_records};
 use common::{
@@ -26,15 +25,6 @@ use common::{
 const UP_WAIT: Duration = Duration::from_secs(120);
 const MIRROR_WAIT: Duration = Duration::from_secs(90);
 const PARTITIONS: i32 = 3;
-
-/// Writes a three-node site `name` under `root`; returns its cluster file and nodes.
-fn write_site(root: &Path, name: &str) -> (PathBuf, Vec<NodeSpec>) {
-    let dir = root.join(name);
-    std::fs::create_dir_all(&dir).unwrap();
-    let specs = node_specs(3);
-    let files = write_node_configs(&dir, &specs, "");
-    (write_cluster_file(&dir, name, &files), specs)
-}
 
 fn bootstrap(specs: &[NodeSpec]) -> String {
     specs

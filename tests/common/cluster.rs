@@ -1011,6 +1011,26 @@ pub fn started_pid(line: &str) -> Option<i32> {
     pid.parse().ok()
 }
 
+/// Writes a three-node site `name` in `root/name` (node files on fresh ports and the cluster
+/// file `strait cluster` reads); returns the cluster file and the nodes.
+pub fn write_site(root: &Path, name: &str) -> (PathBuf, Vec<NodeSpec>) {
+    let dir = root.join(name);
+    std::fs::create_dir_all(&dir).expect("create the site directory");
+    let specs = node_specs(3);
+    let files = write_node_configs(&dir, &specs, "");
+    (write_cluster_file(&dir, name, &files), specs)
+}
+
+/// The pid of node `node` from a `strait cluster` supervisor's `started node N (pid P)` line.
+pub fn pid_of_node(lines: &[String], node: i32) -> i32 {
+    let prefix = format!("strait cluster: started node {node} ");
+    lines
+        .iter()
+        .filter(|l| l.starts_with(&prefix))
+        .find_map(|l| started_pid(l))
+        .unwrap_or_else(|| panic!("no `started node {node}` line in {lines:#?}"))
+}
+
 /// A process known by pid *and* start time (field 22 of `/proc/PID/stat`), so that a later
 /// process that reuses the pid is never taken for it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
