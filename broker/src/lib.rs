@@ -13,6 +13,7 @@ pub mod buffers;
 pub mod clock;
 pub mod config;
 pub mod controller;
+pub mod exercise;
 pub mod files;
 pub mod group;
 pub mod handlers;

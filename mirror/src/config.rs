@@ -153,6 +153,9 @@ fn include_all() -> Vec<Pattern> {
     vec![Pattern::new(".*").expect("built-in pattern")]
 }
 
+/// The most memory one compiled topic or group pattern may take.
+const PATTERN_COMPILED_BYTES_MAX: usize = 1 << 20;
+
 /// A regular expression that must match a whole name.
 #[derive(Debug, Clone)]
 pub struct Pattern {
@@ -161,9 +164,15 @@ pub struct Pattern {
 }
 
 impl Pattern {
-    /// Compiles `source`, anchored at both ends.
+    /// Compiles `source`, anchored at both ends. The compiled program and its lazy DFA are
+    /// each held to 1 MiB (the regex crate allows 10 MiB and more): a short pattern such as
+    /// `\w{100}` would otherwise cost tens of megabytes, and topic and group names never need
+    /// it (`[a-z0-9._-]{100}` compiles small).
     pub fn new(source: &str) -> Result<Pattern, regex::Error> {
-        let regex = regex::Regex::new(&format!("^(?:{source})$"))?;
+        let regex = regex::RegexBuilder::new(&format!("^(?:{source})$"))
+            .size_limit(PATTERN_COMPILED_BYTES_MAX)
+            .dfa_size_limit(PATTERN_COMPILED_BYTES_MAX)
+            .build()?;
         Ok(Pattern {
             source: source.to_string(),
             regex,
@@ -614,6 +623,21 @@ mod tests {
         let err = parse(&text).unwrap_err().to_string();
         assert!(err.starts_with("mirror.yaml:"), "{err}");
         assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    }
+
+    #[test]
+    fn a_pattern_that_compiles_huge_is_refused_with_its_position() {
+        let text = format!(
+            "{CLUSTERS}flows:\n  - source: a\n    target: b\n    topics:\n      include: ['\\w{{150}}']\n"
+        );
+        let err = parse(&text).unwrap_err().to_string();
+        assert!(err.starts_with("mirror.yaml:"), "{err}");
+        assert!(err.contains("size limit"), "{err}");
+        // A pattern for real topic names of that length compiles.
+        let text = format!(
+            "{CLUSTERS}flows:\n  - source: a\n    target: b\n    topics:\n      include: ['[a-z0-9._-]{{150}}']\n"
+        );
+        parse(&text).unwrap();
     }
 
     #[test]

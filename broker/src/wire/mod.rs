@@ -9,7 +9,6 @@
 //! that are left before the decoder sees the message. [`records`] does the same for the records
 //! inside a record batch, which the crate decodes separately.
 
-pub mod exercise;
 pub mod records;
 pub mod schema;
 

@@ -146,10 +146,22 @@ fn snappy(payload: &[u8], limit_bytes: usize) -> Result<Vec<u8>, RecordsError> {
     Ok(out)
 }
 
+/// The most one byte of a raw snappy block can expand to: a three-byte copy element yields at
+/// most 64 bytes, so no valid block expands past 22 times its size.
+const SNAPPY_EXPANSION_MAX: usize = 22;
+
 fn snappy_block(block: &[u8], out: &mut Vec<u8>, limit_bytes: usize) -> Result<(), RecordsError> {
     let expanded_bytes = snap::raw::decompress_len(block).map_err(decompress_error)?;
     if expanded_bytes > limit_bytes.saturating_sub(out.len()) {
         return Err(RecordsError::TooLargeDecompressed { limit_bytes });
+    }
+    // The declared length is the block's word: hold it to what the block's bytes could
+    // possibly produce before allocating (and zeroing) that much.
+    if expanded_bytes > block.len().saturating_mul(SNAPPY_EXPANSION_MAX) {
+        return Err(RecordsError::Decompress(format!(
+            "snappy block of {} bytes declares {expanded_bytes} bytes, more than it can hold",
+            block.len()
+        )));
     }
     let start = out.len();
     out.resize(start + expanded_bytes, 0);
@@ -401,6 +413,16 @@ mod tests {
             );
             assert!(records_of(&b, 8 << 20).is_ok(), "{compression:?}");
         }
+    }
+
+    #[test]
+    fn a_small_snappy_block_declaring_megabytes_is_refused_before_allocating() {
+        // Varint 64 MiB, then a few literal bytes: far more than 30 bytes can expand to.
+        let mut block = vec![0x80, 0x80, 0x80, 0x20];
+        block.extend_from_slice(&[0x08, b'a', b'b', b'c']);
+        block.resize(30, 0);
+        let err = decompress(CODEC_SNAPPY, &block, 64 << 20).unwrap_err();
+        assert!(err.to_string().contains("more than it can hold"), "{err}");
     }
 
     #[test]
