@@ -912,7 +912,13 @@ impl Broker {
         let now = now_ms();
         let mut led_offsets_partitions = Vec::new();
         let mut fetch_targets = BTreeMap::new();
-        let mut offline = self.offline.lock().unwrap_or_else(|p| p.into_inner());
+        // A copy, updated as partitions transition and put back at the end: request handlers
+        // read the map, and must not wait behind a long log recovery here.
+        let mut offline = self
+            .offline
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         // Partitions of deleted topics, or no longer assigned here, are no longer offline here.
         offline.retain(|(topic, index), _| {
             image
@@ -1034,7 +1040,7 @@ impl Broker {
                 }),
             );
         }
-        drop(offline);
+        *self.offline.lock().unwrap_or_else(|p| p.into_inner()) = offline;
         *self.topics.write().unwrap_or_else(|p| p.into_inner()) = next;
         *self
             .broker_configs
