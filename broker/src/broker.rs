@@ -27,9 +27,9 @@ use crate::topic_config::{ConfigValueError, TopicConfig};
 
 /// Kafka's longest legal topic name.
 pub const TOPIC_NAME_LENGTH_MAX: usize = 249;
-pub use crate::topic_config::PARTITIONS_PER_TOPIC_MAX;
+use crate::topic_config::PARTITIONS_PER_TOPIC_MAX;
 
-pub use crate::clock::now_ms;
+use crate::clock::now_ms;
 
 /// Checks a topic name with Kafka's rules (`Topic.validate`).
 pub fn validate_topic_name(name: &str) -> Result<(), String> {

@@ -35,7 +35,8 @@ impl PerIpSlots {
     }
 
     /// Open connections from `ip`.
-    pub fn open_from(&self, ip: IpAddr) -> usize {
+    #[cfg(test)]
+    fn open_from(&self, ip: IpAddr) -> usize {
         let open = self.open.lock().unwrap_or_else(|e| e.into_inner());
         open.get(&ip).copied().unwrap_or(0)
     }

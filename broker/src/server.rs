@@ -47,8 +47,6 @@ enum ConnectionEnd {
     Idle { idle_ms: u64 },
     #[error("{0}")]
     Rejected(#[from] handlers::CloseReason),
-    #[error("the node is stopping")]
-    Stopping,
 }
 
 /// What every connection of one listener shares.
@@ -127,10 +125,8 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: &Shared) 
         let _budget: Option<SemaphorePermit<'_>> = if expected > UNPOOLED_FRAME_BYTES_MAX {
             // `expected` ≤ socket.request.max.bytes ≤ queued.max.request.bytes (checked at
             // load), so the acquisition can always complete once others release.
-            match shared.request_bytes.acquire_many(expected as u32).await {
-                Ok(permit) => Some(permit),
-                Err(_) => return ConnectionEnd::Stopping,
-            }
+            let permit = shared.request_bytes.acquire_many(expected as u32).await;
+            Some(permit.expect("the request-memory semaphore is never closed"))
         } else {
             None
         };
@@ -229,7 +225,7 @@ pub async fn serve(
                 connections.spawn(async move {
                     let end = serve_connection(stream, peer, &shared).await;
                     match end {
-                        ConnectionEnd::Eof | ConnectionEnd::Stopping => {
+                        ConnectionEnd::Eof => {
                             tracing::debug!(%peer, "connection closed")
                         }
                         ConnectionEnd::Idle { idle_ms } => {
