@@ -44,15 +44,6 @@ fn idempotent_producer(broker: &Broker) -> TestProducer {
     ])
 }
 
-/// Index of a record from its key `"<tag>-key-<index>"`.
-fn index_of(key: &[u8]) -> usize {
-    let key = std::str::from_utf8(key).expect("utf-8 key");
-    key.rsplit('-')
-        .next()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("unexpected key {key}"))
-}
-
 /// Reads every partition back and checks that each produced record is stored exactly once,
 /// at the offset its delivery report named, that offsets are dense from 0 and that records
 /// of a partition are in the order they were produced.
@@ -76,7 +67,7 @@ fn assert_exactly_once(
                 record.offset, position as i64,
                 "partition {partition}: offsets are not dense from 0"
             );
-            let index = index_of(record.key.as_deref().expect("every record has a key"));
+            let index = sequence_of(record.key.as_deref().expect("every record has a key"));
             assert!(
                 !seen[index],
                 "record #{index} is stored twice (again at {partition}/{})",

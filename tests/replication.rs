@@ -48,15 +48,6 @@ fn record_value(index: usize) -> Vec<u8> {
     v
 }
 
-/// The index a consumed value carries.
-fn index_of(value: &[u8]) -> usize {
-    let text = std::str::from_utf8(&value[..28]).expect("value prefix is text");
-    text.trim_start_matches("replication-test-")
-        .trim_end_matches('-')
-        .parse()
-        .unwrap_or_else(|e| panic!("value {text:?} carries no index: {e}"))
-}
-
 /// An idempotent acks=all producer writing record after record (record `i` to partition
 /// `i % PARTITIONS`) at [`RECORDS_PER_SEC`] from its own thread until stopped.
 struct Workload {
@@ -271,7 +262,7 @@ fn validate(cluster: &Cluster, topic: &str, result: &WorkloadResult) -> usize {
     for (partition, records) in &by_partition {
         let mut previous: Option<usize> = None;
         for r in records {
-            let index = index_of(r.value.as_deref().expect("value"));
+            let index = sequence_of(r.value.as_deref().expect("value"));
             assert_eq!(
                 index % PARTITIONS as usize,
                 *partition as usize,

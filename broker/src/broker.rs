@@ -18,7 +18,7 @@ use crate::broker_config::{BrokerConfigError, BrokerConfigs};
 use crate::config::NodeConfig;
 use crate::controller::image::{self, MetadataCommand, MetadataImage};
 use crate::controller::{Controller, ControllerError};
-use crate::group::GroupCoordinator;
+use crate::group::{GroupCoordinator, WriteError};
 use crate::log::{AppendInfo, LogConfig, LogError, PartitionLog};
 use crate::metadata_store::{DynamicBrokerConfigs, MetadataStoreError};
 use crate::partition::IsrChange;
@@ -129,6 +129,9 @@ pub enum BrokerError {
         /// Why.
         message: String,
     },
+    /// The group coordinator could not use `__consumer_offsets`, with the code it got.
+    #[error("__consumer_offsets: {0}")]
+    Offsets(#[from] WriteError),
     /// Something that should not happen did (UNKNOWN_SERVER_ERROR); the message says what.
     #[error("{0}")]
     Internal(String),
@@ -153,6 +156,7 @@ impl BrokerError {
             BrokerError::Metadata(_) => E::KafkaStorageError.code(),
             BrokerError::Controller(e) => e.kafka_error_code(),
             BrokerError::Refused { code, .. } => *code,
+            BrokerError::Offsets(e) => e.code.code(),
             BrokerError::Internal(_) => E::UnknownServerError.code(),
         }
     }

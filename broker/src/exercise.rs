@@ -10,6 +10,9 @@ use kafka_protocol::protocol::Decodable;
 
 use crate::log::batch;
 
+/// The most a record set may expand to when decompressed; a replay may allow for it.
+pub use crate::log::batch::DECOMPRESSED_RECORDS_BYTES_MAX;
+
 fn dec<T: Decodable>(body: &mut Bytes, version: i16) -> Result<(), String> {
     T::decode(body, version)
         .map(drop)

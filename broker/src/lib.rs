@@ -7,25 +7,27 @@
 
 #![warn(missing_docs)]
 
-pub mod broker;
-pub mod broker_config;
-pub mod buffers;
-pub mod clock;
+pub(crate) mod broker;
+pub(crate) mod broker_config;
+pub(crate) mod buffers;
+pub(crate) mod clock;
 pub mod config;
-pub mod controller;
+pub(crate) mod controller;
+pub(crate) mod error_code;
 pub mod exercise;
-pub mod files;
-pub mod group;
-pub mod handlers;
-pub mod lifecycle;
-pub mod log;
-pub mod metadata_store;
-pub mod net;
+pub(crate) mod files;
+pub(crate) mod group;
+pub(crate) mod handlers;
+pub(crate) mod lifecycle;
+pub(crate) mod log;
+pub(crate) mod metadata_store;
+pub(crate) mod net;
 pub mod node;
-pub mod partition;
-pub mod replication;
-pub mod server;
-pub mod topic_config;
+pub(crate) mod offsets_writer;
+pub(crate) mod partition;
+pub(crate) mod replication;
+pub(crate) mod server;
+pub(crate) mod topic_config;
 pub mod wire;
 
 pub use config::NodeConfig;

@@ -231,7 +231,7 @@ impl Node {
                             // keep that file work off the async workers, as flushes do.
                             let b = broker.clone();
                             let ticked = tokio::task::spawn_blocking(move || {
-                                b.groups().tick(&b, crate::clock::now_ms())
+                                b.groups().tick(&*b, crate::clock::now_ms())
                             });
                             if let Err(e) = ticked.await {
                                 tracing::error!(error = %e, "group tick failed");

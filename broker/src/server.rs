@@ -1,5 +1,5 @@
 //! The Kafka listener: accepts connections, reads length-prefixed frames, hands each to
-//! `handlers::dispatch` and writes the responses back in request order.
+//! `handlers::dispatch_from` and writes the responses back in request order.
 //!
 //! One request is processed at a time per connection, as Kafka does (it mutes a channel while a
 //! request is in flight), which gives in-order responses for free.

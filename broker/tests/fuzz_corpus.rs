@@ -6,7 +6,7 @@
 mod replay;
 
 use strait_broker::exercise;
-use strait_broker::log::batch::DECOMPRESSED_RECORDS_BYTES_MAX;
+use strait_broker::exercise::DECOMPRESSED_RECORDS_BYTES_MAX;
 
 #[global_allocator]
 static ALLOC: replay::CountingAlloc = replay::CountingAlloc;

@@ -6,6 +6,20 @@ use rdkafka::message::Timestamp;
 
 use super::*;
 
+/// The sequence number a test record's key or value carries: the decimal after its last `-`,
+/// ignoring a padding of `.` and a trailing `-` (`"<tag>-key-17"`,
+/// `"replication-test-0000000017-....."`). Panics on anything else: a record the test did not
+/// write is a finding, not a skip.
+pub fn sequence_of(bytes: &[u8]) -> usize {
+    let text = std::str::from_utf8(bytes).expect("a test record is text");
+    text.trim_end_matches('.')
+        .trim_end_matches('-')
+        .rsplit('-')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no sequence number in {text:?}"))
+}
+
 /// A record as produced by a test.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TestRecord {

@@ -80,7 +80,7 @@ pub struct ControllerConfig {
 pub enum ControllerError {
     /// The metadata directory could not be opened.
     #[error("cannot open the metadata log: {0}")]
-    Storage(String),
+    Storage(#[from] store::StoreError),
     /// Raft failed to start.
     #[error("cannot start the metadata quorum: {0}")]
     Raft(String),

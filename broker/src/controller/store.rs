@@ -31,7 +31,7 @@ use tokio::sync::watch;
 
 use super::image::{CommandResult, MetadataImage};
 use super::TypeConfig;
-use crate::metadata_store::write_atomically;
+use crate::files::{write_atomically, FileError, RenameDurability};
 
 /// Node ids in the quorum (Kafka node ids, widened as openraft wants).
 pub type NodeId = u64;
@@ -53,24 +53,75 @@ fn sm_error(e: impl std::fmt::Display) -> StorageError<NodeId> {
     StorageIOError::write_state_machine(openraft::AnyError::error(e.to_string())).into()
 }
 
+/// A failure of the metadata log's or state machine's files.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A file operation failed.
+    #[error("cannot {op} {}: {source}", path.display())]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A JSON state file did not parse.
+    #[error("{}: {source}", path.display())]
+    Json {
+        /// The file.
+        path: PathBuf,
+        /// The parse error.
+        source: serde_json::Error,
+    },
+    /// A value could not be encoded as JSON.
+    #[error("cannot encode {what}: {source}")]
+    Encode {
+        /// What was being encoded.
+        what: &'static str,
+        /// The encoder's error.
+        source: serde_json::Error,
+    },
+    /// A log entry too large for a frame.
+    #[error("a metadata log entry of {bytes} bytes is over the frame limit of 64 MiB")]
+    EntryTooLarge {
+        /// Its encoded size.
+        bytes: usize,
+    },
+    /// An atomic write failed.
+    #[error(transparent)]
+    File(#[from] FileError),
+}
+
+fn io(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> StoreError {
+    let path = path.to_path_buf();
+    move |source| StoreError::Io { op, path, source }
+}
+
 /// The metadata directory under a node's data directory.
 pub fn metadata_dir(data_dir: &Path) -> PathBuf {
     data_dir.join("__cluster_metadata")
 }
 
-fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>, String> {
+fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>, StoreError> {
     match std::fs::read(path) {
         Ok(bytes) => serde_json::from_slice(&bytes)
             .map(Some)
-            .map_err(|e| format!("{}: {e}", path.display())),
+            .map_err(|source| StoreError::Json {
+                path: path.to_path_buf(),
+                source,
+            }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(format!("{}: {e}", path.display())),
+        Err(e) => Err(io("read", path)(e)),
     }
 }
 
-fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), String> {
-    let bytes = serde_json::to_vec(value).map_err(|e| e.to_string())?;
-    write_atomically(path, &bytes).map_err(|e| e.to_string())
+fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), StoreError> {
+    let bytes = serde_json::to_vec(value).map_err(|source| StoreError::Encode {
+        what: "a state file",
+        source,
+    })?;
+    Ok(write_atomically(path, &bytes, RenameDurability::Durable)?)
 }
 
 struct LogInner {
@@ -91,12 +142,15 @@ pub struct LogStore {
     inner: Arc<Mutex<LogInner>>,
 }
 
-fn encode_frame(entry: &Entry<TypeConfig>) -> Result<Vec<u8>, String> {
-    let json = serde_json::to_vec(entry).map_err(|e| e.to_string())?;
+fn encode_frame(entry: &Entry<TypeConfig>) -> Result<Vec<u8>, StoreError> {
+    let json = serde_json::to_vec(entry).map_err(|source| StoreError::Encode {
+        what: "a metadata log entry",
+        source,
+    })?;
     let len = u32::try_from(json.len())
         .ok()
         .filter(|l| *l <= MAX_ENTRY_BYTES)
-        .ok_or_else(|| format!("metadata log entry of {} bytes", json.len()))?;
+        .ok_or(StoreError::EntryTooLarge { bytes: json.len() })?;
     let mut frame = Vec::with_capacity(json.len() + 8);
     frame.extend_from_slice(&len.to_be_bytes());
     frame.extend_from_slice(&crc32c::crc32c(&json).to_be_bytes());
@@ -106,18 +160,17 @@ fn encode_frame(entry: &Entry<TypeConfig>) -> Result<Vec<u8>, String> {
 
 impl LogStore {
     /// Opens (creating if needed) the log in `dir`, cutting off a torn tail.
-    pub fn open(dir: &Path) -> Result<LogStore, String> {
-        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    pub fn open(dir: &Path) -> Result<LogStore, StoreError> {
+        std::fs::create_dir_all(dir).map_err(io("create", dir))?;
         let path = dir.join("raft.log");
         let mut file = OpenOptions::new()
             .read(true)
             .append(true)
             .create(true)
             .open(&path)
-            .map_err(|e| format!("{}: {e}", path.display()))?;
+            .map_err(io("open", &path))?;
         let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes)
-            .map_err(|e| format!("{}: {e}", path.display()))?;
+        file.read_to_end(&mut bytes).map_err(io("read", &path))?;
         let last_purged: Option<LogId<NodeId>> = read_json(&dir.join("purged.json"))?;
         let vote: Option<Vote<NodeId>> = read_json(&dir.join("vote.json"))?;
         let mut entries = BTreeMap::new();
@@ -154,10 +207,9 @@ impl LogStore {
                 "metadata log has a torn or corrupt tail; cutting it off");
             file.set_len(position as u64)
                 .and_then(|_| file.sync_all())
-                .map_err(|e| format!("{}: {e}", path.display()))?;
+                .map_err(io("truncate", &path))?;
         }
-        file.seek(SeekFrom::End(0))
-            .map_err(|e| format!("{}: {e}", path.display()))?;
+        file.seek(SeekFrom::End(0)).map_err(io("seek", &path))?;
         Ok(LogStore {
             inner: Arc::new(Mutex::new(LogInner {
                 dir: dir.to_path_buf(),
@@ -178,29 +230,28 @@ impl LogStore {
 
 impl LogInner {
     /// Rewrites `raft.log` with only the live entries (temp file, fsync, rename).
-    fn rewrite(&mut self) -> Result<(), String> {
+    fn rewrite(&mut self) -> Result<(), StoreError> {
         let path = self.dir.join("raft.log");
-        let tmp = self.dir.join("raft.log.tmp");
-        let io_error = |e: std::io::Error| format!("{}: {e}", path.display());
-        let mut out = File::create(&tmp).map_err(io_error)?;
+        let tmp = crate::files::temp_path(&path);
+        let mut out = File::create(&tmp).map_err(io("create", &tmp))?;
         let mut position = 0u64;
         let mut positions = Vec::with_capacity(self.entries.len());
         for (index, (entry, _)) in &self.entries {
             let frame = encode_frame(entry)?;
-            out.write_all(&frame).map_err(io_error)?;
+            out.write_all(&frame).map_err(io("write", &tmp))?;
             positions.push((*index, position));
             position += frame.len() as u64;
         }
-        out.sync_all().map_err(io_error)?;
-        std::fs::rename(&tmp, &path).map_err(io_error)?;
+        out.sync_all().map_err(io("fsync", &tmp))?;
+        std::fs::rename(&tmp, &path).map_err(io("rename", &tmp))?;
         File::open(&self.dir)
             .and_then(|d| d.sync_all())
-            .map_err(io_error)?;
+            .map_err(io("fsync directory", &self.dir))?;
         self.file = OpenOptions::new()
             .read(true)
             .append(true)
             .open(&path)
-            .map_err(io_error)?;
+            .map_err(io("open", &path))?;
         for (index, pos) in positions {
             if let Some(e) = self.entries.get_mut(&index) {
                 e.1 = pos;
@@ -365,7 +416,7 @@ pub struct StateMachine {
 
 impl StateMachine {
     /// Opens the state machine from the last snapshot in `dir`, if any.
-    pub fn open(dir: &Path) -> Result<StateMachine, String> {
+    pub fn open(dir: &Path) -> Result<StateMachine, StoreError> {
         let snapshot: Option<SnapshotFile> = read_json(&dir.join("snapshot.json"))?;
         let (image, last_applied, membership) = match &snapshot {
             Some(s) => (
@@ -418,7 +469,12 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
             image: inner.image.clone(),
         };
         let bytes = serde_json::to_vec(&file).map_err(sm_error)?;
-        write_atomically(&inner.dir.join("snapshot.json"), &bytes).map_err(sm_error)?;
+        write_atomically(
+            &inner.dir.join("snapshot.json"),
+            &bytes,
+            RenameDurability::Durable,
+        )
+        .map_err(sm_error)?;
         let meta = file.meta.clone();
         inner.snapshot = Some(file);
         Ok(Snapshot {
@@ -498,7 +554,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let bytes = snapshot.into_inner();
         let file: SnapshotFile = serde_json::from_slice(&bytes).map_err(sm_error)?;
         let mut inner = self.lock();
-        write_atomically(&inner.dir.join("snapshot.json"), &bytes).map_err(sm_error)?;
+        write_atomically(
+            &inner.dir.join("snapshot.json"),
+            &bytes,
+            RenameDurability::Durable,
+        )
+        .map_err(sm_error)?;
         inner.image = file.image.clone();
         inner.last_applied = meta.last_log_id;
         inner.membership = meta.last_membership.clone();

@@ -19,6 +19,7 @@
 //! most), and one lock makes the state machine easy to reason about.
 
 pub mod storage;
+pub mod writer;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Mutex, MutexGuard};
@@ -30,11 +31,11 @@ use kafka_protocol::records::{
 };
 use tokio::sync::oneshot;
 
-use crate::broker::{Broker, BrokerError, NewTopic};
 use crate::clock::now_ms;
+use crate::error_code::ErrorCode;
 use crate::log::batch;
-use crate::replication::Appended;
 use storage::{GroupValue, MemberValue, OffsetValue, StoredRecord, OFFSETS_TOPIC};
+pub use writer::{PartitionWriter, WriteError};
 
 /// How often group deadlines are checked; bounds how late a session timeout is noticed.
 pub const TICK_INTERVAL_MS: u64 = 100;
@@ -48,6 +49,8 @@ pub const COMPACTION_MIN_RECORDS: i64 = 10_000;
 pub const COMPACTION_LIVE_FACTOR: i64 = 4;
 /// Records per batch when a compaction rewrites live state (well under `max.message.bytes`).
 const COMPACTION_BATCH_RECORDS: usize = 500;
+/// How much of an offsets partition one read takes while it is replayed.
+const LOAD_READ_BYTES: usize = 1024 * 1024;
 /// Largest protocol metadata or assignment one member may send.
 pub const MEMBER_METADATA_BYTES_MAX: usize = 1024 * 1024;
 
@@ -175,7 +178,7 @@ pub struct JoinedMember {
 #[derive(Debug, Clone)]
 pub struct JoinResult {
     /// Kafka error code.
-    pub error_code: i16,
+    pub error_code: ErrorCode,
     /// Generation.
     pub generation_id: i32,
     /// Protocol type.
@@ -191,7 +194,7 @@ pub struct JoinResult {
 }
 
 impl JoinResult {
-    fn error(member_id: &str, code: i16) -> JoinResult {
+    fn error(member_id: &str, code: ErrorCode) -> JoinResult {
         JoinResult {
             error_code: code,
             generation_id: -1,
@@ -227,7 +230,7 @@ pub struct SyncRequest {
 #[derive(Debug, Clone)]
 pub struct SyncResult {
     /// Kafka error code.
-    pub error_code: i16,
+    pub error_code: ErrorCode,
     /// Protocol type.
     pub protocol_type: Option<String>,
     /// Chosen protocol.
@@ -237,7 +240,7 @@ pub struct SyncResult {
 }
 
 impl SyncResult {
-    fn error(code: i16) -> SyncResult {
+    fn error(code: ErrorCode) -> SyncResult {
         SyncResult {
             error_code: code,
             protocol_type: None,
@@ -436,12 +439,12 @@ impl Group {
     }
 
     /// FENCED_INSTANCE_ID or UNKNOWN_MEMBER_ID for a member that is not current.
-    fn validate_member(&self, member_id: &str, instance_id: Option<&str>) -> Result<(), i16> {
+    fn validate_member(&self, member_id: &str, instance_id: Option<&str>) -> Result<(), ErrorCode> {
         if self.static_member_fenced(member_id, instance_id) {
-            return Err(E::FencedInstanceId.code());
+            return Err(ErrorCode::from(E::FencedInstanceId));
         }
         if !self.has(member_id) {
-            return Err(E::UnknownMemberId.code());
+            return Err(ErrorCode::from(E::UnknownMemberId));
         }
         Ok(())
     }
@@ -539,7 +542,7 @@ impl Group {
     fn current_result(&self, member_id: &str, with_members: bool) -> JoinResult {
         let protocol = self.protocol_name.clone().unwrap_or_default();
         JoinResult {
-            error_code: 0,
+            error_code: ErrorCode::NONE,
             generation_id: self.generation_id,
             protocol_type: self.protocol_type.clone(),
             protocol_name: self.protocol_name.clone(),
@@ -616,22 +619,22 @@ impl Group {
     }
 }
 
-/// Why a write to `__consumer_offsets` failed, as a Kafka error code for the client.
-fn store_error_code(e: &crate::broker::BrokerError) -> i16 {
-    match e.kafka_error_code() {
-        c if c == E::MessageTooLarge.code() || c == E::RecordListTooLarge.code() => {
-            E::InvalidCommitOffsetSize.code()
-        }
-        c if c == E::UnknownTopicOrPartition.code() || c == E::NotLeaderOrFollower.code() => {
-            E::NotCoordinator.code()
-        }
-        _ => E::CoordinatorNotAvailable.code(),
+/// Why a write to `__consumer_offsets` failed, as the Kafka error code for the client (Kafka's
+/// mapping in `GroupMetadataManager.storeOffsets`).
+fn store_error_code(e: &WriteError) -> ErrorCode {
+    let c = e.code;
+    if c.is(E::MessageTooLarge) || c.is(E::RecordListTooLarge) {
+        E::InvalidCommitOffsetSize.into()
+    } else if c.is(E::UnknownTopicOrPartition) || c.is(E::NotLeaderOrFollower) {
+        E::NotCoordinator.into()
+    } else {
+        E::CoordinatorNotAvailable.into()
     }
 }
 
 /// An appended offset commit waiting for replication, with the indices of the request's
 /// partitions whose answer depends on it.
-type PendingCommit = (Appended, Vec<usize>);
+type PendingCommit<A> = (i64, A, Vec<usize>);
 
 /// The group coordinator of one node (on a single node it owns every group).
 pub struct GroupCoordinator {
@@ -672,29 +675,24 @@ impl GroupCoordinator {
     }
 
     /// Appends records for `group_id` to its offsets partition.
-    fn store(
+    fn store<W: PartitionWriter>(
         &self,
-        broker: &Broker,
+        writer: &W,
         group_id: &str,
         records: Vec<(Bytes, Option<Bytes>)>,
-    ) -> Result<Appended, crate::broker::BrokerError> {
+    ) -> Result<(i64, W::Appended), WriteError> {
         let partition_index =
             storage::partition_for(group_id, self.config.offsets_topic_num_partitions);
-        self.append_records(broker, partition_index, records)
+        self.append_records(writer, partition_index, records)
     }
 
     /// Appends records to one offsets partition as one batch.
-    fn append_records(
+    fn append_records<W: PartitionWriter>(
         &self,
-        broker: &Broker,
+        writer: &W,
         partition_index: i32,
         records: Vec<(Bytes, Option<Bytes>)>,
-    ) -> Result<Appended, crate::broker::BrokerError> {
-        let (partition, leader_epoch) = broker.leader_partition(OFFSETS_TOPIC, partition_index)?;
-        let min_insync_replicas = broker
-            .topic(OFFSETS_TOPIC)
-            .and_then(|t| t.config.get("min.insync.replicas").parse().ok())
-            .unwrap_or(1);
+    ) -> Result<(i64, W::Appended), WriteError> {
         let now = now_ms();
         let records: Vec<Record> = records
             .into_iter()
@@ -725,24 +723,23 @@ impl GroupCoordinator {
             },
         )
         .map_err(|e| {
-            crate::broker::BrokerError::Internal(format!("encoding group records: {e}"))
+            WriteError::new(
+                E::UnknownServerError,
+                format!("encoding group records: {e}"),
+            )
         })?;
-        let headers = batch::split_and_validate(&buf, usize::MAX)
-            .map_err(|e| crate::broker::BrokerError::Internal(format!("group records: {e}")))?;
-        let info = broker.append(&partition, &mut buf, &headers, None)?;
-        Ok(Appended {
-            partition,
-            leader_epoch,
-            last_offset: info.last_offset,
-            min_insync_replicas,
-        })
+        writer.append(partition_index, &mut buf)
     }
 
-    fn store_group(&self, broker: &Broker, group: &mut Group) -> Result<(), i16> {
+    fn store_group(
+        &self,
+        writer: &impl PartitionWriter,
+        group: &mut Group,
+    ) -> Result<(), ErrorCode> {
         let stored = group.stored_value();
         let value = storage::group_value(&stored);
         self.store(
-            broker,
+            writer,
             &group.id,
             vec![(storage::group_key(&group.id), Some(value))],
         )
@@ -754,20 +751,15 @@ impl GroupCoordinator {
         Ok(())
     }
 
-    /// Creates `__consumer_offsets` through the controller unless it exists, with
-    /// `offsets_topic_num_partitions` partitions and a replication factor of
-    /// `offsets_topic_replication_factor` capped by the brokers registered (Kafka refuses
-    /// instead; a small site should still get groups).
-    pub async fn ensure_offsets_topic(&self, broker: &Broker) -> Result<(), BrokerError> {
-        if broker.topic(OFFSETS_TOPIC).is_some() {
+    /// Creates `__consumer_offsets` unless it exists, with `offsets_topic_num_partitions`
+    /// partitions (the writer chooses the replication factor).
+    pub async fn ensure_offsets_topic(
+        &self,
+        writer: &impl PartitionWriter,
+    ) -> Result<(), WriteError> {
+        if writer.offsets_topic_exists() {
             return Ok(());
         }
-        let available = broker.controller().image().active_brokers().len();
-        let replication_factor = broker
-            .config()
-            .offsets_topic_replication_factor
-            .min(i16::try_from(available).unwrap_or(i16::MAX))
-            .max(1);
         let configs = [
             // Kafka's offsets.topic.segment.bytes.
             ("segment.bytes", "104857600"),
@@ -776,27 +768,9 @@ impl GroupCoordinator {
             ("retention.ms", "-1"),
             ("retention.bytes", "-1"),
         ];
-        let created = broker
-            .create_topic(&NewTopic {
-                name: OFFSETS_TOPIC.to_string(),
-                num_partitions: self.config.offsets_topic_num_partitions,
-                replication_factor,
-                configs: configs
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect(),
-                assignment: None,
-            })
-            .await;
-        match created {
-            Ok(_) => Ok(()),
-            // Another node created it first.
-            Err(BrokerError::TopicAlreadyExists(_)) => Ok(()),
-            Err(BrokerError::Refused { code, .. }) if code == E::TopicAlreadyExists.code() => {
-                Ok(())
-            }
-            Err(e) => Err(e),
-        }
+        writer
+            .create_offsets_topic(self.config.offsets_topic_num_partitions, &configs)
+            .await
     }
 
     /// Whether this node coordinates `group_id` now: it leads the group's offsets partition
@@ -820,9 +794,9 @@ impl GroupCoordinator {
     /// `onElection` / `onResignation`.
     pub fn set_led_partitions(
         &self,
-        broker: &Broker,
+        writer: &impl PartitionWriter,
         led: &[i32],
-    ) -> Result<(), crate::broker::BrokerError> {
+    ) -> Result<(), WriteError> {
         let loaded = self.loaded_partitions();
         for p in loaded.iter().filter(|p| !led.contains(p)) {
             let n = self.config.offsets_topic_num_partitions;
@@ -841,7 +815,7 @@ impl GroupCoordinator {
                 .remove(p);
         }
         for p in led.iter().filter(|p| !loaded.contains(p)) {
-            self.load_partition(broker, *p)?;
+            self.load_partition(writer, *p)?;
             self.loaded
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
@@ -851,41 +825,39 @@ impl GroupCoordinator {
     }
 
     /// Replays one `__consumer_offsets` partition into memory.
-    fn load_partition(
-        &self,
-        broker: &Broker,
-        index: i32,
-    ) -> Result<(), crate::broker::BrokerError> {
-        let partition = broker.partition(OFFSETS_TOPIC, index)?;
+    fn load_partition(&self, writer: &impl PartitionWriter, index: i32) -> Result<(), WriteError> {
         let now = now_ms();
         let mut groups = self.lock();
         let mut stored_groups: HashMap<String, Option<GroupValue>> = HashMap::new();
         let mut records = 0u64;
+        let corrupt = |e: batch::BatchError| {
+            WriteError::new(E::CorruptMessage, format!("{OFFSETS_TOPIC}-{index}: {e}"))
+        };
         {
-            let log = partition.log();
-            let end = log.log_end_offset();
-            let mut offset = log.log_start_offset();
+            let (start, end) = writer.log_offsets(index)?;
+            let mut offset = start;
             while offset < end {
-                let bytes = log.read(offset, 1024 * 1024, end)?;
+                let bytes = writer.read(index, offset, LOAD_READ_BYTES, end)?;
                 if bytes.is_empty() {
                     break;
                 }
                 let mut rest = bytes;
                 while !rest.is_empty() {
-                    let header = batch::BatchHeader::parse(&rest).map_err(|e| {
-                        crate::broker::BrokerError::Internal(format!(
-                            "{OFFSETS_TOPIC}-{}: {e}",
-                            partition.index
-                        ))
-                    })?;
+                    let header = batch::BatchHeader::parse(&rest).map_err(corrupt)?;
+                    if header.total_len_bytes() > rest.len() {
+                        return Err(WriteError::new(
+                            E::CorruptMessage,
+                            format!("{OFFSETS_TOPIC}-{index}: a batch cut short at {offset}"),
+                        ));
+                    }
                     let one = rest.split_to(header.total_len_bytes());
+                    if header.next_offset() <= offset {
+                        // Read from a batch boundary below `offset` (a log read starts at the
+                        // batch holding it): already replayed.
+                        continue;
+                    }
                     offset = header.next_offset();
-                    let set = batch::decode_stored_records(one).map_err(|e| {
-                        crate::broker::BrokerError::Internal(format!(
-                            "{OFFSETS_TOPIC}-{}: {e}",
-                            partition.index
-                        ))
-                    })?;
+                    let set = batch::decode_stored_records(one).map_err(corrupt)?;
                     for record in set.records {
                         let Some(key) = record.key else { continue };
                         records += 1;
@@ -916,7 +888,7 @@ impl GroupCoordinator {
                                 stored_groups.insert(group, value);
                             }
                             Err(e) => {
-                                tracing::warn!(partition = partition.index, error = %e, "skipping record in offsets topic");
+                                tracing::warn!(partition = index, error = %e, "skipping record in offsets topic");
                             }
                         }
                     }
@@ -979,46 +951,46 @@ impl GroupCoordinator {
     }
 
     /// JoinGroup; waits while the rebalance is in progress.
-    pub async fn join(&self, broker: &Broker, req: JoinRequest) -> JoinResult {
+    pub async fn join(&self, writer: &impl PartitionWriter, req: JoinRequest) -> JoinResult {
         if !self.is_coordinator(&req.group_id) {
-            return JoinResult::error(&req.member_id, E::NotCoordinator.code());
+            return JoinResult::error(&req.member_id, ErrorCode::from(E::NotCoordinator));
         }
         let member_hint = req.member_id.clone();
         let step = {
             let mut groups = self.lock();
-            self.join_locked(broker, &mut groups, req, now_ms())
+            self.join_locked(writer, &mut groups, req, now_ms())
         };
         match step {
             Step::Done(r) => r,
             // The sender went away without an answer: the member was removed meanwhile.
-            Step::Wait(rx) => rx
-                .await
-                .unwrap_or_else(|_| JoinResult::error(&member_hint, E::UnknownMemberId.code())),
+            Step::Wait(rx) => rx.await.unwrap_or_else(|_| {
+                JoinResult::error(&member_hint, ErrorCode::from(E::UnknownMemberId))
+            }),
         }
     }
 
     fn join_locked(
         &self,
-        broker: &Broker,
+        writer: &impl PartitionWriter,
         groups: &mut HashMap<String, Group>,
         mut req: JoinRequest,
         now: i64,
     ) -> Step<JoinResult> {
-        let fail = |code: i16| Step::Done(JoinResult::error(&req.member_id, code));
+        let fail = |code: ErrorCode| Step::Done(JoinResult::error(&req.member_id, code));
         if req.group_id.is_empty() || req.group_id.len() > GROUP_ID_LENGTH_MAX {
-            return fail(E::InvalidGroupId.code());
+            return fail(ErrorCode::from(E::InvalidGroupId));
         }
         if req.session_timeout_ms < self.config.min_session_timeout_ms
             || req.session_timeout_ms > self.config.max_session_timeout_ms
         {
-            return fail(E::InvalidSessionTimeout.code());
+            return fail(ErrorCode::from(E::InvalidSessionTimeout));
         }
         if req
             .protocols
             .iter()
             .any(|(_, m)| m.len() > MEMBER_METADATA_BYTES_MAX)
         {
-            return fail(E::InvalidRequest.code());
+            return fail(ErrorCode::from(E::InvalidRequest));
         }
         if req.rebalance_timeout_ms < 0 {
             req.rebalance_timeout_ms = req.session_timeout_ms;
@@ -1028,7 +1000,7 @@ impl GroupCoordinator {
             .min(self.config.max_session_timeout_ms);
         let unknown = req.member_id.is_empty();
         if !unknown && !groups.contains_key(&req.group_id) {
-            return fail(E::UnknownMemberId.code());
+            return fail(ErrorCode::from(E::UnknownMemberId));
         }
         let group = groups
             .entry(req.group_id.clone())
@@ -1042,20 +1014,23 @@ impl GroupCoordinator {
                 .is_none_or(|i| !group.static_members.contains_key(i))
             && group.members.len() + group.pending_members.len() >= self.config.max_size
         {
-            return fail(E::GroupMaxSizeReached.code());
+            return fail(ErrorCode::from(E::GroupMaxSizeReached));
         }
         if !group.supports(&req.protocol_type, &req.protocols) {
-            return fail(E::InconsistentGroupProtocol.code());
+            return fail(ErrorCode::from(E::InconsistentGroupProtocol));
         }
         let step = if unknown {
             let new_id = format!("{}-{}", req.client_id, uuid::Uuid::new_v4());
             if let Some(instance) = req.group_instance_id.clone() {
-                self.static_join(broker, group, req, new_id, &instance, now)
+                self.static_join(writer, group, req, new_id, &instance, now)
             } else if req.require_known_member_id {
                 let expiry = now + i64::from(req.session_timeout_ms);
                 group.pending_members.insert(new_id.clone(), expiry);
                 tracing::debug!(group = %group.id, member = %new_id, "member id required");
-                Step::Done(JoinResult::error(&new_id, E::MemberIdRequired.code()))
+                Step::Done(JoinResult::error(
+                    &new_id,
+                    ErrorCode::from(E::MemberIdRequired),
+                ))
             } else {
                 req.member_id = new_id;
                 self.add_member_and_rebalance(group, req, now)
@@ -1093,16 +1068,16 @@ impl GroupCoordinator {
                         Step::Done(group.current_result(&req.member_id, false))
                     }
                 }
-                GroupState::Empty | GroupState::Dead => fail(E::UnknownMemberId.code()),
+                GroupState::Empty | GroupState::Dead => fail(ErrorCode::from(E::UnknownMemberId)),
             }
         };
-        self.try_complete_join(broker, group, now);
+        self.try_complete_join(writer, group, now);
         step
     }
 
     fn static_join(
         &self,
-        broker: &Broker,
+        writer: &impl PartitionWriter,
         group: &mut Group,
         mut req: JoinRequest,
         new_id: String,
@@ -1120,10 +1095,13 @@ impl GroupCoordinator {
             return self.add_member_and_rebalance(group, req, now);
         };
         if let Some(tx) = member.awaiting_join.take() {
-            let _ = tx.send(JoinResult::error(&old_id, E::FencedInstanceId.code()));
+            let _ = tx.send(JoinResult::error(
+                &old_id,
+                ErrorCode::from(E::FencedInstanceId),
+            ));
         }
         if let Some(tx) = member.awaiting_sync.take() {
-            let _ = tx.send(SyncResult::error(E::FencedInstanceId.code()));
+            let _ = tx.send(SyncResult::error(ErrorCode::from(E::FencedInstanceId)));
         }
         member.id = new_id.clone();
         member.last_heartbeat_ms = now;
@@ -1138,7 +1116,7 @@ impl GroupCoordinator {
         tracing::info!(group = %group.id, instance, old = %old_id, new = %new_id, "static member rejoined with a new member id");
         req.member_id = new_id.clone();
         if group.state == GroupState::Stable && matches && !was_leader {
-            if let Err(code) = self.store_group(broker, group) {
+            if let Err(code) = self.store_group(writer, group) {
                 return Step::Done(JoinResult::error(&new_id, code));
             }
             return Step::Done(group.current_result(&new_id, false));
@@ -1183,7 +1161,10 @@ impl GroupCoordinator {
     ) -> Step<JoinResult> {
         let (tx, rx) = oneshot::channel();
         let Some(member) = group.member_mut(&req.member_id) else {
-            return Step::Done(JoinResult::error(&req.member_id, E::UnknownMemberId.code()));
+            return Step::Done(JoinResult::error(
+                &req.member_id,
+                ErrorCode::from(E::UnknownMemberId),
+            ));
         };
         member.protocols = req.protocols;
         member.session_timeout_ms = req.session_timeout_ms;
@@ -1211,7 +1192,7 @@ impl GroupCoordinator {
             for m in &mut group.members {
                 m.assignment = Bytes::new();
                 if let Some(tx) = m.awaiting_sync.take() {
-                    let _ = tx.send(SyncResult::error(E::RebalanceInProgress.code()));
+                    let _ = tx.send(SyncResult::error(ErrorCode::from(E::RebalanceInProgress)));
                 }
             }
         }
@@ -1229,7 +1210,7 @@ impl GroupCoordinator {
         group.transition(GroupState::PreparingRebalance, now);
     }
 
-    fn try_complete_join(&self, broker: &Broker, group: &mut Group, now: i64) {
+    fn try_complete_join(&self, writer: &impl PartitionWriter, group: &mut Group, now: i64) {
         if group.state != GroupState::PreparingRebalance {
             return;
         }
@@ -1246,15 +1227,15 @@ impl GroupCoordinator {
                 return;
             }
             group.initial_delay = None;
-            self.complete_join(broker, group, now);
+            self.complete_join(writer, group, now);
             return;
         }
         if group.all_members_joined() || now >= group.rebalance_deadline_ms {
-            self.complete_join(broker, group, now);
+            self.complete_join(writer, group, now);
         }
     }
 
-    fn complete_join(&self, broker: &Broker, group: &mut Group, now: i64) {
+    fn complete_join(&self, writer: &impl PartitionWriter, group: &mut Group, now: i64) {
         let laggards: Vec<String> = group
             .members
             .iter()
@@ -1269,8 +1250,8 @@ impl GroupCoordinator {
         if group.members.is_empty() {
             group.protocol_name = None;
             group.transition(GroupState::Empty, now);
-            if let Err(code) = self.store_group(broker, group) {
-                tracing::warn!(group = %group.id, code, "could not store empty group");
+            if let Err(code) = self.store_group(writer, group) {
+                tracing::warn!(group = %group.id, %code, "could not store empty group");
             }
             return;
         }
@@ -1294,38 +1275,38 @@ impl GroupCoordinator {
     }
 
     /// SyncGroup; followers wait for the leader's assignment.
-    pub async fn sync(&self, broker: &Broker, req: SyncRequest) -> SyncResult {
+    pub async fn sync(&self, writer: &impl PartitionWriter, req: SyncRequest) -> SyncResult {
         if !self.is_coordinator(&req.group_id) {
-            return SyncResult::error(E::NotCoordinator.code());
+            return SyncResult::error(ErrorCode::from(E::NotCoordinator));
         }
         let step = {
             let mut groups = self.lock();
-            self.sync_locked(broker, &mut groups, req, now_ms())
+            self.sync_locked(writer, &mut groups, req, now_ms())
         };
         match step {
             Step::Done(r) => r,
             Step::Wait(rx) => rx
                 .await
-                .unwrap_or_else(|_| SyncResult::error(E::UnknownMemberId.code())),
+                .unwrap_or_else(|_| SyncResult::error(ErrorCode::from(E::UnknownMemberId))),
         }
     }
 
     fn sync_locked(
         &self,
-        broker: &Broker,
+        writer: &impl PartitionWriter,
         groups: &mut HashMap<String, Group>,
         req: SyncRequest,
         now: i64,
     ) -> Step<SyncResult> {
-        let fail = |code: i16| Step::Done(SyncResult::error(code));
+        let fail = |code: ErrorCode| Step::Done(SyncResult::error(code));
         let Some(group) = groups.get_mut(&req.group_id) else {
-            return fail(E::UnknownMemberId.code());
+            return fail(ErrorCode::from(E::UnknownMemberId));
         };
         if let Err(code) = group.validate_member(&req.member_id, req.group_instance_id.as_deref()) {
             return fail(code);
         }
         if req.generation_id != group.generation_id {
-            return fail(E::IllegalGeneration.code());
+            return fail(ErrorCode::from(E::IllegalGeneration));
         }
         if req
             .protocol_type
@@ -1336,19 +1317,19 @@ impl GroupCoordinator {
                 .as_ref()
                 .is_some_and(|n| group.protocol_name.as_ref() != Some(n))
         {
-            return fail(E::InconsistentGroupProtocol.code());
+            return fail(ErrorCode::from(E::InconsistentGroupProtocol));
         }
         match group.state {
-            GroupState::Empty | GroupState::Dead => fail(E::UnknownMemberId.code()),
-            GroupState::PreparingRebalance => fail(E::RebalanceInProgress.code()),
+            GroupState::Empty | GroupState::Dead => fail(ErrorCode::from(E::UnknownMemberId)),
+            GroupState::PreparingRebalance => fail(ErrorCode::from(E::RebalanceInProgress)),
             GroupState::Stable => {
                 let Some(member) = group.member_mut(&req.member_id) else {
-                    return fail(E::UnknownMemberId.code());
+                    return fail(ErrorCode::from(E::UnknownMemberId));
                 };
                 member.last_heartbeat_ms = now;
                 let assignment = member.assignment.clone();
                 Step::Done(SyncResult {
-                    error_code: 0,
+                    error_code: ErrorCode::NONE,
                     protocol_type: group.protocol_type.clone(),
                     protocol_name: group.protocol_name.clone(),
                     assignment,
@@ -1360,7 +1341,7 @@ impl GroupCoordinator {
                     .iter()
                     .any(|(_, a)| a.len() > MEMBER_METADATA_BYTES_MAX)
                 {
-                    return fail(E::InvalidRequest.code());
+                    return fail(ErrorCode::from(E::InvalidRequest));
                 }
                 let (tx, rx) = oneshot::channel();
                 let is_leader = group.is_leader(&req.member_id);
@@ -1373,12 +1354,12 @@ impl GroupCoordinator {
                     for m in &mut group.members {
                         m.assignment = assignments.get(&m.id).cloned().unwrap_or_default();
                     }
-                    match self.store_group(broker, group) {
+                    match self.store_group(writer, group) {
                         Ok(()) => {
                             for m in &mut group.members {
                                 if let Some(tx) = m.awaiting_sync.take() {
                                     let _ = tx.send(SyncResult {
-                                        error_code: 0,
+                                        error_code: ErrorCode::NONE,
                                         protocol_type: group.protocol_type.clone(),
                                         protocol_name: group.protocol_name.clone(),
                                         assignment: m.assignment.clone(),
@@ -1411,45 +1392,45 @@ impl GroupCoordinator {
         member_id: &str,
         instance_id: Option<&str>,
         generation_id: i32,
-    ) -> i16 {
+    ) -> ErrorCode {
         if !self.is_coordinator(group_id) {
-            return E::NotCoordinator.code();
+            return ErrorCode::from(E::NotCoordinator);
         }
         let mut groups = self.lock();
         let Some(group) = groups.get_mut(group_id) else {
-            return E::UnknownMemberId.code();
+            return ErrorCode::from(E::UnknownMemberId);
         };
         if let Err(code) = group.validate_member(member_id, instance_id) {
             return code;
         }
         if generation_id != group.generation_id {
-            return E::IllegalGeneration.code();
+            return ErrorCode::from(E::IllegalGeneration);
         }
         let state = group.state;
         if let Some(m) = group.member_mut(member_id) {
             m.last_heartbeat_ms = now_ms();
         }
         match state {
-            GroupState::Empty | GroupState::Dead => E::UnknownMemberId.code(),
-            GroupState::PreparingRebalance => E::RebalanceInProgress.code(),
-            GroupState::CompletingRebalance | GroupState::Stable => 0,
+            GroupState::Empty | GroupState::Dead => ErrorCode::from(E::UnknownMemberId),
+            GroupState::PreparingRebalance => ErrorCode::from(E::RebalanceInProgress),
+            GroupState::CompletingRebalance | GroupState::Stable => ErrorCode::NONE,
         }
     }
 
     /// LeaveGroup for one or more members: the outcome per member, in request order.
     pub fn leave(
         &self,
-        broker: &Broker,
+        writer: &impl PartitionWriter,
         group_id: &str,
         members: &[(String, Option<String>)],
-    ) -> Vec<i16> {
+    ) -> Vec<ErrorCode> {
         if !self.is_coordinator(group_id) {
-            return vec![E::NotCoordinator.code(); members.len()];
+            return vec![ErrorCode::from(E::NotCoordinator); members.len()];
         }
         let mut groups = self.lock();
         let now = now_ms();
         let Some(group) = groups.get_mut(group_id) else {
-            return vec![E::UnknownMemberId.code(); members.len()];
+            return vec![ErrorCode::from(E::UnknownMemberId); members.len()];
         };
         let mut codes = Vec::with_capacity(members.len());
         for (member_id, instance_id) in members {
@@ -1460,7 +1441,7 @@ impl GroupCoordinator {
                 {
                     Some(id) => id.clone(),
                     None => {
-                        codes.push(E::UnknownMemberId.code());
+                        codes.push(ErrorCode::from(E::UnknownMemberId));
                         continue;
                     }
                 }
@@ -1468,34 +1449,40 @@ impl GroupCoordinator {
                 member_id.clone()
             };
             if group.static_member_fenced(&member_id, instance_id.as_deref()) {
-                codes.push(E::FencedInstanceId.code());
+                codes.push(ErrorCode::from(E::FencedInstanceId));
             } else if group.pending_members.remove(&member_id).is_some() {
-                codes.push(0);
-                self.try_complete_join(broker, group, now);
+                codes.push(ErrorCode::NONE);
+                self.try_complete_join(writer, group, now);
             } else if !group.has(&member_id) {
-                codes.push(E::UnknownMemberId.code());
+                codes.push(ErrorCode::from(E::UnknownMemberId));
             } else {
                 tracing::info!(group = %group_id, member = %member_id, "member left");
-                self.remove_member_and_update(broker, group, &member_id, now);
-                codes.push(0);
+                self.remove_member_and_update(writer, group, &member_id, now);
+                codes.push(ErrorCode::NONE);
             }
         }
         codes
     }
 
-    fn remove_member_and_update(&self, broker: &Broker, group: &mut Group, id: &str, now: i64) {
+    fn remove_member_and_update(
+        &self,
+        writer: &impl PartitionWriter,
+        group: &mut Group,
+        id: &str,
+        now: i64,
+    ) {
         if let Some(mut m) = group.remove_member(id) {
             if let Some(tx) = m.awaiting_join.take() {
-                let _ = tx.send(JoinResult::error(id, E::UnknownMemberId.code()));
+                let _ = tx.send(JoinResult::error(id, ErrorCode::from(E::UnknownMemberId)));
             }
         }
         match group.state {
             GroupState::Stable | GroupState::CompletingRebalance => {
                 self.prepare_rebalance(group, now, "member left");
                 // With nobody left to wait for, the rebalance completes at once (to Empty).
-                self.try_complete_join(broker, group, now);
+                self.try_complete_join(writer, group, now);
             }
-            GroupState::PreparingRebalance => self.try_complete_join(broker, group, now),
+            GroupState::PreparingRebalance => self.try_complete_join(writer, group, now),
             GroupState::Empty | GroupState::Dead => {}
         }
     }
@@ -1503,24 +1490,28 @@ impl GroupCoordinator {
     /// OffsetCommit: a code per partition, in request order. Answered once the commit is
     /// replicated (Kafka appends it with acks=all), bounded by `offsets_commit_timeout_ms`; the
     /// new offsets are visible to OffsetFetch from the moment they are appended.
-    pub async fn commit(&self, broker: &Broker, req: &CommitRequest) -> Vec<i16> {
-        let (mut codes, appended) = self.commit_locally(broker, req);
-        let Some((appended, accepted)) = appended else {
+    pub async fn commit(
+        &self,
+        writer: &impl PartitionWriter,
+        req: &CommitRequest,
+    ) -> Vec<ErrorCode> {
+        let (mut codes, appended) = self.commit_locally(writer, req);
+        let Some((last_offset, appended, accepted)) = appended else {
             return codes;
         };
         let deadline = tokio::time::Instant::now()
             + std::time::Duration::from_millis(self.config.offsets_commit_timeout_ms);
-        let code = broker.wait_replicated(&appended, deadline).await;
-        if code != 0 {
+        let code = writer.wait_replicated(&appended, deadline).await;
+        if !code.is_none() {
             // Kafka's mapping of a failed offsets append (GroupMetadataManager.storeOffsets).
-            let code = if code == E::NotLeaderOrFollower.code() {
-                E::NotCoordinator.code()
-            } else if code == E::NotEnoughReplicasAfterAppend.code() {
-                E::CoordinatorNotAvailable.code()
+            let code = if code.is(E::NotLeaderOrFollower) {
+                E::NotCoordinator.into()
+            } else if code.is(E::NotEnoughReplicasAfterAppend) {
+                E::CoordinatorNotAvailable.into()
             } else {
                 code
             };
-            tracing::warn!(group = %req.group_id, code, last_offset = appended.last_offset,
+            tracing::warn!(group = %req.group_id, %code, last_offset,
                 "offset commit not replicated");
             for i in accepted {
                 codes[i] = code;
@@ -1531,17 +1522,17 @@ impl GroupCoordinator {
 
     /// The local part of [`GroupCoordinator::commit`]: checks and the append; returns the codes
     /// and, when something was appended, what to wait for and which codes it decides.
-    fn commit_locally(
+    fn commit_locally<W: PartitionWriter>(
         &self,
-        broker: &Broker,
+        writer: &W,
         req: &CommitRequest,
-    ) -> (Vec<i16>, Option<PendingCommit>) {
-        let all = |code: i16| (vec![code; req.partitions.len()], None);
+    ) -> (Vec<ErrorCode>, Option<PendingCommit<W::Appended>>) {
+        let all = |code: ErrorCode| (vec![code; req.partitions.len()], None);
         if req.group_id.is_empty() || req.group_id.len() > GROUP_ID_LENGTH_MAX {
-            return all(E::InvalidGroupId.code());
+            return all(ErrorCode::from(E::InvalidGroupId));
         }
         if !self.is_coordinator(&req.group_id) {
-            return all(E::NotCoordinator.code());
+            return all(ErrorCode::from(E::NotCoordinator));
         }
         let now = now_ms();
         let mut groups = self.lock();
@@ -1549,12 +1540,12 @@ impl GroupCoordinator {
             req.generation_id < 0 && req.member_id.is_empty() && req.group_instance_id.is_none();
         if !groups.contains_key(&req.group_id) {
             if !simple {
-                return all(E::IllegalGeneration.code());
+                return all(ErrorCode::from(E::IllegalGeneration));
             }
             groups.insert(req.group_id.clone(), Group::new(&req.group_id, now));
         }
         let Some(group) = groups.get_mut(&req.group_id) else {
-            return all(E::CoordinatorNotAvailable.code());
+            return all(ErrorCode::from(E::CoordinatorNotAvailable));
         };
         if !simple {
             if let Err(code) =
@@ -1563,14 +1554,14 @@ impl GroupCoordinator {
                 return all(code);
             }
             if req.generation_id != group.generation_id {
-                return all(E::IllegalGeneration.code());
+                return all(ErrorCode::from(E::IllegalGeneration));
             }
         } else if group.state != GroupState::Empty {
             // Kafka's rule: while a group has members, only members commit.
-            return all(E::UnknownMemberId.code());
+            return all(ErrorCode::from(E::UnknownMemberId));
         }
         match group.state {
-            GroupState::CompletingRebalance => return all(E::RebalanceInProgress.code()),
+            GroupState::CompletingRebalance => return all(ErrorCode::from(E::RebalanceInProgress)),
             GroupState::Stable | GroupState::PreparingRebalance => {
                 if let Some(m) = group.member_mut(&req.member_id) {
                     m.last_heartbeat_ms = now;
@@ -1583,9 +1574,9 @@ impl GroupCoordinator {
         let mut accepted = Vec::new();
         for p in &req.partitions {
             let code = if p.metadata.len() > self.config.offset_metadata_max_bytes {
-                E::OffsetMetadataTooLarge.code()
-            } else if !broker.partition_exists(&p.topic, p.partition) {
-                E::UnknownTopicOrPartition.code()
+                ErrorCode::from(E::OffsetMetadataTooLarge)
+            } else if !writer.partition_exists(&p.topic, p.partition) {
+                ErrorCode::from(E::UnknownTopicOrPartition)
             } else {
                 let value = OffsetValue {
                     offset: p.offset,
@@ -1598,21 +1589,21 @@ impl GroupCoordinator {
                     Some(storage::offset_value(&value)),
                 ));
                 accepted.push((codes.len(), (p.topic.clone(), p.partition), value));
-                0
+                ErrorCode::NONE
             };
             codes.push(code);
         }
         if records.is_empty() {
             return (codes, None);
         }
-        match self.store(broker, &req.group_id, records) {
-            Ok(appended) => {
+        match self.store(writer, &req.group_id, records) {
+            Ok((last_offset, appended)) => {
                 let mut decided = Vec::with_capacity(accepted.len());
                 for (i, key, value) in accepted {
                     group.offsets.insert(key, value);
                     decided.push(i);
                 }
-                (codes, Some((appended, decided)))
+                (codes, Some((last_offset, appended, decided)))
             }
             Err(e) => {
                 tracing::error!(group = %req.group_id, error = %e, "cannot store offsets");
@@ -1658,23 +1649,23 @@ impl GroupCoordinator {
     /// OffsetDelete: a top-level error, or a code per partition in request order.
     pub fn delete_offsets(
         &self,
-        broker: &Broker,
+        writer: &impl PartitionWriter,
         group_id: &str,
         partitions: &[(String, i32)],
-    ) -> Result<Vec<i16>, i16> {
+    ) -> Result<Vec<ErrorCode>, ErrorCode> {
         if !self.is_coordinator(group_id) {
-            return Err(E::NotCoordinator.code());
+            return Err(ErrorCode::from(E::NotCoordinator));
         }
         let mut groups = self.lock();
         let Some(group) = groups.get_mut(group_id) else {
-            return Err(E::GroupIdNotFound.code());
+            return Err(ErrorCode::from(E::GroupIdNotFound));
         };
         let subscribed: Vec<String> = match group.state {
             GroupState::Empty => Vec::new(),
-            GroupState::Dead => return Err(E::GroupIdNotFound.code()),
+            GroupState::Dead => return Err(ErrorCode::from(E::GroupIdNotFound)),
             _ => match group.subscribed_topics() {
                 Some(t) => t,
-                None => return Err(E::NonEmptyGroup.code()),
+                None => return Err(ErrorCode::from(E::NonEmptyGroup)),
             },
         };
         let mut codes = Vec::with_capacity(partitions.len());
@@ -1682,17 +1673,17 @@ impl GroupCoordinator {
         let mut doomed = Vec::new();
         for (topic, partition) in partitions {
             if subscribed.contains(topic) {
-                codes.push(E::GroupSubscribedToTopic.code());
+                codes.push(ErrorCode::from(E::GroupSubscribedToTopic));
                 continue;
             }
             if group.offsets.contains_key(&(topic.clone(), *partition)) {
                 records.push((storage::offset_key(group_id, topic, *partition), None));
                 doomed.push((topic.clone(), *partition));
             }
-            codes.push(0);
+            codes.push(ErrorCode::NONE);
         }
         if !records.is_empty() {
-            if let Err(e) = self.store(broker, group_id, records) {
+            if let Err(e) = self.store(writer, group_id, records) {
                 tracing::error!(group = %group_id, error = %e, "cannot delete offsets");
                 return Err(store_error_code(&e));
             }
@@ -1767,19 +1758,19 @@ impl GroupCoordinator {
     }
 
     /// DeleteGroups for one group: Kafka's code (NON_EMPTY_GROUP while it has members).
-    pub fn delete_group(&self, broker: &Broker, group_id: &str) -> i16 {
+    pub fn delete_group(&self, writer: &impl PartitionWriter, group_id: &str) -> ErrorCode {
         if group_id.is_empty() {
-            return E::InvalidGroupId.code();
+            return ErrorCode::from(E::InvalidGroupId);
         }
         if !self.is_coordinator(group_id) {
-            return E::NotCoordinator.code();
+            return ErrorCode::from(E::NotCoordinator);
         }
         let mut groups = self.lock();
         let Some(group) = groups.get(group_id) else {
-            return E::GroupIdNotFound.code();
+            return ErrorCode::from(E::GroupIdNotFound);
         };
         if group.state != GroupState::Empty {
-            return E::NonEmptyGroup.code();
+            return ErrorCode::from(E::NonEmptyGroup);
         }
         let mut records: Vec<(Bytes, Option<Bytes>)> = group
             .offsets
@@ -1787,19 +1778,19 @@ impl GroupCoordinator {
             .map(|(t, p)| (storage::offset_key(group_id, t, *p), None))
             .collect();
         records.push((storage::group_key(group_id), None));
-        if let Err(e) = self.store(broker, group_id, records) {
+        if let Err(e) = self.store(writer, group_id, records) {
             tracing::error!(group = %group_id, error = %e, "cannot delete group");
             return store_error_code(&e);
         }
         groups.remove(group_id);
         tracing::info!(group = %group_id, "deleted group");
-        0
+        ErrorCode::NONE
     }
 
     /// Runs every deadline that has passed: initial delays and rebalance timeouts, sync
     /// timeouts, expired sessions and pending member ids, and (every
     /// `offsets.retention.check.interval.ms`) offset expiry.
-    pub fn tick(&self, broker: &Broker, now: i64) {
+    pub fn tick(&self, writer: &impl PartitionWriter, now: i64) {
         let mut groups = self.lock();
         for group in groups.values_mut() {
             let expired: Vec<String> = group
@@ -1820,7 +1811,7 @@ impl GroupCoordinator {
                 .collect();
             for id in dead {
                 tracing::info!(group = %group.id, member = %id, "member session expired; removed");
-                self.remove_member_and_update(broker, group, &id, now);
+                self.remove_member_and_update(writer, group, &id, now);
             }
             if group.state == GroupState::CompletingRebalance && now >= group.sync_deadline_ms {
                 let laggards: Vec<String> = group
@@ -1835,7 +1826,7 @@ impl GroupCoordinator {
                 }
                 self.prepare_rebalance(group, now, "members did not sync in time");
             }
-            self.try_complete_join(broker, group, now);
+            self.try_complete_join(writer, group, now);
         }
         let mut last = self
             .last_retention_check_ms
@@ -1843,7 +1834,7 @@ impl GroupCoordinator {
             .unwrap_or_else(|p| p.into_inner());
         if now - *last >= self.config.offsets_retention_check_interval_ms {
             *last = now;
-            self.expire_offsets(broker, &mut groups, now);
+            self.expire_offsets(writer, &mut groups, now);
         }
         drop(last);
         let mut last = self
@@ -1853,7 +1844,7 @@ impl GroupCoordinator {
         if now - *last >= COMPACTION_CHECK_INTERVAL_MS {
             *last = now;
             for partition in self.loaded_partitions() {
-                if let Err(e) = self.compact_partition(broker, &groups, partition) {
+                if let Err(e) = self.compact_partition(writer, &groups, partition) {
                     tracing::warn!(partition, error = %e, "cannot compact {OFFSETS_TOPIC}");
                 }
             }
@@ -1869,16 +1860,12 @@ impl GroupCoordinator {
     /// lock, so no commit interleaves with the copy.
     fn compact_partition(
         &self,
-        broker: &Broker,
+        writer: &impl PartitionWriter,
         groups: &HashMap<String, Group>,
         partition: i32,
-    ) -> Result<(), crate::broker::BrokerError> {
+    ) -> Result<(), WriteError> {
         let n = self.config.offsets_topic_num_partitions;
-        let (start, end) = {
-            let p = broker.partition(OFFSETS_TOPIC, partition)?;
-            let log = p.log();
-            (log.log_start_offset(), log.log_end_offset())
-        };
+        let (start, end) = writer.log_offsets(partition)?;
         if end - start <= COMPACTION_MIN_RECORDS {
             // Most partitions, most of the time: no need to look at the groups.
             return Ok(());
@@ -1910,10 +1897,10 @@ impl GroupCoordinator {
         let mut pending = records.into_iter().peekable();
         while pending.peek().is_some() {
             let chunk: Vec<_> = pending.by_ref().take(COMPACTION_BATCH_RECORDS).collect();
-            self.append_records(broker, partition, chunk)?;
+            self.append_records(writer, partition, chunk)?;
         }
         // `end` is where the copy begins: only the coordinator appends here, under this lock.
-        let new_start = broker.delete_records(OFFSETS_TOPIC, partition, end)?;
+        let new_start = writer.delete_records(partition, end)?;
         tracing::info!(
             partition,
             superseded_records = end - start,
@@ -1927,7 +1914,12 @@ impl GroupCoordinator {
     /// Kafka's offset expiry for groups without members: an offset expires
     /// `offsets.retention.minutes` after the group emptied (or, for groups that never used the
     /// group protocol, after its commit). An empty group without offsets is removed.
-    fn expire_offsets(&self, broker: &Broker, groups: &mut HashMap<String, Group>, now: i64) {
+    fn expire_offsets(
+        &self,
+        writer: &impl PartitionWriter,
+        groups: &mut HashMap<String, Group>,
+        now: i64,
+    ) {
         let retention_ms = self.config.offsets_retention_ms;
         let mut removed = Vec::new();
         for group in groups.values_mut() {
@@ -1958,7 +1950,7 @@ impl GroupCoordinator {
             if records.is_empty() {
                 continue;
             }
-            if let Err(e) = self.store(broker, &group.id, records) {
+            if let Err(e) = self.store(writer, &group.id, records) {
                 tracing::warn!(group = %group.id, error = %e, "cannot expire offsets");
                 continue;
             }

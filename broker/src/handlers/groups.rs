@@ -184,7 +184,7 @@ pub async fn join_group(
         })
         .collect();
     JoinGroupResponse::default()
-        .with_error_code(r.error_code)
+        .with_error_code(r.error_code.code())
         .with_generation_id(r.generation_id)
         .with_protocol_type(r.protocol_type.map(StrBytes::from_string))
         .with_protocol_name(r.protocol_name.map(StrBytes::from_string))
@@ -216,7 +216,7 @@ pub async fn sync_group(broker: &Broker, req: SyncGroupRequest, version: i16) ->
     };
     let r = broker.groups().sync(broker, request).await;
     let resp = SyncGroupResponse::default()
-        .with_error_code(r.error_code)
+        .with_error_code(r.error_code.code())
         .with_assignment(r.assignment);
     if version >= 5 {
         resp.with_protocol_type(r.protocol_type.map(StrBytes::from_string))
@@ -234,7 +234,7 @@ pub fn heartbeat(broker: &Broker, req: HeartbeatRequest) -> HeartbeatResponse {
         req.group_instance_id.as_deref(),
         req.generation_id,
     );
-    HeartbeatResponse::default().with_error_code(code)
+    HeartbeatResponse::default().with_error_code(code.code())
 }
 
 /// LeaveGroup: one member (v0–v2) or a batch (v3+).
@@ -245,7 +245,7 @@ pub fn leave_group(broker: &Broker, req: LeaveGroupRequest, version: i16) -> Lea
         let codes = broker
             .groups()
             .leave(broker, &group_id, &[(req.member_id.to_string(), None)]);
-        return LeaveGroupResponse::default().with_error_code(codes[0]);
+        return LeaveGroupResponse::default().with_error_code(codes[0].code());
     }
     let members: Vec<(String, Option<String>)> = req
         .members
@@ -266,7 +266,7 @@ pub fn leave_group(broker: &Broker, req: LeaveGroupRequest, version: i16) -> Lea
             MemberResponse::default()
                 .with_member_id(m.member_id)
                 .with_group_instance_id(m.group_instance_id)
-                .with_error_code(code)
+                .with_error_code(code.code())
         })
         .collect();
     LeaveGroupResponse::default().with_members(responses)
@@ -320,7 +320,11 @@ pub async fn offset_commit(
                 .map(|p| {
                     OffsetCommitResponsePartition::default()
                         .with_partition_index(p.partition_index)
-                        .with_error_code(codes.next().unwrap_or(E::UnknownServerError.code()))
+                        .with_error_code(
+                            codes
+                                .next()
+                                .map_or(E::UnknownServerError.code(), |c| c.code()),
+                        )
                 })
                 .collect();
             OffsetCommitResponseTopic::default()
@@ -446,7 +450,7 @@ pub fn offset_delete(broker: &Broker, req: OffsetDeleteRequest) -> OffsetDeleteR
         .groups()
         .delete_offsets(broker, req.group_id.as_str(), &partitions)
     {
-        Err(code) => OffsetDeleteResponse::default().with_error_code(code),
+        Err(code) => OffsetDeleteResponse::default().with_error_code(code.code()),
         Ok(codes) => {
             let mut codes = codes.into_iter();
             let topics = req
@@ -459,7 +463,7 @@ pub fn offset_delete(broker: &Broker, req: OffsetDeleteRequest) -> OffsetDeleteR
                         .map(|p| {
                             OffsetDeleteResponsePartition::default()
                                 .with_partition_index(p.partition_index)
-                                .with_error_code(codes.next().unwrap_or(0))
+                                .with_error_code(codes.next().map_or(0, |c| c.code()))
                         })
                         .collect();
                     OffsetDeleteResponseTopic::default()
@@ -569,7 +573,7 @@ pub fn delete_groups(broker: &Broker, req: DeleteGroupsRequest) -> DeleteGroupsR
             let code = broker.groups().delete_group(broker, id.as_str());
             DeletableGroupResult::default()
                 .with_group_id(id)
-                .with_error_code(code)
+                .with_error_code(code.code())
         })
         .collect();
     DeleteGroupsResponse::default().with_results(results)

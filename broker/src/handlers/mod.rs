@@ -175,6 +175,7 @@ pub(crate) fn encode_response<T: Encodable>(
 }
 
 /// Handles one request frame (everything after the 4-byte length) from an unknown peer.
+#[cfg(test)]
 pub async fn dispatch(broker: &Broker, frame: Bytes) -> Result<Outcome, CloseReason> {
     dispatch_from(broker, frame, None).await
 }
@@ -580,7 +581,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let b = broker(dir.path()).await;
         // The offsets topic exists once a group coordinator was looked up, as in Kafka.
-        b.groups().ensure_offsets_topic(&b).await.unwrap();
+        b.groups().ensure_offsets_topic(&*b).await.unwrap();
         let name = TopicName(StrBytes::from_static_str("t"));
         for v in 2..=7 {
             let req = CreateTopicsRequest::default().with_topics(vec![CreatableTopic::default()

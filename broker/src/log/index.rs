@@ -172,10 +172,6 @@ impl<E: IndexEntry> IndexFile<E> {
         Ok(())
     }
 
-    fn reset(&mut self) -> io::Result<()> {
-        self.truncate_entries(0)
-    }
-
     fn flush(&self) -> io::Result<()> {
         self.file.sync_data()
     }
@@ -260,6 +256,7 @@ impl OffsetIndex {
     }
 
     /// The entry with the largest offset <= `target`, or `(base_offset, 0)` if none.
+    #[cfg(test)]
     pub fn lookup(&self, target: i64) -> OffsetPosition {
         self.lookup_entry(target).unwrap_or(OffsetPosition {
             offset: self.base_offset,
@@ -282,13 +279,9 @@ impl OffsetIndex {
     }
 
     /// Number of entries.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.inner.entries.len()
-    }
-
-    /// Whether the index has no entries.
-    pub fn is_empty(&self) -> bool {
-        self.inner.entries.is_empty()
     }
 
     /// Whether the index reached its entry limit.
@@ -328,11 +321,6 @@ impl OffsetIndex {
         self.inner.truncate_entries(keep)
     }
 
-    /// Removes every entry (before a rebuild).
-    pub fn reset(&mut self) -> io::Result<()> {
-        self.inner.reset()
-    }
-
     /// Fsyncs the file.
     pub fn flush(&self) -> io::Result<()> {
         self.inner.flush()
@@ -344,6 +332,7 @@ impl OffsetIndex {
     }
 
     /// All entries (absolute), for tests and diagnostics.
+    #[cfg(test)]
     pub fn entries(&self) -> Vec<OffsetPosition> {
         self.inner
             .entries
@@ -428,6 +417,7 @@ impl TimeIndex {
     }
 
     /// Number of entries.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.inner.entries.len()
     }
@@ -468,11 +458,6 @@ impl TimeIndex {
         self.inner.truncate_entries(keep)
     }
 
-    /// Removes every entry (before a rebuild).
-    pub fn reset(&mut self) -> io::Result<()> {
-        self.inner.reset()
-    }
-
     /// Fsyncs the file.
     pub fn flush(&self) -> io::Result<()> {
         self.inner.flush()
@@ -484,6 +469,7 @@ impl TimeIndex {
     }
 
     /// All entries (absolute), for tests and diagnostics.
+    #[cfg(test)]
     pub fn entries(&self) -> Vec<TimestampOffset> {
         self.inner
             .entries

@@ -38,14 +38,14 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 
-pub use crate::log::batch::{split_and_validate, BatchError, BatchHeader};
+pub use crate::log::batch::{BatchError, BatchHeader};
 use crate::log::leader_epoch::{CheckpointRead, EpochEntry, LeaderEpochCache};
 pub use crate::log::leader_epoch::{UNDEFINED_EPOCH, UNDEFINED_EPOCH_OFFSET};
 pub use crate::log::producer_state::ProducerStateError;
 use crate::log::producer_state::{
     ProducerBatch, ProducerStateManager, Validation, PRODUCER_ID_EXPIRATION_MS_DEFAULT,
 };
-pub use crate::log::retention::{Retention, RetentionOutcome, LOG_START_OFFSET_FILE};
+pub use crate::log::retention::Retention;
 use crate::log::segment::{Segment, INDEX_EXTENSION, LOG_EXTENSION, TIME_INDEX_EXTENSION};
 
 /// File holding the recovery point: `"<version>\n<offset>\n"`, like Kafka's checkpoint files.

@@ -61,6 +61,7 @@ pub fn increment_sequence(sequence: i32, increment: i32) -> i32 {
 }
 
 /// `sequence - decrement` with Kafka's wrap-around from 0 back to `i32::MAX`.
+#[cfg(test)]
 pub fn decrement_sequence(sequence: i32, decrement: i32) -> i32 {
     if sequence < decrement {
         i32::MAX - (decrement - sequence) + 1

@@ -856,12 +856,14 @@ impl Segment {
         last_offset - self.base_offset <= MAX_RELATIVE_OFFSET
     }
 
-    /// The offset index (for tests and diagnostics).
+    /// The offset index (for tests).
+    #[cfg(test)]
     pub fn offset_index(&self) -> &OffsetIndex {
         &self.indexing.offset_index
     }
 
-    /// The time index (for tests and diagnostics).
+    /// The time index (for tests).
+    #[cfg(test)]
     pub fn time_index(&self) -> &TimeIndex {
         &self.indexing.time_index
     }

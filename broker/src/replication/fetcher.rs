@@ -25,7 +25,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 use tokio::sync::watch;
 
-use super::client::KafkaClient;
+use super::client::{ClientError, KafkaClient};
 use crate::log::{LogError, UNDEFINED_EPOCH};
 use crate::partition::Partition;
 
@@ -68,6 +68,20 @@ pub struct FetchTarget {
 }
 
 type Targets = BTreeMap<(String, i32), FetchTarget>;
+
+/// Why a round of replica fetching ended; the fetcher drops its connection and backs off.
+#[derive(Debug, thiserror::Error)]
+enum FetchError {
+    /// No connection to the leader.
+    #[error("no connection to the leader")]
+    NotConnected,
+    /// The request failed on the wire.
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// A blocking log task panicked or was cancelled.
+    #[error("log task failed: {0}")]
+    Task(tokio::task::JoinError),
+}
 
 /// Starts and stops one fetcher task per leader as the followed partitions change.
 pub struct FetcherManager {
@@ -243,7 +257,7 @@ impl FetcherTask {
     }
 
     /// Asks where each partition's latest local epoch ends on the leader and truncates there.
-    async fn truncate(&mut self, mine: &[((String, i32), FetchTarget)]) -> Result<(), String> {
+    async fn truncate(&mut self, mine: &[((String, i32), FetchTarget)]) -> Result<(), FetchError> {
         let mut topics: BTreeMap<String, Vec<OffsetForLeaderPartition>> = BTreeMap::new();
         let mut pending = Vec::new();
         for (key, target) in mine {
@@ -286,7 +300,7 @@ impl FetcherTask {
             );
         let timeout = self.timeout();
         let Some(client) = self.client.as_mut() else {
-            return Err("no connection".into());
+            return Err(FetchError::NotConnected);
         };
         let resp: OffsetForLeaderEpochResponse = client
             .call(
@@ -295,8 +309,7 @@ impl FetcherTask {
                 &req,
                 timeout,
             )
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         for t in resp.topics {
             for p in t.partitions {
                 let key = (t.topic.0.to_string(), p.partition);
@@ -342,7 +355,7 @@ impl FetcherTask {
                         tracing::error!(topic = %key.0, partition = key.1, error = %e, "truncation failed");
                         state.phase = Phase::Paused;
                     }
-                    Err(e) => return Err(e.to_string()),
+                    Err(e) => return Err(FetchError::Task(e)),
                 }
             }
         }
@@ -350,7 +363,7 @@ impl FetcherTask {
     }
 
     /// One fetch of every partition in the Fetch phase.
-    async fn fetch(&mut self, mine: &[((String, i32), FetchTarget)]) -> Result<(), String> {
+    async fn fetch(&mut self, mine: &[((String, i32), FetchTarget)]) -> Result<(), FetchError> {
         let mut topics: BTreeMap<String, Vec<FetchPartition>> = BTreeMap::new();
         for (key, target) in mine {
             if self.states.get(key).map(|s| s.phase) != Some(Phase::Fetch) {
@@ -387,12 +400,11 @@ impl FetcherTask {
         let timeout = self.timeout()
             + Duration::from_millis(u64::try_from(self.settings.wait_max_ms).unwrap_or(0));
         let Some(client) = self.client.as_mut() else {
-            return Err("no connection".into());
+            return Err(FetchError::NotConnected);
         };
         let resp: FetchResponse = client
             .call(ApiKey::Fetch, FETCH_VERSION, &req, timeout)
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         for t in resp.responses {
             let topic = t.topic.0.to_string();
             for p in t.partitions {
