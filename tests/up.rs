@@ -242,21 +242,11 @@ fn strait_up_mirrors_two_three_node_sites_through_a_node_loss_and_stops_the_mirr
         Duration::from_secs(10),
         || (!up.any_process_left()).then_some(()),
     );
-    // After the SIGKILL, ERROR lines may only be about the node that died (librdkafka cannot
-    // reach it until clients move to the new leader).
-    let victim_addr = b_specs
-        .iter()
-        .find(|s| s.id == victim)
-        .map(|s| s.kafka.to_string())
-        .expect("the victim's spec");
-    let unrelated: Vec<String> = up
-        .error_lines()
-        .into_iter()
-        .filter(|l| !l.contains(&victim_addr))
-        .collect();
+    // A killed node is an event a drill expects: the supervisor warns about it, the mirror's
+    // clients retry (warnings), the other nodes carry on. ERROR is for what needs a person.
     assert_eq!(
-        unrelated,
+        up.error_lines(),
         Vec::<String>::new(),
-        "ERROR lines not about the killed node {victim_addr}"
+        "ERROR lines after node {victim} was SIGKILLed"
     );
 }

@@ -16,15 +16,14 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
-use rdkafka::producer::FutureProducer;
+use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use crate::clients::{
-    blocking, client_config, send_to_partition_zero, target_producer, MirrorError,
-    REQUEST_TIMEOUT_MS,
+    blocking, client_config, send_to_partition_zero, target_producer, MirrorContext, MirrorError,
+    PollConsumer, Producer, REQUEST_TIMEOUT_MS,
 };
 use crate::config::{ClusterConfig, FlowConfig};
 use crate::metrics::{now_ms, FlowMetrics, TopicState};
@@ -61,23 +60,23 @@ pub struct Checkpointer {
     metrics: Arc<FlowMetrics>,
     topics: watch::Receiver<BTreeMap<String, TopicState>>,
     assigned: watch::Receiver<BTreeSet<(String, i32)>>,
-    producer: FutureProducer,
-    source_client: Arc<BaseConsumer>,
-    target_client: Arc<BaseConsumer>,
-    source_groups: HashMap<String, Arc<BaseConsumer>>,
-    target_groups: HashMap<String, Arc<BaseConsumer>>,
+    producer: Producer,
+    source_client: Arc<PollConsumer>,
+    target_client: Arc<PollConsumer>,
+    source_groups: HashMap<String, Arc<PollConsumer>>,
+    target_groups: HashMap<String, Arc<PollConsumer>>,
     /// Group partitions whose source offset went backwards and whose target group has not
     /// been moved back yet.
     rewound: BTreeSet<(String, String, i32)>,
 }
 
-fn group_client(cluster: &ClusterConfig, group: &str) -> Result<Arc<BaseConsumer>, MirrorError> {
+fn group_client(cluster: &ClusterConfig, group: &str) -> Result<Arc<PollConsumer>, MirrorError> {
     Ok(Arc::new(
         client_config(
             cluster,
             &[("group.id", group), ("enable.auto.commit", "false")],
         )
-        .create()
+        .create_with_context(MirrorContext)
         .map_err(MirrorError::kafka(format!(
             "creating a client for group {group}"
         )))?,
@@ -136,7 +135,7 @@ impl Checkpointer {
 
     async fn groups(
         &self,
-        client: &Arc<BaseConsumer>,
+        client: &Arc<PollConsumer>,
         group: Option<String>,
     ) -> Result<Vec<(String, usize)>, MirrorError> {
         let client = client.clone();
@@ -155,7 +154,7 @@ impl Checkpointer {
     }
 
     async fn committed(
-        client: &Arc<BaseConsumer>,
+        client: &Arc<PollConsumer>,
         tpl: TopicPartitionList,
     ) -> Result<TopicPartitionList, MirrorError> {
         let client = client.clone();

@@ -4,8 +4,9 @@
 use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::{Client, ClientContext, DefaultClientContext};
-use rdkafka::config::ClientConfig;
+use rdkafka::client::{Client, ClientContext};
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::consumer::{BaseConsumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
@@ -18,6 +19,88 @@ pub const REQUEST_TIMEOUT_MS: u64 = 10_000;
 /// Header added to every mirrored record: the alias of the cluster the record was first
 /// written to. A record carrying the target's alias came from there and is not copied back.
 pub const ORIGIN_HEADER: &str = "strait.origin";
+
+/// The context of the mirror's librdkafka clients: their errors and log lines reach `tracing`
+/// at the level they deserve. A cluster node that goes away (killed, restarted, partitioned)
+/// makes every client report transport failures until it is back or the partitions moved;
+/// librdkafka retries those by itself, so they are warnings. ERROR is kept for what needs a
+/// person (a refused authentication, an invalid config, a fatal idempotence error).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MirrorContext;
+
+impl ClientContext for MirrorContext {
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        log_client_line(level, facility, message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        log_client_error(&error, reason);
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for MirrorContext {}
+
+/// A producer of the mirror.
+pub type Producer = FutureProducer<MirrorContext>;
+/// An admin client of the mirror.
+pub type Admin = AdminClient<MirrorContext>;
+/// A polling consumer (or group-offsets client) of the mirror.
+pub type PollConsumer = BaseConsumer<MirrorContext>;
+/// A streaming consumer of the mirror.
+pub type Stream = StreamConsumer<MirrorContext>;
+
+/// Whether librdkafka recovers from `code` by itself (reconnects, refreshes metadata, retries).
+pub fn is_transient(code: RDKafkaErrorCode) -> bool {
+    use RDKafkaErrorCode as C;
+    matches!(
+        code,
+        C::BrokerTransportFailure
+            | C::AllBrokersDown
+            | C::Resolve
+            | C::MessageTimedOut
+            | C::OperationTimedOut
+            | C::RequestTimedOut
+            | C::NetworkException
+            | C::BrokerNotAvailable
+            | C::LeaderNotAvailable
+            | C::NotLeaderForPartition
+            | C::NotCoordinator
+            | C::CoordinatorNotAvailable
+            | C::CoordinatorLoadInProgress
+            | C::TimedOutQueue
+            | C::WaitingForCoordinator
+            | C::UnknownTopicOrPartition
+            | C::NotEnoughReplicas
+            | C::NotEnoughReplicasAfterAppend
+            | C::KafkaStorageError
+    )
+}
+
+/// Logs an error librdkafka reported on its own (not the result of a call).
+pub fn log_client_error(error: &KafkaError, reason: &str) {
+    match error.rdkafka_error_code() {
+        Some(code) if is_transient(code) => {
+            tracing::warn!(target: "librdkafka", %error, reason, "cluster client: retrying")
+        }
+        _ => tracing::error!(target: "librdkafka", %error, reason, "cluster client error"),
+    }
+}
+
+/// Logs one of librdkafka's log lines (at warning and above, see `log_level` below). A failed
+/// connection (`FAIL`) is logged as a warning: the client reconnects.
+pub fn log_client_line(level: RDKafkaLogLevel, facility: &str, message: &str) {
+    use RDKafkaLogLevel as L;
+    match level {
+        L::Emerg | L::Alert | L::Critical | L::Error if facility != "FAIL" => {
+            tracing::error!(target: "librdkafka", facility, "{message}")
+        }
+        L::Emerg | L::Alert | L::Critical | L::Error | L::Warning => {
+            tracing::warn!(target: "librdkafka", facility, "{message}")
+        }
+        L::Notice | L::Info => tracing::info!(target: "librdkafka", facility, "{message}"),
+        L::Debug => tracing::debug!(target: "librdkafka", facility, "{message}"),
+    }
+}
 
 /// What a flow's task could not do.
 #[derive(Debug, thiserror::Error)]
@@ -63,10 +146,7 @@ pub fn client_config(cluster: &ClusterConfig, extra: &[(&str, &str)]) -> ClientC
 
 /// The target producer: idempotent with acks=all, so retries never duplicate or reorder a
 /// partition's records; `queue_bytes` bounds what librdkafka buffers.
-pub fn target_producer(
-    cluster: &ClusterConfig,
-    queue_bytes: u64,
-) -> Result<FutureProducer, MirrorError> {
+pub fn target_producer(cluster: &ClusterConfig, queue_bytes: u64) -> Result<Producer, MirrorError> {
     let queue_kbytes = (queue_bytes / 1024).max(1024).to_string();
     client_config(
         cluster,
@@ -83,14 +163,14 @@ pub fn target_producer(
             ("message.timeout.ms", "120000"),
         ],
     )
-    .create()
+    .create_with_context(MirrorContext)
     .map_err(MirrorError::kafka("creating the target producer"))
 }
 
 /// An admin client for `cluster`.
-pub fn admin(cluster: &ClusterConfig) -> Result<AdminClient<DefaultClientContext>, MirrorError> {
+pub fn admin(cluster: &ClusterConfig) -> Result<Admin, MirrorError> {
     client_config(cluster, &[])
-        .create()
+        .create_with_context(MirrorContext)
         .map_err(MirrorError::kafka("creating an admin client"))
 }
 
@@ -119,7 +199,7 @@ pub fn watermarks<C: ClientContext>(
 /// Creates `topic` with `partitions` partitions and the cluster's default replication
 /// factor unless it exists.
 pub async fn ensure_topic(
-    admin: &AdminClient<DefaultClientContext>,
+    admin: &Admin,
     topic: &str,
     partitions: i32,
     configs: &[(&str, &str)],
@@ -150,7 +230,7 @@ pub async fn ensure_topic(
 /// resolves once all are acknowledged, or with the first failure. `what` names the records in
 /// errors (e.g. "publishing a checkpoint").
 pub fn send_to_partition_zero(
-    producer: &FutureProducer,
+    producer: &Producer,
     topic: &str,
     records: &[(String, Vec<u8>)],
     what: &str,

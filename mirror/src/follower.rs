@@ -9,12 +9,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::consumer::Consumer;
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::watch;
 
-use crate::clients::{blocking, client_config, watermarks, MirrorError};
+use crate::clients::{blocking, client_config, watermarks, MirrorContext, MirrorError, Stream};
 use crate::config::{ClusterConfig, FlowConfig};
 use crate::offsets::{FlowIndex, RunUpdate};
 
@@ -25,7 +25,7 @@ pub const CATCH_UP_TIMEOUT_MS: u64 = 30_000;
 #[derive(Clone)]
 pub struct IndexFollower {
     applied: watch::Receiver<i64>,
-    consumer: Arc<StreamConsumer>,
+    consumer: Arc<Stream>,
     topic: String,
 }
 
@@ -38,7 +38,7 @@ impl IndexFollower {
         mut stop: watch::Receiver<bool>,
     ) -> Result<(IndexFollower, tokio::task::JoinHandle<()>), MirrorError> {
         let topic = flow.offset_runs_topic();
-        let consumer: Arc<StreamConsumer> = Arc::new(
+        let consumer: Arc<Stream> = Arc::new(
             client_config(
                 target,
                 &[
@@ -49,7 +49,7 @@ impl IndexFollower {
                     ("auto.offset.reset", "earliest"),
                 ],
             )
-            .create()
+            .create_with_context(MirrorContext)
             .map_err(MirrorError::kafka(format!(
                 "creating the consumer of {topic}"
             )))?,

@@ -7,11 +7,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureRecord;
 use serde::Serialize;
 use tokio::sync::watch;
 
-use crate::clients::{admin, client_config, ensure_topic, MirrorError};
+use crate::clients::{admin, client_config, ensure_topic, MirrorContext, MirrorError, Producer};
 use crate::config::{ClusterConfig, FlowConfig};
 use crate::metrics::{now_ms, FlowMetrics};
 use crate::pump::HEARTBEATS_TOPIC;
@@ -38,9 +38,9 @@ pub async fn run(
         return Ok(());
     }
     ensure_topic(&admin(&source)?, HEARTBEATS_TOPIC, 1, &[]).await?;
-    let producer: FutureProducer =
+    let producer: Producer =
         client_config(&source, &[("acks", "all"), ("message.timeout.ms", "10000")])
-            .create()
+            .create_with_context(MirrorContext)
             .map_err(MirrorError::kafka("creating the heartbeat producer"))?;
     let key = serde_json::to_vec(&HeartbeatKey {
         source: &flow.source,

@@ -28,7 +28,7 @@ use rdkafka::consumer::{
 };
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{FutureRecord, Producer};
 use rdkafka::statistics::Statistics;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
@@ -60,6 +60,14 @@ struct PumpContext {
 }
 
 impl ClientContext for PumpContext {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, facility: &str, message: &str) {
+        crate::clients::log_client_line(level, facility, message);
+    }
+
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        crate::clients::log_client_error(&error, reason);
+    }
+
     fn stats(&self, statistics: Statistics) {
         for (topic, t) in &statistics.topics {
             for (partition, p) in &t.partitions {
@@ -322,7 +330,7 @@ impl Pump {
 struct PumpRun<'a> {
     pump: &'a mut Pump,
     consumer: StreamConsumer<PumpContext>,
-    producer: FutureProducer,
+    producer: crate::clients::Producer,
     states: HashMap<(Arc<str>, i32), PartitionState>,
     in_flight: FuturesOrdered<SentFuture>,
     in_flight_bytes: u64,
@@ -360,7 +368,7 @@ fn record_bytes(m: &rdkafka::message::OwnedMessage) -> u64 {
 /// unknown to the producer's metadata for a moment (librdkafka then answers "unknown
 /// partition"), so this retries, bounded by [`TARGET_PARTITION_WAIT_MS`].
 async fn target_end(
-    producer: FutureProducer,
+    producer: crate::clients::Producer,
     remote: &str,
     partition: i32,
 ) -> Result<i64, MirrorError> {

@@ -12,17 +12,14 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rdkafka::admin::{
-    AdminClient, AdminOptions, AlterConfig, ConfigSource, NewPartitions, ResourceSpecifier,
-};
-use rdkafka::client::DefaultClientContext;
+use rdkafka::admin::{AdminOptions, AlterConfig, ConfigSource, NewPartitions, ResourceSpecifier};
 use tokio::sync::watch;
 
 use crate::clients::{admin, blocking, ensure_topic, MirrorError, REQUEST_TIMEOUT_MS};
 use crate::config::{ClusterConfig, FlowConfig};
 use crate::metrics::{FlowMetrics, TopicState};
 
-type Admin = Arc<AdminClient<DefaultClientContext>>;
+type Admin = Arc<crate::clients::Admin>;
 
 /// The topic syncer of one flow.
 pub struct TopicSync {
