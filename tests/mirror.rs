@@ -134,16 +134,16 @@ fn records_arrive_under_the_remote_name_intact_and_new_topics_and_partitions_fol
     assert_records_match(&expected, &read_partition(&b, "a.orders", 4), 0);
 
     // Lag per partition, once the consumer's statistics (every second) saw partition 4.
-    let lag_line = "mirror_lag_records{flow=\"a-to-b\",topic=\"orders\",partition=\"4\"} 0";
+    let lag_line = "strait_mirror_lag_records{flow=\"a-to-b\",topic=\"orders\",partition=\"4\"} 0";
     wait_for("partition 4's lag in /metrics", MIRROR_WAIT, || {
         mirror.metrics().contains(lag_line).then_some(())
     });
     let metrics = mirror.metrics();
     let total: u64 = metrics
         .lines()
-        .find_map(|l| l.strip_prefix("mirror_records_total{flow=\"a-to-b\"} "))
+        .find_map(|l| l.strip_prefix("strait_mirror_records_total{flow=\"a-to-b\"} "))
         .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no mirror_records_total in\n{metrics}"));
+        .unwrap_or_else(|| panic!("no strait_mirror_records_total in\n{metrics}"));
     assert!(total >= 3015, "{total} records counted, 3015 mirrored");
     mirror.sigterm_and_wait();
 }
@@ -272,7 +272,7 @@ fn a_group_that_committed_midway_resumes_on_the_target_at_the_exact_translation(
 }
 
 #[test]
-fn latest_mirrors_only_new_records_and_no_checkpoint_precedes_mirrored_records() {
+fn latest_mirrors_only_new_records_and_groups_translate_to_the_start_of_the_mirrored_data() {
     let a = Broker::start();
     let b = Broker::start();
     a.create_topic("news", 2, &[]);
@@ -304,19 +304,24 @@ fn latest_mirrors_only_new_records_and_no_checkpoint_precedes_mirrored_records()
             (held == 2).then_some(())
         },
     );
-    // Several rounds with nothing mirrored from `news`: no checkpoint for `readers`.
-    thread::sleep(Duration::from_millis(1500));
-    let early: Vec<_> = checkpoints(&b, "a.checkpoints.internal")
-        .into_iter()
-        .filter(|c| c["group"] == "readers")
-        .collect();
-    assert!(
-        early.is_empty(),
-        "checkpoints before any record was mirrored: {early:?}"
-    );
+    // The pump anchored both partitions at the source's end when it first saw them, before
+    // any record was mirrored: `readers` (at 100 and 30, both at or below that end) already
+    // translates, to the start of what will be mirrored (target offset 0), never into old
+    // data and never past the mirrored data.
+    let early = wait_for("readers' checkpoints at the anchor", MIRROR_WAIT, || {
+        let early: Vec<_> = checkpoints(&b, "a.checkpoints.internal")
+            .into_iter()
+            .filter(|c| c["group"] == "readers")
+            .collect();
+        (early.len() >= 2).then_some(early)
+    });
+    for c in &early {
+        assert_eq!(c["downstream_offset"], 0, "{c}");
+    }
+    assert_eq!(b.watermarks("a.news", 0).1, 0, "no old record was mirrored");
+    assert_eq!(b.watermarks("a.news", 1).1, 0, "no old record was mirrored");
 
-    // New records, one at a time until the first reaches the target (the daemon's start
-    // position is set when librdkafka first fetches).
+    // New records, one at a time until the first reaches the target.
     let producer = a.producer(&[]);
     let mut sent = 0usize;
     let deadline = Instant::now() + MIRROR_WAIT;
@@ -472,6 +477,116 @@ fn sigkill_mid_stream_then_restart_loses_nothing_and_checkpoints_never_go_back()
 }
 
 #[test]
+fn source_retention_overtaking_a_stopped_mirror_is_reported_exactly_and_nothing_else_is_lost() {
+    let a = Broker::start_with_args(&["--log-retention-check-interval-ms", "200"]);
+    let b = Broker::start();
+    a.create_topic(
+        "events",
+        1,
+        &[("segment.bytes", "2048"), ("retention.bytes", "8192")],
+    );
+    let ts = now_ms();
+    let records = |from: usize, to: usize| -> Vec<(i32, TestRecord)> {
+        (from..to)
+            .map(|i| (0, generated_record("r", i, ts)))
+            .collect()
+    };
+    produce(&a, "events", &records(0, 40));
+    let mut mirror = MirrorDaemon::start(&flow_config(&a, &b, ""));
+    wait_for_records(&b, "a.events", 0, 40, MIRROR_WAIT);
+    mirror.sigterm_and_wait();
+
+    // While the mirror is away, the source takes 360 more records and its retention deletes
+    // the oldest segments, past the mirror's cursor (40).
+    // Small batches, so the records spread over many segments that retention can delete.
+    let producer = a.producer(&[("batch.num.messages", "5")]);
+    for (i, (p, r)) in records(40, 400).iter().enumerate() {
+        producer
+            .send("events", Some(*p), i, r, Instant::now() + MIRROR_WAIT)
+            .expect("enqueue");
+    }
+    producer.flush(MIRROR_WAIT);
+    assert_eq!(producer.delivered_count(), 360);
+    let mut previous = -1;
+    let log_start = wait_for(
+        "the source's retention to settle past 40",
+        MIRROR_WAIT,
+        || {
+            let (low, _) = a.watermarks("events", 0);
+            let settled = low > 40 && low == previous;
+            previous = low;
+            thread::sleep(Duration::from_millis(500));
+            settled.then_some(low)
+        },
+    );
+    assert!(log_start < 400, "retention keeps the last segments");
+
+    mirror.restart();
+    let expected_on_target = 40 + (400 - log_start);
+    wait_for_records(&b, "a.events", 0, expected_on_target, MIRROR_WAIT);
+    let target = read_partition(&b, "a.events", 0);
+    let received: Vec<usize> = target
+        .iter()
+        .map(|c| common::sequence_of(c.key.as_deref().expect("a key")))
+        .collect();
+    let audit = common::SequenceAudit::of(0..400, &received);
+    let gone: Vec<usize> = (40..log_start as usize).collect();
+    assert_eq!(
+        audit,
+        common::SequenceAudit {
+            missing: gone.clone(),
+            duplicated: 0,
+            reordered: 0,
+        },
+        "only what the source deleted is missing; nothing is repeated or out of order"
+    );
+    eprintln!(
+        "source log start {log_start}: {} records lost to retention, {} on the target",
+        gone.len(),
+        target.len()
+    );
+
+    // The operator is told exactly that range, in /status, the table and the counter.
+    let lost = wait_for("the loss in /status", MIRROR_WAIT, || {
+        let status = mirror.status();
+        let partition = status["flows"][0]["topics"]
+            .as_array()?
+            .iter()
+            .find(|t| t["topic"] == "events")?["partitions"][0]
+            .clone();
+        (partition["records_lost"].as_i64()? > 0).then_some(partition)
+    });
+    assert_eq!(lost["records_lost"], log_start - 40);
+    assert_eq!(lost["lost"][0]["source_start"], 40);
+    assert_eq!(lost["lost"][0]["source_end"], log_start);
+    assert_eq!(lost["lost"].as_array().map(Vec::len), Some(1));
+    let line = format!(
+        "strait_mirror_records_lost_total{{flow=\"a-to-b\",topic=\"events\",partition=\"0\"}} {}",
+        log_start - 40
+    );
+    let metrics = mirror.metrics();
+    assert!(metrics.contains(&line), "no `{line}` in\n{metrics}");
+    let table = Command::new(strait_bin())
+        .args(["mirror", "status", "--http"])
+        .arg(mirror.http_addr().to_string())
+        .output()
+        .expect("strait mirror status");
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        table.contains(&format!(
+            "LOST source offsets 40..{log_start} ({} records)",
+            log_start - 40
+        )),
+        "{table}"
+    );
+    assert_eq!(
+        mirror.log_lines_containing("retention overtook the mirror"),
+        1,
+        "one warning for the one loss"
+    );
+}
+
+#[test]
 fn two_daemons_split_the_partitions_and_one_takes_over_when_the_other_is_killed() {
     let a = Broker::start();
     let b = Broker::start();
@@ -570,7 +685,11 @@ fn a_to_b_and_b_to_a_together_do_not_loop() {
     let skipped = |flow: &str| -> u64 {
         metrics
             .lines()
-            .find(|l| l.starts_with(&format!("mirror_records_skipped_total{{flow=\"{flow}\"}}")))
+            .find(|l| {
+                l.starts_with(&format!(
+                    "strait_mirror_records_skipped_total{{flow=\"{flow}\"}}"
+                ))
+            })
             .and_then(|l| l.rsplit(' ').next()?.parse().ok())
             .unwrap_or(0)
     };

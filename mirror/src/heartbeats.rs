@@ -2,7 +2,7 @@
 //!
 //! The pump mirrors the topic like any other (as `<source>.heartbeats` under the prefix
 //! policy); the target's copy shows the flow is alive end to end, and the age of the newest
-//! mirrored heartbeat is the `mirror_heartbeat_age_seconds` gauge.
+//! mirrored heartbeat is the `strait_mirror_heartbeat_age_seconds` gauge.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,7 +1,7 @@
 //! What the daemon knows about its flows, shared between the tasks that learn it and the
 //! HTTP server that shows it: Prometheus text for `/metrics`, JSON for `/status`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -14,6 +14,37 @@ pub fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// How many of a partition's most recent lost ranges `/status` shows (the index keeps all).
+pub const LOST_RANGES_SHOWN: usize = 16;
+/// The window over which the retention headroom's rates are measured.
+pub const HEADROOM_WINDOW_MS: i64 = 300_000;
+/// The least time between two samples of the headroom's window.
+const HEADROOM_SAMPLE_SPACING_MS: i64 = 5_000;
+/// The least span of samples a headroom estimate needs.
+const HEADROOM_MIN_SPAN_MS: i64 = 10_000;
+
+/// Seconds until the source's log start offset passes the mirror's cursor, if both keep the
+/// rates they had over `samples` (`(time ms, log start offset, cursor)`, oldest first): `0`
+/// if it already has, `+inf` if the cursor keeps ahead (it moves as fast as the log start or
+/// faster), `None` without samples spanning [`HEADROOM_MIN_SPAN_MS`].
+pub fn retention_headroom_seconds(samples: &VecDeque<(i64, i64, i64)>) -> Option<f64> {
+    let (first, last) = (samples.front()?, samples.back()?);
+    let span_s = (last.0 - first.0) as f64 / 1000.0;
+    if last.0 - first.0 < HEADROOM_MIN_SPAN_MS {
+        return None;
+    }
+    let room = (last.2 - last.1) as f64;
+    if room <= 0.0 {
+        return Some(0.0);
+    }
+    let log_start_rate = (last.1 - first.1) as f64 / span_s;
+    let cursor_rate = (last.2 - first.2) as f64 / span_s;
+    if log_start_rate <= cursor_rate {
+        return Some(f64::INFINITY);
+    }
+    Some(room / (log_start_rate - cursor_rate))
 }
 
 /// Upper bounds (seconds) of the replication-latency histogram's buckets.
@@ -69,14 +100,14 @@ impl Metrics {
             rows(&mut out);
         };
         family(
-            "mirror_records_total",
+            "strait_mirror_records_total",
             "counter",
             "Records written to the target and acknowledged.",
             &mut |o| {
                 for f in &flows {
                     let _ = writeln!(
                         o,
-                        "mirror_records_total{{flow=\"{}\"}} {}",
+                        "strait_mirror_records_total{{flow=\"{}\"}} {}",
                         f.name,
                         f.records_total.load(Ordering::Relaxed)
                     );
@@ -84,14 +115,14 @@ impl Metrics {
             },
         );
         family(
-            "mirror_bytes_total",
+            "strait_mirror_bytes_total",
             "counter",
             "Bytes of keys, values and headers written to the target and acknowledged.",
             &mut |o| {
                 for f in &flows {
                     let _ = writeln!(
                         o,
-                        "mirror_bytes_total{{flow=\"{}\"}} {}",
+                        "strait_mirror_bytes_total{{flow=\"{}\"}} {}",
                         f.name,
                         f.bytes_total.load(Ordering::Relaxed)
                     );
@@ -99,14 +130,14 @@ impl Metrics {
             },
         );
         family(
-            "mirror_records_skipped_total",
+            "strait_mirror_records_skipped_total",
             "counter",
             "Records not mirrored because they originated at the target.",
             &mut |o| {
                 for f in &flows {
                     let _ = writeln!(
                         o,
-                        "mirror_records_skipped_total{{flow=\"{}\"}} {}",
+                        "strait_mirror_records_skipped_total{{flow=\"{}\"}} {}",
                         f.name,
                         f.skipped_total.load(Ordering::Relaxed)
                     );
@@ -114,7 +145,7 @@ impl Metrics {
             },
         );
         family(
-            "mirror_errors_total",
+            "strait_mirror_errors_total",
             "counter",
             "Errors by kind; each one restarted the task that met it.",
             &mut |o| {
@@ -122,7 +153,7 @@ impl Metrics {
                     for (kind, n) in f.errors.lock().unwrap_or_else(|e| e.into_inner()).iter() {
                         let _ = writeln!(
                             o,
-                            "mirror_errors_total{{flow=\"{}\",kind=\"{kind}\"}} {n}",
+                            "strait_mirror_errors_total{{flow=\"{}\",kind=\"{kind}\"}} {n}",
                             f.name
                         );
                     }
@@ -134,35 +165,64 @@ impl Metrics {
             .map(|f| (f.clone(), f.partitions(now)))
             .collect();
         family(
-            "mirror_lag_records",
+            "strait_mirror_lag_records",
             "gauge",
             "Source end offset minus the next source offset to mirror, per partition.",
             &mut |o| {
                 for (f, ps) in &partitions {
                     for p in ps {
                         if let Some(lag) = p.lag_records {
-                            let _ = writeln!(o, "mirror_lag_records{{flow=\"{}\",topic=\"{}\",partition=\"{}\"}} {lag}", f.name, p.topic, p.partition);
+                            let _ = writeln!(o, "strait_mirror_lag_records{{flow=\"{}\",topic=\"{}\",partition=\"{}\"}} {lag}", f.name, p.topic, p.partition);
                         }
                     }
                 }
             },
         );
         family(
-            "mirror_lag_seconds",
+            "strait_mirror_lag_seconds",
             "gauge",
             "Age of the oldest source record not yet mirrored (0 when caught up), per partition.",
             &mut |o| {
                 for (f, ps) in &partitions {
                     for p in ps {
                         if let Some(lag) = p.lag_seconds {
-                            let _ = writeln!(o, "mirror_lag_seconds{{flow=\"{}\",topic=\"{}\",partition=\"{}\"}} {lag:.3}", f.name, p.topic, p.partition);
+                            let _ = writeln!(o, "strait_mirror_lag_seconds{{flow=\"{}\",topic=\"{}\",partition=\"{}\"}} {lag:.3}", f.name, p.topic, p.partition);
                         }
                     }
                 }
             },
         );
         family(
-            "mirror_replication_latency_seconds",
+            "strait_mirror_records_lost_total",
+            "counter",
+            "Records the source deleted (its retention overtook the mirror) before they were mirrored, per partition.",
+            &mut |o| {
+                for (f, ps) in &partitions {
+                    for p in ps {
+                        let _ = writeln!(o, "strait_mirror_records_lost_total{{flow=\"{}\",topic=\"{}\",partition=\"{}\"}} {}", f.name, p.topic, p.partition, p.records_lost);
+                    }
+                }
+            },
+        );
+        family(
+            "strait_mirror_retention_headroom_seconds",
+            "gauge",
+            "Seconds until the source's retention overtakes the mirror's cursor at the rates of the last five minutes (+Inf: the cursor keeps ahead), per partition held.",
+            &mut |o| {
+                for (f, ps) in &partitions {
+                    for p in ps.iter().filter(|p| p.assigned) {
+                        let value = match p.headroom {
+                            Some(h) if h.is_infinite() => "+Inf".to_string(),
+                            Some(h) => format!("{h:.1}"),
+                            None => continue,
+                        };
+                        let _ = writeln!(o, "strait_mirror_retention_headroom_seconds{{flow=\"{}\",topic=\"{}\",partition=\"{}\"}} {value}", f.name, p.topic, p.partition);
+                    }
+                }
+            },
+        );
+        family(
+            "strait_mirror_replication_latency_seconds",
             "histogram",
             "From a record's source timestamp to the target's acknowledgement.",
             &mut |o| {
@@ -171,25 +231,25 @@ impl Metrics {
                     let mut cumulative = 0;
                     for (i, le) in LATENCY_BUCKETS_SECONDS.iter().enumerate() {
                         cumulative += h.counts[i];
-                        let _ = writeln!(o, "mirror_replication_latency_seconds_bucket{{flow=\"{}\",le=\"{le}\"}} {cumulative}", f.name);
+                        let _ = writeln!(o, "strait_mirror_replication_latency_seconds_bucket{{flow=\"{}\",le=\"{le}\"}} {cumulative}", f.name);
                     }
                     cumulative += h.counts[LATENCY_BUCKETS_SECONDS.len()];
-                    let _ = writeln!(o, "mirror_replication_latency_seconds_bucket{{flow=\"{}\",le=\"+Inf\"}} {cumulative}", f.name);
+                    let _ = writeln!(o, "strait_mirror_replication_latency_seconds_bucket{{flow=\"{}\",le=\"+Inf\"}} {cumulative}", f.name);
                     let _ = writeln!(
                         o,
-                        "mirror_replication_latency_seconds_sum{{flow=\"{}\"}} {:.6}",
+                        "strait_mirror_replication_latency_seconds_sum{{flow=\"{}\"}} {:.6}",
                         f.name, h.sum_seconds
                     );
                     let _ = writeln!(
                         o,
-                        "mirror_replication_latency_seconds_count{{flow=\"{}\"}} {cumulative}",
+                        "strait_mirror_replication_latency_seconds_count{{flow=\"{}\"}} {cumulative}",
                         f.name
                     );
                 }
             },
         );
         family(
-            "mirror_checkpoint_age_seconds",
+            "strait_mirror_checkpoint_age_seconds",
             "gauge",
             "Time since the last completed checkpoint round.",
             &mut |o| {
@@ -199,7 +259,7 @@ impl Metrics {
                     {
                         let _ = writeln!(
                             o,
-                            "mirror_checkpoint_age_seconds{{flow=\"{}\"}} {age:.3}",
+                            "strait_mirror_checkpoint_age_seconds{{flow=\"{}\"}} {age:.3}",
                             f.name
                         );
                     }
@@ -207,7 +267,7 @@ impl Metrics {
             },
         );
         family(
-            "mirror_heartbeat_age_seconds",
+            "strait_mirror_heartbeat_age_seconds",
             "gauge",
             "Age of the newest source heartbeat that reached the target.",
             &mut |o| {
@@ -216,7 +276,7 @@ impl Metrics {
                     {
                         let _ = writeln!(
                             o,
-                            "mirror_heartbeat_age_seconds{{flow=\"{}\"}} {age:.3}",
+                            "strait_mirror_heartbeat_age_seconds{{flow=\"{}\"}} {age:.3}",
                             f.name
                         );
                     }
@@ -295,6 +355,12 @@ pub struct PartitionProgress {
     pub assigned_at_ms: i64,
     /// Whether this daemon's pump holds the partition now.
     pub assigned: bool,
+    /// Records the source deleted before the mirror read them, over the partition's life.
+    pub lost_records: i64,
+    /// The most recent lost ranges (at most [`LOST_RANGES_SHOWN`]).
+    pub lost: Vec<crate::offsets::Lost>,
+    /// `(time ms, source log start offset, cursor)` over [`HEADROOM_WINDOW_MS`].
+    pub headroom_samples: VecDeque<(i64, i64, i64)>,
 }
 
 /// One record the target acknowledged.
@@ -384,6 +450,19 @@ pub struct PartitionStatus {
     /// Age of the oldest unmirrored record, estimated as the time since the newest mirrored
     /// record's source timestamp (or since the partition was assigned); 0 when caught up.
     pub lag_seconds: Option<f64>,
+    /// Records the source deleted before the mirror read them.
+    #[serde(default)]
+    pub records_lost: i64,
+    /// The most recent lost ranges, oldest first.
+    #[serde(default)]
+    pub lost: Vec<crate::offsets::Lost>,
+    /// Seconds until the source's retention overtakes the cursor at the current rates; `null`
+    /// when the cursor keeps ahead of the source's log start or there are too few samples
+    /// yet (the Prometheus gauge says `+Inf` for the former).
+    #[serde(default)]
+    pub retention_headroom_seconds: Option<f64>,
+    #[serde(skip)]
+    headroom: Option<f64>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -420,17 +499,57 @@ impl FlowMetrics {
         }
     }
 
-    /// Sets the source watermarks of a partition (from the consumer's statistics).
+    /// Sets the source watermarks of a partition (from the consumer's statistics), and
+    /// samples the retention headroom.
     pub fn source_watermarks(&self, topic: &str, partition: i32, start: i64, end: i64) {
+        let now = now_ms();
         let mut parts = lock(&self.partitions);
         if let Some(p) = parts.get_mut(&(topic.to_string(), partition)) {
             if start >= 0 {
                 p.source_start_offset = Some(start);
+                if let Some(cursor) = p.mirrored_offset {
+                    let due = p
+                        .headroom_samples
+                        .back()
+                        .is_none_or(|last| now - last.0 >= HEADROOM_SAMPLE_SPACING_MS);
+                    if due {
+                        p.headroom_samples.push_back((now, start, cursor));
+                        while p
+                            .headroom_samples
+                            .front()
+                            .is_some_and(|first| now - first.0 > HEADROOM_WINDOW_MS)
+                        {
+                            p.headroom_samples.pop_front();
+                        }
+                    }
+                }
             }
             if end >= 0 {
                 p.source_end_offset = Some(end);
             }
         }
+    }
+
+    /// Records a range the source deleted before the mirror read it.
+    pub fn lost(&self, topic: &str, partition: i32, lost: &crate::offsets::Lost) {
+        let mut parts = lock(&self.partitions);
+        let p = parts.entry((topic.to_string(), partition)).or_default();
+        if p.lost.iter().any(|l| l.source_start == lost.source_start) {
+            return;
+        }
+        p.lost_records += lost.records();
+        p.lost.push(*lost);
+        if p.lost.len() > LOST_RANGES_SHOWN {
+            p.lost.remove(0);
+        }
+    }
+
+    /// Sets a partition's lost ranges from the index (every range ever recorded there).
+    pub fn set_lost(&self, topic: &str, partition: i32, lost: &[crate::offsets::Lost]) {
+        let mut parts = lock(&self.partitions);
+        let p = parts.entry((topic.to_string(), partition)).or_default();
+        p.lost_records = lost.iter().map(crate::offsets::Lost::records).sum();
+        p.lost = lost[lost.len().saturating_sub(LOST_RANGES_SHOWN)..].to_vec();
     }
 
     /// The watermarks last seen for a partition.
@@ -482,6 +601,7 @@ impl FlowMetrics {
                         (now - since).max(0) as f64 / 1000.0
                     }
                 });
+                let headroom = retention_headroom_seconds(&p.headroom_samples);
                 PartitionStatus {
                     topic: topic.clone(),
                     partition: *partition,
@@ -490,6 +610,10 @@ impl FlowMetrics {
                     mirrored_offset: p.mirrored_offset,
                     lag_records,
                     lag_seconds,
+                    records_lost: p.lost_records,
+                    lost: p.lost.clone(),
+                    retention_headroom_seconds: headroom.filter(|h| h.is_finite()),
+                    headroom,
                 }
             })
             .collect()
@@ -555,8 +679,8 @@ pub fn render_status(status: &Status) -> String {
         }
         let _ = writeln!(
             out,
-            "  {:<32} {:>9} {:>14} {:>14} {:>12} {:>10}",
-            "topic -> remote", "partition", "source end", "mirrored", "lag records", "lag"
+            "  {:<32} {:>9} {:>14} {:>14} {:>12} {:>10} {:>10}",
+            "topic -> remote", "partition", "source end", "mirrored", "lag records", "lag", "lost"
         );
         for t in &f.topics {
             let name = format!("{} -> {}", t.topic, t.remote_topic);
@@ -571,13 +695,24 @@ pub fn render_status(status: &Status) -> String {
                 let held = if p.assigned { "" } else { " (not held)" };
                 let _ = writeln!(
                     out,
-                    "  {name:<32} {:>9} {:>14} {:>14} {:>12} {:>10}{held}",
+                    "  {name:<32} {:>9} {:>14} {:>14} {:>12} {:>10} {:>10}{held}",
                     p.partition,
                     offset(p.source_end_offset),
                     offset(p.mirrored_offset),
                     offset(p.lag_records),
-                    seconds(p.lag_seconds)
+                    seconds(p.lag_seconds),
+                    p.records_lost
                 );
+                for l in &p.lost {
+                    let _ = writeln!(
+                        out,
+                        "    LOST source offsets {}..{} ({} records): the source's log start was {} when found",
+                        l.source_start,
+                        l.source_end,
+                        l.records(),
+                        l.log_start_offset
+                    );
+                }
             }
         }
     }
@@ -605,40 +740,125 @@ mod tests {
         f.error("target_delivery");
         let text = m.prometheus();
         assert!(
-            text.contains("mirror_records_total{flow=\"a-to-b\"} 3"),
+            text.contains("strait_mirror_records_total{flow=\"a-to-b\"} 3"),
             "{text}"
         );
         assert!(
-            text.contains("mirror_bytes_total{flow=\"a-to-b\"} 300"),
-            "{text}"
-        );
-        assert!(
-            text.contains("mirror_lag_records{flow=\"a-to-b\",topic=\"orders\",partition=\"0\"} 7"),
+            text.contains("strait_mirror_bytes_total{flow=\"a-to-b\"} 300"),
             "{text}"
         );
         assert!(
             text.contains(
-                "mirror_replication_latency_seconds_bucket{flow=\"a-to-b\",le=\"0.005\"} 1"
+                "strait_mirror_lag_records{flow=\"a-to-b\",topic=\"orders\",partition=\"0\"} 7"
             ),
             "{text}"
         );
         assert!(
             text.contains(
-                "mirror_replication_latency_seconds_bucket{flow=\"a-to-b\",le=\"0.25\"} 2"
+                "strait_mirror_replication_latency_seconds_bucket{flow=\"a-to-b\",le=\"0.005\"} 1"
             ),
             "{text}"
         );
         assert!(
             text.contains(
-                "mirror_replication_latency_seconds_bucket{flow=\"a-to-b\",le=\"+Inf\"} 3"
+                "strait_mirror_replication_latency_seconds_bucket{flow=\"a-to-b\",le=\"0.25\"} 2"
             ),
             "{text}"
         );
         assert!(
-            text.contains("mirror_errors_total{flow=\"a-to-b\",kind=\"target_delivery\"} 1"),
+            text.contains(
+                "strait_mirror_replication_latency_seconds_bucket{flow=\"a-to-b\",le=\"+Inf\"} 3"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("strait_mirror_errors_total{flow=\"a-to-b\",kind=\"target_delivery\"} 1"),
             "{text}"
         );
         let status = serde_json::to_value(m.status()).unwrap();
         assert_eq!(status["flows"][0]["records_total"], 3);
+    }
+
+    fn samples(points: &[(i64, i64, i64)]) -> VecDeque<(i64, i64, i64)> {
+        points.iter().copied().collect()
+    }
+
+    #[test]
+    fn retention_headroom_compares_the_log_start_with_the_cursor() {
+        // The log start gains 10 records/s, the cursor 2/s (a slow mirror): 800 records of
+        // room shrink by 8/s.
+        let h = retention_headroom_seconds(&samples(&[(0, 1_000, 2_000), (60_000, 1_600, 2_120)]));
+        assert_eq!(h, Some((2_120.0 - 1_600.0) / 8.0));
+        // A stopped mirror: the room shrinks at the log start's pace.
+        let h = retention_headroom_seconds(&samples(&[(0, 0, 500), (10_000, 100, 500)]));
+        assert_eq!(h, Some(40.0));
+        // A mirror that keeps up: never.
+        let h = retention_headroom_seconds(&samples(&[(0, 0, 500), (10_000, 100, 700)]));
+        assert_eq!(h, Some(f64::INFINITY));
+        // Already overtaken.
+        let h = retention_headroom_seconds(&samples(&[(0, 0, 500), (10_000, 600, 500)]));
+        assert_eq!(h, Some(0.0));
+        // Too short a span to tell.
+        assert_eq!(
+            retention_headroom_seconds(&samples(&[(0, 0, 1), (5_000, 5, 1)])),
+            None
+        );
+        assert_eq!(retention_headroom_seconds(&samples(&[])), None);
+    }
+
+    #[test]
+    fn lost_records_are_counted_per_partition_once_per_range() {
+        let m = Metrics::default();
+        let f = m.flow("a-to-b", "a", "b");
+        f.assigned(&[("orders".into(), 0), ("orders".into(), 1)]);
+        f.set_topics(BTreeMap::from([(
+            "orders".to_string(),
+            TopicState {
+                remote_topic: "a.orders".into(),
+                source_partitions: 2,
+                target_partitions: 2,
+            },
+        )]));
+        let lost = crate::offsets::Lost {
+            source_start: 10,
+            source_end: 40,
+            log_start_offset: 40,
+            detected_ms: 1,
+        };
+        f.lost("orders", 0, &lost);
+        f.lost("orders", 0, &lost);
+        let text = m.prometheus();
+        assert!(
+            text.contains("strait_mirror_records_lost_total{flow=\"a-to-b\",topic=\"orders\",partition=\"0\"} 30"),
+            "{text}"
+        );
+        assert!(
+            text.contains("strait_mirror_records_lost_total{flow=\"a-to-b\",topic=\"orders\",partition=\"1\"} 0"),
+            "{text}"
+        );
+        let status = m.status();
+        let table = render_status(&status);
+        assert!(
+            table.contains("LOST source offsets 10..40 (30 records)"),
+            "{table}"
+        );
+        // The index is the record of every loss; a restart takes its ranges.
+        f.set_lost(
+            "orders",
+            1,
+            &[
+                lost,
+                crate::offsets::Lost {
+                    source_start: 50,
+                    source_end: 51,
+                    ..lost
+                },
+            ],
+        );
+        let text = m.prometheus();
+        assert!(
+            text.contains("strait_mirror_records_lost_total{flow=\"a-to-b\",topic=\"orders\",partition=\"1\"} 31"),
+            "{text}"
+        );
     }
 }

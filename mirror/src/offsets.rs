@@ -9,6 +9,12 @@
 //! the source has been processed (mirrored or deliberately skipped) and where on the target
 //! the next mirrored record will land at the earliest.
 //!
+//! Source offsets that were never mirrored because the source deleted them first (its
+//! retention overtook the mirror's cursor) are a [`Lost`] range, recorded beside the runs:
+//! translation treats them as a gap, and the operator sees them in `/status` and in
+//! `strait_mirror_records_lost_total`. A gap is loss only when the source's log start offset
+//! had passed its first offset; other gaps (compaction, transaction markers) are not.
+//!
 //! **Invariants**: a stored run's length is never zero; stored runs of a partition never
 //! overlap (a newer run trims or replaces what it overlaps, so the latest write wins); a
 //! source offset beyond the cursor never translates.
@@ -77,6 +83,35 @@ pub struct Cursor {
     pub target_next: i64,
 }
 
+/// Source offsets `source_start .. source_end` the source deleted before the mirror read them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lost {
+    /// First lost source offset.
+    pub source_start: i64,
+    /// One past the last lost source offset.
+    pub source_end: i64,
+    /// The source's log start offset when the loss was found.
+    pub log_start_offset: i64,
+    /// When the loss was found (ms since the epoch).
+    pub detected_ms: i64,
+}
+
+impl Lost {
+    /// How many offsets were lost (each offset at most one record).
+    pub fn records(&self) -> i64 {
+        self.source_end - self.source_start
+    }
+}
+
+/// The part of a gap `from .. to` in a partition's source offsets (no record between them
+/// reached the mirror) that was lost: the offsets below `log_start_offset`, the source's log
+/// start when the gap was found. The rest of the gap held no records (compaction, transaction
+/// markers, aborted transactions) or was deleted by compaction, which is not loss.
+pub fn lost_in_gap(from: i64, to: i64, log_start_offset: i64) -> Option<(i64, i64)> {
+    let end = to.min(log_start_offset);
+    (end > from).then_some((from, end))
+}
+
 /// What the pump appends to the internal topic after records were acknowledged: new or
 /// extended runs of one partition and its cursor.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -89,6 +124,9 @@ pub struct RunUpdate {
     pub runs: Vec<Run>,
     /// The partition's cursor after these runs.
     pub cursor: Cursor,
+    /// Ranges found lost since the last update.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lost: Vec<Lost>,
 }
 
 /// The last checkpoint of one group's partition: the source offset it was made from and the
@@ -132,6 +170,7 @@ impl OffsetStore {
                 .map_err(|source| self.err(source))
         };
         Ok(FlowIndex {
+            lost: tree("lost")?,
             runs: tree("runs")?,
             cursors: tree("cursors")?,
             checkpoints: tree("checkpoints")?,
@@ -159,6 +198,7 @@ impl OffsetStore {
 #[derive(Debug, Clone)]
 pub struct FlowIndex {
     runs: sled::Tree,
+    lost: sled::Tree,
     cursors: sled::Tree,
     checkpoints: sled::Tree,
     meta: sled::Tree,
@@ -253,11 +293,50 @@ impl FlowIndex {
             .collect()
     }
 
+    /// The ranges of a partition found lost, in source order.
+    pub fn lost(&self, topic: &str, partition: i32) -> Result<Vec<Lost>> {
+        self.lost
+            .scan_prefix(partition_key(topic, partition))
+            .map(|kv| {
+                let (k, v) = kv.map_err(|e| self.err(e))?;
+                match (
+                    i64_at(&k, k.len().saturating_sub(8)),
+                    i64_at(&v, 0),
+                    i64_at(&v, 8),
+                    i64_at(&v, 16),
+                ) {
+                    (Some(source_start), Some(source_end), Some(log_start_offset), Some(at)) => {
+                        Ok(Lost {
+                            source_start,
+                            source_end,
+                            log_start_offset,
+                            detected_ms: at,
+                        })
+                    }
+                    _ => Err(Self::malformed("lost")),
+                }
+            })
+            .collect()
+    }
+
     /// Applies one update: each run replaces what it overlaps; the cursor moves only forward
     /// (an update from a daemon that lost the partition may arrive after its successor's).
     pub fn apply(&self, update: &RunUpdate) -> Result<()> {
         for run in &update.runs {
             self.insert_run(&update.topic, update.partition, *run)?;
+        }
+        for lost in &update.lost {
+            debug_assert!(lost.records() > 0, "an empty lost range: {lost:?}");
+            let mut value = Vec::with_capacity(24);
+            value.extend_from_slice(&lost.source_end.to_be_bytes());
+            value.extend_from_slice(&lost.log_start_offset.to_be_bytes());
+            value.extend_from_slice(&lost.detected_ms.to_be_bytes());
+            self.lost
+                .insert(
+                    run_key(&update.topic, update.partition, lost.source_start),
+                    value,
+                )
+                .map_err(|e| self.err(e))?;
         }
         let key = partition_key(&update.topic, update.partition);
         let newer = match self.cursor(&update.topic, update.partition)? {
@@ -394,7 +473,13 @@ impl FlowIndex {
 
     /// Forgets everything of the flow (the internal topic was recreated).
     pub fn clear(&self) -> Result<()> {
-        for tree in [&self.runs, &self.cursors, &self.checkpoints, &self.meta] {
+        for tree in [
+            &self.runs,
+            &self.lost,
+            &self.cursors,
+            &self.checkpoints,
+            &self.meta,
+        ] {
             tree.clear().map_err(|e| self.err(e))?;
         }
         Ok(())
@@ -501,6 +586,7 @@ mod tests {
                 source_next: cursor.0,
                 target_next: cursor.1,
             },
+            lost: Vec::new(),
         }
     }
 
@@ -527,6 +613,30 @@ mod tests {
             None,
             "other partition"
         );
+    }
+
+    #[test]
+    fn lost_ranges_are_kept_and_translate_as_gaps() {
+        let (_dir, ix) = index();
+        let mut u = update(&[(0, 100, 10), (40, 110, 5)], (45, 115));
+        u.lost = vec![Lost {
+            source_start: 10,
+            source_end: 40,
+            log_start_offset: 40,
+            detected_ms: 7,
+        }];
+        ix.apply(&u).unwrap();
+        assert_eq!(ix.lost("orders", 0).unwrap(), u.lost);
+        assert!(ix.lost("orders", 1).unwrap().is_empty());
+        // A group that committed inside the lost range resumes at the first record after it.
+        assert_eq!(ix.translate("orders", 0, 10).unwrap(), Some(110));
+        assert_eq!(ix.translate("orders", 0, 39).unwrap(), Some(110));
+        assert_eq!(ix.translate("orders", 0, 9).unwrap(), Some(109));
+        assert_eq!(lost_in_gap(10, 40, 40), Some((10, 40)));
+        assert_eq!(lost_in_gap(10, 40, 25), Some((10, 25)));
+        assert_eq!(lost_in_gap(10, 40, 10), None);
+        assert_eq!(lost_in_gap(10, 40, 5), None);
+        assert_eq!(lost_in_gap(10, 40, 90), Some((10, 40)));
     }
 
     #[test]
@@ -671,7 +781,7 @@ mod tests {
                     let mut runs = std::mem::take(&mut pending);
                     runs.extend(open);
                     let cursor = Cursor { source_next: source, target_next: target };
-                    ix.apply(&RunUpdate { topic: "t".into(), partition: 3, runs, cursor }).unwrap();
+                    ix.apply(&RunUpdate { topic: "t".into(), partition: 3, runs, cursor, lost: Vec::new() }).unwrap();
                 }
             }
             for offset in 0..=source {

@@ -10,6 +10,14 @@
 //! pump does not stop for that acknowledgement (it keeps copying and takes it as one more
 //! event of its loop); the next flush waits until it came.
 //!
+//! Source offsets the pump never received are a gap in the partition. The pump never lets the
+//! consumer jump silently: its `auto.offset.reset` is always `earliest` (a `latest` flow
+//! anchors a partition the index has never seen at the source's end itself), and every gap is
+//! checked against the source's log start offset, in acknowledgement order: the part below it
+//! was deleted by the source's retention before the mirror read it and is recorded as
+//! [`Lost`]; the rest held no records. A partition that is caught up moves its cursor to the
+//! consumer's position, past transaction markers at its end.
+//!
 //! Several daemons on the same flow split the partitions through the source cluster's group
 //! protocol (the group `strait-mirror-<flow>`). A partition's starting point is the index's
 //! cursor (kept current by the [`IndexFollower`]), so a daemon that takes a partition over
@@ -35,12 +43,13 @@ use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::watch;
 
 use crate::clients::{
-    blocking, client_config, send_to_partition_zero, watermarks, MirrorError, ORIGIN_HEADER,
+    admin, blocking, client_config, send_to_partition_zero, watermarks, Admin, MirrorError,
+    ORIGIN_HEADER,
 };
 use crate::config::{ClusterConfig, FlowConfig, StartPosition};
 use crate::follower::IndexFollower;
 use crate::metrics::{now_ms, Acked, FlowMetrics, TopicState};
-use crate::offsets::{Cursor, FlowIndex, Run, RunUpdate};
+use crate::offsets::{lost_in_gap, Cursor, FlowIndex, Lost, Run, RunUpdate};
 
 /// How often acknowledged progress is recorded and source offsets committed.
 pub const FLUSH_INTERVAL_MS: u64 = 200;
@@ -113,9 +122,14 @@ struct PartitionState {
     closed: Vec<Run>,
     dirty: bool,
     in_flight: usize,
-    /// Whether the first record after the state was made has been seen (a start beyond the
-    /// cursor is then corrected once by seeking back to it).
+    /// Whether the first record after the state was made has been seen (a start elsewhere
+    /// than the cursor is then corrected once by seeking to it).
     started: bool,
+    /// Whether the consumer's position for this partition follows the records the pump took
+    /// (false from a seek until the next record arrives).
+    position_trusted: bool,
+    /// Ranges found lost since the last flush.
+    lost: Vec<Lost>,
 }
 
 impl PartitionState {
@@ -151,6 +165,45 @@ impl PartitionState {
         self.cursor.source_next = source_offset + 1;
         self.dirty = true;
     }
+
+    /// Records a gap `from .. to` in the source offsets received, judged against the source's
+    /// log start offset when it was found: returns the part that was lost, if any. The cursor
+    /// moves to `to` either way (the next record is at `to`, or the consumer is there).
+    fn gap(&mut self, from: i64, to: i64, log_start_offset: i64, now_ms: i64) -> Option<Lost> {
+        assert_eq!(
+            from, self.cursor.source_next,
+            "a gap starts where everything before it was acknowledged"
+        );
+        assert!(to > from, "an empty gap {from}..{to}");
+        self.closed.extend(self.open.take());
+        let lost = lost_in_gap(from, to, log_start_offset).map(|(start, end)| Lost {
+            source_start: start,
+            source_end: end,
+            log_start_offset,
+            detected_ms: now_ms,
+        });
+        self.lost.extend(lost);
+        self.cursor.source_next = to;
+        self.dirty = true;
+        lost
+    }
+
+    /// A partition that is caught up (the consumer's `position` is the source's end and
+    /// nothing is in flight) but whose cursor is behind it: the consumer passed offsets that
+    /// held no data for the pump (transaction markers, aborted records). Returns the gap to
+    /// record (`sent_next .. position`) and marks it sent, or `None`.
+    fn caught_up_gap(&mut self, position: i64, source_end: Option<i64>) -> Option<(i64, i64)> {
+        if !self.position_trusted
+            || self.in_flight > 0
+            || position <= self.sent_next
+            || source_end != Some(position)
+        {
+            return None;
+        }
+        let from = self.sent_next;
+        self.sent_next = position;
+        Some((from, position))
+    }
 }
 
 /// A sent record (or a skipped one) waiting for its turn in acknowledgement order.
@@ -166,6 +219,12 @@ struct Sent {
 enum SentResult {
     Acknowledged(i64),
     Skipped,
+    /// A gap from `source_offset` to `to`, with the source's log start offset read when it was
+    /// found.
+    Gap {
+        to: i64,
+        log_start_offset: Result<i64, MirrorError>,
+    },
     Failed(KafkaError),
 }
 
@@ -215,10 +274,6 @@ impl Pump {
     /// needs a fresh start (the caller restarts the pump, which resumes from the index).
     pub async fn run(&mut self, mut stop: watch::Receiver<bool>) -> Result<(), MirrorError> {
         let flow = self.flow.clone();
-        let reset = match flow.start_position {
-            StartPosition::Earliest => "earliest",
-            StartPosition::Latest => "latest",
-        };
         let context = PumpContext {
             metrics: self.metrics.clone(),
             assigned: self.assigned_tx.clone(),
@@ -229,7 +284,9 @@ impl Pump {
                 ("group.id", &flow.consumer_group()),
                 ("enable.auto.commit", "false"),
                 ("enable.auto.offset.store", "false"),
-                ("auto.offset.reset", reset),
+                // Never a silent jump forward: a position the source no longer has goes back
+                // to its log start, and the gap is judged (see the module's documentation).
+                ("auto.offset.reset", "earliest"),
                 ("statistics.interval.ms", "1000"),
                 // New partitions of a subscribed topic are noticed within seconds.
                 ("topic.metadata.refresh.interval.ms", "2000"),
@@ -246,7 +303,9 @@ impl Pump {
         )))?;
         let producer =
             crate::clients::target_producer(&self.target, flow.in_flight_bytes_limit * 2)?;
+        let source_admin = Arc::new(admin(&self.source)?);
         let mut run = PumpRun {
+            source_admin,
             pump: self,
             consumer,
             producer,
@@ -329,6 +388,8 @@ impl Pump {
 
 struct PumpRun<'a> {
     pump: &'a mut Pump,
+    /// For the source's watermarks (gaps, `latest` anchors).
+    source_admin: Arc<Admin>,
     consumer: StreamConsumer<PumpContext>,
     producer: crate::clients::Producer,
     states: HashMap<(Arc<str>, i32), PartitionState>,
@@ -420,31 +481,50 @@ impl PumpRun<'_> {
         self.pump.follower.caught_up().await?;
         let remote = self.pump.flow.remote_topic(topic);
         let state = match self.pump.index.cursor(topic, partition)? {
-            Some(cursor) => PartitionState {
-                remote,
-                cursor,
-                sent_next: cursor.source_next,
-                open: None,
-                closed: Vec::new(),
-                dirty: false,
-                in_flight: 0,
-                started: false,
-            },
+            Some(cursor) => {
+                let lost = self.pump.index.lost(topic, partition)?;
+                self.pump.metrics.set_lost(topic, partition, &lost);
+                PartitionState {
+                    remote,
+                    cursor,
+                    sent_next: cursor.source_next,
+                    open: None,
+                    closed: Vec::new(),
+                    dirty: false,
+                    in_flight: 0,
+                    started: false,
+                    position_trusted: false,
+                    lost: Vec::new(),
+                }
+            }
             None => {
+                // A partition the index has never seen starts where the flow says: at the
+                // first record the consumer has (earliest), or at the source's end now.
+                let start = match self.pump.flow.start_position {
+                    StartPosition::Earliest => first_offset,
+                    StartPosition::Latest => {
+                        let (admin, t) = (self.source_admin.clone(), topic.to_string());
+                        let (_, end) =
+                            blocking(move || watermarks(admin.inner(), &t, partition)).await?;
+                        end.max(first_offset)
+                    }
+                };
                 let target_end = target_end(self.producer.clone(), &remote, partition).await?;
-                tracing::info!(flow = %self.pump.flow.name, topic = %topic, partition, source_offset = first_offset, target_offset = target_end, "partition starts");
+                tracing::info!(flow = %self.pump.flow.name, topic = %topic, partition, source_offset = start, target_offset = target_end, "partition starts");
                 PartitionState {
                     remote,
                     cursor: Cursor {
-                        source_next: first_offset,
+                        source_next: start,
                         target_next: target_end,
                     },
-                    sent_next: first_offset,
+                    sent_next: start,
                     open: None,
                     closed: Vec::new(),
                     dirty: true,
                     in_flight: 0,
-                    started: true,
+                    started: start == first_offset,
+                    position_trusted: false,
+                    lost: Vec::new(),
                 }
             }
         };
@@ -488,10 +568,13 @@ impl PumpRun<'_> {
         let state = self.states.get_mut(&key).expect("state_for made it");
         if !state.started {
             state.started = true;
-            if offset > state.sent_next {
-                // The consumer started past the index's cursor (its committed offset was
-                // lost, or `latest` applied): go back, so nothing between is skipped.
+            if offset != state.sent_next {
+                // The consumer started elsewhere than the index's cursor: past it (its
+                // committed offset was lost or is behind a retention reset) or before it (a
+                // crash between the runs record and the commit, or a `latest` anchor): go
+                // there, so nothing between is skipped and nothing is read twice.
                 tracing::info!(flow = %self.pump.flow.name, topic = %topic, partition, from = offset, to = state.sent_next, "resuming at the index's cursor");
+                state.position_trusted = false;
                 let to = state.sent_next;
                 self.consumer
                     .seek(
@@ -509,6 +592,13 @@ impl PumpRun<'_> {
         if offset < state.sent_next {
             return Ok(()); // mirrored before a restart or by the previous owner
         }
+        state.position_trusted = true;
+        if offset > state.sent_next {
+            let from = state.sent_next;
+            state.sent_next = offset;
+            self.push_gap(topic.clone(), partition, from, offset);
+        }
+        let state = self.states.get_mut(&key).expect("state_for made it");
         state.sent_next = offset + 1;
         state.in_flight += 1;
         let remote = state.remote.clone();
@@ -598,6 +688,33 @@ impl PumpRun<'_> {
         Ok(())
     }
 
+    /// Queues the judgement of a gap `from .. to` behind what is in flight: the source's log
+    /// start offset is read off the async threads, and the gap is recorded when its turn
+    /// comes in acknowledgement order.
+    fn push_gap(&mut self, topic: Arc<str>, partition: i32, from: i64, to: i64) {
+        if let Some(state) = self.states.get_mut(&(topic.clone(), partition)) {
+            state.in_flight += 1;
+        }
+        let admin = self.source_admin.clone();
+        self.in_flight.push_back(Box::pin(async move {
+            let t = topic.to_string();
+            let log_start_offset = blocking(move || watermarks(admin.inner(), &t, partition))
+                .await
+                .map(|(start, _)| start);
+            Sent {
+                topic,
+                partition,
+                source_offset: from,
+                bytes: 0,
+                timestamp_ms: None,
+                result: SentResult::Gap {
+                    to,
+                    log_start_offset,
+                },
+            }
+        }));
+    }
+
     fn acknowledged(&mut self, sent: Sent) -> Result<(), MirrorError> {
         self.in_flight_bytes -= sent.bytes;
         let key = (sent.topic.clone(), sent.partition);
@@ -642,6 +759,23 @@ impl PumpRun<'_> {
                 metrics.mirrored(&sent.topic, sent.partition, state.cursor.source_next, None);
                 Ok(())
             }
+            SentResult::Gap {
+                to,
+                log_start_offset,
+            } => {
+                let log_start_offset = log_start_offset.inspect_err(|_| {
+                    metrics.error("source_watermarks");
+                })?;
+                let lost = state.gap(sent.source_offset, to, log_start_offset, now_ms());
+                if let Some(lost) = lost {
+                    tracing::warn!(flow = %self.pump.flow.name, topic = %sent.topic, partition = sent.partition,
+                        from = lost.source_start, to = lost.source_end, records = lost.records(), log_start_offset,
+                        "the source deleted records before they were mirrored (its retention overtook the mirror); resuming at its log start");
+                    metrics.lost(&sent.topic, sent.partition, &lost);
+                }
+                metrics.mirrored(&sent.topic, sent.partition, state.cursor.source_next, None);
+                Ok(())
+            }
             SentResult::Failed(e) => {
                 metrics.error("target_delivery");
                 Err(MirrorError::Kafka {
@@ -679,6 +813,30 @@ impl PumpRun<'_> {
                 }
             }
         }
+        // Caught-up partitions whose consumer passed offsets without data (transaction
+        // markers at the end): the cursor follows, so lag reaches 0 and a group at the end
+        // translates.
+        if let Ok(positions) = self.consumer.position() {
+            let mut gaps = Vec::new();
+            for e in positions.elements() {
+                let Offset::Offset(position) = e.offset() else {
+                    continue;
+                };
+                let key: (Arc<str>, i32) = (Arc::from(e.topic()), e.partition());
+                if !assigned.contains(&(e.topic().to_string(), e.partition())) {
+                    continue;
+                }
+                let (_, end) = self.pump.metrics.watermarks(&key.0, key.1);
+                if let Some(state) = self.states.get_mut(&key) {
+                    if let Some((from, to)) = state.caught_up_gap(position, end) {
+                        gaps.push((key.0, key.1, from, to));
+                    }
+                }
+            }
+            for (topic, partition, from, to) in gaps {
+                self.push_gap(topic, partition, from, to);
+            }
+        }
         let mut updates = Vec::new();
         for ((topic, partition), state) in self.states.iter_mut().filter(|(_, s)| s.dirty) {
             let mut runs = std::mem::take(&mut state.closed);
@@ -688,6 +846,7 @@ impl PumpRun<'_> {
                 partition: *partition,
                 runs,
                 cursor: state.cursor,
+                lost: std::mem::take(&mut state.lost),
             });
             state.dirty = false;
         }
@@ -772,5 +931,111 @@ impl PumpRun<'_> {
         }
         let _ = self.producer.flush(Duration::from_millis(5_000));
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(source_next: i64, target_next: i64) -> PartitionState {
+        PartitionState {
+            remote: "a.t".into(),
+            cursor: Cursor {
+                source_next,
+                target_next,
+            },
+            sent_next: source_next,
+            open: None,
+            closed: Vec::new(),
+            dirty: false,
+            in_flight: 0,
+            started: true,
+            position_trusted: true,
+            lost: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_gap_below_the_source_log_start_is_lost_and_the_rest_is_not() {
+        let mut s = state(0, 0);
+        for o in 0..10 {
+            s.acknowledged(o, 100 + o);
+        }
+        // Retention deleted 10..40 while the mirror was away; the consumer went back to the
+        // log start, 40, and the first record it got is 40.
+        let lost = s.gap(10, 40, 40, 1_000).expect("a loss");
+        assert_eq!(
+            (lost.source_start, lost.source_end, lost.records()),
+            (10, 40, 30)
+        );
+        assert_eq!(s.cursor.source_next, 40);
+        assert_eq!(
+            s.cursor.target_next, 110,
+            "nothing was written for the lost range"
+        );
+        s.acknowledged(40, 110);
+        // A gap above the log start (compaction, an aborted transaction) is not loss.
+        assert_eq!(s.gap(41, 45, 40, 2_000), None);
+        s.acknowledged(45, 111);
+        // Part of a gap below the log start: only that part is lost.
+        let lost = s.gap(46, 60, 50, 3_000).expect("a partial loss");
+        assert_eq!((lost.source_start, lost.source_end), (46, 50));
+        s.acknowledged(60, 112);
+        let mut runs = std::mem::take(&mut s.closed);
+        runs.extend(s.open);
+        let runs: Vec<(i64, i64, i64)> = runs
+            .iter()
+            .map(|r| (r.source_start, r.target_start, r.length))
+            .collect();
+        assert_eq!(
+            runs,
+            vec![(0, 100, 10), (40, 110, 1), (45, 111, 1), (60, 112, 1)],
+            "a gap closes the run before it; the next record starts a new one"
+        );
+        assert_eq!(s.lost.len(), 2, "both losses go to the next flush");
+    }
+
+    #[test]
+    fn a_caught_up_partition_moves_its_cursor_past_transaction_markers_at_its_end() {
+        // Records 0..5 mirrored; a commit marker at 5; the consumer's position is 6 and the
+        // source's end is 6.
+        let mut s = state(0, 0);
+        for o in 0..5 {
+            s.sent_next = o + 1;
+            s.acknowledged(o, o);
+        }
+        assert_eq!(s.caught_up_gap(6, Some(6)), Some((5, 6)));
+        assert_eq!(s.sent_next, 6);
+        assert_eq!(s.gap(5, 6, 0, 1), None, "a marker is not loss");
+        assert_eq!(
+            s.cursor,
+            Cursor {
+                source_next: 6,
+                target_next: 5
+            },
+            "the cursor is at the source's end, so lag is 0 and a group at 6 translates to 5"
+        );
+        // Nothing more to do once the cursor is there.
+        assert_eq!(s.caught_up_gap(6, Some(6)), None);
+    }
+
+    #[test]
+    fn the_position_rule_waits_for_a_partition_that_is_caught_up_and_trusted() {
+        let mut s = state(5, 5);
+        // Not at the source's end: records between may still come.
+        assert_eq!(s.caught_up_gap(6, Some(9)), None);
+        assert_eq!(s.caught_up_gap(6, None), None);
+        // Something in flight: its acknowledgement comes first.
+        s.in_flight = 1;
+        assert_eq!(s.caught_up_gap(6, Some(6)), None);
+        s.in_flight = 0;
+        // After a seek, the position describes where the consumer was, not what it passed.
+        s.position_trusted = false;
+        assert_eq!(s.caught_up_gap(6, Some(6)), None);
+        s.position_trusted = true;
+        // A position at or behind what was sent says nothing.
+        assert_eq!(s.caught_up_gap(5, Some(5)), None);
+        assert_eq!(s.caught_up_gap(6, Some(6)), Some((5, 6)));
     }
 }

@@ -151,6 +151,11 @@ impl MirrorDaemon {
         serde_json::from_str(&body).unwrap_or_else(|e| panic!("/status is not JSON ({e}): {body}"))
     }
 
+    /// The daemon's HTTP address (for `strait mirror status --http`).
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http
+    }
+
     /// The daemon's `/metrics` text.
     pub fn metrics(&self) -> String {
         self.get("/metrics")

@@ -20,6 +20,41 @@ pub fn sequence_of(bytes: &[u8]) -> usize {
         .unwrap_or_else(|| panic!("no sequence number in {text:?}"))
 }
 
+/// What a copy did to a sequence of records: which sequence numbers are missing, how many
+/// arrived more than once, and how many arrived after a higher one (first copies only).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SequenceAudit {
+    pub missing: Vec<usize>,
+    pub duplicated: usize,
+    pub reordered: usize,
+}
+
+impl SequenceAudit {
+    /// Audits `received` (sequence numbers in arrival order) against `sent`.
+    pub fn of(sent: impl IntoIterator<Item = usize>, received: &[usize]) -> SequenceAudit {
+        let mut seen = std::collections::HashSet::new();
+        let mut duplicated = 0;
+        let mut reordered = 0;
+        let mut highest: Option<usize> = None;
+        for &n in received {
+            if !seen.insert(n) {
+                duplicated += 1;
+                continue;
+            }
+            if highest.is_some_and(|h| n < h) {
+                reordered += 1;
+            }
+            highest = highest.max(Some(n));
+        }
+        let missing = sent.into_iter().filter(|n| !seen.contains(n)).collect();
+        SequenceAudit {
+            missing,
+            duplicated,
+            reordered,
+        }
+    }
+}
+
 /// A record as produced by a test.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TestRecord {
