@@ -587,6 +587,71 @@ fn source_retention_overtaking_a_stopped_mirror_is_reported_exactly_and_nothing_
 }
 
 #[test]
+fn topics_the_target_refuses_are_reported_and_retried_while_the_others_flow() {
+    let a = Broker::start();
+    let b = Broker::start();
+    // Kafka's longest topic name is 249 characters: the source takes this one, the target
+    // refuses its remote name `a.<name>` (251).
+    let long = "x".repeat(249);
+    a.create_topic(&long, 1, &[]);
+    a.create_topic("good", 1, &[]);
+
+    // MirrorMaker 2's default replication factor (3) on a one-node target: refused at the
+    // flow's start, naming the setting to change, and nothing is created with fewer replicas.
+    let mut strict = MirrorDaemon::start(&common::mirror::flow_config_with_replication_factors(
+        &a, &b, "",
+    ));
+    wait_for("the replication factor refusal", MIRROR_WAIT, || {
+        (strict.log_lines_containing(
+            "replication factor 3 (`offset_syncs_topic_replication_factor`) is more than the cluster's 1 brokers",
+        ) > 0)
+            .then_some(())
+    });
+    strict.sigterm_and_wait();
+    assert_eq!(
+        b.topic_partition_count("strait-offset-runs.a-to-b.internal"),
+        None
+    );
+
+    let mirror = MirrorDaemon::start(&flow_config(&a, &b, ""));
+    let ts = now_ms();
+    let records: Vec<(i32, TestRecord)> = (0..100)
+        .map(|i| (0, generated_record("g", i, ts)))
+        .collect();
+    produce(&a, "good", &records);
+    wait_for_records(&b, "a.good", 0, 100, MIRROR_WAIT);
+    let received: Vec<usize> = read_partition(&b, "a.good", 0)
+        .iter()
+        .map(|c| common::sequence_of(c.key.as_deref().expect("a key")))
+        .collect();
+    assert_eq!(
+        common::SequenceAudit::of(0..100, &received),
+        common::SequenceAudit::default(),
+        "the refused topic does not hold the others up"
+    );
+    let refused = wait_for("the refusal, tried again, in /status", MIRROR_WAIT, || {
+        let status = mirror.status();
+        let r = status["flows"][0]["refused_topics"]
+            .as_array()?
+            .first()?
+            .clone();
+        (r["attempts"].as_u64()? >= 2).then_some(r)
+    });
+    assert_eq!(refused["topic"], long.as_str());
+    assert_eq!(refused["remote_topic"], format!("a.{long}"));
+    assert!(
+        refused["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("InvalidTopic")),
+        "{refused}"
+    );
+    let line = format!("strait_mirror_topic_refused{{flow=\"a-to-b\",topic=\"{long}\"}} 1");
+    let metrics = mirror.metrics();
+    assert!(metrics.contains(&line), "no `{line}` in\n{metrics}");
+    assert_eq!(b.topic_partition_count(&format!("a.{long}")), None);
+}
+
+#[test]
 fn two_daemons_split_the_partitions_and_one_takes_over_when_the_other_is_killed() {
     let a = Broker::start();
     let b = Broker::start();
@@ -640,12 +705,13 @@ fn a_to_b_and_b_to_a_together_do_not_loop() {
     b.create_topic("shared", 1, &[]);
     let config = format!(
         "clusters:\n  a:\n    bootstrap_servers: {a}\n  b:\n    bootstrap_servers: {b}\nflows:\n\
-         - source: a\n    target: b\n    topic_refresh_interval_ms: 500\n    topics: {{include: ['orders', 'heartbeats', 'b\\..*']}}\n\
-         - source: b\n    target: a\n    topic_refresh_interval_ms: 500\n    topics: {{include: ['payments', 'heartbeats', 'a\\..*']}}\n\
-         - name: shared-a-to-b\n    source: a\n    target: b\n    replication_policy: identity\n    heartbeat_interval_ms: 0\n    topic_refresh_interval_ms: 500\n    topics: {{include: ['shared']}}\n\
-         - name: shared-b-to-a\n    source: b\n    target: a\n    replication_policy: identity\n    heartbeat_interval_ms: 0\n    topic_refresh_interval_ms: 500\n    topics: {{include: ['shared']}}\n",
+         - source: a\n    target: b\n    topic_refresh_interval_ms: 500\n{one}    topics: {{include: ['orders', 'heartbeats', 'b\\..*']}}\n\
+         - source: b\n    target: a\n    topic_refresh_interval_ms: 500\n{one}    topics: {{include: ['payments', 'heartbeats', 'a\\..*']}}\n\
+         - name: shared-a-to-b\n    source: a\n    target: b\n    replication_policy: identity\n    heartbeat_interval_ms: 0\n    topic_refresh_interval_ms: 500\n{one}    topics: {{include: ['shared']}}\n\
+         - name: shared-b-to-a\n    source: b\n    target: a\n    replication_policy: identity\n    heartbeat_interval_ms: 0\n    topic_refresh_interval_ms: 500\n{one}    topics: {{include: ['shared']}}\n",
         a = a.bootstrap(),
-        b = b.bootstrap()
+        b = b.bootstrap(),
+        one = common::mirror::ONE_REPLICA
     );
     let config = config.replace("\n- ", "\n  - ");
     let mirror = MirrorDaemon::start(&config);

@@ -196,15 +196,22 @@ pub fn watermarks<C: ClientContext>(
         )))
 }
 
-/// Creates `topic` with `partitions` partitions and the cluster's default replication
-/// factor unless it exists.
+/// Creates `topic` with `partitions` partitions and `replication_factor` replicas unless it
+/// exists; `setting` names the config key that chose the factor, for the error a cluster with
+/// fewer brokers gets. Returns whether it created the topic.
 pub async fn ensure_topic(
-    admin: &Admin,
+    admin: &std::sync::Arc<Admin>,
     topic: &str,
     partitions: i32,
+    replication_factor: i16,
+    setting: &str,
     configs: &[(&str, &str)],
 ) -> Result<bool, MirrorError> {
-    let mut new = NewTopic::new(topic, partitions, TopicReplication::Fixed(-1));
+    let mut new = NewTopic::new(
+        topic,
+        partitions,
+        TopicReplication::Fixed(i32::from(replication_factor)),
+    );
     for (k, v) in configs {
         new = new.set(k, v);
     }
@@ -217,6 +224,20 @@ pub async fn ensure_topic(
     match results.into_iter().next() {
         Some(Ok(_)) => Ok(true),
         Some(Err((_, RDKafkaErrorCode::TopicAlreadyExists))) => Ok(false),
+        Some(Err((_, RDKafkaErrorCode::InvalidReplicationFactor))) => {
+            let a = admin.clone();
+            let brokers = blocking(move || {
+                a.inner()
+                    .fetch_metadata(None, Duration::from_millis(REQUEST_TIMEOUT_MS))
+                    .map(|m| m.brokers().len())
+                    .map_err(MirrorError::kafka("reading the cluster's brokers"))
+            })
+            .await
+            .map_or_else(|_| "fewer".to_string(), |n| n.to_string());
+            Err(MirrorError::Other(format!(
+                "creating topic {topic}: replication factor {replication_factor} (`{setting}`) is more than the cluster's {brokers} brokers; set `{setting}` in the flow to at most that"
+            )))
+        }
         Some(Err((_, code))) => Err(MirrorError::Other(format!(
             "creating topic {topic}: {code}"
         ))),

@@ -244,6 +244,17 @@ pub struct FlowConfig {
     /// At most this many record bytes (keys, values and headers) sent but not yet
     /// acknowledged by the target.
     pub in_flight_bytes_limit: u64,
+    /// Replication factor of the remote topics the flow creates (MirrorMaker 2's
+    /// `replication.factor`).
+    pub replication_factor: i16,
+    /// Replication factor of the offset-runs topic (`offset-syncs.topic.replication.factor`).
+    pub offset_syncs_topic_replication_factor: i16,
+    /// Replication factor of `<source>.checkpoints.internal`
+    /// (`checkpoints.topic.replication.factor`).
+    pub checkpoints_topic_replication_factor: i16,
+    /// Replication factor of the source's `heartbeats` topic
+    /// (`heartbeats.topic.replication.factor`).
+    pub heartbeats_topic_replication_factor: i16,
 }
 
 /// The keys of a flow as written; turned into a [`FlowConfig`] once the file's aliases are
@@ -275,6 +286,40 @@ struct RawFlow {
     config_sync_exclude: Option<BTreeSet<String>>,
     #[serde(default = "in_flight_bytes_limit_default")]
     in_flight_bytes_limit: InFlightLimit,
+    #[serde(default)]
+    replication_factor: ReplicationFactor,
+    #[serde(default)]
+    offset_syncs_topic_replication_factor: ReplicationFactor,
+    #[serde(default)]
+    checkpoints_topic_replication_factor: ReplicationFactor,
+    #[serde(default)]
+    heartbeats_topic_replication_factor: ReplicationFactor,
+}
+
+/// MirrorMaker 2's default replication factor for the topics a flow creates: never the
+/// cluster's default, and refused on a cluster with fewer brokers unless set lower.
+pub const REPLICATION_FACTOR_DEFAULT: i16 = 3;
+
+/// A replication factor: 1 to 32767.
+#[derive(Debug)]
+struct ReplicationFactor(i16);
+
+impl Default for ReplicationFactor {
+    fn default() -> ReplicationFactor {
+        ReplicationFactor(REPLICATION_FACTOR_DEFAULT)
+    }
+}
+
+impl<'de> Deserialize<'de> for ReplicationFactor {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<ReplicationFactor, D::Error> {
+        let n = i64::deserialize(d)?;
+        match i16::try_from(n) {
+            Ok(rf) if rf >= 1 => Ok(ReplicationFactor(rf)),
+            _ => Err(de::Error::custom(format!(
+                "replication factor {n} is out of range: use 1 to 32767 (and at most the brokers of the cluster)"
+            ))),
+        }
+    }
 }
 
 fn yes() -> bool {
@@ -440,6 +485,10 @@ impl TryFrom<RawFlow> for FlowConfig {
                     .collect()
             }),
             in_flight_bytes_limit: this.in_flight_bytes_limit.0,
+            replication_factor: this.replication_factor.0,
+            offset_syncs_topic_replication_factor: this.offset_syncs_topic_replication_factor.0,
+            checkpoints_topic_replication_factor: this.checkpoints_topic_replication_factor.0,
+            heartbeats_topic_replication_factor: this.heartbeats_topic_replication_factor.0,
         })
     }
 }

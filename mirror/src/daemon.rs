@@ -176,13 +176,15 @@ async fn run_flow(
 ) -> Result<(), MirrorError> {
     let source = config.cluster(&flow.source).clone();
     let target = config.cluster(&flow.target).clone();
-    let target_admin = admin(&target)?;
+    let target_admin = Arc::new(admin(&target)?);
     // Kept forever: the runs topic is the shared copy of the index (see ARCHITECTURE.md on
     // its growth until strait's broker compacts).
     ensure_topic(
         &target_admin,
         &flow.offset_runs_topic(),
         1,
+        flow.offset_syncs_topic_replication_factor,
+        "offset_syncs_topic_replication_factor",
         &[("retention.ms", "-1")],
     )
     .await?;
@@ -190,6 +192,8 @@ async fn run_flow(
         &target_admin,
         &flow.checkpoints_topic(),
         1,
+        flow.checkpoints_topic_replication_factor,
+        "checkpoints_topic_replication_factor",
         &[("retention.ms", "-1")],
     )
     .await?;

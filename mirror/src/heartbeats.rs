@@ -37,7 +37,15 @@ pub async fn run(
     if flow.heartbeat_interval_ms == 0 {
         return Ok(());
     }
-    ensure_topic(&admin(&source)?, HEARTBEATS_TOPIC, 1, &[]).await?;
+    ensure_topic(
+        &Arc::new(admin(&source)?),
+        HEARTBEATS_TOPIC,
+        1,
+        flow.heartbeats_topic_replication_factor,
+        "heartbeats_topic_replication_factor",
+        &[],
+    )
+    .await?;
     let producer: Producer =
         client_config(&source, &[("acks", "all"), ("message.timeout.ms", "10000")])
             .create_with_context(MirrorContext)

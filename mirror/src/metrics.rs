@@ -193,6 +193,18 @@ impl Metrics {
             },
         );
         family(
+            "strait_mirror_topic_refused",
+            "gauge",
+            "1 for each source topic whose remote topic the target refused to create (retried with backoff).",
+            &mut |o| {
+                for f in &flows {
+                    for r in lock(&f.refused).values() {
+                        let _ = writeln!(o, "strait_mirror_topic_refused{{flow=\"{}\",topic=\"{}\"}} 1", f.name, r.topic);
+                    }
+                }
+            },
+        );
+        family(
             "strait_mirror_records_lost_total",
             "counter",
             "Records the source deleted (its retention overtook the mirror) before they were mirrored, per partition.",
@@ -338,6 +350,7 @@ pub struct FlowMetrics {
     latency: Mutex<Histogram>,
     partitions: Mutex<BTreeMap<(String, i32), PartitionProgress>>,
     topics: Mutex<BTreeMap<String, TopicState>>,
+    refused: Mutex<BTreeMap<String, RefusedTopic>>,
 }
 
 /// What the pump and the consumer's statistics know of one source partition.
@@ -372,6 +385,21 @@ pub struct Acked {
     pub timestamp_ms: i64,
     /// From its source timestamp to the acknowledgement.
     pub latency_seconds: Option<f64>,
+}
+
+/// A source topic whose remote topic the target refused to create.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefusedTopic {
+    /// Source name.
+    pub topic: String,
+    /// The remote name it would have.
+    pub remote_topic: String,
+    /// What the target (or the mirror's check) said.
+    pub reason: String,
+    /// Attempts so far.
+    pub attempts: u32,
+    /// When it is tried again (Unix ms).
+    pub next_attempt_ms: i64,
 }
 
 /// A mirrored topic as the topic syncer sees it.
@@ -415,6 +443,9 @@ pub struct FlowStatus {
     pub errors: BTreeMap<String, u64>,
     /// Mirrored topics with their partitions.
     pub topics: Vec<TopicStatus>,
+    /// Source topics the target refused to take, retried with backoff.
+    #[serde(default)]
+    pub refused_topics: Vec<RefusedTopic>,
 }
 
 /// One topic in `/status`.
@@ -578,6 +609,11 @@ impl FlowMetrics {
         }
     }
 
+    /// Replaces the refused-topic table.
+    pub fn set_refused(&self, refused: BTreeMap<String, RefusedTopic>) {
+        *lock(&self.refused) = refused;
+    }
+
     /// Replaces the mirrored-topic table.
     pub fn set_topics(&self, topics: BTreeMap<String, TopicState>) {
         *lock(&self.topics) = topics;
@@ -634,6 +670,7 @@ impl FlowMetrics {
             ),
             heartbeat_age_seconds: age_seconds(now, self.last_heartbeat_ms.load(Ordering::Relaxed)),
             errors: lock(&self.errors).clone(),
+            refused_topics: lock(&self.refused).values().cloned().collect(),
             topics: topics
                 .into_iter()
                 .map(|(topic, t)| TopicStatus {
@@ -676,6 +713,17 @@ pub fn render_status(status: &Status) -> String {
         if !f.errors.is_empty() {
             let errors: Vec<String> = f.errors.iter().map(|(k, n)| format!("{k}={n}")).collect();
             let _ = writeln!(out, "  errors: {}", errors.join(", "));
+        }
+        for r in &f.refused_topics {
+            let _ = writeln!(
+                out,
+                "  REFUSED {} -> {} ({} attempts, next in {:.0} s): {}",
+                r.topic,
+                r.remote_topic,
+                r.attempts,
+                ((r.next_attempt_ms - status.now_ms).max(0) as f64) / 1000.0,
+                r.reason
+            );
         }
         let _ = writeln!(
             out,

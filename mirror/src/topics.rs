@@ -7,6 +7,12 @@
 //! publishes the mirrored topics to the pump, which subscribes to exactly those: a record
 //! never reaches a remote topic or partition that does not exist yet. Every
 //! `config_sync_interval_ms` it copies the topic-level configs that changed.
+//!
+//! A remote topic the target refuses to create (a config it does not support, a policy, a
+//! replication factor above its brokers) is reported per topic (`/status`, the status table,
+//! `strait_mirror_topic_refused`) and tried again after a backoff that doubles from
+//! `topic_refresh_interval_ms` to [`REFUSED_RETRY_MAX_MS`]; every other topic keeps being
+//! created and mirrored.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -17,7 +23,10 @@ use tokio::sync::watch;
 
 use crate::clients::{admin, blocking, ensure_topic, MirrorError, REQUEST_TIMEOUT_MS};
 use crate::config::{ClusterConfig, FlowConfig};
-use crate::metrics::{FlowMetrics, TopicState};
+use crate::metrics::{now_ms, FlowMetrics, RefusedTopic, TopicState};
+
+/// The longest wait before a refused topic is tried again.
+pub const REFUSED_RETRY_MAX_MS: u64 = 300_000;
 
 type Admin = Arc<crate::clients::Admin>;
 
@@ -30,6 +39,8 @@ pub struct TopicSync {
     topics: watch::Sender<BTreeMap<String, TopicState>>,
     /// Topics whose target has more partitions than the source, already warned about.
     warned: BTreeSet<String>,
+    /// Source topics whose remote topic the target refused, by source name.
+    refused: BTreeMap<String, RefusedTopic>,
 }
 
 fn options() -> AdminOptions {
@@ -89,6 +100,57 @@ async fn topic_overrides(
 }
 
 impl TopicSync {
+    /// Creates the remote topic of `topic` with its wanted configs.
+    async fn create_remote(
+        &self,
+        topic: &str,
+        remote: &str,
+        partitions: i32,
+    ) -> Result<(), MirrorError> {
+        let configs = self.wanted_configs(topic).await?;
+        let pairs: Vec<(&str, &str)> = configs
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        if ensure_topic(
+            &self.target,
+            remote,
+            partitions,
+            self.flow.replication_factor,
+            "replication_factor",
+            &pairs,
+        )
+        .await?
+        {
+            tracing::info!(flow = %self.flow.name, topic, remote, partitions, configs = pairs.len(), "created remote topic");
+        }
+        Ok(())
+    }
+
+    /// Records that the target refused `topic`'s remote topic, and when to try again.
+    fn refuse(&mut self, topic: &str, remote: &str, error: &MirrorError, now: i64) {
+        let attempts = self.refused.get(topic).map_or(0, |r| r.attempts) + 1;
+        let backoff_ms = self
+            .flow
+            .topic_refresh_interval_ms
+            .saturating_mul(1u64 << (attempts - 1).min(20))
+            .min(REFUSED_RETRY_MAX_MS);
+        let next_attempt_ms = now + i64::try_from(backoff_ms).unwrap_or(i64::MAX);
+        tracing::warn!(flow = %self.flow.name, topic, remote, attempts, retry_in_ms = backoff_ms, error = %error,
+            "the target refused the remote topic; the other topics go on, this one is tried again later");
+        self.metrics.error("topic_refused");
+        self.refused.insert(
+            topic.to_string(),
+            RefusedTopic {
+                topic: topic.to_string(),
+                remote_topic: remote.to_string(),
+                reason: error.to_string(),
+                attempts,
+                next_attempt_ms,
+            },
+        );
+    }
+
     /// A syncer publishing the mirrored topics on the returned receiver.
     pub fn new(
         flow: Arc<FlowConfig>,
@@ -105,6 +167,7 @@ impl TopicSync {
                 metrics,
                 topics,
                 warned: BTreeSet::new(),
+                refused: BTreeMap::new(),
             },
             rx,
         ))
@@ -142,19 +205,31 @@ impl TopicSync {
         let source = partition_counts(&self.source).await?;
         let target = partition_counts(&self.target).await?;
         let mut mirrored = BTreeMap::new();
-        for (topic, &partitions) in source.iter().filter(|(t, _)| self.flow.mirrors_topic(t)) {
+        let flow = self.flow.clone();
+        for (topic, &partitions) in source.iter().filter(|(t, _)| flow.mirrors_topic(t)) {
             let remote = self.flow.remote_topic(topic);
             let target_partitions = match target.get(&remote) {
                 None => {
-                    let configs = self.wanted_configs(topic).await?;
-                    let pairs: Vec<(&str, &str)> = configs
-                        .iter()
-                        .map(|(k, v)| (k.as_str(), v.as_str()))
-                        .collect();
-                    if ensure_topic(&self.target, &remote, partitions, &pairs).await? {
-                        tracing::info!(flow = %self.flow.name, topic, remote, partitions, configs = pairs.len(), "created remote topic");
+                    let now = now_ms();
+                    if self
+                        .refused
+                        .get(topic)
+                        .is_some_and(|r| now < r.next_attempt_ms)
+                    {
+                        continue;
                     }
-                    partitions
+                    match self.create_remote(topic, &remote, partitions).await {
+                        Ok(()) => {
+                            if self.refused.remove(topic).is_some() {
+                                tracing::info!(flow = %self.flow.name, topic, remote, "the target took the remote topic it refused before");
+                            }
+                            partitions
+                        }
+                        Err(e) => {
+                            self.refuse(topic, &remote, &e, now);
+                            continue;
+                        }
+                    }
                 }
                 Some(&have) if have < partitions => {
                     let results = self
@@ -189,6 +264,9 @@ impl TopicSync {
                 },
             );
         }
+        // A topic gone from the source (or from the filter) is no longer refused.
+        self.refused.retain(|t, _| source.contains_key(t));
+        self.metrics.set_refused(self.refused.clone());
         self.metrics.set_topics(mirrored.clone());
         self.topics.send_if_modified(|current| {
             let changed = *current != mirrored;

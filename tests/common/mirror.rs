@@ -22,8 +22,21 @@ use super::{
 };
 
 /// A mirror config for flow `a -> b` between two sites; `flow_extra` is YAML added to the
-/// flow (indented by four spaces, e.g. "    start_position: latest\n").
+/// flow (indented by four spaces, e.g. "    start_position: latest\n"). The topics the flow
+/// creates get one replica (the sites of these tests are single nodes).
 pub fn flow_config(a: &impl Site, b: &impl Site, flow_extra: &str) -> String {
+    flow_config_with_replication_factors(a, b, &format!("{ONE_REPLICA}{flow_extra}"))
+}
+
+/// The flow keys giving every topic a flow creates one replica.
+pub const ONE_REPLICA: &str = "    replication_factor: 1\n    offset_syncs_topic_replication_factor: 1\n    checkpoints_topic_replication_factor: 1\n    heartbeats_topic_replication_factor: 1\n";
+
+/// [`flow_config`] without the replication factors (MirrorMaker 2's default, 3, applies).
+pub fn flow_config_with_replication_factors(
+    a: &impl Site,
+    b: &impl Site,
+    flow_extra: &str,
+) -> String {
     format!(
         "clusters:\n  a:\n    bootstrap_servers: {}\n  b:\n    bootstrap_servers: {}\nflows:\n  - source: a\n    target: b\n    topic_refresh_interval_ms: 500\n    checkpoint_interval_ms: 500\n    config_sync_interval_ms: 1000\n{flow_extra}",
         a.bootstrap(),
