@@ -649,6 +649,18 @@ fn topics_the_target_refuses_are_reported_and_retried_while_the_others_flow() {
     let metrics = mirror.metrics();
     assert!(metrics.contains(&line), "no `{line}` in\n{metrics}");
     assert_eq!(b.topic_partition_count(&format!("a.{long}")), None);
+
+    // Heartbeats are MirrorMaker 2's records, mirrored like any topic.
+    wait_for_records(&b, "a.heartbeats", 0, 1, MIRROR_WAIT);
+    let beats = common::mirror::heartbeats(&b, "a.heartbeats");
+    assert!(!beats.is_empty());
+    for (source, target, at) in beats {
+        assert_eq!((source.as_str(), target.as_str()), ("a", "b"));
+        assert!(
+            (ts - 60_000..now_ms() + 1_000).contains(&at),
+            "heartbeat at {at}"
+        );
+    }
 }
 
 #[test]

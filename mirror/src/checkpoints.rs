@@ -32,7 +32,8 @@ use crate::offsets::{next_checkpoint, Checkpoint, FlowIndex};
 /// At most this many groups are checkpointed per round; the rest wait for a later round.
 pub const GROUPS_PER_ROUND_MAX: usize = 1_000;
 
-/// A record of `<source>.checkpoints.internal` (JSON; the key is `group/topic/partition`).
+/// A checkpoint made in a round, before it is written to `<source>.checkpoints.internal`
+/// (in MirrorMaker 2's format, see [`crate::mm2`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CheckpointRecord {
     /// The consumer group.
@@ -47,8 +48,8 @@ pub struct CheckpointRecord {
     pub upstream_offset: i64,
     /// Where the group resumes on the target.
     pub downstream_offset: i64,
-    /// When the checkpoint was made (Unix ms).
-    pub timestamp_ms: i64,
+    /// The metadata the group committed with its offset on the source.
+    pub metadata: String,
 }
 
 /// The checkpoint task of one flow.
@@ -226,7 +227,7 @@ impl Checkpointer {
                             partition: e.partition(),
                             upstream_offset: c.source_offset,
                             downstream_offset: c.target_offset,
-                            timestamp_ms: now_ms(),
+                            metadata: e.metadata().to_string(),
                         },
                         rewound,
                     ));
@@ -257,13 +258,25 @@ impl Checkpointer {
         Ok(())
     }
 
+    /// Writes checkpoints to `<source>.checkpoints.internal` in MirrorMaker 2's format.
     async fn publish(&self, records: &[(CheckpointRecord, bool)]) -> Result<(), MirrorError> {
         let mut encoded = Vec::with_capacity(records.len());
         for (c, _) in records {
-            let key = format!("{}/{}/{}", c.group, c.topic, c.partition);
-            let value = serde_json::to_vec(c)
-                .map_err(|e| MirrorError::Other(format!("encoding a checkpoint: {e}")))?;
-            encoded.push((key, value));
+            let checkpoint = crate::mm2::Checkpoint {
+                group: c.group.clone(),
+                topic: c.topic.clone(),
+                partition: c.partition,
+                upstream_offset: c.upstream_offset,
+                downstream_offset: c.downstream_offset,
+                metadata: c.metadata.clone(),
+            };
+            let encode = |e: crate::mm2::FormatError| {
+                MirrorError::Other(format!("encoding a checkpoint of group {}: {e}", c.group))
+            };
+            encoded.push((
+                checkpoint.key().map_err(encode)?,
+                checkpoint.value().map_err(encode)?,
+            ));
         }
         let topic = self.flow.checkpoints_topic();
         send_to_partition_zero(&self.producer, &topic, &encoded, "publishing a checkpoint")?.await

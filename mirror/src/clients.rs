@@ -253,7 +253,7 @@ pub async fn ensure_topic(
 pub fn send_to_partition_zero(
     producer: &Producer,
     topic: &str,
-    records: &[(String, Vec<u8>)],
+    records: &[(Vec<u8>, Vec<u8>)],
     what: &str,
 ) -> Result<impl std::future::Future<Output = Result<(), MirrorError>> + Send + 'static, MirrorError>
 {
@@ -263,9 +263,9 @@ pub fn send_to_partition_zero(
     };
     let mut deliveries = Vec::with_capacity(records.len());
     for (key, value) in records {
-        let record: FutureRecord<'_, str, [u8]> = FutureRecord::to(topic)
+        let record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic)
             .partition(0)
-            .key(key.as_str())
+            .key(key.as_slice())
             .payload(value.as_slice());
         deliveries.push(producer.send_result(record).map_err(|(e, _)| failed(e))?);
     }

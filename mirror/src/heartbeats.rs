@@ -2,30 +2,20 @@
 //!
 //! The pump mirrors the topic like any other (as `<source>.heartbeats` under the prefix
 //! policy); the target's copy shows the flow is alive end to end, and the age of the newest
-//! mirrored heartbeat is the `strait_mirror_heartbeat_age_seconds` gauge.
+//! mirrored heartbeat is the `strait_mirror_heartbeat_age_seconds` gauge. Records are in
+//! MirrorMaker 2's format ([`crate::mm2::Heartbeat`]), so tools that look for upstream
+//! clusters through heartbeats work unchanged.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::producer::FutureRecord;
-use serde::Serialize;
 use tokio::sync::watch;
 
 use crate::clients::{admin, client_config, ensure_topic, MirrorContext, MirrorError, Producer};
 use crate::config::{ClusterConfig, FlowConfig};
 use crate::metrics::{now_ms, FlowMetrics};
 use crate::pump::HEARTBEATS_TOPIC;
-
-#[derive(Serialize)]
-struct HeartbeatKey<'a> {
-    source: &'a str,
-    target: &'a str,
-}
-
-#[derive(Serialize)]
-struct HeartbeatValue {
-    timestamp_ms: i64,
-}
 
 /// Writes heartbeats for `flow` on `source` until `stop`. Does nothing if the interval is 0.
 pub async fn run(
@@ -50,11 +40,14 @@ pub async fn run(
         client_config(&source, &[("acks", "all"), ("message.timeout.ms", "10000")])
             .create_with_context(MirrorContext)
             .map_err(MirrorError::kafka("creating the heartbeat producer"))?;
-    let key = serde_json::to_vec(&HeartbeatKey {
-        source: &flow.source,
-        target: &flow.target,
-    })
-    .map_err(|e| MirrorError::Other(e.to_string()))?;
+    let mut heartbeat = crate::mm2::Heartbeat {
+        source: flow.source.clone(),
+        target: flow.target.clone(),
+        timestamp_ms: 0,
+    };
+    let key = heartbeat
+        .key()
+        .map_err(|e| MirrorError::Other(format!("encoding a heartbeat key: {e}")))?;
     let mut tick = tokio::time::interval(Duration::from_millis(flow.heartbeat_interval_ms));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -63,8 +56,8 @@ pub async fn run(
             _ = tick.tick() => {}
         }
         let now = now_ms();
-        let value = serde_json::to_vec(&HeartbeatValue { timestamp_ms: now })
-            .map_err(|e| MirrorError::Other(e.to_string()))?;
+        heartbeat.timestamp_ms = now;
+        let value = heartbeat.value();
         let record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(HEARTBEATS_TOPIC)
             .key(key.as_slice())
             .payload(value.as_slice())

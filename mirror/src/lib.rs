@@ -6,7 +6,7 @@
 //! group offsets, group offset sync) and a [`heartbeats`] emitter. Offsets translate exactly
 //! through the runs kept in [`offsets`] (sled), whose shared copy is an internal topic on the
 //! target that the [`follower`] applies. [`http`] serves [`metrics`] as Prometheus text and
-//! a JSON status.
+//! a JSON status. Checkpoints and heartbeats are written in MirrorMaker 2's formats ([`mm2`]).
 
 pub mod checkpoints;
 pub mod clients;
@@ -16,6 +16,7 @@ pub mod follower;
 pub mod heartbeats;
 pub mod http;
 pub mod metrics;
+pub mod mm2;
 pub mod offsets;
 pub mod pump;
 pub mod topics;

@@ -853,7 +853,7 @@ impl PumpRun<'_> {
         if !updates.is_empty() {
             let mut encoded = Vec::with_capacity(updates.len());
             for update in &updates {
-                let key = format!("{}/{}", update.topic, update.partition);
+                let key = format!("{}/{}", update.topic, update.partition).into_bytes();
                 let value = serde_json::to_vec(update)
                     .map_err(|e| MirrorError::Other(format!("encoding an offset run: {e}")))?;
                 encoded.push((key, value));

@@ -322,13 +322,77 @@ pub fn commit(site: &impl Site, group: &str, topic: &str, offsets: &[(i32, i64)]
         .expect("OffsetCommit");
 }
 
-/// Every record of the target's checkpoints topic, parsed.
+/// Kafka's protocol struct fields, read the way `org.apache.kafka.common.protocol.types`
+/// writes them (big-endian integers, `STRING` = INT16 length + UTF-8). Written here from
+/// MirrorMaker 2's schema definitions (`Checkpoint`, `Heartbeat` in connect/mirror-client),
+/// independently of the mirror's encoder, to check that encoder.
+struct KafkaStruct<'a>(&'a [u8]);
+
+impl KafkaStruct<'_> {
+    fn int(&mut self, bytes: usize) -> i64 {
+        assert!(self.0.len() >= bytes, "struct cut short");
+        let (v, rest) = self.0.split_at(bytes);
+        self.0 = rest;
+        v.iter()
+            .fold(if v[0] & 0x80 != 0 { -1i64 } else { 0 }, |acc, b| {
+                (acc << 8) | i64::from(*b)
+            })
+    }
+
+    fn string(&mut self) -> String {
+        let len = usize::try_from(self.int(2)).expect("a non-negative string length");
+        assert!(self.0.len() >= len, "string cut short");
+        let (v, rest) = self.0.split_at(len);
+        self.0 = rest;
+        String::from_utf8(v.to_vec()).expect("UTF-8")
+    }
+
+    fn done(self) {
+        assert!(self.0.is_empty(), "{} bytes after the struct", self.0.len());
+    }
+}
+
+/// The records of a `<source>.checkpoints.internal` topic, decoded as MirrorMaker 2's
+/// `Checkpoint` (key: group, topic, partition; value: version 0, upstream offset, offset,
+/// metadata), as JSON objects with `group`, `topic`, `partition`, `upstream_offset`,
+/// `downstream_offset` and `metadata`.
 pub fn checkpoints(site: &impl Site, topic: &str) -> Vec<serde_json::Value> {
     read_partition(site, topic, 0)
         .into_iter()
         .map(|c| {
-            serde_json::from_slice(c.value.as_deref().unwrap_or_default())
-                .expect("checkpoint is JSON")
+            let mut key = KafkaStruct(c.key.as_deref().expect("a checkpoint has a key"));
+            let (group, topic, partition) = (key.string(), key.string(), key.int(4));
+            key.done();
+            let mut value = KafkaStruct(c.value.as_deref().expect("a checkpoint has a value"));
+            assert_eq!(value.int(2), 0, "checkpoint value version");
+            let (upstream, downstream, metadata) = (value.int(8), value.int(8), value.string());
+            value.done();
+            serde_json::json!({
+                "group": group,
+                "topic": topic,
+                "partition": partition,
+                "upstream_offset": upstream,
+                "downstream_offset": downstream,
+                "metadata": metadata,
+            })
+        })
+        .collect()
+}
+
+/// The records of a heartbeats topic, decoded as MirrorMaker 2's `Heartbeat` (key: source
+/// and target cluster alias; value: version 0, timestamp): `(source, target, timestamp ms)`.
+pub fn heartbeats(site: &impl Site, topic: &str) -> Vec<(String, String, i64)> {
+    read_partition(site, topic, 0)
+        .into_iter()
+        .map(|c| {
+            let mut key = KafkaStruct(c.key.as_deref().expect("a heartbeat has a key"));
+            let (source, target) = (key.string(), key.string());
+            key.done();
+            let mut value = KafkaStruct(c.value.as_deref().expect("a heartbeat has a value"));
+            assert_eq!(value.int(2), 0, "heartbeat value version");
+            let timestamp = value.int(8);
+            value.done();
+            (source, target, timestamp)
         })
         .collect()
 }
