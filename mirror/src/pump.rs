@@ -1038,4 +1038,126 @@ mod tests {
         assert_eq!(s.caught_up_gap(5, Some(5)), None);
         assert_eq!(s.caught_up_gap(6, Some(6)), Some((5, 6)));
     }
+
+    /// What the index must say after any sequence of records, gaps (some lost to retention),
+    /// records skipped on purpose, flushes and restarts: the lost ranges are exactly the gap
+    /// offsets below the log start seen when each gap was found, the cursor only moves
+    /// forward, and every processed offset translates to the target offset of the first
+    /// mirrored record at or after it.
+    mod model {
+        use super::*;
+        use crate::offsets::OffsetStore;
+        use proptest::prelude::*;
+
+        #[derive(Debug, Clone)]
+        enum Event {
+            /// The next record arrives `gap` offsets after the cursor; the source's log start
+            /// is `lost` offsets into that gap; it lands `target_gap` after the last target
+            /// offset (another writer on the target).
+            Record {
+                gap: i64,
+                lost: i64,
+                target_gap: i64,
+            },
+            /// The next record came from the target and is skipped.
+            Skip,
+            /// The runs so far are recorded.
+            Flush,
+            /// The pump restarts: recorded, then rebuilt from the index.
+            Restart,
+        }
+
+        fn event() -> impl Strategy<Value = Event> {
+            prop_oneof![
+                6 => (0i64..4, 0i64..5, 0i64..2).prop_map(|(gap, lost, target_gap)| Event::Record { gap, lost, target_gap }),
+                1 => Just(Event::Skip),
+                1 => Just(Event::Flush),
+                1 => Just(Event::Restart),
+            ]
+        }
+
+        fn flush(s: &mut PartitionState, ix: &FlowIndex) {
+            let mut runs = std::mem::take(&mut s.closed);
+            runs.extend(s.open);
+            ix.apply(&RunUpdate {
+                topic: "t".into(),
+                partition: 0,
+                runs,
+                cursor: s.cursor,
+                lost: std::mem::take(&mut s.lost),
+            })
+            .unwrap();
+            // The open run is recorded as it stands; later records extend it in place.
+            s.dirty = false;
+        }
+
+        proptest! {
+            #[test]
+            fn the_index_follows_records_gaps_losses_and_restarts(
+                events in proptest::collection::vec(event(), 1..150),
+            ) {
+                let dir = tempfile::tempdir().unwrap();
+                let ix = OffsetStore::open(dir.path()).unwrap().flow("f").unwrap();
+                let mut s = state(0, 0);
+                let mut target = 0i64;
+                let mut mirrored: Vec<(i64, i64)> = Vec::new();
+                let mut lost: Vec<(i64, i64)> = Vec::new();
+                let mut last_cursor = 0;
+                for e in events {
+                    match e {
+                        Event::Record { gap, lost: below, target_gap } => {
+                            let from = s.cursor.source_next;
+                            let at = from + gap;
+                            if gap > 0 {
+                                let log_start = from + below;
+                                if let Some(l) = s.gap(from, at, log_start, 0) {
+                                    lost.push((l.source_start, l.source_end));
+                                }
+                                let expect = (log_start.min(at) > from).then(|| (from, log_start.min(at)));
+                                prop_assert_eq!(lost.last().copied().filter(|_| expect.is_some()), expect);
+                            }
+                            target += target_gap;
+                            s.sent_next = at + 1;
+                            s.acknowledged(at, target);
+                            mirrored.push((at, target));
+                            target += 1;
+                        }
+                        Event::Skip => {
+                            let at = s.cursor.source_next;
+                            s.sent_next = at + 1;
+                            s.skipped(at);
+                        }
+                        Event::Flush => flush(&mut s, &ix),
+                        Event::Restart => {
+                            flush(&mut s, &ix);
+                            let cursor = ix.cursor("t", 0).unwrap().expect("a cursor");
+                            prop_assert_eq!(cursor, s.cursor);
+                            s = state(cursor.source_next, cursor.target_next);
+                            // A new state's runs start fresh: the next record opens a new run.
+                            target = target.max(cursor.target_next);
+                        }
+                    }
+                    prop_assert!(s.cursor.source_next >= last_cursor, "the cursor went back");
+                    last_cursor = s.cursor.source_next;
+                }
+                flush(&mut s, &ix);
+                let recorded: Vec<(i64, i64)> = ix
+                    .lost("t", 0)
+                    .unwrap()
+                    .iter()
+                    .map(|l| (l.source_start, l.source_end))
+                    .collect();
+                prop_assert_eq!(&recorded, &lost);
+                let end = s.cursor.source_next;
+                for o in 0..=end {
+                    let want = mirrored
+                        .iter()
+                        .find(|(src, _)| *src >= o)
+                        .map_or(s.cursor.target_next, |(_, t)| *t);
+                    prop_assert_eq!(ix.translate("t", 0, o).unwrap(), Some(want), "offset {}", o);
+                }
+                prop_assert_eq!(ix.translate("t", 0, end + 1).unwrap(), None);
+            }
+        }
+    }
 }
