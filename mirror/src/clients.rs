@@ -102,6 +102,24 @@ pub fn log_client_line(level: RDKafkaLogLevel, facility: &str, message: &str) {
     }
 }
 
+/// Header added to every mirrored record: `<flow>/<source offset>`. A daemon taking a
+/// partition over reads the target partition past the recorded cursor and, through this
+/// header, finds what a previous owner wrote there without recording it, so it is not sent
+/// again.
+pub const SOURCE_HEADER: &str = "strait.source";
+
+/// The value of [`SOURCE_HEADER`] for a record of `flow` at `source_offset`.
+pub fn source_header(flow: &str, source_offset: i64) -> String {
+    format!("{flow}/{source_offset}")
+}
+
+/// The source offset a [`SOURCE_HEADER`] value names for `flow`, if it is one of `flow`'s.
+pub fn parse_source_header(flow: &str, value: &[u8]) -> Option<i64> {
+    let text = std::str::from_utf8(value).ok()?;
+    let (name, offset) = text.rsplit_once('/')?;
+    (name == flow).then(|| offset.parse().ok()).flatten()
+}
+
 /// What a flow's task could not do.
 #[derive(Debug, thiserror::Error)]
 pub enum MirrorError {
@@ -289,4 +307,28 @@ pub fn send_to_partition_zero(
         }
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_source_header_names_the_flow_and_the_offset() {
+        let v = source_header("a-to-b", 42);
+        assert_eq!(v, "a-to-b/42");
+        assert_eq!(parse_source_header("a-to-b", v.as_bytes()), Some(42));
+        assert_eq!(
+            parse_source_header("b-to-c", v.as_bytes()),
+            None,
+            "another flow's"
+        );
+        assert_eq!(
+            parse_source_header("x/y", b"x/y/7"),
+            Some(7),
+            "a flow name may hold a slash"
+        );
+        assert_eq!(parse_source_header("a-to-b", b"a-to-b/"), None);
+        assert_eq!(parse_source_header("a-to-b", b"\xff/1"), None);
+    }
 }

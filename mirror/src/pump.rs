@@ -43,8 +43,8 @@ use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::watch;
 
 use crate::clients::{
-    admin, blocking, client_config, send_to_partition_zero, watermarks, Admin, MirrorError,
-    ORIGIN_HEADER,
+    admin, blocking, client_config, parse_source_header, send_to_partition_zero, source_header,
+    watermarks, Admin, MirrorContext, MirrorError, PollConsumer, ORIGIN_HEADER, SOURCE_HEADER,
 };
 use crate::config::{ClusterConfig, FlowConfig, StartPosition};
 use crate::follower::IndexFollower;
@@ -57,6 +57,9 @@ pub const FLUSH_INTERVAL_MS: u64 = 200;
 const TARGET_PARTITION_WAIT_MS: u64 = 30_000;
 /// How long a stopping pump waits for acknowledgements of what it already sent.
 const DRAIN_TIMEOUT_MS: u64 = 30_000;
+/// How long reading a target partition's tail at a takeover may take.
+const RECONCILE_TIMEOUT_MS: u64 = 30_000;
+
 /// The topic the heartbeat emitter writes on every source cluster.
 pub const HEARTBEATS_TOPIC: &str = "heartbeats";
 
@@ -306,6 +309,7 @@ impl Pump {
         let source_admin = Arc::new(admin(&self.source)?);
         let mut run = PumpRun {
             source_admin,
+            target_reader: None,
             pump: self,
             consumer,
             producer,
@@ -390,6 +394,8 @@ struct PumpRun<'a> {
     pump: &'a mut Pump,
     /// For the source's watermarks (gaps, `latest` anchors).
     source_admin: Arc<Admin>,
+    /// Reads target partitions past the recorded cursor at a takeover (made on first use).
+    target_reader: Option<Arc<PollConsumer>>,
     consumer: StreamConsumer<PumpContext>,
     producer: crate::clients::Producer,
     states: HashMap<(Arc<str>, i32), PartitionState>,
@@ -423,6 +429,73 @@ fn record_bytes(m: &rdkafka::message::OwnedMessage) -> u64 {
             .sum::<usize>()
     });
     (m.key().map_or(0, <[u8]>::len) + m.payload().map_or(0, <[u8]>::len) + headers) as u64
+}
+
+/// The records of `flow` in `remote`/`partition` from target offset `from` to the partition's
+/// current end, as `(target offset, source offset)` (blocking). Reads at most `limit_bytes`
+/// of records; what lies beyond is left (and may be sent again).
+fn read_tail(
+    reader: &PollConsumer,
+    remote: &str,
+    partition: i32,
+    from: i64,
+    flow: &str,
+    limit_bytes: u64,
+) -> Result<Vec<(i64, i64)>, MirrorError> {
+    let (_, end) = watermarks(reader.client(), remote, partition)?;
+    if from >= end {
+        return Ok(Vec::new());
+    }
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(remote, partition, Offset::Offset(from))
+        .map_err(MirrorError::kafka("reading the target's tail"))?;
+    reader.assign(&tpl).map_err(MirrorError::kafka(format!(
+        "assigning {remote}/{partition}"
+    )))?;
+    let deadline = std::time::Instant::now() + Duration::from_millis(RECONCILE_TIMEOUT_MS);
+    let mut next = from;
+    let mut bytes = 0u64;
+    let mut found = Vec::new();
+    let result = loop {
+        if next >= end {
+            break Ok(found);
+        }
+        if std::time::Instant::now() >= deadline {
+            break Err(MirrorError::Other(format!(
+                "reading {remote}/{partition} from {from} to {end} took more than {RECONCILE_TIMEOUT_MS} ms"
+            )));
+        }
+        match reader.poll(Duration::from_millis(200)) {
+            None => {}
+            Some(Err(e)) => {
+                break Err(MirrorError::Kafka {
+                    what: format!("reading {remote}/{partition}"),
+                    source: e,
+                })
+            }
+            Some(Ok(m)) => {
+                if m.topic() != remote || m.partition() != partition || m.offset() < next {
+                    continue;
+                }
+                next = m.offset() + 1;
+                bytes += (m.payload_len() + m.key().map_or(0, <[u8]>::len)) as u64;
+                let source = m.headers().and_then(|h| {
+                    h.iter()
+                        .filter(|h| h.key == SOURCE_HEADER)
+                        .find_map(|h| parse_source_header(flow, h.value?))
+                });
+                if let Some(source) = source {
+                    found.push((m.offset(), source));
+                }
+                if bytes > limit_bytes {
+                    tracing::warn!(remote, partition, from, end, read_to = next, "the target's tail is longer than the reconciliation reads; records past it may be sent again");
+                    break Ok(found);
+                }
+            }
+        }
+    };
+    let _ = reader.unassign();
+    result
 }
 
 /// The target partition's end offset. A partition the topic syncer just created may be
@@ -484,7 +557,7 @@ impl PumpRun<'_> {
             Some(cursor) => {
                 let lost = self.pump.index.lost(topic, partition)?;
                 self.pump.metrics.set_lost(topic, partition, &lost);
-                PartitionState {
+                let mut state = PartitionState {
                     remote,
                     cursor,
                     sent_next: cursor.source_next,
@@ -495,7 +568,10 @@ impl PumpRun<'_> {
                     started: false,
                     position_trusted: false,
                     lost: Vec::new(),
-                }
+                };
+                let from = state.cursor.target_next;
+                self.reconcile(topic, partition, &mut state, from).await?;
+                state
             }
             None => {
                 // A partition the index has never seen starts where the flow says: at the
@@ -511,7 +587,7 @@ impl PumpRun<'_> {
                 };
                 let target_end = target_end(self.producer.clone(), &remote, partition).await?;
                 tracing::info!(flow = %self.pump.flow.name, topic = %topic, partition, source_offset = start, target_offset = target_end, "partition starts");
-                PartitionState {
+                let mut state = PartitionState {
                     remote,
                     cursor: Cursor {
                         source_next: start,
@@ -525,10 +601,97 @@ impl PumpRun<'_> {
                     started: start == first_offset,
                     position_trusted: false,
                     lost: Vec::new(),
+                };
+                // Unknown to the index, but this flow may have written there before the
+                // index learned it (a daemon killed before its first record of runs, or an
+                // index lost with its runs topic): the whole target partition is read.
+                self.reconcile(topic, partition, &mut state, 0).await?;
+                if state.sent_next != start {
+                    state.started = false;
                 }
+                state
             }
         };
         self.states.insert((topic.clone(), partition), state);
+        Ok(())
+    }
+
+    /// Takes into `state` what the target partition holds from `from_target_offset` on that
+    /// this flow wrote at or past the cursor (a previous owner acknowledged it and stopped
+    /// before recording it), so it is not sent again: each such record extends the runs and
+    /// moves the cursor, exactly as its acknowledgement would have.
+    async fn reconcile(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        state: &mut PartitionState,
+        from_target_offset: i64,
+    ) -> Result<(), MirrorError> {
+        let started = std::time::Instant::now();
+        let reader = match &self.target_reader {
+            Some(r) => r.clone(),
+            None => {
+                let flow = &self.pump.flow;
+                let group = format!("strait-mirror-reconcile-{}", flow.name);
+                let reader: PollConsumer = client_config(
+                    &self.pump.target,
+                    &[
+                        // Assigned by hand, never joined or committed.
+                        ("group.id", &group),
+                        ("enable.auto.commit", "false"),
+                        ("enable.partition.eof", "false"),
+                        // A start below the target's log start reads from there.
+                        ("auto.offset.reset", "earliest"),
+                    ],
+                )
+                .create_with_context(MirrorContext)
+                .map_err(MirrorError::kafka("creating the target reader"))?;
+                let reader = Arc::new(reader);
+                self.target_reader = Some(reader.clone());
+                reader
+            }
+        };
+        let (remote, from, flow) = (
+            state.remote.clone(),
+            from_target_offset,
+            self.pump.flow.name.clone(),
+        );
+        let limit_bytes = self.pump.flow.in_flight_bytes_limit.saturating_mul(4);
+        let found =
+            blocking(move || read_tail(&reader, &remote, partition, from, &flow, limit_bytes))
+                .await?;
+        let found: Vec<(i64, i64)> = found
+            .into_iter()
+            .filter(|(_, source)| *source >= state.cursor.source_next)
+            .collect();
+        if found.is_empty() {
+            return Ok(());
+        }
+        let log_start_offset = {
+            let (admin, t) = (self.source_admin.clone(), topic.to_string());
+            blocking(move || watermarks(admin.inner(), &t, partition))
+                .await?
+                .0
+        };
+        let mut taken = 0u64;
+        for (target_offset, source_offset) in found {
+            if source_offset < state.cursor.source_next {
+                continue; // written twice by earlier owners; the first copy counts
+            }
+            if source_offset > state.cursor.source_next {
+                let from = state.cursor.source_next;
+                if let Some(lost) = state.gap(from, source_offset, log_start_offset, now_ms()) {
+                    self.pump.metrics.lost(topic, partition, &lost);
+                }
+            }
+            state.acknowledged(source_offset, target_offset);
+            taken += 1;
+        }
+        state.sent_next = state.cursor.source_next;
+        tracing::info!(flow = %self.pump.flow.name, topic, partition, records = taken,
+            source_next = state.cursor.source_next, target_next = state.cursor.target_next,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "found records of this flow on the target past the recorded cursor; they are not sent again");
         Ok(())
     }
 
@@ -638,6 +801,11 @@ impl PumpRun<'_> {
                 value: Some(self.pump.flow.source.as_bytes()),
             });
         }
+        let source = source_header(&self.pump.flow.name, offset);
+        headers = headers.insert(Header {
+            key: SOURCE_HEADER,
+            value: Some(source.as_bytes()),
+        });
         let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&remote)
             .partition(partition)
             .headers(headers);
