@@ -672,6 +672,82 @@ fn topics_the_target_refuses_are_reported_and_retried_while_the_others_flow() {
 }
 
 #[test]
+fn a_target_outage_under_load_loses_and_repeats_nothing_and_checkpoints_and_heartbeats_resume() {
+    let a = Broker::start();
+    let mut b = Broker::start();
+    a.create_topic("flow", 2, &[]);
+    let total = 6_000usize;
+    let ts = now_ms();
+    let bootstrap = a.bootstrap();
+    let producer_thread = thread::spawn(move || {
+        let producer = common::TestProducer::new(&bootstrap, &[]);
+        let deadline = Instant::now() + Duration::from_secs(120);
+        for i in 0..total {
+            producer
+                .send(
+                    "flow",
+                    Some((i % 2) as i32),
+                    i,
+                    &generated_record("o", i, ts),
+                    deadline,
+                )
+                .unwrap();
+            if i % 100 == 99 {
+                producer.poll(Duration::ZERO);
+                thread::sleep(Duration::from_millis(50)); // ~2,000 records/s
+            }
+        }
+        producer.flush(Duration::from_secs(60));
+        producer.delivered_count()
+    });
+    let mirror = MirrorDaemon::start(&flow_config(&a, &b, ""));
+    wait_for("the mirror to copy something", MIRROR_WAIT, || {
+        (b.topic_partition_count("a.flow") == Some(2) && b.watermarks("a.flow", 0).1 > 300)
+            .then_some(())
+    });
+    // The target goes away mid-stream for longer than the mirror's request timeouts, and
+    // comes back on the same address and data.
+    b.sigkill();
+    thread::sleep(Duration::from_secs(15));
+    b.restart_on_same_port();
+    let restarted_ms = now_ms();
+    assert_eq!(producer_thread.join().unwrap(), total);
+
+    for p in 0..2 {
+        let source = read_partition(&a, "flow", p);
+        wait_for_records(&b, "a.flow", p, source.len() as i64, MIRROR_WAIT);
+        let target = read_partition(&b, "a.flow", p);
+        let sequence = |records: &[common::Consumed]| -> Vec<usize> {
+            records
+                .iter()
+                .map(|c| common::sequence_of(c.key.as_deref().expect("a key")))
+                .collect()
+        };
+        assert_eq!(
+            common::SequenceAudit::of(sequence(&source), &sequence(&target)),
+            common::SequenceAudit::default(),
+            "partition {p}: lost, duplicated or reordered records across the outage"
+        );
+    }
+    // Checkpoints and heartbeats resume by themselves.
+    commit(&a, "after-outage", "flow", &[(0, 10), (1, 20)]);
+    wait_for("a checkpoint made after the outage", MIRROR_WAIT, || {
+        checkpoints(&b, "a.checkpoints.internal")
+            .into_iter()
+            .find(|c| c["group"] == "after-outage")
+    });
+    wait_for("a heartbeat written after the outage", MIRROR_WAIT, || {
+        common::mirror::heartbeats(&b, "a.heartbeats")
+            .into_iter()
+            .find(|(_, _, at)| *at > restarted_ms)
+    });
+    eprintln!(
+        "pump restarts across the outage: {}",
+        mirror.log_lines_containing("restarting")
+    );
+}
+
+#[test]
 fn two_daemons_split_the_partitions_and_one_takes_over_when_the_other_is_killed() {
     let a = Broker::start();
     let b = Broker::start();
