@@ -442,7 +442,16 @@ fn read_tail(
     flow: &str,
     limit_bytes: u64,
 ) -> Result<Vec<(i64, i64)>, MirrorError> {
-    let (_, end) = watermarks(reader.client(), remote, partition)?;
+    // A partition the topic syncer just created may be unknown to this client's metadata
+    // for a moment (see `target_end`).
+    let known_by = std::time::Instant::now() + Duration::from_millis(TARGET_PARTITION_WAIT_MS);
+    let end = loop {
+        match watermarks(reader.client(), remote, partition) {
+            Ok((_, end)) => break end,
+            Err(e) if std::time::Instant::now() >= known_by => return Err(e),
+            Err(_) => std::thread::sleep(Duration::from_millis(250)),
+        }
+    };
     if from >= end {
         return Ok(Vec::new());
     }
