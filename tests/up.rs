@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::collections::HashSet;
 use std::ffi::OsString;
 use std::process::Command;
 use std::thread;
@@ -15,10 +14,11 @@ use common::cluster::{
     create_topic_with_configs, started_pid, try_metadata, write_site, NodeSpec, SupervisorCommand,
     TrackedProcess,
 };
-use common::mirror::{commit, committed, flow_config, read_partition, wait_for_records};
+use common::mirror::{
+    commit, committed, flow_config_with_replication_factors, read_partition, wait_for_records,
+};
 use common::{
-    assert_record_eq, generated_record, now_ms, strait_bin, wait_for, Consumed, TestProducer,
-    TestRecord,
+    assert_record_eq, generated_record, now_ms, strait_bin, wait_for, TestProducer, TestRecord,
 };
 
 /// Two three-node sites on two cores: startup includes two quorum elections.
@@ -62,15 +62,6 @@ fn produce(
     sent
 }
 
-/// The first copy of every key, in target order (the mirror delivers at least once).
-fn first_copies(target: Vec<Consumed>) -> Vec<Consumed> {
-    let mut seen = HashSet::new();
-    target
-        .into_iter()
-        .filter(|c| seen.insert(c.key.clone()))
-        .collect()
-}
-
 /// The current leader of `topic`/`partition` as site `specs` reports it.
 fn leader(specs: &[NodeSpec], topic: &str, partition: i32) -> i32 {
     wait_for("a leader", Duration::from_secs(30), || {
@@ -106,7 +97,11 @@ fn strait_up_mirrors_two_three_node_sites_through_a_node_loss_and_stops_the_mirr
     let mirror_file = root.path().join("mirror.yaml");
     std::fs::write(
         &mirror_file,
-        format!("http: 127.0.0.1:0\n{}", flow_config(&a, &b, "")),
+        // Three-node sites: the topics the flow creates get MirrorMaker 2's three replicas.
+        format!(
+            "http: 127.0.0.1:0\n{}",
+            flow_config_with_replication_factors(&a, &b, "")
+        ),
     )
     .unwrap();
     let args: Vec<OsString> = vec![
@@ -174,21 +169,25 @@ fn strait_up_mirrors_two_three_node_sites_through_a_node_loss_and_stops_the_mirr
             .collect();
         wait_for_records(&b, "a.orders", p, expected.len() as i64, MIRROR_WAIT);
         let target = read_partition(&b, "a.orders", p);
-        let repeats = target.len() - expected.len();
-        let copies = first_copies(target);
+        // Exactly once, in order, through the loss of the target leader.
         assert_eq!(
-            copies.len(),
+            target.len(),
             expected.len(),
-            "partition {p}: records missing"
+            "partition {p}: records missing or repeated"
         );
-        for (i, (want, got)) in expected.iter().zip(&copies).enumerate() {
+        for (i, (want, got)) in expected.iter().zip(&target).enumerate() {
             let mut want = (*want).clone();
             want.headers
                 .push(("strait.origin".to_string(), Some(b"a".to_vec())));
+            // Partition offsets on site a are dense from 0: record #i is source offset i.
+            want.headers.push((
+                "strait.source".to_string(),
+                Some(format!("a-to-b/{i}").into_bytes()),
+            ));
             assert_record_eq(&want, got, &format!("a.orders/{p} record #{i}"));
         }
         eprintln!(
-            "a.orders/{p}: {} records in order, {repeats} repeated",
+            "a.orders/{p}: {} records in order, none repeated",
             expected.len()
         );
     }
