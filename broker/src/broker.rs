@@ -23,38 +23,11 @@ use crate::log::{AppendInfo, LogConfig, LogError, PartitionLog};
 use crate::metadata_store::{DynamicBrokerConfigs, MetadataStoreError};
 use crate::partition::IsrChange;
 use crate::replication::fetcher::{FetchSettings, FetchTarget, FetcherManager};
-use crate::topic_config::{ConfigValueError, TopicConfig};
+use crate::topic_config::{validate_topic_name, ConfigValueError, TopicConfig};
 
-/// Kafka's longest legal topic name.
-pub const TOPIC_NAME_LENGTH_MAX: usize = 249;
 use crate::topic_config::PARTITIONS_PER_TOPIC_MAX;
 
 use crate::clock::now_ms;
-
-/// Checks a topic name with Kafka's rules (`Topic.validate`).
-pub fn validate_topic_name(name: &str) -> Result<(), String> {
-    if name.is_empty() {
-        return Err("topic name is empty".into());
-    }
-    if name == "." || name == ".." {
-        return Err(format!("topic name `{name}` is not allowed"));
-    }
-    if name.len() > TOPIC_NAME_LENGTH_MAX {
-        return Err(format!(
-            "topic name is {} characters, longer than the limit of {TOPIC_NAME_LENGTH_MAX}",
-            name.len()
-        ));
-    }
-    if let Some(c) = name
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
-    {
-        return Err(format!(
-            "topic name `{name}` contains `{c}`; legal characters are ASCII letters, digits, `.`, `_` and `-`"
-        ));
-    }
-    Ok(())
-}
 
 /// Ids a broker takes from the controller at once (Kafka's producer id block size).
 pub const PRODUCER_ID_BLOCK_SIZE: i64 = 1000;
@@ -1237,15 +1210,5 @@ mod tests {
             .collect();
         assert!(left.is_empty(), "left behind: {left:?}");
         assert!(broker.topic("orders.v1").is_none());
-    }
-
-    #[test]
-    fn topic_names_follow_kafka_rules() {
-        assert!(validate_topic_name("orders.v1_x-y").is_ok());
-        assert!(validate_topic_name("").is_err());
-        assert!(validate_topic_name("..").is_err());
-        assert!(validate_topic_name("bad name!").is_err());
-        assert!(validate_topic_name(&"a".repeat(249)).is_ok());
-        assert!(validate_topic_name(&"a".repeat(250)).is_err());
     }
 }

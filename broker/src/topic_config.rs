@@ -393,6 +393,34 @@ impl TopicConfig {
     }
 }
 
+/// Kafka's longest legal topic name.
+pub const TOPIC_NAME_LENGTH_MAX: usize = 249;
+
+/// Checks a topic name with Kafka's rules (`Topic.validate`).
+pub fn validate_topic_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("topic name is empty".into());
+    }
+    if name == "." || name == ".." {
+        return Err(format!("topic name `{name}` is not allowed"));
+    }
+    if name.len() > TOPIC_NAME_LENGTH_MAX {
+        return Err(format!(
+            "topic name is {} characters, longer than the limit of {TOPIC_NAME_LENGTH_MAX}",
+            name.len()
+        ));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return Err(format!(
+            "topic name `{name}` contains `{c}`; legal characters are ASCII letters, digits, `.`, `_` and `-`"
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -499,5 +527,15 @@ mod tests {
             .unwrap()
             .is_list());
         assert!(!topic_def("retention.ms").unwrap().is_list());
+    }
+
+    #[test]
+    fn topic_names_follow_kafka_rules() {
+        assert!(validate_topic_name("orders.v1_x-y").is_ok());
+        assert!(validate_topic_name("").is_err());
+        assert!(validate_topic_name("..").is_err());
+        assert!(validate_topic_name("bad name!").is_err());
+        assert!(validate_topic_name(&"a".repeat(249)).is_ok());
+        assert!(validate_topic_name(&"a".repeat(250)).is_err());
     }
 }

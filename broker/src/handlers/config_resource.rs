@@ -2,7 +2,8 @@
 
 use kafka_protocol::error::ResponseError;
 
-use crate::broker::{validate_topic_name, Broker};
+use crate::broker::Broker;
+use crate::topic_config::validate_topic_name;
 
 /// Kafka's `ConfigResource.Type` codes.
 pub const RESOURCE_TOPIC: i8 = 2;

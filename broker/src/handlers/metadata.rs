@@ -8,8 +8,9 @@ use kafka_protocol::messages::metadata_response::{
 use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 
-use crate::broker::{validate_topic_name, Broker, BrokerError, NewTopic, Topic};
+use crate::broker::{Broker, BrokerError, NewTopic, Topic};
 use crate::controller::image::{MetadataImage, NO_LEADER};
+use crate::topic_config::validate_topic_name;
 
 /// Kafka's "authorized operations not requested" marker.
 const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
