@@ -31,6 +31,9 @@ use crate::offsets::{next_checkpoint, Checkpoint, FlowIndex};
 
 /// At most this many groups are checkpointed per round; the rest wait for a later round.
 pub const GROUPS_PER_ROUND_MAX: usize = 1_000;
+/// How long a checkpoint or heartbeat record may wait for the target: a target down for
+/// longer fails the task, which restarts with the flow.
+const CHECKPOINT_MESSAGE_TIMEOUT_MS: u64 = 120_000;
 
 /// A checkpoint made in a round, before it is written to `<source>.checkpoints.internal`
 /// (in MirrorMaker 2's format, see [`crate::mm2`]).
@@ -97,7 +100,7 @@ impl Checkpointer {
     ) -> Result<Checkpointer, MirrorError> {
         let name = format!("strait-mirror-checkpoints-{}", flow.name);
         Ok(Checkpointer {
-            producer: target_producer(&target, 16 << 20)?,
+            producer: target_producer(&target, 16 << 20, CHECKPOINT_MESSAGE_TIMEOUT_MS)?,
             source_client: group_client(&source, &name)?,
             target_client: group_client(&target, &name)?,
             flow,

@@ -134,6 +134,10 @@ pub enum MirrorError {
     /// The offset index failed.
     #[error(transparent)]
     Offsets(#[from] crate::offsets::OffsetsError),
+    /// The pump lost its partitions to another member of the flow's group without being
+    /// told in time (it was stopped or cut off); it must start over as a new member.
+    #[error("fenced: {0}")]
+    Fenced(String),
     /// Anything else, said in words.
     #[error("{0}")]
     Other(String),
@@ -163,10 +167,16 @@ pub fn client_config(cluster: &ClusterConfig, extra: &[(&str, &str)]) -> ClientC
 }
 
 /// The target producer: idempotent with acks=all, so retries never duplicate or reorder a
-/// partition's records; `queue_bytes` bounds what librdkafka buffers.
-pub fn target_producer(cluster: &ClusterConfig, queue_bytes: u64) -> Result<Producer, MirrorError> {
+/// partition's records; `queue_bytes` bounds what librdkafka buffers. A record not delivered
+/// within `message_timeout_ms` fails (the caller starts over from what it recorded); the
+/// timeout is set after the cluster's `client` overrides, which cannot change it.
+pub fn target_producer(
+    cluster: &ClusterConfig,
+    queue_bytes: u64,
+    message_timeout_ms: u64,
+) -> Result<Producer, MirrorError> {
     let queue_kbytes = (queue_bytes / 1024).max(1024).to_string();
-    client_config(
+    let mut config = client_config(
         cluster,
         &[
             ("enable.idempotence", "true"),
@@ -176,13 +186,12 @@ pub fn target_producer(cluster: &ClusterConfig, queue_bytes: u64) -> Result<Prod
             // instead of 17.7 in the six nodes, for about 15 ms more latency.
             ("linger.ms", "20"),
             ("queue.buffering.max.kbytes", &queue_kbytes),
-            // A record the target cannot take for two minutes fails the pump, which then
-            // restarts from its last flushed position: nothing is skipped.
-            ("message.timeout.ms", "120000"),
         ],
-    )
-    .create_with_context(MirrorContext)
-    .map_err(MirrorError::kafka("creating the target producer"))
+    );
+    config.set("message.timeout.ms", message_timeout_ms.to_string());
+    config
+        .create_with_context(MirrorContext)
+        .map_err(MirrorError::kafka("creating the target producer"))
 }
 
 /// An admin client for `cluster`.

@@ -25,6 +25,8 @@ use crate::topics::TopicSync;
 /// First wait before a failed flow starts again; doubled per failure up to the maximum.
 const RESTART_BACKOFF_MS: u64 = 1_000;
 const RESTART_BACKOFF_MAX_MS: u64 = 30_000;
+/// A flow that ran this long before failing restarts after the first backoff again.
+const HEALTHY_RUN_MS: u64 = 60_000;
 
 /// What the daemon needs besides the config.
 #[derive(Debug, Clone)]
@@ -148,6 +150,7 @@ async fn supervise(
 ) {
     let mut backoff_ms = RESTART_BACKOFF_MS;
     loop {
+        let started = std::time::Instant::now();
         match run_flow(&flow, &config, &index, &metrics, stop.clone()).await {
             Ok(()) => {
                 tracing::info!(flow = %flow.name, "flow stopped");
@@ -155,7 +158,16 @@ async fn supervise(
             }
             Err(e) => {
                 metrics.error("flow_restart");
-                tracing::error!(flow = %flow.name, error = %e, retry_in_ms = backoff_ms, "flow failed; restarting it");
+                if started.elapsed() >= Duration::from_millis(HEALTHY_RUN_MS) {
+                    // A flow that ran well for a while starts its backoff afresh.
+                    backoff_ms = RESTART_BACKOFF_MS;
+                }
+                if matches!(e, MirrorError::Fenced(_)) {
+                    // Expected after a stall past the session timeout; nothing was lost.
+                    tracing::warn!(flow = %flow.name, error = %e, retry_in_ms = backoff_ms, "flow fenced; restarting it");
+                } else {
+                    tracing::error!(flow = %flow.name, error = %e, retry_in_ms = backoff_ms, "flow failed; restarting it");
+                }
             }
         }
         tokio::select! {

@@ -7,11 +7,13 @@
 //! through the runs kept in [`offsets`] (sled), whose shared copy is an internal topic on the
 //! target that the [`follower`] applies. [`http`] serves [`metrics`] as Prometheus text and
 //! a JSON status. Checkpoints and heartbeats are written in MirrorMaker 2's formats ([`mm2`]).
+//! [`fence`] keeps an old owner of a partition from writing after the group moved it.
 
 pub mod checkpoints;
 pub mod clients;
 pub mod config;
 pub mod daemon;
+pub mod fence;
 pub mod follower;
 pub mod heartbeats;
 pub mod http;

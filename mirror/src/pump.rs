@@ -21,11 +21,15 @@
 //! Several daemons on the same flow split the partitions through the source cluster's group
 //! protocol (the group `strait-mirror-<flow>`). A partition's starting point is the index's
 //! cursor (kept current by the [`IndexFollower`]), so a daemon that takes a partition over
-//! continues where the previous owner's last flush left it.
+//! continues where the previous owner's last flush left it. An owner that loses a partition
+//! is fenced before the next one writes to it (see [`crate::fence`]): a revoked pump waits
+//! for its records' acknowledgements inside the rebalance, and a pump that was stopped or cut
+//! off past its session sends nothing more until a commit proves it still a member.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,7 +40,7 @@ use rdkafka::consumer::{
 };
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
-use rdkafka::producer::{FutureRecord, Producer};
+use rdkafka::producer::{FutureRecord, Producer, PurgeConfig};
 use rdkafka::statistics::Statistics;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
@@ -47,6 +51,10 @@ use crate::clients::{
     watermarks, Admin, MirrorContext, MirrorError, PollConsumer, ORIGIN_HEADER, SOURCE_HEADER,
 };
 use crate::config::{ClusterConfig, FlowConfig, StartPosition};
+use crate::fence::{
+    FreezeWatch, HEARTBEAT_INTERVAL_MS, PUMP_MESSAGE_TIMEOUT_MS, REVOKE_DRAIN_TIMEOUT_MS,
+    SESSION_TIMEOUT_MS,
+};
 use crate::follower::IndexFollower;
 use crate::metrics::{now_ms, Acked, FlowMetrics, TopicState};
 use crate::offsets::{lost_in_gap, Cursor, FlowIndex, Lost, Run, RunUpdate};
@@ -65,10 +73,48 @@ pub const HEARTBEATS_TOPIC: &str = "heartbeats";
 
 type Assigned = BTreeSet<(String, i32)>;
 
-/// Feeds the consumer's statistics and assignment to the flow's metrics and the pump.
+/// Feeds the consumer's statistics and assignment to the flow's metrics and the pump, and
+/// fences the pump's producer when partitions go away.
 struct PumpContext {
+    flow: Arc<str>,
     metrics: Arc<FlowMetrics>,
     assigned: watch::Sender<Assigned>,
+    producer: crate::clients::Producer,
+    /// Set when the group took the partitions away without a clean revocation.
+    fenced: Arc<AtomicBool>,
+}
+
+impl PumpContext {
+    /// Waits until every record handed to the producer is acknowledged or failed, so the
+    /// next owner of the revoked partitions finds all of them on the target.
+    fn drain_producer(&self) {
+        let started = std::time::Instant::now();
+        let flush = || {
+            self.producer
+                .flush(Duration::from_millis(REVOKE_DRAIN_TIMEOUT_MS))
+        };
+        // This runs inside the consumer's poll, on an async worker thread.
+        let flushed = match tokio::runtime::Handle::try_current() {
+            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(flush)
+            }
+            _ => flush(),
+        };
+        match flushed {
+            Ok(()) => {
+                tracing::info!(flow = %self.flow, elapsed_ms = started.elapsed().as_millis() as u64,
+                    "partitions revoked; every record sent was acknowledged first")
+            }
+            Err(e) => {
+                // Not reached in practice: every queued record fails after the message
+                // timeout, and this waits longer. Said loudly if it is.
+                self.metrics.error("revoke_drain");
+                tracing::warn!(flow = %self.flow, error = %e,
+                    "partitions revoked with records still unacknowledged; the next owner may find them late");
+                self.fenced.store(true, Ordering::SeqCst);
+            }
+        }
+    }
 }
 
 impl ClientContext for PumpContext {
@@ -93,6 +139,26 @@ impl ClientContext for PumpContext {
 }
 
 impl ConsumerContext for PumpContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let Rebalance::Revoke(revoked) = rebalance else {
+            return;
+        };
+        if revoked.count() == 0 {
+            return;
+        }
+        if consumer.assignment_lost() {
+            // The group already gave these partitions to someone else: nothing queued may
+            // reach the target now.
+            self.producer.purge(PurgeConfig::default().queue());
+            self.fenced.store(true, Ordering::SeqCst);
+            self.metrics.error("fenced");
+            tracing::warn!(flow = %self.flow, partitions = revoked.count(),
+                "the group took this pump's partitions while it was away; its queued records are dropped and it starts over");
+        } else {
+            self.drain_producer();
+        }
+    }
+
     fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         let assigned: Assigned = match consumer.assignment() {
             Ok(tpl) => tpl
@@ -277,11 +343,20 @@ impl Pump {
     /// needs a fresh start (the caller restarts the pump, which resumes from the index).
     pub async fn run(&mut self, mut stop: watch::Receiver<bool>) -> Result<(), MirrorError> {
         let flow = self.flow.clone();
+        let producer = crate::clients::target_producer(
+            &self.target,
+            flow.in_flight_bytes_limit * 2,
+            PUMP_MESSAGE_TIMEOUT_MS,
+        )?;
+        let fenced = Arc::new(AtomicBool::new(false));
         let context = PumpContext {
+            flow: Arc::from(flow.name.as_str()),
             metrics: self.metrics.clone(),
             assigned: self.assigned_tx.clone(),
+            producer: producer.clone(),
+            fenced: fenced.clone(),
         };
-        let consumer: StreamConsumer<PumpContext> = client_config(
+        let mut consumer_config = client_config(
             &self.source,
             &[
                 ("group.id", &flow.consumer_group()),
@@ -293,19 +368,21 @@ impl Pump {
                 ("statistics.interval.ms", "1000"),
                 // New partitions of a subscribed topic are noticed within seconds.
                 ("topic.metadata.refresh.interval.ms", "2000"),
-                // A killed daemon's partitions move to the others after 10 s, not 45.
-                ("session.timeout.ms", "10000"),
-                ("heartbeat.interval.ms", "1000"),
                 ("isolation.level", "read_committed"),
             ],
-        )
-        .create_with_context(context)
-        .map_err(MirrorError::kafka(format!(
-            "creating the source consumer of flow {}",
-            flow.name
-        )))?;
-        let producer =
-            crate::clients::target_producer(&self.target, flow.in_flight_bytes_limit * 2)?;
+        );
+        // A killed daemon's partitions move to the others after 10 s, not 45. Set after the
+        // cluster's client overrides: the fence depends on these against the producer's
+        // message timeout.
+        consumer_config
+            .set("session.timeout.ms", SESSION_TIMEOUT_MS.to_string())
+            .set("heartbeat.interval.ms", HEARTBEAT_INTERVAL_MS.to_string());
+        let consumer: StreamConsumer<PumpContext> = consumer_config
+            .create_with_context(context)
+            .map_err(MirrorError::kafka(format!(
+                "creating the source consumer of flow {}",
+                flow.name
+            )))?;
         let source_admin = Arc::new(admin(&self.source)?);
         let mut run = PumpRun {
             source_admin,
@@ -319,12 +396,20 @@ impl Pump {
             subscribed: BTreeSet::new(),
             runs_topic: flow.offset_runs_topic(),
             recording: None,
+            freeze: FreezeWatch::start(),
+            confirmed_freezes: 0,
+            fenced,
         };
         run.subscribe()?;
         let mut flush = tokio::time::interval(Duration::from_millis(FLUSH_INTERVAL_MS));
         flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut topics = run.pump.topics.clone();
         let result = loop {
+            if run.fenced.load(Ordering::SeqCst) {
+                break Err(MirrorError::Fenced(
+                    "the group gave this pump's partitions to another member".into(),
+                ));
+            }
             let room = run.in_flight_bytes < flow.in_flight_bytes_limit;
             let step: Result<(), MirrorError> = tokio::select! {
                 _ = async { let _ = stop.wait_for(|s| *s).await; } => break Ok(()),
@@ -352,6 +437,13 @@ impl Pump {
                 break Err(e);
             }
         };
+        if let Err(MirrorError::Fenced(why)) = &result {
+            // Another pump owns these partitions now: record nothing, commit nothing, and
+            // let nothing queued reach the target.
+            run.producer.purge(PurgeConfig::default().queue());
+            tracing::warn!(flow = %flow.name, reason = %why, "pump fenced; starting over as a new member");
+            return result;
+        }
         // Whatever happened, record what was acknowledged so a restart repeats as little as
         // possible; on a clean stop first wait for what is in flight.
         if result.is_ok() {
@@ -406,6 +498,12 @@ struct PumpRun<'a> {
     /// Offset runs sent to the runs topic and not acknowledged yet; resolves to the source
     /// offsets to commit once they are.
     recording: Option<Recording>,
+    /// Notices stalls of the process, after which membership is confirmed before sending.
+    freeze: Arc<FreezeWatch>,
+    /// The freeze count as of the last confirmation.
+    confirmed_freezes: u64,
+    /// Set by the rebalance callback when the partitions were lost.
+    fenced: Arc<AtomicBool>,
 }
 
 /// The acknowledgement of one flush's records in the runs topic, and then the source offsets
@@ -795,6 +893,7 @@ impl PumpRun<'_> {
             return Ok(());
         }
         self.wait_for_target_partition(&topic, partition).await?;
+        self.check_fence()?;
         let mut headers = OwnedHeaders::new();
         if let Some(h) = m.headers() {
             for h in h.iter() {
@@ -862,6 +961,53 @@ impl PumpRun<'_> {
                 result,
             }
         }));
+        Ok(())
+    }
+
+    /// Refuses to send once the partitions were lost, and after a stall of the process first
+    /// proves membership: a synchronous commit of the acknowledged cursors, which the group
+    /// coordinator takes only from a member of the current generation.
+    fn check_fence(&mut self) -> Result<(), MirrorError> {
+        if self.fenced.load(Ordering::SeqCst) {
+            return Err(MirrorError::Fenced(
+                "the group gave this pump's partitions to another member".into(),
+            ));
+        }
+        let Some(freezes) = self.freeze.suspect(self.confirmed_freezes) else {
+            return Ok(());
+        };
+        let assigned = self.pump.assigned.borrow().clone();
+        let mut tpl = TopicPartitionList::new();
+        for ((topic, partition), s) in &self.states {
+            if assigned.contains(&(topic.to_string(), *partition)) {
+                let _ = tpl.add_partition_offset(
+                    topic,
+                    *partition,
+                    Offset::Offset(s.cursor.source_next),
+                );
+            }
+        }
+        if tpl.count() > 0 {
+            let started = std::time::Instant::now();
+            let commit = || self.consumer.commit(&tpl, CommitMode::Sync);
+            let committed = match tokio::runtime::Handle::try_current() {
+                Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                    tokio::task::block_in_place(commit)
+                }
+                _ => commit(),
+            };
+            if let Err(e) = committed {
+                self.pump.metrics.error("fenced");
+                self.fenced.store(true, Ordering::SeqCst);
+                return Err(MirrorError::Fenced(format!(
+                    "after a stall, the group refused this pump's commit ({e})"
+                )));
+            }
+            tracing::info!(flow = %self.pump.flow.name, partitions = tpl.count(),
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "after a stall, a commit confirmed this pump still owns its partitions");
+        }
+        self.confirmed_freezes = freezes;
         Ok(())
     }
 
@@ -1028,6 +1174,7 @@ impl PumpRun<'_> {
             state.dirty = false;
         }
         if !updates.is_empty() {
+            self.check_fence()?;
             let mut encoded = Vec::with_capacity(updates.len());
             for update in &updates {
                 let key = format!("{}/{}", update.topic, update.partition).into_bytes();

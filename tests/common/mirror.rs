@@ -153,6 +153,16 @@ impl MirrorDaemon {
         let _ = self.wait_exit();
     }
 
+    /// Freezes the process (SIGSTOP); it keeps its sockets and state.
+    pub fn sigstop(&self) {
+        self.signal(libc::SIGSTOP);
+    }
+
+    /// Lets a frozen process run again.
+    pub fn sigcont(&self) {
+        self.signal(libc::SIGCONT);
+    }
+
     /// Starts again on the same config and data directory.
     pub fn restart(&mut self) {
         self.spawn();
