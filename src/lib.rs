@@ -4,6 +4,7 @@
 pub mod bench;
 pub mod cluster;
 pub mod mirror;
+pub mod runbook;
 pub mod supervise;
 pub mod up;
 

@@ -70,6 +70,10 @@ enum Command {
     /// Measure performance against a local broker.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Disaster-recovery playbooks (dr-playbooks/*.yaml): list them, show one, or plan one
+    /// for given parameters. Every playbook is checked completely first; a mistake is
+    /// reported with file, line and column. Running plans comes with the failover work.
+    Runbook(strait::runbook::RunbookArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -191,6 +195,7 @@ fn main() -> ExitCode {
             }
             Command::Bench(BenchCommand::Mirror(args)) => strait::bench::mirror(args).await,
             Command::Bench(BenchCommand::Wire(args)) => strait::bench::wire(args),
+            Command::Runbook(args) => strait::runbook::run(args),
         }
     });
     match result {

@@ -22,4 +22,4 @@ pub mod mm2;
 pub mod offsets;
 pub mod pump;
 pub mod topics;
-mod yaml_position;
+pub mod yaml_position;
