@@ -195,7 +195,7 @@ fn main() -> ExitCode {
             }
             Command::Bench(BenchCommand::Mirror(args)) => strait::bench::mirror(args).await,
             Command::Bench(BenchCommand::Wire(args)) => strait::bench::wire(args),
-            Command::Runbook(args) => strait::runbook::run(args),
+            Command::Runbook(args) => strait::runbook::run(args).await,
         }
     });
     match result {

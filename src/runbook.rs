@@ -1,4 +1,4 @@
-//! `strait runbook`: the playbooks of `dr-playbooks/`, listed, shown and planned.
+//! `strait runbook`: the playbooks of `dr-playbooks/`, listed, shown, planned and dry-run.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -46,12 +46,81 @@ pub enum RunbookCommand {
         #[arg(long = "param", value_name = "KEY=VALUE")]
         params: Vec<String>,
     },
+    /// Run a playbook. Today only with --dry-run: every guard runs for real (guards only
+    /// read: site health and reachability, the running mirror's flow), the records a
+    /// failover now would not have copied are predicted per partition from the running
+    /// mirror, and every step is printed with what it would change. Nothing is changed.
+    /// Exits non-zero if a guard fails.
+    Run {
+        /// The playbook's name.
+        name: String,
+        /// A parameter's value, e.g. --param flow=a-to-b (repeat for more).
+        #[arg(long = "param", value_name = "KEY=VALUE")]
+        params: Vec<String>,
+        /// Check and predict, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Also write the run's report as JSON to FILE.
+        #[arg(long, value_name = "FILE")]
+        report: Option<PathBuf>,
+        /// The running mirror's HTTP address, instead of the mirror config's `http`.
+        #[arg(long, value_name = "HOST:PORT")]
+        mirror_http: Option<std::net::SocketAddr>,
+    },
 }
 
 /// Runs `strait runbook`, printing to stdout.
-pub fn run(args: RunbookArgs) -> anyhow::Result<()> {
+pub async fn run(args: RunbookArgs) -> anyhow::Result<()> {
+    if let RunbookCommand::Run {
+        name,
+        params,
+        dry_run,
+        report,
+        mirror_http,
+    } = &args.command
+    {
+        let plan = playbook::find(&args.playbooks, name)?.plan(&given(params)?)?;
+        if !dry_run {
+            let unavailable: Vec<&str> = plan.unavailable().into_iter().collect();
+            anyhow::bail!(
+                "running playbooks for real is not built yet (journal, resume and the executors of {}); `--dry-run` checks the guards and predicts the loss without changing anything",
+                if unavailable.is_empty() { "its actions".to_string() } else { unavailable.join(", ") }
+            );
+        }
+        let ctx = strait_dr::exec::Context {
+            mirror_http: *mirror_http,
+        };
+        let result = strait_dr::run::dry_run(&plan, &ctx).await;
+        print!("{result}");
+        if let Some(path) = report {
+            let json = serde_json::to_vec_pretty(&result).context("encoding the report")?;
+            std::fs::write(path, json)
+                .with_context(|| format!("writing the report to {}", path.display()))?;
+        }
+        if result.outcome != strait_dr::run::RunOutcome::DryRun {
+            anyhow::bail!(
+                "run {} of {}: a guard failed (see above); nothing was changed",
+                result.run_id,
+                result.playbook
+            );
+        }
+        return Ok(());
+    }
     print!("{}", render(&args)?);
     Ok(())
+}
+
+fn given(params: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
+    let mut given = BTreeMap::new();
+    for pair in params {
+        let (k, v) = pair
+            .split_once('=')
+            .with_context(|| format!("--param `{pair}`: expected KEY=VALUE"))?;
+        if given.insert(k.to_string(), v.to_string()).is_some() {
+            anyhow::bail!("--param {k} is given twice");
+        }
+    }
+    Ok(given)
 }
 
 /// What `strait runbook` prints.
@@ -70,19 +139,10 @@ pub fn render(args: &RunbookArgs) -> anyhow::Result<String> {
                 .collect())
         }
         RunbookCommand::Show { name } => Ok(show(&playbook::find(dir, name)?)),
-        RunbookCommand::Plan { name, params } => {
-            let p = playbook::find(dir, name)?;
-            let mut given = BTreeMap::new();
-            for pair in params {
-                let (k, v) = pair
-                    .split_once('=')
-                    .with_context(|| format!("--param `{pair}`: expected KEY=VALUE"))?;
-                if given.insert(k.to_string(), v.to_string()).is_some() {
-                    anyhow::bail!("--param {k} is given twice");
-                }
-            }
-            Ok(p.plan(&given)?.to_string())
-        }
+        RunbookCommand::Plan { name, params } => Ok(playbook::find(dir, name)?
+            .plan(&given(params)?)?
+            .to_string()),
+        RunbookCommand::Run { .. } => anyhow::bail!("`run` is not rendered"),
     }
 }
 

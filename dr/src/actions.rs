@@ -172,7 +172,7 @@ pub const ACTIONS: &[Action] = &[
     },
     Action {
         name: "wait_for_zero_lag",
-        about: "wait until every partition of the flow is mirrored to the source's end",
+        about: "every partition of the flow is mirrored to the source's end (waits up to wait_ms)",
         args: &[MIRROR_CONFIG, FLOW, WAIT_MS],
         read_only: true,
         idempotent: true,
