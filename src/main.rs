@@ -70,9 +70,10 @@ enum Command {
     /// Measure performance against a local broker.
     #[command(subcommand)]
     Bench(BenchCommand),
-    /// Disaster-recovery playbooks (dr-playbooks/*.yaml): list them, show one, or plan one
-    /// for given parameters. Every playbook is checked completely first; a mistake is
-    /// reported with file, line and column. Running plans comes with the failover work.
+    /// Disaster-recovery playbooks (dr-playbooks/*.yaml): list, show, plan, run (or dry-run)
+    /// and resume them, and list past runs. Every playbook is checked completely first; a
+    /// mistake is reported with file, line and column. Runs are locked per flow, journalled
+    /// (resumable after a crash) and audited.
     Runbook(strait::runbook::RunbookArgs),
 }
 

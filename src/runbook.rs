@@ -1,11 +1,15 @@
-//! `strait runbook`: the playbooks of `dr-playbooks/`, listed, shown, planned and dry-run.
+//! `strait runbook`: the playbooks of `dr-playbooks/`, listed, shown, planned, run (or dry-run)
+//! and resumed, and the journal's history.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use anyhow::Context;
 use strait_dr::actions;
+use strait_dr::exec::Context as ExecContext;
+use strait_dr::journal::Journal;
 use strait_dr::playbook::{self, Playbook};
+use strait_dr::run::{Report, RunOptions, RunOutcome};
 
 /// Arguments of `strait runbook`.
 #[derive(Debug, clap::Args)]
@@ -19,6 +23,22 @@ pub struct RunbookArgs {
         global = true
     )]
     pub playbooks: PathBuf,
+    /// The runs' journal (sled) and audit log (audit.jsonl). Default: `runbooks/` under the
+    /// data directory of the mirror config (the playbook's `mirror_config` parameter for
+    /// `run`, `--mirror` for `resume` and `history`).
+    #[arg(long, value_name = "DIR", env = "STRAIT_JOURNAL", global = true)]
+    pub journal: Option<PathBuf>,
+    /// The mirror config whose data directory holds the journal when --journal is not given.
+    #[arg(
+        long,
+        value_name = "FILE",
+        default_value = "configs/mirror-a-to-b.yaml",
+        global = true
+    )]
+    pub mirror: PathBuf,
+    /// Who runs it, for the audit log (default: $USER).
+    #[arg(long, value_name = "NAME", global = true)]
+    pub operator: Option<String>,
     #[command(subcommand)]
     pub command: RunbookCommand,
 }
@@ -46,11 +66,14 @@ pub enum RunbookCommand {
         #[arg(long = "param", value_name = "KEY=VALUE")]
         params: Vec<String>,
     },
-    /// Run a playbook. Today only with --dry-run: every guard runs for real (guards only
-    /// read: site health and reachability, the running mirror's flow), the records a
-    /// failover now would not have copied are predicted per partition from the running
-    /// mirror, and every step is printed with what it would change. Nothing is changed.
-    /// Exits non-zero if a guard fails.
+    /// Run a playbook: take the flow's lock, check the guards, run the steps in order (each
+    /// with its timeout and retries), roll back or stop on a failure as the playbook says,
+    /// verify, and report. Every change of state is journalled before it happens, so a run
+    /// whose process dies can be resumed. With --dry-run: every guard runs for real (they
+    /// only read), the records a failover now would not have copied are predicted per
+    /// partition, every step is printed with what it would change, and nothing is changed.
+    /// Exits non-zero unless the run succeeded (or was a dry run whose guards passed). A
+    /// playbook that names an action strait cannot execute yet is refused before anything.
     Run {
         /// The playbook's name.
         name: String,
@@ -66,48 +89,169 @@ pub enum RunbookCommand {
         /// The running mirror's HTTP address, instead of the mirror config's `http`.
         #[arg(long, value_name = "HOST:PORT")]
         mirror_http: Option<std::net::SocketAddr>,
+        /// Approve every step that asks for approval (needed without a terminal).
+        #[arg(long)]
+        yes: bool,
     },
+    /// Continue a run that was interrupted (its process killed): the guards are checked
+    /// again, completed steps are not repeated, the interrupted step is repeated only if its
+    /// action is idempotent (otherwise the run stops and says what to check).
+    Resume {
+        /// The run's id (from its report, the audit log or `history`).
+        run_id: String,
+        /// Approve every step that asks for approval.
+        #[arg(long)]
+        yes: bool,
+        /// Also write the run's report as JSON to FILE.
+        #[arg(long, value_name = "FILE")]
+        report: Option<PathBuf>,
+        /// The running mirror's HTTP address, instead of the mirror config's `http`.
+        #[arg(long, value_name = "HOST:PORT")]
+        mirror_http: Option<std::net::SocketAddr>,
+    },
+    /// List the runs in the journal, oldest first: id, playbook, state, start, steps done.
+    History,
 }
 
 /// Runs `strait runbook`, printing to stdout.
 pub async fn run(args: RunbookArgs) -> anyhow::Result<()> {
-    if let RunbookCommand::Run {
-        name,
-        params,
-        dry_run,
-        report,
-        mirror_http,
-    } = &args.command
-    {
-        let plan = playbook::find(&args.playbooks, name)?.plan(&given(params)?)?;
-        if !dry_run {
-            let unavailable: Vec<&str> = plan.unavailable().into_iter().collect();
-            anyhow::bail!(
-                "running playbooks for real is not built yet (journal, resume and the executors of {}); `--dry-run` checks the guards and predicts the loss without changing anything",
-                if unavailable.is_empty() { "its actions".to_string() } else { unavailable.join(", ") }
-            );
+    let opts = |mirror_http: Option<std::net::SocketAddr>, yes: bool| RunOptions {
+        ctx: ExecContext { mirror_http },
+        yes,
+        operator: args
+            .operator
+            .clone()
+            .or_else(|| std::env::var("USER").ok())
+            .unwrap_or_else(|| "unknown".to_string()),
+        host: hostname(),
+    };
+    match &args.command {
+        RunbookCommand::Run {
+            name,
+            params,
+            dry_run,
+            report,
+            mirror_http,
+            yes,
+        } => {
+            let given = given(params)?;
+            let plan = playbook::find(&args.playbooks, name)?.plan(&given)?;
+            let opts = opts(*mirror_http, *yes);
+            let result = if *dry_run {
+                strait_dr::run::dry_run(&plan, &opts.ctx).await
+            } else {
+                // Before the journal is opened: a refused run leaves nothing behind.
+                strait_dr::run::check_executable(&plan)?;
+                let dir = journal_dir(&args, plan.params.get("mirror_config"))?;
+                let journal = Journal::open(&dir)?;
+                strait_dr::run::execute(&plan, &given, &args.playbooks, &journal, &opts).await?
+            };
+            finish(result, report.as_deref())
         }
-        let ctx = strait_dr::exec::Context {
-            mirror_http: *mirror_http,
-        };
-        let result = strait_dr::run::dry_run(&plan, &ctx).await;
-        print!("{result}");
-        if let Some(path) = report {
-            let json = serde_json::to_vec_pretty(&result).context("encoding the report")?;
-            std::fs::write(path, json)
-                .with_context(|| format!("writing the report to {}", path.display()))?;
+        RunbookCommand::Resume {
+            run_id,
+            yes,
+            report,
+            mirror_http,
+        } => {
+            let journal = Journal::open(&journal_dir(&args, None)?)?;
+            let result =
+                strait_dr::run::resume(run_id, &journal, &opts(*mirror_http, *yes)).await?;
+            finish(result, report.as_deref())
         }
-        if result.outcome != strait_dr::run::RunOutcome::DryRun {
+        RunbookCommand::History => {
+            let journal = Journal::open(&journal_dir(&args, None)?)?;
+            for r in journal.history()? {
+                let done = r
+                    .steps
+                    .iter()
+                    .filter(|s| s.state == strait_dr::journal::StepState::Completed)
+                    .count();
+                println!(
+                    "{}  {:<18} {:<11} {}  {done}/{} steps{}  by {}@{}",
+                    r.run_id,
+                    r.playbook,
+                    format!("{:?}", r.state).to_lowercase(),
+                    strait_dr::run::rfc3339(r.started_ms),
+                    r.steps.len(),
+                    if r.resumes > 0 {
+                        format!(", resumed {}x", r.resumes)
+                    } else {
+                        String::new()
+                    },
+                    r.operator,
+                    r.host
+                );
+            }
+            Ok(())
+        }
+        _ => {
+            print!("{}", render(&args)?);
+            Ok(())
+        }
+    }
+}
+
+/// Prints the report, writes it as JSON if asked, and fails unless it succeeded.
+fn finish(result: Report, report: Option<&std::path::Path>) -> anyhow::Result<()> {
+    print!("{result}");
+    if let Some(path) = report {
+        let json = serde_json::to_vec_pretty(&result).context("encoding the report")?;
+        std::fs::write(path, json)
+            .with_context(|| format!("writing the report to {}", path.display()))?;
+    }
+    match result.outcome {
+        RunOutcome::Succeeded | RunOutcome::DryRun => Ok(()),
+        RunOutcome::Failed => {
+            let at = result
+                .steps
+                .iter()
+                .find(|s| s.outcome == strait_dr::run::StepOutcome::Failed)
+                .map(|s| format!(" at {} `{}`", s.kind, s.name))
+                .unwrap_or_default();
             anyhow::bail!(
-                "run {} of {}: a guard failed (see above); nothing was changed",
+                "run {} of {} failed{at} (see above)",
                 result.run_id,
                 result.playbook
-            );
+            )
         }
-        return Ok(());
+        RunOutcome::RolledBack => anyhow::bail!(
+            "run {} of {} failed and was rolled back (see above)",
+            result.run_id,
+            result.playbook
+        ),
     }
-    print!("{}", render(&args)?);
-    Ok(())
+}
+
+/// The journal's directory: --journal, else `runbooks/` in the mirror config's data dir.
+fn journal_dir(
+    args: &RunbookArgs,
+    mirror_config: Option<&strait_dr::playbook::Value>,
+) -> anyhow::Result<PathBuf> {
+    if let Some(dir) = &args.journal {
+        return Ok(dir.clone());
+    }
+    let config = match mirror_config {
+        Some(strait_dr::playbook::Value::String(path)) => PathBuf::from(path),
+        _ => args.mirror.clone(),
+    };
+    let mirror = strait_mirror::config::MirrorConfig::load(&config)?;
+    let data_dir = mirror.data_dir.with_context(|| {
+        format!(
+            "{} has no data_dir to keep the runbook journal under; give --journal DIR",
+            config.display()
+        )
+    })?;
+    Ok(data_dir.join("runbooks"))
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "unknown".to_string())
 }
 
 fn given(params: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
@@ -142,7 +286,9 @@ pub fn render(args: &RunbookArgs) -> anyhow::Result<String> {
         RunbookCommand::Plan { name, params } => Ok(playbook::find(dir, name)?
             .plan(&given(params)?)?
             .to_string()),
-        RunbookCommand::Run { .. } => anyhow::bail!("`run` is not rendered"),
+        RunbookCommand::Run { .. } | RunbookCommand::Resume { .. } | RunbookCommand::History => {
+            anyhow::bail!("this subcommand is not rendered")
+        }
     }
 }
 

@@ -121,6 +121,17 @@ fn bad_playbooks_and_bad_parameters_are_refused_with_where_and_why() {
     assert!(err.contains("planned-failover"), "{err}");
 }
 
+/// The report's entry for the guard, step or check called `name`.
+fn step_named(report: &serde_json::Value, name: &str) -> serde_json::Value {
+    report["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == name)
+        .unwrap_or_else(|| panic!("no step `{name}` in {report:#}"))
+        .clone()
+}
+
 fn report_of(path: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(path).expect("the report was written")).unwrap()
 }
@@ -269,21 +280,298 @@ fn a_dry_run_checks_the_guards_predicts_the_loss_and_changes_nothing() {
     let out = dry_run("planned-failover", &[]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("a guard failed"), "{err}");
+    assert!(
+        err.contains("failed at guard `the target site is healthy`"),
+        "{err}"
+    );
     let r = report_of(&report);
-    let target_guard = r["steps"]
+    let target_guard = step_named(&r, "the target site is healthy");
+    assert_eq!(target_guard["outcome"], "failed", "{r:#}");
+
+    // And without --dry-run it does not start: the engine names the actions it cannot run.
+    let param = format!("mirror_config={}", mirror_config.display());
+    let journal = dir.path().join("journal");
+    let out = runbook(
+        &shipped(),
+        &[
+            "run",
+            "planned-failover",
+            "--param",
+            &param,
+            "--journal",
+            journal.to_str().unwrap(),
+        ],
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot run yet: strait has no executor for fence_topics"),
+        "{err}"
+    );
+    assert!(!journal.exists(), "a refused run journals nothing");
+}
+
+/// A playbook of actions strait can execute (they only read), for the engine's tests: its
+/// second step holds while a site stays silent, long enough to kill the run there.
+const HOLD: &str = r#"name: hold
+description: read-only steps, one of which waits, for the engine's tests
+params:
+  mirror_config: { type: string, description: the mirror config }
+  flow: { type: string, default: a-to-b, description: the flow }
+  silent_site: { type: string, default: c, description: a site that must not answer }
+  hold_ms: { type: integer, default: 6000, min: 0, description: how long it must stay silent }
+guards:
+  - name: the flow runs
+    check: flow_running
+    with: { mirror_config: "${mirror_config}", flow: "${flow}" }
+steps:
+  - name: measure
+    action: predict_loss
+    with: { mirror_config: "${mirror_config}", flow: "${flow}" }
+    timeout_ms: 10000
+  - name: the site stays silent
+    action: site_unreachable
+    with: { mirror_config: "${mirror_config}", site: "${silent_site}", wait_ms: "${hold_ms}" }
+    timeout_ms: 60000
+    retry: { attempts: 2, initial_backoff_ms: 100, max_backoff_ms: 100 }
+  - name: rpo
+    action: record_rpo
+    with: { mirror_config: "${mirror_config}", flow: "${flow}" }
+    timeout_ms: 10000
+verify:
+  - name: the flow still runs
+    check: flow_running
+    with: { mirror_config: "${mirror_config}", flow: "${flow}" }
+on_failure: stop
+"#;
+
+fn audit_lines(journal: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(journal.join("audit.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("an audit line is JSON"))
+        .collect()
+}
+
+#[test]
+fn a_run_is_journalled_locked_audited_and_resumed_after_sigkill() {
+    let a = Broker::start();
+    let b = Broker::start();
+    a.create_topic("orders", 1, &[]);
+    let config = flow_config(&a, &b, "");
+    let mirror = MirrorDaemon::start(&config);
+    let dir = tempfile::tempdir().unwrap();
+    // A third site that is down: nothing listens on its port.
+    let silent_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mirror_config = dir.path().join("mirror.yaml");
+    std::fs::write(
+        &mirror_config,
+        config.replace(
+            "flows:\n",
+            &format!("  c:\n    bootstrap_servers: 127.0.0.1:{silent_port}\nflows:\n"),
+        ),
+    )
+    .unwrap();
+    let playbooks = dir.path().join("playbooks");
+    std::fs::create_dir(&playbooks).unwrap();
+    std::fs::write(playbooks.join("hold.yaml"), HOLD).unwrap();
+    let journal = dir.path().join("journal");
+    let http = mirror.http_addr().to_string();
+    let config_param = format!("mirror_config={}", mirror_config.display());
+    let report = dir.path().join("report.json");
+    let command = |args: &[&str]| {
+        let mut c = Command::new(strait_bin());
+        c.arg("runbook")
+            .arg("--playbooks")
+            .arg(&playbooks)
+            .arg("--journal")
+            .arg(&journal)
+            .arg("--operator")
+            .arg("tester")
+            .args(args)
+            .env_remove("STRAIT_PLAYBOOKS")
+            .env_remove("STRAIT_JOURNAL");
+        c
+    };
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "run",
+            "hold",
+            "--param",
+            &config_param,
+            "--mirror-http",
+            &http,
+        ];
+        args.extend_from_slice(&["--report", report.to_str().unwrap()]);
+        args.extend_from_slice(extra);
+        command(&args).output().unwrap()
+    };
+    wait_for("the flow to run", Duration::from_secs(60), || {
+        run(&["--dry-run"]).status.success().then_some(())
+    });
+
+    // A step that fails after its attempts stops the run (on_failure: stop).
+    let out = run(&["--param", "silent_site=a", "--param", "hold_ms=200"]);
+    assert!(!out.status.success());
+    let r = report_of(&report);
+    assert_eq!(r["outcome"], "failed", "{r:#}");
+    let failed = step_named(&r, "the site stays silent");
+    assert_eq!(failed["outcome"], "failed", "{r:#}");
+    assert_eq!(failed["attempts"], 2, "both attempts made: {r:#}");
+    assert!(
+        failed["detail"]
+            .as_str()
+            .unwrap()
+            .contains("site `a` is reachable"),
+        "{r:#}"
+    );
+    assert!(
+        !r["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["name"] == "rpo"),
+        "nothing after the failed step: {r:#}"
+    );
+
+    // A run killed while its second step holds...
+    let mut first = command(&[
+        "run",
+        "hold",
+        "--param",
+        &config_param,
+        "--mirror-http",
+        &http,
+    ])
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::null())
+    .spawn()
+    .unwrap();
+    let started = wait_for(
+        "the run to reach its second step",
+        Duration::from_secs(30),
+        || {
+            audit_lines(&journal)
+                .into_iter()
+                .filter(|l| l["event"] == "step_start" && l["step"] == "the site stays silent")
+                .nth(1) // the failed run above started it once
+        },
+    );
+    let run_id = started["run_id"].as_str().unwrap().to_string();
+    // ...holds the flow's lock: a second run is refused, naming the holder.
+    let out = run(&["--param", "hold_ms=0"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("run {run_id} (hold by tester")) && err.contains("holds flow a-to-b"),
+        "{err}"
+    );
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let history = command(&["history"]).output().unwrap();
+    let history = String::from_utf8_lossy(&history.stdout).to_string();
+    assert!(
+        history
+            .lines()
+            .any(|l| l.starts_with(&run_id) && l.contains("running") && l.contains("1/3 steps")),
+        "{history}"
+    );
+
+    // Resumed: guards again, the completed step not repeated, the interrupted one (read-only,
+    // idempotent) repeated, then the rest and the verification.
+    let out = command(&[
+        "resume",
+        &run_id,
+        "--mirror-http",
+        &http,
+        "--report",
+        report.to_str().unwrap(),
+    ])
+    .output()
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = report_of(&report);
+    assert_eq!(r["outcome"], "succeeded", "{r:#}");
+    assert_eq!(r["run_id"], run_id.as_str());
+    let names: Vec<(String, String)> = r["steps"]
         .as_array()
         .unwrap()
         .iter()
-        .find(|s| s["name"] == "the target site is healthy")
-        .unwrap()
-        .clone();
-    assert_eq!(target_guard["outcome"], "failed", "{r:#}");
+        .map(|s| {
+            (
+                s["kind"].as_str().unwrap().to_string(),
+                s["name"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("guard".to_string(), "the flow runs".to_string()),
+            ("step".to_string(), "the site stays silent".to_string()),
+            ("step".to_string(), "rpo".to_string()),
+            ("verify".to_string(), "the flow still runs".to_string()),
+        ],
+        "{r:#}"
+    );
+    assert_eq!(r["rpo_records"], 0, "{r:#}");
+    let audit: Vec<serde_json::Value> = audit_lines(&journal)
+        .into_iter()
+        .filter(|l| l["run_id"] == run_id.as_str())
+        .collect();
+    let events: Vec<&str> = audit.iter().map(|l| l["event"].as_str().unwrap()).collect();
+    assert_eq!(events.first(), Some(&"run_start"), "{events:?}");
+    assert_eq!(events.last(), Some(&"run_end"), "{events:?}");
+    let resumed = audit
+        .iter()
+        .find(|l| l["event"] == "resume")
+        .expect("a resume line");
+    assert_eq!(resumed["step"], "the site stays silent");
+    assert_eq!(resumed["detail"], "repeating the interrupted step");
+    let silent = step_named(&r, "the site stays silent");
+    assert_eq!(
+        silent["attempts"], 2,
+        "one attempt before the kill, one after: {r:#}"
+    );
+    assert_eq!(
+        audit
+            .iter()
+            .filter(|l| l["event"] == "step_start" && l["step"] == "measure")
+            .count(),
+        1,
+        "a completed step is not repeated: {events:?}"
+    );
+    assert!(audit
+        .iter()
+        .all(|l| l["operator"] == "tester" && l["params"].is_object()));
 
-    // And without --dry-run nothing runs: the engine says what is missing.
-    let param = format!("mirror_config={}", mirror_config.display());
-    let out = runbook(&shipped(), &["run", "planned-failover", "--param", &param]);
+    // An ended run is not resumed again, and the lock is free for the next run.
+    let out = command(&["resume", &run_id, "--mirror-http", &http])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("not built yet"), "{err}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already ended"));
+    let out = run(&["--param", "hold_ms=0"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let history = command(&["history"]).output().unwrap();
+    let history = String::from_utf8_lossy(&history.stdout).to_string();
+    assert!(
+        history
+            .lines()
+            .any(|l| l.starts_with(&run_id) && l.contains("succeeded") && l.contains("resumed 1x")),
+        "{history}"
+    );
 }

@@ -7,10 +7,11 @@
 //! interrupted idempotent step; any other interrupted step stops the run for a person to
 //! check).
 //!
-//! No action executes yet: the executors come with the failover work (the mirror's control
-//! endpoints, the read-only attribute of mirror topics) and the volume-backup work. Until an
-//! action has one, [`Action::available`] is false, `strait runbook plan` marks the step, and
-//! nothing pretends to run it.
+//! The actions that only read have executors ([`crate::exec`]). Those that change things
+//! come with the failover work (the mirror's control endpoints, the read-only attribute of
+//! mirror topics) and the volume-backup work; until an action has one,
+//! [`Action::available`] is false, `strait runbook plan` marks the step, `run` refuses the
+//! playbook before doing anything, and nothing pretends to run it.
 
 /// The type of an argument or a parameter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -128,7 +129,7 @@ pub const ACTIONS: &[Action] = &[
         args: &[MIRROR_CONFIG, SITE],
         read_only: true,
         idempotent: true,
-        available: false,
+        available: true,
     },
     Action {
         name: "site_unreachable",
@@ -136,7 +137,7 @@ pub const ACTIONS: &[Action] = &[
         args: &[MIRROR_CONFIG, SITE, WAIT_MS],
         read_only: true,
         idempotent: true,
-        available: false,
+        available: true,
     },
     Action {
         name: "flow_running",
@@ -144,7 +145,7 @@ pub const ACTIONS: &[Action] = &[
         args: &[MIRROR_CONFIG, FLOW],
         read_only: true,
         idempotent: true,
-        available: false,
+        available: true,
     },
     Action {
         name: "predict_loss",
@@ -152,7 +153,7 @@ pub const ACTIONS: &[Action] = &[
         args: &[MIRROR_CONFIG, FLOW],
         read_only: true,
         idempotent: true,
-        available: false,
+        available: true,
     },
     Action {
         name: "fence_topics",
@@ -176,7 +177,7 @@ pub const ACTIONS: &[Action] = &[
         args: &[MIRROR_CONFIG, FLOW, WAIT_MS],
         read_only: true,
         idempotent: true,
-        available: false,
+        available: true,
     },
     Action {
         name: "sync_group_offsets",
@@ -240,7 +241,7 @@ pub const ACTIONS: &[Action] = &[
         args: &[MIRROR_CONFIG, FLOW],
         read_only: true,
         idempotent: true,
-        available: false,
+        available: true,
     },
     Action {
         name: "archive_divergent_tail",

@@ -11,6 +11,8 @@
 //! it and nothing runs it.
 
 pub mod actions;
+pub mod clock;
 pub mod exec;
+pub mod journal;
 pub mod playbook;
 pub mod run;

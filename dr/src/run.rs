@@ -1,16 +1,28 @@
-//! Running a plan. So far the dry run: every guard runs for real (they only read), the loss a
-//! failover would cause now is predicted from the running mirror, and every step is reported
-//! with what it would do; nothing is changed. The report has the shape every run will have.
+//! Running a plan.
+//!
+//! A dry run runs every guard for real (they only read), predicts the loss a failover would
+//! cause now from the running mirror, and reports every step with what it would do; nothing
+//! is changed. A run ([`execute`]) takes the flow's lock in the journal, re-checks the guards,
+//! runs the steps in order (each with its timeout and its retries, exponential backoff
+//! between attempts), journals every change of state before acting on it, undoes the
+//! completed steps newest first if the playbook says `rollback`, verifies, and reports.
+//! [`resume`] continues a run that was interrupted (its process killed): guards again,
+//! completed steps never repeated, the interrupted step repeated only if its action is
+//! idempotent.
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
 use crate::actions;
+pub use crate::clock::{now_ms, rfc3339};
 use crate::exec::{self, Context, PartitionLag};
-use crate::playbook::{Plan, Planned, Value};
+use crate::journal::{
+    AuditLine, Journal, JournalError, Lock, ResumeFrom, RunRecord, RunState, StepRecord, StepState,
+};
+use crate::playbook::{OnFailure, Plan, Planned, PlannedStep, PlaybookError, Value};
 
 /// How a run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -86,36 +98,6 @@ pub struct Report {
     pub rpo_seconds: Option<f64>,
     /// Every partition of the flow as the mirror reports it.
     pub partitions: Vec<PartitionLag>,
-}
-
-/// RFC 3339 (UTC, milliseconds) of a Unix time in milliseconds.
-pub fn rfc3339(unix_ms: u64) -> String {
-    let secs = unix_ms / 1000;
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    // Howard Hinnant's days-from-civil, inverted.
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        unix_ms % 1000
-    )
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 fn describe(p: &Planned) -> String {
@@ -290,14 +272,535 @@ impl fmt::Display for Report {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// Why a run could not start or go on.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The playbook names actions strait cannot execute yet.
+    #[error("playbook `{playbook}` cannot run yet: strait has no executor for {actions}; `--dry-run` checks its guards and predicts the loss without changing anything")]
+    NotExecutable {
+        /// The playbook.
+        playbook: String,
+        /// The actions without an executor.
+        actions: String,
+    },
+    /// The journal failed or refused (a lock held by another run).
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    /// The playbook could not be loaded or planned again (on resume).
+    #[error(transparent)]
+    Playbook(#[from] PlaybookError),
+    /// The run cannot be resumed.
+    #[error("run {run_id}: {reason}")]
+    NotResumable {
+        /// The run.
+        run_id: String,
+        /// Why.
+        reason: String,
+    },
+}
 
-    #[test]
-    fn rfc3339_matches_known_instants() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(rfc3339(951_782_400_123), "2000-02-29T00:00:00.123Z");
-        assert_eq!(rfc3339(1_796_649_217_479), "2026-12-07T13:13:37.479Z");
+/// Who runs, and how approvals are given.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// For the executors.
+    pub ctx: Context,
+    /// Approve every step that asks (`--yes`).
+    pub yes: bool,
+    /// Who runs it (audit).
+    pub operator: String,
+    /// Where (audit).
+    pub host: String,
+}
+
+struct Driver<'a> {
+    plan: &'a Plan,
+    journal: &'a Journal,
+    opts: &'a RunOptions,
+    record: RunRecord,
+    reports: Vec<StepReport>,
+    rto_ms: Option<u64>,
+    rpo: Option<(i64, f64, Vec<PartitionLag>)>,
+}
+
+impl<'a> Driver<'a> {
+    fn new(plan: &'a Plan, journal: &'a Journal, opts: &'a RunOptions, record: RunRecord) -> Self {
+        Driver {
+            plan,
+            journal,
+            opts,
+            record,
+            reports: Vec::new(),
+            rto_ms: None,
+            rpo: None,
+        }
+    }
+
+    fn audit(&self, event: &str, step: Option<&str>, outcome: Option<&str>, detail: Option<&str>) {
+        let line = AuditLine {
+            time: rfc3339(now_ms()),
+            event,
+            run_id: &self.record.run_id,
+            playbook: &self.record.playbook,
+            params: &self.record.given,
+            operator: &self.opts.operator,
+            host: &self.opts.host,
+            step,
+            outcome,
+            detail,
+        };
+        // The journal holds the state; a failed audit write is said, not fatal.
+        if let Err(e) = self.journal.audit(&line) {
+            eprintln!("strait runbook: audit log: {e}");
+        }
+    }
+
+    fn save(&self) -> Result<(), RunError> {
+        Ok(self.journal.save(&self.record)?)
+    }
+
+    /// Runs every check of `checks`; false if one failed.
+    async fn checks(
+        &mut self,
+        kind: &'static str,
+        checks: &[crate::playbook::PlannedCheck],
+    ) -> bool {
+        let mut ok = true;
+        for c in checks {
+            let at = now_ms();
+            let clock = Instant::now();
+            let (outcome, detail) = match exec::execute(&c.planned, &self.opts.ctx).await {
+                Ok(o) => (StepOutcome::Succeeded, o.detail),
+                Err(e) => {
+                    ok = false;
+                    (StepOutcome::Failed, e.to_string())
+                }
+            };
+            let word = if ok { "succeeded" } else { "failed" };
+            self.audit(kind, Some(&c.name), Some(word), Some(&detail));
+            self.reports.push(StepReport {
+                kind,
+                name: c.name.clone(),
+                action: c.planned.action.name,
+                started_at: rfc3339(at),
+                duration_ms: clock.elapsed().as_millis() as u64,
+                attempts: 1,
+                outcome,
+                detail,
+            });
+            if !ok {
+                break;
+            }
+        }
+        ok
+    }
+
+    /// One action with its timeout and retries; the journal counts the attempts.
+    async fn attempt_all(
+        &mut self,
+        index: Option<usize>,
+        step: &PlannedStep,
+        planned: &Planned,
+    ) -> Result<exec::Outcome, String> {
+        use backoff::backoff::Backoff;
+        let mut backoff = backoff::ExponentialBackoffBuilder::new()
+            .with_initial_interval(Duration::from_millis(step.retry.initial_backoff_ms))
+            .with_max_interval(Duration::from_millis(step.retry.max_backoff_ms))
+            .with_multiplier(2.0)
+            .with_randomization_factor(0.0)
+            .with_max_elapsed_time(None)
+            .build();
+        let mut last = String::new();
+        for attempt in 1..=step.retry.attempts {
+            if let Some(i) = index {
+                self.record.steps[i].attempts += 1;
+                self.save().map_err(|e| e.to_string())?;
+            }
+            let timeout = Duration::from_millis(step.timeout_ms);
+            match tokio::time::timeout(timeout, exec::execute(planned, &self.opts.ctx)).await {
+                Ok(Ok(outcome)) => return Ok(outcome),
+                Ok(Err(e)) => last = e.to_string(),
+                Err(_) => last = format!("timed out after {} ms", step.timeout_ms),
+            }
+            if attempt < step.retry.attempts {
+                let wait = backoff.next_backoff().unwrap_or(Duration::ZERO);
+                tokio::time::sleep(wait).await;
+            }
+        }
+        Err(last)
+    }
+
+    fn approved(&self, step: &PlannedStep) -> Result<(), String> {
+        if !step.approval {
+            return Ok(());
+        }
+        if self.opts.yes {
+            self.audit(
+                "approval",
+                Some(&step.name),
+                Some("approved"),
+                Some("--yes"),
+            );
+            return Ok(());
+        }
+        use std::io::{BufRead, IsTerminal, Write};
+        if !std::io::stdin().is_terminal() {
+            return Err(format!(
+                "step `{}` needs approval: run from a terminal, or with --yes",
+                step.name
+            ));
+        }
+        print!(
+            "approve step `{}` ({})? [y/N] ",
+            step.name, step.planned.action.about
+        );
+        let _ = std::io::stdout().flush();
+        let mut answer = String::new();
+        let _ = std::io::stdin().lock().read_line(&mut answer);
+        if matches!(answer.trim(), "y" | "Y" | "yes") {
+            self.audit(
+                "approval",
+                Some(&step.name),
+                Some("approved"),
+                Some("terminal"),
+            );
+            Ok(())
+        } else {
+            self.audit(
+                "approval",
+                Some(&step.name),
+                Some("refused"),
+                Some("terminal"),
+            );
+            Err(format!("step `{}` was not approved", step.name))
+        }
+    }
+
+    /// Guards, then the steps from `from`, then the verifications.
+    async fn drive(mut self, from: usize, retry_first: bool) -> Result<Report, RunError> {
+        let started = Instant::now();
+        if !self.checks("guard", &self.plan.guards.clone()).await {
+            return self.finish(RunState::Failed, Some("a guard failed"));
+        }
+        for i in from..self.plan.steps.len() {
+            let step = self.plan.steps[i].clone();
+            if let Err(why) = self.approved(&step) {
+                self.record.steps[i].state = StepState::Failed;
+                self.record.steps[i].detail = why.clone();
+                self.save()?;
+                self.report_step(i, 0, StepOutcome::Failed);
+                return self.fail(i, &why).await;
+            }
+            let at = now_ms();
+            self.record.steps[i].state = StepState::Started;
+            self.record.steps[i].started_ms = Some(at);
+            self.save()?;
+            let retried = retry_first && i == from;
+            self.audit(
+                "step_start",
+                Some(&step.name),
+                None,
+                retried.then_some("repeated after an interruption (idempotent)"),
+            );
+            let clock = Instant::now();
+            let result = self.attempt_all(Some(i), &step, &step.planned).await;
+            self.record.steps[i].ended_ms = Some(now_ms());
+            match result {
+                Ok(outcome) => {
+                    self.record.steps[i].state = StepState::Completed;
+                    self.record.steps[i].detail = outcome.detail.clone();
+                    self.save()?;
+                    self.audit(
+                        "step_end",
+                        Some(&step.name),
+                        Some("succeeded"),
+                        Some(&outcome.detail),
+                    );
+                    if step.planned.action.name == "release_mirror_topics" {
+                        self.rto_ms = Some(started.elapsed().as_millis() as u64);
+                    }
+                    if matches!(step.planned.action.name, "record_rpo" | "predict_loss") {
+                        let records = outcome
+                            .partitions
+                            .iter()
+                            .filter_map(|l| l.lag_records)
+                            .sum();
+                        let seconds = outcome
+                            .partitions
+                            .iter()
+                            .filter_map(|l| l.lag_seconds)
+                            .fold(0.0f64, f64::max);
+                        self.rpo = Some((records, seconds, outcome.partitions));
+                    }
+                    self.report_step(
+                        i,
+                        clock.elapsed().as_millis() as u64,
+                        StepOutcome::Succeeded,
+                    );
+                }
+                Err(why) => {
+                    self.record.steps[i].state = StepState::Failed;
+                    self.record.steps[i].detail = why.clone();
+                    self.save()?;
+                    self.audit("step_end", Some(&step.name), Some("failed"), Some(&why));
+                    self.report_step(i, clock.elapsed().as_millis() as u64, StepOutcome::Failed);
+                    return self.fail(i, &why).await;
+                }
+            }
+        }
+        if !self.checks("verify", &self.plan.verify.clone()).await {
+            return self.finish(RunState::Failed, Some("a verification failed"));
+        }
+        self.finish(RunState::Succeeded, None)
+    }
+
+    fn report_step(&mut self, i: usize, duration_ms: u64, outcome: StepOutcome) {
+        let r = &self.record.steps[i];
+        self.reports.push(StepReport {
+            kind: "step",
+            name: r.name.clone(),
+            action: self.plan.steps[i].planned.action.name,
+            started_at: rfc3339(r.started_ms.unwrap_or_else(now_ms)),
+            duration_ms,
+            attempts: r.attempts,
+            outcome,
+            detail: r.detail.clone(),
+        });
+    }
+
+    /// Step `i` failed: roll back or stop, as the playbook says.
+    async fn fail(mut self, i: usize, why: &str) -> Result<Report, RunError> {
+        if self.plan.on_failure == OnFailure::Stop {
+            return self.finish(RunState::Failed, Some(why));
+        }
+        for j in (0..i).rev() {
+            let step = self.plan.steps[j].clone();
+            if self.record.steps[j].state != StepState::Completed {
+                continue;
+            }
+            let Some(undo) = step.undo.clone() else {
+                continue;
+            };
+            let at = now_ms();
+            let clock = Instant::now();
+            let result = self.attempt_all(None, &step, &undo).await;
+            let (outcome, detail) = match result {
+                Ok(o) => {
+                    self.record.steps[j].state = StepState::Undone;
+                    (StepOutcome::Succeeded, o.detail)
+                }
+                Err(e) => (StepOutcome::Failed, format!("undo failed: {e}")),
+            };
+            self.save()?;
+            self.audit(
+                "undo",
+                Some(&step.name),
+                Some(if outcome == StepOutcome::Succeeded {
+                    "succeeded"
+                } else {
+                    "failed"
+                }),
+                Some(&detail),
+            );
+            self.reports.push(StepReport {
+                kind: "undo",
+                name: step.name.clone(),
+                action: undo.action.name,
+                started_at: rfc3339(at),
+                duration_ms: clock.elapsed().as_millis() as u64,
+                attempts: 1,
+                outcome,
+                detail,
+            });
+        }
+        self.finish(RunState::RolledBack, Some(why))
+    }
+
+    fn finish(mut self, state: RunState, why: Option<&str>) -> Result<Report, RunError> {
+        self.record.state = state;
+        self.record.ended_ms = Some(now_ms());
+        self.save()?;
+        let word = match state {
+            RunState::Succeeded => "succeeded",
+            RunState::Failed => "failed",
+            RunState::RolledBack => "rolled_back",
+            RunState::Running => "running",
+        };
+        self.audit("run_end", None, Some(word), why);
+        self.journal
+            .unlock(&self.record.lock_key, &self.record.run_id)?;
+        let _ = self.journal.trim();
+        let (rpo_records, rpo_seconds, partitions) = match self.rpo {
+            Some((r, s, p)) => (Some(r), Some(s), p),
+            None => (None, None, Vec::new()),
+        };
+        Ok(Report {
+            run_id: self.record.run_id.clone(),
+            playbook: self.record.playbook.clone(),
+            params: self
+                .plan
+                .params
+                .iter()
+                .map(|(k, v)| (k.clone(), v.to_string()))
+                .collect(),
+            started_at: rfc3339(self.record.started_ms),
+            ended_at: rfc3339(now_ms()),
+            outcome: match state {
+                RunState::Succeeded => RunOutcome::Succeeded,
+                RunState::RolledBack => RunOutcome::RolledBack,
+                _ => RunOutcome::Failed,
+            },
+            steps: self.reports,
+            rto_ms: self.rto_ms,
+            rpo_records,
+            rpo_seconds,
+            partitions,
+        })
+    }
+}
+
+/// Refuses a plan that names an action strait cannot execute yet.
+pub fn check_executable(plan: &Plan) -> Result<(), RunError> {
+    let unavailable: Vec<&str> = plan.unavailable().into_iter().collect();
+    if unavailable.is_empty() {
+        Ok(())
+    } else {
+        Err(RunError::NotExecutable {
+            playbook: plan.playbook.clone(),
+            actions: unavailable.join(", "),
+        })
+    }
+}
+
+fn lock_key(plan: &Plan) -> String {
+    match plan.params.get("flow") {
+        Some(flow) => format!("flow {flow}"),
+        None => format!("playbook {}", plan.playbook),
+    }
+}
+
+/// Runs `plan` for real, journalled in `journal`. `given` and `playbooks_dir` are kept so a
+/// resume plans the same run again.
+pub async fn execute(
+    plan: &Plan,
+    given: &BTreeMap<String, String>,
+    playbooks_dir: &std::path::Path,
+    journal: &Journal,
+    opts: &RunOptions,
+) -> Result<Report, RunError> {
+    check_executable(plan)?;
+    let run_id = uuid::Uuid::new_v4().to_string();
+    let started_ms = now_ms();
+    let key = lock_key(plan);
+    journal.lock(
+        &key,
+        &Lock {
+            run_id: run_id.clone(),
+            playbook: plan.playbook.clone(),
+            operator: opts.operator.clone(),
+            host: opts.host.clone(),
+            pid: std::process::id(),
+            since_ms: started_ms,
+        },
+    )?;
+    let record = RunRecord {
+        run_id,
+        playbook: plan.playbook.clone(),
+        playbooks_dir: playbooks_dir.to_path_buf(),
+        given: given.clone(),
+        lock_key: key,
+        operator: opts.operator.clone(),
+        host: opts.host.clone(),
+        started_ms,
+        ended_ms: None,
+        state: RunState::Running,
+        steps: plan
+            .steps
+            .iter()
+            .map(|s| StepRecord::pending(&s.name, s.planned.action.name))
+            .collect(),
+        resumes: 0,
+    };
+    let driver = Driver::new(plan, journal, opts, record);
+    driver.save()?;
+    driver.audit("run_start", None, None, None);
+    driver.drive(0, false).await
+}
+
+/// Continues the interrupted run `run_id` from its journal.
+pub async fn resume(
+    run_id: &str,
+    journal: &Journal,
+    opts: &RunOptions,
+) -> Result<Report, RunError> {
+    let mut record = journal.load(run_id)?;
+    let not = |reason: String| RunError::NotResumable {
+        run_id: run_id.to_string(),
+        reason,
+    };
+    if record.state != RunState::Running {
+        return Err(not(format!(
+            "it already ended ({:?}); `strait runbook history` shows it",
+            record.state
+        )));
+    }
+    let playbook = crate::playbook::find(&record.playbooks_dir, &record.playbook)?;
+    let plan = playbook.plan(&record.given)?;
+    let names: Vec<&str> = plan.steps.iter().map(|s| s.name.as_str()).collect();
+    let journaled: Vec<&str> = record.steps.iter().map(|s| s.name.as_str()).collect();
+    if names != journaled {
+        return Err(not(format!(
+            "playbook `{}` changed since the run started (steps now: {}; then: {}); resume with the playbook as it was",
+            record.playbook,
+            names.join(", "),
+            journaled.join(", ")
+        )));
+    }
+    journal.lock(
+        &record.lock_key,
+        &Lock {
+            run_id: record.run_id.clone(),
+            playbook: record.playbook.clone(),
+            operator: opts.operator.clone(),
+            host: opts.host.clone(),
+            pid: std::process::id(),
+            since_ms: now_ms(),
+        },
+    )?;
+    record.resumes += 1;
+    let decision = record.resume_from(|i| plan.steps[i].planned.action.idempotent);
+    let driver = Driver::new(&plan, journal, opts, record);
+    driver.save()?;
+    match decision {
+        ResumeFrom::Step { index, retry } => {
+            driver.audit(
+                "resume",
+                Some(&plan.steps[index].name),
+                None,
+                Some(if retry {
+                    "repeating the interrupted step"
+                } else {
+                    "continuing"
+                }),
+            );
+            driver.drive(index, retry).await
+        }
+        ResumeFrom::Verify => {
+            driver.audit(
+                "resume",
+                None,
+                None,
+                Some("every step completed; verifying"),
+            );
+            driver.drive(plan.steps.len(), false).await
+        }
+        ResumeFrom::Stop { index } => {
+            let step = &plan.steps[index];
+            let why = format!(
+                "step `{}` ({}) was interrupted and is not idempotent: check whether it took effect ({}), then finish by hand; the run stops here",
+                step.name, step.planned.action.name, step.planned.action.about
+            );
+            driver.audit("resume", Some(&step.name), Some("stopped"), Some(&why));
+            driver.finish(RunState::Failed, Some(&why))
+        }
     }
 }

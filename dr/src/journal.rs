@@ -1,0 +1,485 @@
+//! The journal of runs (sled) and the audit log (JSON lines), both in one directory.
+//!
+//! A run's record is rewritten after every change of state (a guard checked, a step started,
+//! an attempt made, a step completed, failed or undone), and sled is flushed before the action
+//! it announces begins, so a run killed at any point left a record that says which step was
+//! in progress. The lock that keeps two runs off the same flow lives in the same database:
+//! taken with a compare-and-swap, it names the run, the operator, the host, the process and
+//! since when.
+//!
+//! sled locks its files for the process that opens them, so the journal is opened for each
+//! operation and closed after it: a run in progress, a second run that must be told who holds
+//! the flow, and `history` all reach the same database (an open that finds it busy waits, a
+//! bounded time, for the other process's operation to end).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Runs kept in the journal; the oldest ended ones go first beyond this.
+pub const RUNS_KEPT_MAX: usize = 1_000;
+/// How long opening the journal waits for another process's operation to end.
+pub const OPEN_WAIT_MS: u64 = 10_000;
+
+/// Why the journal failed.
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    /// sled or the audit file failed.
+    #[error("runbook journal at {path}: {reason}")]
+    Io {
+        /// The journal's directory.
+        path: PathBuf,
+        /// What failed.
+        reason: String,
+    },
+    /// Another run holds the lock.
+    #[error("run {} ({} by {} on {}, pid {}) holds {key} since {}; wait for it, or `strait runbook resume {}` if it was interrupted", .holder.run_id, .holder.playbook, .holder.operator, .holder.host, .holder.pid, crate::clock::rfc3339(.holder.since_ms), .holder.run_id)]
+    Locked {
+        /// What is locked (the flow).
+        key: String,
+        /// Who holds it.
+        holder: Box<Lock>,
+    },
+    /// No run of that id.
+    #[error("no run `{0}` in the journal (`strait runbook history` lists them)")]
+    NoSuchRun(String),
+}
+
+/// Who holds a lock.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lock {
+    /// The run.
+    pub run_id: String,
+    /// Its playbook.
+    pub playbook: String,
+    /// Who started it.
+    pub operator: String,
+    /// Where.
+    pub host: String,
+    /// Its process.
+    pub pid: u32,
+    /// Since when (Unix ms).
+    pub since_ms: u64,
+}
+
+/// The state of a step in the journal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepState {
+    /// Not started.
+    Pending,
+    /// Started and not finished: if the run is not running, it was interrupted here.
+    Started,
+    /// Done.
+    Completed,
+    /// Failed after its attempts.
+    Failed,
+    /// Completed, then undone by a rollback.
+    Undone,
+}
+
+/// A step as the journal knows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepRecord {
+    /// Its name.
+    pub name: String,
+    /// Its action.
+    pub action: String,
+    /// Where it is.
+    pub state: StepState,
+    /// Attempts made so far.
+    pub attempts: u32,
+    /// When it started (Unix ms).
+    pub started_ms: Option<u64>,
+    /// When it ended (Unix ms).
+    pub ended_ms: Option<u64>,
+    /// What it found or did, or why it failed.
+    pub detail: String,
+}
+
+impl StepRecord {
+    /// A step not started yet.
+    pub fn pending(name: &str, action: &str) -> StepRecord {
+        StepRecord {
+            name: name.to_string(),
+            action: action.to_string(),
+            state: StepState::Pending,
+            attempts: 0,
+            started_ms: None,
+            ended_ms: None,
+            detail: String::new(),
+        }
+    }
+}
+
+/// Where a run is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunState {
+    /// In progress, or interrupted.
+    Running,
+    /// Every step and verification succeeded.
+    Succeeded,
+    /// Stopped on a failure.
+    Failed,
+    /// Failed and undone.
+    RolledBack,
+}
+
+/// A run as the journal knows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    /// Its id.
+    pub run_id: String,
+    /// The playbook's name.
+    pub playbook: String,
+    /// The playbooks' directory it was loaded from.
+    pub playbooks_dir: PathBuf,
+    /// The parameters as given (`--param`), so a resume plans the same run.
+    pub given: std::collections::BTreeMap<String, String>,
+    /// The lock it holds.
+    pub lock_key: String,
+    /// Who started it.
+    pub operator: String,
+    /// Where.
+    pub host: String,
+    /// When (Unix ms).
+    pub started_ms: u64,
+    /// When it ended (Unix ms).
+    pub ended_ms: Option<u64>,
+    /// Where it is.
+    pub state: RunState,
+    /// Its steps in run order.
+    pub steps: Vec<StepRecord>,
+    /// Times it was resumed.
+    pub resumes: u32,
+}
+
+/// What a resumed run does next, judged from its record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResumeFrom {
+    /// Continue at this step (in run order); `retry` if it was interrupted and is idempotent.
+    Step {
+        /// Its index in run order.
+        index: usize,
+        /// Whether the step was interrupted mid-way and is repeated.
+        retry: bool,
+    },
+    /// Every step completed: only the verifications are left.
+    Verify,
+    /// A step was interrupted and is not idempotent: a person must check.
+    Stop {
+        /// The step.
+        index: usize,
+    },
+}
+
+impl RunRecord {
+    /// Where a resume continues. `idempotent(i)` says whether step `i` may be repeated.
+    pub fn resume_from(&self, idempotent: impl Fn(usize) -> bool) -> ResumeFrom {
+        match self
+            .steps
+            .iter()
+            .position(|s| s.state != StepState::Completed)
+        {
+            None => ResumeFrom::Verify,
+            Some(i) if self.steps[i].state == StepState::Started => {
+                if idempotent(i) {
+                    ResumeFrom::Step {
+                        index: i,
+                        retry: true,
+                    }
+                } else {
+                    ResumeFrom::Stop { index: i }
+                }
+            }
+            Some(i) => ResumeFrom::Step {
+                index: i,
+                retry: false,
+            },
+        }
+    }
+}
+
+/// One line of the audit log.
+#[derive(Debug, Clone, Serialize)]
+pub struct AuditLine<'a> {
+    /// When (RFC 3339, UTC).
+    pub time: String,
+    /// `run_start`, `guard`, `step_start`, `step_end`, `approval`, `undo`, `resume`, `run_end`.
+    pub event: &'a str,
+    /// The run.
+    pub run_id: &'a str,
+    /// The playbook.
+    pub playbook: &'a str,
+    /// The parameters as given.
+    pub params: &'a std::collections::BTreeMap<String, String>,
+    /// Who.
+    pub operator: &'a str,
+    /// Where.
+    pub host: &'a str,
+    /// The step or check, if any.
+    pub step: Option<&'a str>,
+    /// How it went, if it ended.
+    pub outcome: Option<&'a str>,
+    /// Details.
+    pub detail: Option<&'a str>,
+}
+
+/// The journal directory: `journal/` (sled) and `audit.jsonl`.
+pub struct Journal {
+    dir: PathBuf,
+}
+
+/// The journal's database, open for one operation.
+struct Open {
+    db: sled::Db,
+    runs: sled::Tree,
+    locks: sled::Tree,
+}
+
+impl Journal {
+    /// Opens (or creates) the journal in `dir`.
+    pub fn open(dir: &Path) -> Result<Journal, JournalError> {
+        std::fs::create_dir_all(dir).map_err(|e| JournalError::Io {
+            path: dir.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        let journal = Journal {
+            dir: dir.to_path_buf(),
+        };
+        drop(journal.db()?); // fails now, not at the first write, if it cannot be opened
+        Ok(journal)
+    }
+
+    /// The database, waiting (bounded) while another process has it open.
+    fn db(&self) -> Result<Open, JournalError> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_millis(OPEN_WAIT_MS);
+        let db = loop {
+            match sled::open(self.dir.join("journal")) {
+                Ok(db) => break db,
+                Err(sled::Error::Io(e))
+                    if e.kind() == std::io::ErrorKind::WouldBlock
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(e) => return Err(self.err(e)),
+            }
+        };
+        let runs = db.open_tree("runs").map_err(|e| self.err(e))?;
+        let locks = db.open_tree("locks").map_err(|e| self.err(e))?;
+        Ok(Open { db, runs, locks })
+    }
+
+    fn err(&self, reason: impl ToString) -> JournalError {
+        JournalError::Io {
+            path: self.dir.clone(),
+            reason: reason.to_string(),
+        }
+    }
+
+    /// Takes the lock `key` for `holder`, or says who has it. A holder with the same run id
+    /// (a resume) takes it over.
+    pub fn lock(&self, key: &str, holder: &Lock) -> Result<(), JournalError> {
+        let value = serde_json::to_vec(holder).map_err(|e| self.err(e))?;
+        let open = self.db()?;
+        loop {
+            let current = open.locks.get(key).map_err(|e| self.err(e))?;
+            if let Some(bytes) = &current {
+                let held: Lock = serde_json::from_slice(bytes).map_err(|e| self.err(e))?;
+                if held.run_id != holder.run_id {
+                    return Err(JournalError::Locked {
+                        key: key.to_string(),
+                        holder: Box::new(held),
+                    });
+                }
+            }
+            match open
+                .locks
+                .compare_and_swap(key, current, Some(value.clone()))
+                .map_err(|e| self.err(e))?
+            {
+                Ok(()) => break,
+                Err(_) => continue, // changed under us: look again
+            }
+        }
+        open.db.flush().map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Releases `key` if `run_id` holds it.
+    pub fn unlock(&self, key: &str, run_id: &str) -> Result<(), JournalError> {
+        let open = self.db()?;
+        if let Some(bytes) = open.locks.get(key).map_err(|e| self.err(e))? {
+            let held: Lock = serde_json::from_slice(&bytes).map_err(|e| self.err(e))?;
+            if held.run_id == run_id {
+                let _ = open
+                    .locks
+                    .compare_and_swap(key, Some(bytes), None::<Vec<u8>>)
+                    .map_err(|e| self.err(e))?;
+                open.db.flush().map_err(|e| self.err(e))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes `record` and flushes it to disk before returning.
+    pub fn save(&self, record: &RunRecord) -> Result<(), JournalError> {
+        let value = serde_json::to_vec(record).map_err(|e| self.err(e))?;
+        let open = self.db()?;
+        open.runs
+            .insert(record.run_id.as_bytes(), value)
+            .map_err(|e| self.err(e))?;
+        open.db.flush().map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// The run `run_id`.
+    pub fn load(&self, run_id: &str) -> Result<RunRecord, JournalError> {
+        let bytes = self
+            .db()?
+            .runs
+            .get(run_id.as_bytes())
+            .map_err(|e| self.err(e))?
+            .ok_or_else(|| JournalError::NoSuchRun(run_id.to_string()))?;
+        serde_json::from_slice(&bytes).map_err(|e| self.err(format!("run {run_id}: {e}")))
+    }
+
+    /// Every run, oldest first.
+    pub fn history(&self) -> Result<Vec<RunRecord>, JournalError> {
+        let mut runs = Vec::new();
+        let open = self.db()?;
+        for entry in open.runs.iter() {
+            let (_, bytes) = entry.map_err(|e| self.err(e))?;
+            runs.push(serde_json::from_slice::<RunRecord>(&bytes).map_err(|e| self.err(e))?);
+        }
+        runs.sort_by_key(|r| r.started_ms);
+        Ok(runs)
+    }
+
+    /// Forgets the oldest ended runs beyond [`RUNS_KEPT_MAX`].
+    pub fn trim(&self) -> Result<(), JournalError> {
+        let runs = self.history()?;
+        let excess = runs.len().saturating_sub(RUNS_KEPT_MAX);
+        let open = self.db()?;
+        for r in runs
+            .iter()
+            .filter(|r| r.state != RunState::Running)
+            .take(excess)
+        {
+            open.runs
+                .remove(r.run_id.as_bytes())
+                .map_err(|e| self.err(e))?;
+        }
+        Ok(())
+    }
+
+    /// Appends one line to `audit.jsonl` (and syncs it).
+    pub fn audit(&self, line: &AuditLine<'_>) -> Result<(), JournalError> {
+        let mut text = serde_json::to_string(line).map_err(|e| self.err(e))?;
+        text.push('\n');
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("audit.jsonl"))
+            .map_err(|e| self.err(e))?;
+        file.write_all(text.as_bytes()).map_err(|e| self.err(e))?;
+        file.sync_data().map_err(|e| self.err(e))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(states: &[StepState]) -> RunRecord {
+        RunRecord {
+            run_id: "r1".into(),
+            playbook: "p".into(),
+            playbooks_dir: PathBuf::from("dr-playbooks"),
+            given: Default::default(),
+            lock_key: "flow a-to-b".into(),
+            operator: "op".into(),
+            host: "h".into(),
+            started_ms: 1,
+            ended_ms: None,
+            state: RunState::Running,
+            steps: states
+                .iter()
+                .enumerate()
+                .map(|(i, s)| StepRecord {
+                    state: *s,
+                    ..StepRecord::pending(&format!("s{i}"), "a")
+                })
+                .collect(),
+            resumes: 0,
+        }
+    }
+
+    #[test]
+    fn a_resume_repeats_only_an_interrupted_idempotent_step() {
+        use StepState::*;
+        let r = record(&[Completed, Started, Pending]);
+        assert_eq!(
+            r.resume_from(|_| true),
+            ResumeFrom::Step {
+                index: 1,
+                retry: true
+            }
+        );
+        assert_eq!(r.resume_from(|i| i != 1), ResumeFrom::Stop { index: 1 });
+        let r = record(&[Completed, Pending]);
+        assert_eq!(
+            r.resume_from(|_| false),
+            ResumeFrom::Step {
+                index: 1,
+                retry: false
+            }
+        );
+        assert_eq!(
+            record(&[Completed, Completed]).resume_from(|_| false),
+            ResumeFrom::Verify
+        );
+    }
+
+    #[test]
+    fn a_lock_names_its_holder_and_a_resume_takes_it_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(dir.path()).unwrap();
+        let holder = |run: &str| Lock {
+            run_id: run.into(),
+            playbook: "planned-failover".into(),
+            operator: "ana".into(),
+            host: "ops1".into(),
+            pid: 42,
+            since_ms: 0,
+        };
+        j.lock("flow a-to-b", &holder("r1")).unwrap();
+        let e = j
+            .lock("flow a-to-b", &holder("r2"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("run r1 (planned-failover by ana on ops1, pid 42) holds flow a-to-b"),
+            "{e}"
+        );
+        j.lock("flow a-to-b", &holder("r1")).unwrap();
+        j.unlock("flow a-to-b", "r2").unwrap();
+        assert!(
+            j.lock("flow a-to-b", &holder("r2")).is_err(),
+            "only the holder unlocks"
+        );
+        j.unlock("flow a-to-b", "r1").unwrap();
+        j.lock("flow a-to-b", &holder("r2")).unwrap();
+        // Records survive reopening.
+        let r = record(&[StepState::Completed]);
+        j.save(&r).unwrap();
+        drop(j);
+        let j = Journal::open(dir.path()).unwrap();
+        assert_eq!(j.load("r1").unwrap(), r);
+        assert!(matches!(j.load("r9"), Err(JournalError::NoSuchRun(_))));
+    }
+}
