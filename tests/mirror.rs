@@ -835,7 +835,9 @@ fn twenty_sigkills_and_a_sigstop_past_the_session_leave_every_record_exactly_onc
     let producer_thread = {
         let stop = stop.clone();
         thread::spawn(move || {
-            let producer = common::TestProducer::new(&bootstrap, &[]);
+            // Idempotent: the source itself has each record once, so any repeat on the
+            // target is the mirror's.
+            let producer = common::TestProducer::new(&bootstrap, &[("enable.idempotence", "true")]);
             let deadline = Instant::now() + Duration::from_secs(600);
             let ts = now_ms();
             let mut sent = 0usize;
@@ -927,10 +929,23 @@ fn twenty_sigkills_and_a_sigstop_past_the_session_leave_every_record_exactly_onc
                 .collect()
         };
         let audit = common::SequenceAudit::of(sequence(&source), &sequence(&target));
+        // For the failure message: where on the target the repeats are.
+        let mut seen = HashMap::new();
+        let repeats: Vec<(usize, i64, i64)> = sequence(&target)
+            .into_iter()
+            .enumerate()
+            .filter_map(|(at, n)| seen.insert(n, at).map(|first| (n, first as i64, at as i64)))
+            .take(5)
+            .collect();
         assert_eq!(
             audit,
             common::SequenceAudit::default(),
-            "partition {p}: lost, duplicated or reordered records after 20 SIGKILLs and a SIGSTOP"
+            "partition {p}: lost, duplicated or reordered records after 20 SIGKILLs and a SIGSTOP (first repeats as (sequence, first target offset, repeat target offset): {repeats:?})"
+        );
+        assert_eq!(
+            sequence(&target),
+            sequence(&source),
+            "partition {p}: the target is not an exact copy"
         );
     }
     // The woken daemon noticed its stall and was fenced (by the rebalance that told it the

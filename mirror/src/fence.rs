@@ -11,7 +11,7 @@
 //!   queued is delivered or expired before a new owner starts. librdkafka checks the age of
 //!   queued records before it builds a request, also on the first pass after the process was
 //!   stopped, so a record older than its timeout is never sent.
-//! - records the pump hands over after it wakes from a freeze (SIGSTOP, a stalled VM) but
+//! - records the pump hands over after it wakes from a freeze (SIGSTOP, a stalled process) but
 //!   before its consumer has heard that the group moved on. [`FreezeWatch`] notices the
 //!   stall (a thread that should tick every [`TICK_MS`] did not for [`FREEZE_SUSPECT_MS`]);
 //!   the pump then sends nothing more until a synchronous offset commit (which the
@@ -22,6 +22,11 @@
 //! On an ordinary revocation the pump waits, inside the rebalance callback, until every
 //! record it handed to the producer is acknowledged or failed, so the next owner's
 //! reconciliation with the target's tail sees all of them.
+//!
+//! Both clocks involved (librdkafka's and [`FreezeWatch`]'s) are monotonic clocks that keep
+//! running while a process is stopped. A virtual machine paused by its hypervisor may stop
+//! the guest's monotonic clock too; such a pause is not detected here, and its records may
+//! outlive the group's session.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};

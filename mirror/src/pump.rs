@@ -82,6 +82,8 @@ struct PumpContext {
     producer: crate::clients::Producer,
     /// Set when the group took the partitions away without a clean revocation.
     fenced: Arc<AtomicBool>,
+    /// Counts revocations, so the pump rebuilds the state of a partition that came back.
+    revocations: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl PumpContext {
@@ -146,6 +148,7 @@ impl ConsumerContext for PumpContext {
         if revoked.count() == 0 {
             return;
         }
+        self.revocations.fetch_add(1, Ordering::SeqCst);
         if consumer.assignment_lost() {
             // The group already gave these partitions to someone else: nothing queued may
             // reach the target now.
@@ -199,6 +202,9 @@ struct PartitionState {
     position_trusted: bool,
     /// Ranges found lost since the last flush.
     lost: Vec<Lost>,
+    /// The revocation count when the state was made. A state from before a revocation is
+    /// never used again: while the partition was away another pump may have written to it.
+    revocations: u64,
 }
 
 impl PartitionState {
@@ -349,7 +355,9 @@ impl Pump {
             PUMP_MESSAGE_TIMEOUT_MS,
         )?;
         let fenced = Arc::new(AtomicBool::new(false));
+        let revocations = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let context = PumpContext {
+            revocations: revocations.clone(),
             flow: Arc::from(flow.name.as_str()),
             metrics: self.metrics.clone(),
             assigned: self.assigned_tx.clone(),
@@ -399,6 +407,7 @@ impl Pump {
             freeze: FreezeWatch::start(),
             confirmed_freezes: 0,
             fenced,
+            revocations,
         };
         run.subscribe()?;
         let mut flush = tokio::time::interval(Duration::from_millis(FLUSH_INTERVAL_MS));
@@ -504,6 +513,8 @@ struct PumpRun<'a> {
     confirmed_freezes: u64,
     /// Set by the rebalance callback when the partitions were lost.
     fenced: Arc<AtomicBool>,
+    /// Revocations so far (see [`PartitionState::revocations`]).
+    revocations: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// The acknowledgement of one flush's records in the runs topic, and then the source offsets
@@ -655,8 +666,24 @@ impl PumpRun<'_> {
         partition: i32,
         first_offset: i64,
     ) -> Result<(), MirrorError> {
-        if self.states.contains_key(&(topic.clone(), partition)) {
-            return Ok(());
+        let revocations = self.revocations.load(Ordering::SeqCst);
+        let key = (topic.clone(), partition);
+        match self.states.get(&key) {
+            Some(s) if s.revocations == revocations => return Ok(()),
+            Some(_) => {
+                // Made before a revocation (the partition went away and came back): its
+                // acknowledgements are taken (everything was acknowledged before the
+                // revocation completed), then it is rebuilt from the index and the target's
+                // tail like any partition this pump takes.
+                while self.states.get(&key).is_some_and(|s| s.in_flight > 0) {
+                    match self.in_flight.next().await {
+                        Some(sent) => self.acknowledged(sent)?,
+                        None => break,
+                    }
+                }
+                self.states.remove(&key);
+            }
+            None => {}
         }
         self.pump.follower.caught_up().await?;
         let remote = self.pump.flow.remote_topic(topic);
@@ -675,6 +702,7 @@ impl PumpRun<'_> {
                     started: false,
                     position_trusted: false,
                     lost: Vec::new(),
+                    revocations,
                 };
                 let from = state.cursor.target_next;
                 self.reconcile(topic, partition, &mut state, from).await?;
@@ -708,6 +736,7 @@ impl PumpRun<'_> {
                     started: start == first_offset,
                     position_trusted: false,
                     lost: Vec::new(),
+                    revocations,
                 };
                 // Unknown to the index, but this flow may have written there before the
                 // index learned it (a daemon killed before its first record of runs, or an
@@ -893,7 +922,6 @@ impl PumpRun<'_> {
             return Ok(());
         }
         self.wait_for_target_partition(&topic, partition).await?;
-        self.check_fence()?;
         let mut headers = OwnedHeaders::new();
         if let Some(h) = m.headers() {
             for h in h.iter() {
@@ -927,6 +955,8 @@ impl PumpRun<'_> {
             record = record.timestamp(ts);
         }
         let delivery = loop {
+            // Before every attempt: waiting for room in the queue may have spanned a stall.
+            self.check_fence()?;
             match self.producer.send_result(record) {
                 Ok(d) => break d,
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
@@ -976,18 +1006,26 @@ impl PumpRun<'_> {
         let Some(freezes) = self.freeze.suspect(self.confirmed_freezes) else {
             return Ok(());
         };
+        // The proof is a commit the coordinator takes only from a current member. What is
+        // committed is what the index holds for the partition (recorded, so the committed
+        // offset still translates); a partition not recorded yet commits its acknowledged
+        // cursor, which a restart corrects by seeking to the index's cursor.
         let assigned = self.pump.assigned.borrow().clone();
         let mut tpl = TopicPartitionList::new();
         for ((topic, partition), s) in &self.states {
             if assigned.contains(&(topic.to_string(), *partition)) {
-                let _ = tpl.add_partition_offset(
-                    topic,
-                    *partition,
-                    Offset::Offset(s.cursor.source_next),
-                );
+                let recorded = self.pump.index.cursor(topic, *partition)?;
+                let offset = recorded.map_or(s.cursor.source_next, |c| c.source_next);
+                let _ = tpl.add_partition_offset(topic, *partition, Offset::Offset(offset));
             }
         }
-        if tpl.count() > 0 {
+        if tpl.count() == 0 {
+            // No partition held: what can be sent now is the runs of partitions given away,
+            // which describe records already on the target. Not confirmed: the next send
+            // for a held partition proves membership first.
+            return Ok(());
+        }
+        {
             let started = std::time::Instant::now();
             let commit = || self.consumer.commit(&tpl, CommitMode::Sync);
             let committed = match tokio::runtime::Handle::try_current() {
@@ -1221,6 +1259,9 @@ impl PumpRun<'_> {
         recorded: Result<Vec<(String, i32, i64)>, MirrorError>,
     ) -> Result<(), MirrorError> {
         let commits = recorded?;
+        if self.fenced.load(Ordering::SeqCst) {
+            return Ok(()); // the partitions are another member's now
+        }
         let mut tpl = TopicPartitionList::new();
         for (topic, partition, offset) in &commits {
             let _ = tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset));
@@ -1277,6 +1318,7 @@ mod tests {
             started: true,
             position_trusted: true,
             lost: Vec::new(),
+            revocations: 0,
         }
     }
 
