@@ -554,6 +554,60 @@ fn a_run_is_journalled_locked_audited_and_resumed_after_sigkill() {
         .iter()
         .all(|l| l["operator"] == "tester" && l["params"].is_object()));
 
+    // A run resumed while a guard does not hold stays open and keeps its lock.
+    let earlier: Vec<serde_json::Value> = audit_lines(&journal)
+        .into_iter()
+        .map(|l| l["run_id"].clone())
+        .collect();
+    let mut second = command(&[
+        "run",
+        "hold",
+        "--param",
+        &config_param,
+        "--mirror-http",
+        &http,
+    ])
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::null())
+    .spawn()
+    .unwrap();
+    let started = wait_for(
+        "the next run to reach its second step",
+        Duration::from_secs(30),
+        || {
+            audit_lines(&journal).into_iter().find(|l| {
+                l["event"] == "step_start"
+                    && l["step"] == "the site stays silent"
+                    && !earlier.contains(&l["run_id"])
+            })
+        },
+    );
+    let second_id = started["run_id"].as_str().unwrap().to_string();
+    second.kill().unwrap();
+    second.wait().unwrap();
+    let dead_mirror = "127.0.0.1:9"; // nothing serves /status there: `the flow runs` fails
+    let out = command(&["resume", &second_id, "--mirror-http", dead_mirror])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let printed = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        printed.contains("the run stays open"),
+        "{printed}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run(&["--param", "hold_ms=0"]);
+    assert!(!out.status.success(), "the open run still holds the flow");
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("run {second_id}")));
+    let out = command(&["resume", &second_id, "--mirror-http", &http])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
     // An ended run is not resumed again, and the lock is free for the next run.
     let out = command(&["resume", &run_id, "--mirror-http", &http])
         .output()

@@ -75,6 +75,8 @@ pub enum StepState {
     Completed,
     /// Failed after its attempts.
     Failed,
+    /// Completed, and its undo started (a rollback interrupted here repeats the undo).
+    Undoing,
     /// Completed, then undone by a rollback.
     Undone,
 }
@@ -123,6 +125,8 @@ pub enum RunState {
     Succeeded,
     /// Stopped on a failure.
     Failed,
+    /// A step failed and the completed steps are being undone.
+    RollingBack,
     /// Failed and undone.
     RolledBack,
 }
@@ -173,11 +177,19 @@ pub enum ResumeFrom {
         /// The step.
         index: usize,
     },
+    /// A step had failed: apply the playbook's `on_failure` (continue a rollback).
+    Failed {
+        /// The failed step.
+        index: usize,
+    },
 }
 
 impl RunRecord {
     /// Where a resume continues. `idempotent(i)` says whether step `i` may be repeated.
     pub fn resume_from(&self, idempotent: impl Fn(usize) -> bool) -> ResumeFrom {
+        if let Some(index) = self.steps.iter().position(|s| s.state == StepState::Failed) {
+            return ResumeFrom::Failed { index };
+        }
         match self
             .steps
             .iter()
@@ -259,8 +271,11 @@ impl Journal {
         let db = loop {
             match sled::open(self.dir.join("journal")) {
                 Ok(db) => break db,
+                // sled reports another holder of its file lock as an I/O error of kind Other
+                // whose text says so (sled 0.34, config.rs); it also releases the lock a
+                // moment after the database is dropped.
                 Err(sled::Error::Io(e))
-                    if e.kind() == std::io::ErrorKind::WouldBlock
+                    if e.to_string().contains("could not acquire lock")
                         && std::time::Instant::now() < deadline =>
                 {
                     std::thread::sleep(std::time::Duration::from_millis(20));
@@ -289,7 +304,19 @@ impl Journal {
             let current = open.locks.get(key).map_err(|e| self.err(e))?;
             if let Some(bytes) = &current {
                 let held: Lock = serde_json::from_slice(bytes).map_err(|e| self.err(e))?;
-                if held.run_id != holder.run_id {
+                // A lock whose run ended, or never got a record (killed between the two
+                // writes), holds nothing: it is taken over.
+                let live = match open
+                    .runs
+                    .get(held.run_id.as_bytes())
+                    .map_err(|e| self.err(e))?
+                {
+                    Some(r) => serde_json::from_slice::<RunRecord>(&r)
+                        .map(|r| r.state == RunState::Running || r.state == RunState::RollingBack)
+                        .unwrap_or(true),
+                    None => false,
+                };
+                if held.run_id != holder.run_id && live {
                     return Err(JournalError::Locked {
                         key: key.to_string(),
                         holder: Box::new(held),
@@ -307,6 +334,16 @@ impl Journal {
         }
         open.db.flush().map_err(|e| self.err(e))?;
         Ok(())
+    }
+
+    /// Who holds `key`, if anyone.
+    pub fn holder(&self, key: &str) -> Result<Option<Lock>, JournalError> {
+        match self.db()?.locks.get(key).map_err(|e| self.err(e))? {
+            Some(bytes) => Ok(Some(
+                serde_json::from_slice(&bytes).map_err(|e| self.err(e))?,
+            )),
+            None => Ok(None),
+        }
     }
 
     /// Releases `key` if `run_id` holds it.
@@ -443,6 +480,11 @@ mod tests {
             record(&[Completed, Completed]).resume_from(|_| false),
             ResumeFrom::Verify
         );
+        // Killed during a rollback: the rollback goes on, nothing is run forward.
+        assert_eq!(
+            record(&[Undone, Undoing, Failed, Pending]).resume_from(|_| true),
+            ResumeFrom::Failed { index: 2 }
+        );
     }
 
     #[test]
@@ -458,6 +500,7 @@ mod tests {
             since_ms: 0,
         };
         j.lock("flow a-to-b", &holder("r1")).unwrap();
+        j.save(&record(&[StepState::Started])).unwrap(); // r1, running
         let e = j
             .lock("flow a-to-b", &holder("r2"))
             .unwrap_err()
@@ -474,6 +517,17 @@ mod tests {
         );
         j.unlock("flow a-to-b", "r1").unwrap();
         j.lock("flow a-to-b", &holder("r2")).unwrap();
+        // r2 never got a record (killed between the lock and its first save): its lock is
+        // stale and taken over; a running r3 keeps its own.
+        j.lock("flow a-to-b", &holder("r3")).unwrap();
+        j.save(&RunRecord {
+            run_id: "r3".into(),
+            ..record(&[StepState::Started])
+        })
+        .unwrap();
+        assert!(j.lock("flow a-to-b", &holder("r4")).is_err());
+        assert_eq!(j.holder("flow a-to-b").unwrap().unwrap().run_id, "r3");
+        j.unlock("flow a-to-b", "r3").unwrap();
         // Records survive reopening.
         let r = record(&[StepState::Completed]);
         j.save(&r).unwrap();

@@ -452,6 +452,14 @@ impl Playbook {
         for (name, param) in &self.params {
             let at = || vec![key("params"), key(name)];
             let kind = Kind::from(param.kind);
+            if let (Some(min), Some(max)) = (param.min, param.max) {
+                if min > max {
+                    return Err((
+                        at(),
+                        format!("parameter `{name}`: min {min} is above max {max}"),
+                    ));
+                }
+            }
             if let Some(default) = &param.default {
                 match Value::from_yaml(default) {
                     Some(v) if v.kind() == kind => {
@@ -535,6 +543,15 @@ impl Playbook {
                 ));
             }
             if let Some(r) = &step.retry {
+                if r.attempts > 1 && !action.idempotent {
+                    return Err((
+                        at("retry"),
+                        format!(
+                            "`{}` is not idempotent: a step that timed out may have taken effect, so it is never retried (attempts must be 1)",
+                            step.action
+                        ),
+                    ));
+                }
                 if r.attempts == 0 || r.attempts > RETRY_ATTEMPTS_MAX {
                     return Err((
                         at("retry"),

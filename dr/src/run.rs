@@ -394,13 +394,14 @@ impl<'a> Driver<'a> {
         ok
     }
 
-    /// One action with its timeout and retries; the journal counts the attempts.
+    /// One action with its timeout and retries; the journal counts the attempts. The outer
+    /// error is the journal's (the run cannot go on safely), the inner one the action's.
     async fn attempt_all(
         &mut self,
         index: Option<usize>,
         step: &PlannedStep,
         planned: &Planned,
-    ) -> Result<exec::Outcome, String> {
+    ) -> Result<Result<exec::Outcome, String>, RunError> {
         use backoff::backoff::Backoff;
         let mut backoff = backoff::ExponentialBackoffBuilder::new()
             .with_initial_interval(Duration::from_millis(step.retry.initial_backoff_ms))
@@ -413,11 +414,11 @@ impl<'a> Driver<'a> {
         for attempt in 1..=step.retry.attempts {
             if let Some(i) = index {
                 self.record.steps[i].attempts += 1;
-                self.save().map_err(|e| e.to_string())?;
+                self.save()?;
             }
             let timeout = Duration::from_millis(step.timeout_ms);
             match tokio::time::timeout(timeout, exec::execute(planned, &self.opts.ctx)).await {
-                Ok(Ok(outcome)) => return Ok(outcome),
+                Ok(Ok(outcome)) => return Ok(Ok(outcome)),
                 Ok(Err(e)) => last = e.to_string(),
                 Err(_) => last = format!("timed out after {} ms", step.timeout_ms),
             }
@@ -426,7 +427,7 @@ impl<'a> Driver<'a> {
                 tokio::time::sleep(wait).await;
             }
         }
-        Err(last)
+        Ok(Err(last))
     }
 
     fn approved(&self, step: &PlannedStep) -> Result<(), String> {
@@ -477,8 +478,32 @@ impl<'a> Driver<'a> {
 
     /// Guards, then the steps from `from`, then the verifications.
     async fn drive(mut self, from: usize, retry_first: bool) -> Result<Report, RunError> {
-        let started = Instant::now();
         if !self.checks("guard", &self.plan.guards.clone()).await {
+            if self.record.resumes > 0 {
+                // Steps may already have changed things: the run stays open (and keeps its
+                // lock) for a person to put the guard right and resume again.
+                self.save()?;
+                self.audit(
+                    "resume",
+                    None,
+                    Some("guard_failed"),
+                    Some("the run stays open: make the guard hold, then resume again"),
+                );
+                self.reports.push(StepReport {
+                    kind: "resume",
+                    name: "the run stays open".into(),
+                    action: "resume",
+                    started_at: rfc3339(now_ms()),
+                    duration_ms: 0,
+                    attempts: 0,
+                    outcome: StepOutcome::Skipped,
+                    detail: format!(
+                        "a guard failed on resume; the lock stays with run {}: make the guard hold, then `strait runbook resume {}` again",
+                        self.record.run_id, self.record.run_id
+                    ),
+                });
+                return Ok(self.report(RunOutcome::Failed));
+            }
             return self.finish(RunState::Failed, Some("a guard failed"));
         }
         for i in from..self.plan.steps.len() {
@@ -502,7 +527,7 @@ impl<'a> Driver<'a> {
                 retried.then_some("repeated after an interruption (idempotent)"),
             );
             let clock = Instant::now();
-            let result = self.attempt_all(Some(i), &step, &step.planned).await;
+            let result = self.attempt_all(Some(i), &step, &step.planned).await?;
             self.record.steps[i].ended_ms = Some(now_ms());
             match result {
                 Ok(outcome) => {
@@ -516,7 +541,8 @@ impl<'a> Driver<'a> {
                         Some(&outcome.detail),
                     );
                     if step.planned.action.name == "release_mirror_topics" {
-                        self.rto_ms = Some(started.elapsed().as_millis() as u64);
+                        // From the run's start, across resumes.
+                        self.rto_ms = Some(now_ms().saturating_sub(self.record.started_ms));
                     }
                     if matches!(step.planned.action.name, "record_rpo" | "predict_loss") {
                         let records = outcome
@@ -572,9 +598,15 @@ impl<'a> Driver<'a> {
         if self.plan.on_failure == OnFailure::Stop {
             return self.finish(RunState::Failed, Some(why));
         }
+        // Journalled before the first undo: a resume continues the rollback.
+        self.record.state = RunState::RollingBack;
+        self.save()?;
         for j in (0..i).rev() {
             let step = self.plan.steps[j].clone();
-            if self.record.steps[j].state != StepState::Completed {
+            if !matches!(
+                self.record.steps[j].state,
+                StepState::Completed | StepState::Undoing
+            ) {
                 continue;
             }
             let Some(undo) = step.undo.clone() else {
@@ -582,13 +614,20 @@ impl<'a> Driver<'a> {
             };
             let at = now_ms();
             let clock = Instant::now();
-            let result = self.attempt_all(None, &step, &undo).await;
+            self.record.steps[j].state = StepState::Undoing;
+            self.save()?;
+            let result = self.attempt_all(None, &step, &undo).await?;
             let (outcome, detail) = match result {
                 Ok(o) => {
                     self.record.steps[j].state = StepState::Undone;
                     (StepOutcome::Succeeded, o.detail)
                 }
-                Err(e) => (StepOutcome::Failed, format!("undo failed: {e}")),
+                Err(e) => {
+                    // Left as it was: the report and the journal say the undo failed.
+                    self.record.steps[j].state = StepState::Completed;
+                    self.record.steps[j].detail = format!("undo failed: {e}");
+                    (StepOutcome::Failed, format!("undo failed: {e}"))
+                }
             };
             self.save()?;
             self.audit(
@@ -623,17 +662,26 @@ impl<'a> Driver<'a> {
             RunState::Succeeded => "succeeded",
             RunState::Failed => "failed",
             RunState::RolledBack => "rolled_back",
+            RunState::RollingBack => "rolling_back",
             RunState::Running => "running",
         };
         self.audit("run_end", None, Some(word), why);
         self.journal
             .unlock(&self.record.lock_key, &self.record.run_id)?;
         let _ = self.journal.trim();
+        Ok(self.report(match state {
+            RunState::Succeeded => RunOutcome::Succeeded,
+            RunState::RolledBack => RunOutcome::RolledBack,
+            _ => RunOutcome::Failed,
+        }))
+    }
+
+    fn report(self, outcome: RunOutcome) -> Report {
         let (rpo_records, rpo_seconds, partitions) = match self.rpo {
             Some((r, s, p)) => (Some(r), Some(s), p),
             None => (None, None, Vec::new()),
         };
-        Ok(Report {
+        Report {
             run_id: self.record.run_id.clone(),
             playbook: self.record.playbook.clone(),
             params: self
@@ -644,17 +692,13 @@ impl<'a> Driver<'a> {
                 .collect(),
             started_at: rfc3339(self.record.started_ms),
             ended_at: rfc3339(now_ms()),
-            outcome: match state {
-                RunState::Succeeded => RunOutcome::Succeeded,
-                RunState::RolledBack => RunOutcome::RolledBack,
-                _ => RunOutcome::Failed,
-            },
+            outcome,
             steps: self.reports,
             rto_ms: self.rto_ms,
             rpo_records,
             rpo_seconds,
             partitions,
-        })
+        }
     }
 }
 
@@ -737,11 +781,22 @@ pub async fn resume(
         run_id: run_id.to_string(),
         reason,
     };
-    if record.state != RunState::Running {
+    if !matches!(record.state, RunState::Running | RunState::RollingBack) {
         return Err(not(format!(
             "it already ended ({:?}); `strait runbook history` shows it",
             record.state
         )));
+    }
+    if let Some(holder) = journal.holder(&record.lock_key)? {
+        let alive = holder.host == opts.host
+            && holder.pid != std::process::id()
+            && std::path::Path::new(&format!("/proc/{}", holder.pid)).exists();
+        if holder.run_id == record.run_id && alive {
+            return Err(not(format!(
+                "it is in progress in process {} on this host; resume only a run whose process is gone",
+                holder.pid
+            )));
+        }
     }
     let playbook = crate::playbook::find(&record.playbooks_dir, &record.playbook)?;
     let plan = playbook.plan(&record.given)?;
@@ -792,6 +847,21 @@ pub async fn resume(
                 Some("every step completed; verifying"),
             );
             driver.drive(plan.steps.len(), false).await
+        }
+        ResumeFrom::Failed { index } => {
+            // Killed after a step failed: the playbook's on_failure goes on (a rollback is
+            // continued without the guards, which the failed run may have made false).
+            let why = format!(
+                "step `{}` had failed: {}",
+                plan.steps[index].name, driver.record.steps[index].detail
+            );
+            driver.audit(
+                "resume",
+                Some(&plan.steps[index].name),
+                None,
+                Some("continuing after the failed step (on_failure)"),
+            );
+            driver.fail(index, &why).await
         }
         ResumeFrom::Stop { index } => {
             let step = &plan.steps[index];

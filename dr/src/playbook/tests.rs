@@ -213,6 +213,24 @@ fn limits_are_enforced() {
     );
     let (_, _, reason) = refused(&GOOD.replace("name: demo", "name: other"));
     assert!(reason.contains("name and file must match"), "{reason}");
+    let (_, _, reason) = refused(&GOOD.replace("    min: 1000\n", "    min: 700000\n"));
+    assert!(
+        reason.contains("min 700000 is above max 600000"),
+        "{reason}"
+    );
+    // A step that may have taken effect when it timed out is never retried.
+    let text = GOOD
+        .replace(
+            "action: wait_for_zero_lag",
+            "action: truncate_divergent_tail",
+        )
+        .replace(", wait_ms: \"${wait_ms}\" }", " }");
+    let (line, _, reason) = refused(&text);
+    assert_eq!(line, 32, "{reason}");
+    assert!(
+        reason.contains("`truncate_divergent_tail` is not idempotent"),
+        "{reason}"
+    );
 }
 
 #[test]
