@@ -186,6 +186,9 @@ pub fn target_producer(
             // instead of 17.7 in the six nodes, for about 15 ms more latency.
             ("linger.ms", "20"),
             ("queue.buffering.max.kbytes", &queue_kbytes),
+            // Partitions the topic syncer adds are known within seconds (librdkafka's
+            // default is 5 minutes; the pump reads their watermarks before it sends).
+            ("topic.metadata.refresh.interval.ms", "2000"),
         ],
     );
     config.set("message.timeout.ms", message_timeout_ms.to_string());

@@ -82,8 +82,6 @@ struct PumpContext {
     producer: crate::clients::Producer,
     /// Set when the group took the partitions away without a clean revocation.
     fenced: Arc<AtomicBool>,
-    /// Counts revocations, so the pump rebuilds the state of a partition that came back.
-    revocations: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl PumpContext {
@@ -148,7 +146,6 @@ impl ConsumerContext for PumpContext {
         if revoked.count() == 0 {
             return;
         }
-        self.revocations.fetch_add(1, Ordering::SeqCst);
         if consumer.assignment_lost() {
             // The group already gave these partitions to someone else: nothing queued may
             // reach the target now.
@@ -202,9 +199,6 @@ struct PartitionState {
     position_trusted: bool,
     /// Ranges found lost since the last flush.
     lost: Vec<Lost>,
-    /// The revocation count when the state was made. A state from before a revocation is
-    /// never used again: while the partition was away another pump may have written to it.
-    revocations: u64,
 }
 
 impl PartitionState {
@@ -355,9 +349,7 @@ impl Pump {
             PUMP_MESSAGE_TIMEOUT_MS,
         )?;
         let fenced = Arc::new(AtomicBool::new(false));
-        let revocations = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let context = PumpContext {
-            revocations: revocations.clone(),
             flow: Arc::from(flow.name.as_str()),
             metrics: self.metrics.clone(),
             assigned: self.assigned_tx.clone(),
@@ -407,7 +399,6 @@ impl Pump {
             freeze: FreezeWatch::start(),
             confirmed_freezes: 0,
             fenced,
-            revocations,
         };
         run.subscribe()?;
         let mut flush = tokio::time::interval(Duration::from_millis(FLUSH_INTERVAL_MS));
@@ -513,8 +504,6 @@ struct PumpRun<'a> {
     confirmed_freezes: u64,
     /// Set by the rebalance callback when the partitions were lost.
     fenced: Arc<AtomicBool>,
-    /// Revocations so far (see [`PartitionState::revocations`]).
-    revocations: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// The acknowledgement of one flush's records in the runs topic, and then the source offsets
@@ -666,24 +655,8 @@ impl PumpRun<'_> {
         partition: i32,
         first_offset: i64,
     ) -> Result<(), MirrorError> {
-        let revocations = self.revocations.load(Ordering::SeqCst);
-        let key = (topic.clone(), partition);
-        match self.states.get(&key) {
-            Some(s) if s.revocations == revocations => return Ok(()),
-            Some(_) => {
-                // Made before a revocation (the partition went away and came back): its
-                // acknowledgements are taken (everything was acknowledged before the
-                // revocation completed), then it is rebuilt from the index and the target's
-                // tail like any partition this pump takes.
-                while self.states.get(&key).is_some_and(|s| s.in_flight > 0) {
-                    match self.in_flight.next().await {
-                        Some(sent) => self.acknowledged(sent)?,
-                        None => break,
-                    }
-                }
-                self.states.remove(&key);
-            }
-            None => {}
+        if self.states.contains_key(&(topic.clone(), partition)) {
+            return Ok(());
         }
         self.pump.follower.caught_up().await?;
         let remote = self.pump.flow.remote_topic(topic);
@@ -702,7 +675,6 @@ impl PumpRun<'_> {
                     started: false,
                     position_trusted: false,
                     lost: Vec::new(),
-                    revocations,
                 };
                 let from = state.cursor.target_next;
                 self.reconcile(topic, partition, &mut state, from).await?;
@@ -736,7 +708,6 @@ impl PumpRun<'_> {
                     started: start == first_offset,
                     position_trusted: false,
                     lost: Vec::new(),
-                    revocations,
                 };
                 // Unknown to the index, but this flow may have written there before the
                 // index learned it (a daemon killed before its first record of runs, or an
@@ -778,6 +749,8 @@ impl PumpRun<'_> {
                         ("enable.partition.eof", "false"),
                         // A start below the target's log start reads from there.
                         ("auto.offset.reset", "earliest"),
+                        // Partitions the syncer adds are known within seconds.
+                        ("topic.metadata.refresh.interval.ms", "2000"),
                     ],
                 )
                 .create_with_context(MirrorContext)
@@ -1318,7 +1291,6 @@ mod tests {
             started: true,
             position_trusted: true,
             lost: Vec::new(),
-            revocations: 0,
         }
     }
 
