@@ -67,6 +67,14 @@ fn topic_overrides(broker: &Broker, topic: &str) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// The sequence numbers of generated records, in the order read.
+fn sequence(records: &[common::Consumed]) -> Vec<usize> {
+    records
+        .iter()
+        .map(|c| common::sequence_of(c.key.as_deref().expect("a key")))
+        .collect()
+}
+
 fn keys(records: &[common::Consumed]) -> Vec<Vec<u8>> {
     records
         .iter()
@@ -427,12 +435,6 @@ fn sigkill_mid_stream_then_restart_loses_nothing_and_checkpoints_never_go_back()
         let target = read_partition(&b, "a.stream", p);
         // Exactly the source, in order: what the killed daemon wrote without recording it
         // was found on the target by the restarted one and not sent again.
-        let sequence = |records: &[common::Consumed]| -> Vec<usize> {
-            records
-                .iter()
-                .map(|c| common::sequence_of(c.key.as_deref().expect("a key")))
-                .collect()
-        };
         let audit = common::SequenceAudit::of(sequence(&source), &sequence(&target));
         assert_eq!(
             audit,
@@ -717,12 +719,6 @@ fn a_target_outage_under_load_loses_and_repeats_nothing_and_checkpoints_and_hear
         let source = read_partition(&a, "flow", p);
         wait_for_records(&b, "a.flow", p, source.len() as i64, MIRROR_WAIT);
         let target = read_partition(&b, "a.flow", p);
-        let sequence = |records: &[common::Consumed]| -> Vec<usize> {
-            records
-                .iter()
-                .map(|c| common::sequence_of(c.key.as_deref().expect("a key")))
-                .collect()
-        };
         assert_eq!(
             common::SequenceAudit::of(sequence(&source), &sequence(&target)),
             common::SequenceAudit::default(),
@@ -922,12 +918,6 @@ fn twenty_sigkills_and_a_sigstop_past_the_session_leave_every_record_exactly_onc
             Duration::from_secs(120),
         );
         let target = read_partition(&b, "a.steady", p);
-        let sequence = |records: &[common::Consumed]| -> Vec<usize> {
-            records
-                .iter()
-                .map(|c| common::sequence_of(c.key.as_deref().expect("a key")))
-                .collect()
-        };
         let audit = common::SequenceAudit::of(sequence(&source), &sequence(&target));
         // For the failure message: where on the target the repeats are.
         let mut seen = HashMap::new();

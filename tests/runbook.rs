@@ -413,6 +413,38 @@ fn a_run_is_journalled_locked_audited_and_resumed_after_sigkill() {
     wait_for("the flow to run", Duration::from_secs(60), || {
         run(&["--dry-run"]).status.success().then_some(())
     });
+    // Starts a run in the background and returns it with its id once it holds in its second
+    // step (the first run whose audit shows that step starting that was not there before).
+    let start_holding = || {
+        let earlier: Vec<serde_json::Value> = audit_lines(&journal)
+            .into_iter()
+            .map(|l| l["run_id"].clone())
+            .collect();
+        let child = command(&[
+            "run",
+            "hold",
+            "--param",
+            &config_param,
+            "--mirror-http",
+            &http,
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+        let started = wait_for(
+            "a run to reach its second step",
+            Duration::from_secs(30),
+            || {
+                audit_lines(&journal).into_iter().find(|l| {
+                    l["event"] == "step_start"
+                        && l["step"] == "the site stays silent"
+                        && !earlier.contains(&l["run_id"])
+                })
+            },
+        );
+        (child, started["run_id"].as_str().unwrap().to_string())
+    };
 
     // A step that fails after its attempts stops the run (on_failure: stop).
     let out = run(&["--param", "silent_site=a", "--param", "hold_ms=200"]);
@@ -439,29 +471,7 @@ fn a_run_is_journalled_locked_audited_and_resumed_after_sigkill() {
     );
 
     // A run killed while its second step holds...
-    let mut first = command(&[
-        "run",
-        "hold",
-        "--param",
-        &config_param,
-        "--mirror-http",
-        &http,
-    ])
-    .stdout(std::process::Stdio::null())
-    .stderr(std::process::Stdio::null())
-    .spawn()
-    .unwrap();
-    let started = wait_for(
-        "the run to reach its second step",
-        Duration::from_secs(30),
-        || {
-            audit_lines(&journal)
-                .into_iter()
-                .filter(|l| l["event"] == "step_start" && l["step"] == "the site stays silent")
-                .nth(1) // the failed run above started it once
-        },
-    );
-    let run_id = started["run_id"].as_str().unwrap().to_string();
+    let (mut first, run_id) = start_holding();
     // ...holds the flow's lock: a second run is refused, naming the holder.
     let out = run(&["--param", "hold_ms=0"]);
     assert!(!out.status.success());
@@ -555,34 +565,7 @@ fn a_run_is_journalled_locked_audited_and_resumed_after_sigkill() {
         .all(|l| l["operator"] == "tester" && l["params"].is_object()));
 
     // A run resumed while a guard does not hold stays open and keeps its lock.
-    let earlier: Vec<serde_json::Value> = audit_lines(&journal)
-        .into_iter()
-        .map(|l| l["run_id"].clone())
-        .collect();
-    let mut second = command(&[
-        "run",
-        "hold",
-        "--param",
-        &config_param,
-        "--mirror-http",
-        &http,
-    ])
-    .stdout(std::process::Stdio::null())
-    .stderr(std::process::Stdio::null())
-    .spawn()
-    .unwrap();
-    let started = wait_for(
-        "the next run to reach its second step",
-        Duration::from_secs(30),
-        || {
-            audit_lines(&journal).into_iter().find(|l| {
-                l["event"] == "step_start"
-                    && l["step"] == "the site stays silent"
-                    && !earlier.contains(&l["run_id"])
-            })
-        },
-    );
-    let second_id = started["run_id"].as_str().unwrap().to_string();
+    let (mut second, second_id) = start_holding();
     second.kill().unwrap();
     second.wait().unwrap();
     let dead_mirror = "127.0.0.1:9"; // nothing serves /status there: `the flow runs` fails

@@ -109,7 +109,8 @@ fn flow_of<'s>(status: &'s Status, flow: &str) -> Result<&'s FlowStatus, ActionE
     })
 }
 
-async fn mirror_status(p: &Planned, ctx: &Context) -> Result<Status, ActionError> {
+/// The running mirror's HTTP address, after checking that its config has the flow.
+fn mirror_addr(p: &Planned, ctx: &Context) -> Result<SocketAddr, ActionError> {
     let config = mirror_config(p)?;
     let flow = text(p, "flow");
     if !config.flows.iter().any(|f| f.name == flow) {
@@ -120,10 +121,13 @@ async fn mirror_status(p: &Planned, ctx: &Context) -> Result<Status, ActionError
             known.join(", ")
         )));
     }
-    let addr = ctx
+    Ok(ctx
         .mirror_http
         .or(config.http)
-        .unwrap_or_else(|| HTTP_DEFAULT.parse().expect("HTTP_DEFAULT is an address"));
+        .unwrap_or_else(|| HTTP_DEFAULT.parse().expect("HTTP_DEFAULT is an address")))
+}
+
+async fn mirror_status(addr: SocketAddr) -> Result<Status, ActionError> {
     strait_mirror::http::fetch_status(addr, Duration::from_millis(REQUEST_TIMEOUT_MS))
         .await
         .map_err(|e| ActionError::Failed(e.to_string()))
@@ -200,7 +204,7 @@ pub async fn execute(p: &Planned, ctx: &Context) -> Result<Outcome, ActionError>
             .map_err(|e| ActionError::Failed(format!("site check panicked: {e}")))?
         }
         "flow_running" => {
-            let status = mirror_status(p, ctx).await?;
+            let status = mirror_status(mirror_addr(p, ctx)?).await?;
             let flow = flow_of(&status, text(p, "flow"))?;
             let partitions = lags(flow);
             let held = partitions.len();
@@ -234,7 +238,7 @@ pub async fn execute(p: &Planned, ctx: &Context) -> Result<Outcome, ActionError>
             })
         }
         "predict_loss" | "record_rpo" => {
-            let status = mirror_status(p, ctx).await?;
+            let status = mirror_status(mirror_addr(p, ctx)?).await?;
             let flow = flow_of(&status, text(p, "flow"))?;
             let partitions = lags(flow);
             let records: i64 = partitions.iter().filter_map(|l| l.lag_records).sum();
@@ -257,10 +261,11 @@ pub async fn execute(p: &Planned, ctx: &Context) -> Result<Outcome, ActionError>
             Ok(Outcome { detail, partitions })
         }
         "wait_for_zero_lag" => {
+            let addr = mirror_addr(p, ctx)?;
             let wait = Duration::from_millis(wait_ms(p));
             let deadline = Instant::now() + wait;
             loop {
-                let status = mirror_status(p, ctx).await?;
+                let status = mirror_status(addr).await?;
                 let flow = flow_of(&status, text(p, "flow"))?;
                 let partitions = lags(flow);
                 let behind: Vec<String> = partitions

@@ -73,6 +73,18 @@ pub const HEARTBEATS_TOPIC: &str = "heartbeats";
 
 type Assigned = BTreeSet<(String, i32)>;
 
+/// Runs a blocking librdkafka call from async code that cannot await it (a rebalance
+/// callback, the pump's own loop): on a multi-threaded runtime the worker's other tasks move
+/// to another thread meanwhile.
+fn block_here<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
+}
+
 /// Feeds the consumer's statistics and assignment to the flow's metrics and the pump, and
 /// fences the pump's producer when partitions go away.
 struct PumpContext {
@@ -94,12 +106,7 @@ impl PumpContext {
                 .flush(Duration::from_millis(REVOKE_DRAIN_TIMEOUT_MS))
         };
         // This runs inside the consumer's poll, on an async worker thread.
-        let flushed = match tokio::runtime::Handle::try_current() {
-            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
-                tokio::task::block_in_place(flush)
-            }
-            _ => flush(),
-        };
+        let flushed = block_here(flush);
         match flushed {
             Ok(()) => {
                 tracing::info!(flow = %self.flow, elapsed_ms = started.elapsed().as_millis() as u64,
@@ -1001,12 +1008,7 @@ impl PumpRun<'_> {
         {
             let started = std::time::Instant::now();
             let commit = || self.consumer.commit(&tpl, CommitMode::Sync);
-            let committed = match tokio::runtime::Handle::try_current() {
-                Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
-                    tokio::task::block_in_place(commit)
-                }
-                _ => commit(),
-            };
+            let committed = block_here(commit);
             if let Err(e) = committed {
                 self.pump.metrics.error("fenced");
                 self.fenced.store(true, Ordering::SeqCst);
