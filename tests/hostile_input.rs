@@ -539,7 +539,8 @@ async fn open_from_timed(
     out
 }
 
-/// How many of `streams` the node has closed (a read returns end of stream or an error).
+/// How many of `streams` the node has closed (a read returns end of stream or an error). The
+/// streams' runtime must have a worker thread running, or their readiness is never updated.
 fn closed_count(streams: &[tokio::net::TcpStream]) -> usize {
     let mut buf = [0u8; 64];
     streams
@@ -552,12 +553,89 @@ fn closed_count(streams: &[tokio::net::TcpStream]) -> usize {
         .count()
 }
 
+/// Waits (bounded) until the node has closed all but `expect_open` of `streams`, and returns how
+/// many are still open. The node closes a connection past a cap as it accepts it; under load its
+/// accept loop may still be working through the backlog when the client's connect returns.
+fn settle_open(streams: &[tokio::net::TcpStream], expect_open: usize) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let open = streams.len() - closed_count(streams);
+        if open <= expect_open || Instant::now() >= deadline {
+            return open;
+        }
+        thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn connections_past_the_per_address_and_total_caps_are_closed_and_their_slots_come_back() {
+    // Caps small enough to count exactly, and no idle limit within the test's time, so that
+    // every open connection is one the caps must account for.
+    let mut cluster = Cluster::new(
+        1,
+        "max_connections: 25\nmax_connections_per_ip: 10\nconnections_max_idle_ms: 600000\n",
+    );
+    cluster.start_all();
+    let node = cluster.node(1).addr();
+    // A runtime with a worker, so the reactor keeps watching the sockets between block_on
+    // calls: tokio's try_read answers from the readiness the reactor last saw.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    // The harness learns readiness from the node's stdout, so these are the node's only
+    // client connections: 10 from .2 (its cap), 5 more from .2, then 10 from .3 and 10 from
+    // .4, of which only 5 fit under the total.
+    let (a, a_over, b, c) = rt.block_on(async {
+        let a = open_from([127, 0, 1, 2], node, 10).await;
+        let a_over = open_from([127, 0, 1, 2], node, 5).await;
+        let b = open_from([127, 0, 1, 3], node, 10).await;
+        let c = open_from([127, 0, 1, 4], node, 10).await;
+        (a, a_over, b, c)
+    });
+    // A close past a cap reaches the client just after its connect returns.
+    thread::sleep(Duration::from_millis(500));
+    let a_open = settle_open(&a, 10);
+    let a_over_open = settle_open(&a_over, 0);
+    let b_open = settle_open(&b, 10);
+    let c_open = settle_open(&c, 5);
+    eprintln!(
+        "kept: {a_open} of 10 from .2, {a_over_open} of 5 more from .2, {b_open} of 10 from .3, {c_open} of 10 from .4"
+    );
+    assert_eq!(a_open, 10, "connections within both caps were closed");
+    assert_eq!(a_over_open, 0, "max_connections_per_ip let more through");
+    assert_eq!(
+        b_open, 10,
+        "a second address was held to the first one's cap"
+    );
+    assert_eq!(
+        c_open, 5,
+        "max_connections: {c_open} of 10 kept where 5 slots were free"
+    );
+    // A slot freed by a client that leaves is taken by the next one.
+    drop(a);
+    let d = rt.block_on(async {
+        // The node frees a slot when it reads end of stream on the connection: give it time
+        // to, on a loaded machine too.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        open_from([127, 0, 1, 5], node, 10).await
+    });
+    let d_open = settle_open(&d, 10);
+    assert_eq!(
+        d_open, 10,
+        "slots freed by closed connections did not come back"
+    );
+    drop((a_over, b, c, d));
+}
+
 #[test]
 fn ten_thousand_idle_connections_and_a_slow_client_leave_a_well_behaved_client_unaffected() {
     const SOURCES: u8 = 10;
     const PER_SOURCE: usize = 1000;
-    // Longer than opening the flood takes (several seconds against a debug build).
-    const IDLE_MS: u64 = 25_000;
+    // Longer than opening the flood takes: several seconds against a debug build on an idle
+    // machine, 24 s seen beside this file's other tests on two cores.
+    const IDLE_MS: u64 = 35_000;
     // Room for the flood, the well-behaved client and 99 more.
     let mut cluster = Cluster::new(
         1,
@@ -637,36 +715,12 @@ fn ten_thousand_idle_connections_and_a_slow_client_leave_a_well_behaved_client_u
         .count();
     let flood: Vec<tokio::net::TcpStream> = flood.into_iter().map(|(s, _)| s).collect();
 
-    // Past both caps: ten more from a full source, 200 from a fresh one.
-    let (over_source, over_total) = rt.block_on(async {
-        let a = open_from([127, 0, 1, 2], node, 10).await;
-        let b = open_from([127, 0, 1, 200], node, 200).await;
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        (a, b)
-    });
-    // The node closes a connection past a cap as it accepts it; under load its accept loop
-    // may still be working through the backlog, so wait (bounded) for the counts the caps
-    // imply before judging them.
-    let still_open = |streams: &[tokio::net::TcpStream]| streams.len() - closed_count(streams);
-    let settle = |streams: &[tokio::net::TcpStream], done: &dyn Fn(usize) -> bool| {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            let open = still_open(streams);
-            if done(open) || Instant::now() >= deadline {
-                return open;
-            }
-            thread::sleep(Duration::from_millis(200));
-        }
-    };
-    let over_source_accepted = settle(&over_source, &|open| open == 0);
-    let over_total_accepted = settle(&over_total, &|open| open <= 98);
     slow_stop.store(true, Ordering::Relaxed);
     slow.join().expect("slow client");
 
     eprintln!(
         "flood of {} connections opened in {flood_ms} ms, {closed_early} of the {judged} younger than the idle limit closed early; node RSS {rss_before_kib} -> {rss_flood_kib} KiB; \
-         ApiVersions p50/p99 {:?}/{:?} before, {:?}/{:?} during; past the per-address cap {over_source_accepted} of 10 kept, \
-         past the total cap {over_total_accepted} of 200 kept",
+         ApiVersions p50/p99 {:?}/{:?} before, {:?}/{:?} during",
         flood.len(),
         percentile(&baseline, 0.5),
         percentile(&baseline, 0.99),
@@ -681,15 +735,6 @@ fn ten_thousand_idle_connections_and_a_slow_client_leave_a_well_behaved_client_u
     assert_eq!(
         closed_early, 0,
         "the node closed idle connections within the caps before their idle limit"
-    );
-    assert_eq!(
-        over_source_accepted, 0,
-        "max_connections_per_ip let more through"
-    );
-    // The total cap leaves 100 slots: the well-behaved and the slow client hold two of them.
-    assert!(
-        (95..=98).contains(&over_total_accepted),
-        "max_connections: {over_total_accepted} of 200 kept where 98 slots were free"
     );
     // Held idle, ten thousand connections cost the node little: no buffer before a byte.
     let per_connection_bytes =
@@ -721,8 +766,6 @@ fn ten_thousand_idle_connections_and_a_slow_client_leave_a_well_behaved_client_u
         thread::sleep(Duration::from_millis(500));
     }
     drop(flood);
-    drop(over_source);
-    drop(over_total);
     let mut again = RawConn::connect(node);
     assert!(
         !raw_api_versions(&mut again).is_empty(),
