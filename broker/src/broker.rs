@@ -160,6 +160,8 @@ pub struct Topic {
     pub partition_count: i32,
     /// The partitions hosted on this node, by index.
     pub local: BTreeMap<i32, Arc<Partition>>,
+    /// Who alone may produce to it, if anyone is kept out (see [`image::WriteProtection`]).
+    pub write_protection: Option<image::WriteProtection>,
 }
 
 /// A topic creation request, already decoded.
@@ -663,6 +665,40 @@ impl Broker {
         Ok(())
     }
 
+    /// Sets or clears a topic's write protection through the controller.
+    pub async fn set_write_protection(
+        &self,
+        name: &str,
+        protection: Option<image::WriteProtection>,
+        validate_only: bool,
+    ) -> Result<(), BrokerError> {
+        if self.topic(name).is_none() {
+            return Err(Self::unknown_topic(name));
+        }
+        if validate_only {
+            return Ok(());
+        }
+        let result = self
+            .controller
+            .propose_and_apply(
+                MetadataCommand::SetWriteProtection {
+                    name: name.to_string(),
+                    protection: protection.clone(),
+                },
+                CONTROLLER_TIMEOUT_MS,
+            )
+            .await?;
+        refused(result)?;
+        self.apply_image(self.controller.image())?;
+        match protection {
+            Some(p) => {
+                tracing::info!(topic = %name, flow = %p.flow, writer = ?p.writer, "topic write-protected")
+            }
+            None => tracing::info!(topic = %name, "topic write protection cleared"),
+        }
+        Ok(())
+    }
+
     /// Replaces one dynamic broker config layer: this broker's (`per_broker`) or the
     /// cluster-wide default. Committed to the metadata log; every topic without its own
     /// override picks the new values up.
@@ -1014,6 +1050,7 @@ impl Broker {
                     config,
                     partition_count: i32::try_from(t.partitions.len()).unwrap_or(i32::MAX),
                     local,
+                    write_protection: t.write_protection.clone(),
                 }),
             );
         }

@@ -67,6 +67,66 @@ pub struct TopicImage {
     pub configs: BTreeMap<String, String>,
     /// Partitions by index.
     pub partitions: Vec<PartitionImage>,
+    /// Set while the topic is a mirror's replica or fenced for a failover: produce requests
+    /// from anyone but its writer are refused (POLICY_VIOLATION). Kept beside the configs,
+    /// not among them, so that config sync never copies it.
+    #[serde(default)]
+    pub write_protection: Option<WriteProtection>,
+}
+
+/// The name under which AlterConfigs, IncrementalAlterConfigs and DescribeConfigs carry a
+/// topic's [`WriteProtection`]. It is not a topic config: it is stored beside them, reported
+/// with config source UNKNOWN (so that config sync, which copies topic overrides, skips it),
+/// and a request that names it may name nothing else.
+pub const WRITE_PROTECTION_KEY: &str = "strait.write.protection";
+
+/// Who may still write to a protected topic, and why the others may not.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WriteProtection {
+    /// The mirror flow the protection is for (named in the error producers get).
+    pub flow: String,
+    /// The client id whose produce requests are still accepted (the flow's own producer on
+    /// its target); `None` refuses every writer (a source fenced for a failover).
+    pub writer: Option<String>,
+}
+
+impl WriteProtection {
+    /// The value form used on the wire (`strait.write.protection`): `flow=NAME` or
+    /// `flow=NAME,writer=CLIENT_ID`.
+    pub fn to_value(&self) -> String {
+        match &self.writer {
+            Some(w) => format!("flow={},writer={w}", self.flow),
+            None => format!("flow={}", self.flow),
+        }
+    }
+
+    /// Parses [`WriteProtection::to_value`]'s form.
+    pub fn parse(value: &str) -> Result<WriteProtection, String> {
+        let mut flow = None;
+        let mut writer = None;
+        for part in value.split(',') {
+            let (key, v) = part.split_once('=').ok_or_else(|| {
+                format!("`{part}` is not KEY=VALUE (expected flow=NAME[,writer=CLIENT_ID])")
+            })?;
+            let slot = match key.trim() {
+                "flow" => &mut flow,
+                "writer" => &mut writer,
+                other => return Err(format!("unknown key `{other}` (expected flow and writer)")),
+            };
+            if slot.is_some() {
+                return Err(format!("`{}` given twice", key.trim()));
+            }
+            let v = v.trim();
+            if v.is_empty() {
+                return Err(format!("`{}` is empty", key.trim()));
+            }
+            *slot = Some(v.to_string());
+        }
+        Ok(WriteProtection {
+            flow: flow.ok_or("`flow` is missing (expected flow=NAME[,writer=CLIENT_ID])")?,
+            writer,
+        })
+    }
 }
 
 /// Everything the metadata log holds, applied.
@@ -157,6 +217,13 @@ pub enum MetadataCommand {
         /// The new overrides.
         configs: BTreeMap<String, String>,
     },
+    /// Sets or clears a topic's write protection.
+    SetWriteProtection {
+        /// Topic.
+        name: String,
+        /// The protection, or `None` to clear it.
+        protection: Option<WriteProtection>,
+    },
     /// Replaces one dynamic broker config layer (`""` or a node id).
     AlterBrokerConfigs {
         /// Layer.
@@ -201,6 +268,7 @@ impl MetadataCommand {
             MetadataCommand::DeleteTopic { .. } => "DeleteTopic",
             MetadataCommand::CreatePartitions { .. } => "CreatePartitions",
             MetadataCommand::AlterTopicConfigs { .. } => "AlterTopicConfigs",
+            MetadataCommand::SetWriteProtection { .. } => "SetWriteProtection",
             MetadataCommand::AlterBrokerConfigs { .. } => "AlterBrokerConfigs",
             MetadataCommand::AlterPartition { .. } => "AlterPartition",
             MetadataCommand::AllocateProducerIds { .. } => "AllocateProducerIds",
@@ -338,6 +406,15 @@ impl MetadataImage {
                 match self.topics.get_mut(name) {
                     Some(t) => {
                         t.configs = configs.clone();
+                        CommandResult::ok()
+                    }
+                    None => unknown_topic(name),
+                }
+            }
+            MetadataCommand::SetWriteProtection { name, protection } => {
+                match self.topics.get_mut(name) {
+                    Some(t) => {
+                        t.write_protection = protection.clone();
                         CommandResult::ok()
                     }
                     None => unknown_topic(name),
@@ -518,6 +595,7 @@ impl MetadataImage {
                 id,
                 configs: configs.clone(),
                 partitions,
+                write_protection: None,
             },
         );
         CommandResult::ok()
@@ -1044,5 +1122,41 @@ mod tests {
         assert_eq!(a, vec![vec![2, 3, 1], vec![3, 1, 2], vec![1, 2, 3]]);
         let single = assign_replicas(&[7], 0, 2, 3, 5);
         assert_eq!(single, vec![vec![7], vec![7]]);
+    }
+
+    #[test]
+    fn write_protection_is_kept_in_the_image_and_an_older_image_reads_without_it() {
+        let (mut image, mut index, _) = three_brokers();
+        create(&mut image, &mut index, "m", vec![vec![1]]);
+        let p = WriteProtection::parse("flow=a-to-b, writer=strait-mirror-a-to-b").unwrap();
+        assert_eq!(p.to_value(), "flow=a-to-b,writer=strait-mirror-a-to-b");
+        assert_eq!(WriteProtection::parse(&p.to_value()).unwrap(), p);
+        index += 1;
+        let r = image.apply(
+            index,
+            &MetadataCommand::SetWriteProtection {
+                name: "m".into(),
+                protection: Some(p.clone()),
+            },
+        );
+        assert_eq!(r.error_code, 0);
+        assert_eq!(image.topics["m"].write_protection, Some(p));
+        index += 1;
+        let r = image.apply(
+            index,
+            &MetadataCommand::SetWriteProtection {
+                name: "gone".into(),
+                protection: None,
+            },
+        );
+        assert_eq!(r.error_code, ResponseError::UnknownTopicOrPartition.code());
+        // A snapshot written before the field existed.
+        let mut json = serde_json::to_value(&image).unwrap();
+        json["topics"]["m"]
+            .as_object_mut()
+            .unwrap()
+            .remove("write_protection");
+        let old: MetadataImage = serde_json::from_value(json).unwrap();
+        assert_eq!(old.topics["m"].write_protection, None);
     }
 }

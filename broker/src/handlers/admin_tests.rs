@@ -75,11 +75,23 @@ async fn call<Req: Encodable, Resp: Decodable>(
     version: i16,
     req: &Req,
 ) -> Resp {
+    call_as(b, None, key, version, req).await
+}
+
+/// [`call`] with a client id in the request header.
+async fn call_as<Req: Encodable, Resp: Decodable>(
+    b: &Broker,
+    client_id: Option<&str>,
+    key: ApiKey,
+    version: i16,
+    req: &Req,
+) -> Resp {
     let mut buf = BytesMut::new();
     RequestHeader::default()
         .with_request_api_key(key as i16)
         .with_request_api_version(version)
         .with_correlation_id(11)
+        .with_client_id(client_id.map(s))
         .encode(&mut buf, key.request_header_version(version))
         .unwrap();
     req.encode(&mut buf, version).unwrap();
@@ -917,4 +929,163 @@ async fn a_node_in_controlled_shutdown_lists_itself_in_metadata_until_it_stops()
     let image = b.image();
     assert!(image.brokers[&1].fenced && image.brokers[&1].shutting_down);
     assert_eq!(listed(&b).await, vec![1]);
+}
+
+const POLICY_VIOLATION: i16 = 44;
+
+/// Produces one batch to partition 0 of `topic` as `client_id`; the error code and message.
+async fn produce_as(b: &Broker, client_id: &str, topic: &str) -> (i16, Option<String>) {
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+    let req = ProduceRequest::default()
+        .with_acks(1)
+        .with_timeout_ms(1000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(TopicName(s(topic)))
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(0)
+                .with_records(Some(Bytes::from(
+                    simple_batch(1, 10, 1_000).to_vec(),
+                )))])]);
+    let resp: ProduceResponse = call_as(b, Some(client_id), ApiKey::Produce, 9, &req).await;
+    let p = &resp.responses[0].partition_responses[0];
+    (
+        p.error_code,
+        p.error_message.as_ref().map(|m| m.to_string()),
+    )
+}
+
+/// The write protection as DescribeConfigs reports it: (value, config source).
+async fn described_protection(b: &Broker, topic: &str) -> Option<(String, i8)> {
+    let resp = describe(b, 4, vec![topic_resource(topic)]).await;
+    resp.results[0]
+        .configs
+        .iter()
+        .find(|c| c.name.as_str() == "strait.write.protection")
+        .map(|c| (c.value.as_ref().unwrap().to_string(), c.config_source))
+}
+
+#[tokio::test]
+async fn write_protection_keeps_out_every_producer_but_its_writer_and_is_not_a_topic_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = open_broker(dir.path()).await;
+    create(&b, "m", 1, &[("retention.ms", "1000")]).await;
+    let key = "strait.write.protection";
+    let incremental = |ops| async {
+        let resp: IncrementalAlterConfigsResponse = call(
+            &b,
+            ApiKey::IncrementalAlterConfigs,
+            1,
+            &incremental_request(vec![(2, "m", ops)]),
+        )
+        .await;
+        (
+            resp.responses[0].error_code,
+            resp.responses[0]
+                .error_message
+                .as_ref()
+                .map(|m| m.to_string()),
+        )
+    };
+    assert_eq!(produce_as(&b, "app", "m").await.0, 0, "unprotected");
+
+    // The flow's replica: only its producer writes.
+    let set = incremental(vec![op(
+        key,
+        0,
+        Some("flow=a-to-b,writer=strait-mirror-a-to-b"),
+    )])
+    .await;
+    assert_eq!(set, (0, None));
+    let (code, message) = produce_as(&b, "app", "m").await;
+    assert_eq!(code, POLICY_VIOLATION);
+    let message = message.expect("Produce v9 carries the reason");
+    assert!(
+        message.contains("a-to-b") && message.contains("read-only"),
+        "{message}"
+    );
+    assert_eq!(produce_as(&b, "strait-mirror-a-to-b", "m").await.0, 0);
+    assert_eq!(
+        described_protection(&b, "m").await,
+        Some(("flow=a-to-b,writer=strait-mirror-a-to-b".to_string(), 0)),
+        "reported with source UNKNOWN, so config sync leaves it behind"
+    );
+    // Not among the configs: AlterConfigs, which replaces the whole override set, leaves it.
+    let resp: AlterConfigsResponse = call(
+        &b,
+        ApiKey::AlterConfigs,
+        1,
+        &alter_request(2, "m", &[("retention.ms", Some("2000"))], false),
+    )
+    .await;
+    assert_eq!(resp.responses[0].error_code, 0);
+    assert_eq!(
+        overrides(&b, "m").get("retention.ms").map(String::as_str),
+        Some("2000")
+    );
+    assert!(!overrides(&b, "m").contains_key(key));
+    assert_eq!(produce_as(&b, "app", "m").await.0, POLICY_VIOLATION);
+
+    // Refused, changing nothing: mixed with a config, malformed, or an operation that
+    // makes no sense for it.
+    let mixed = incremental(vec![op(key, 1, None), op("retention.ms", 0, Some("5"))]).await;
+    assert_eq!(mixed.0, INVALID_REQUEST, "{mixed:?}");
+    for bad in [
+        "writer=x",
+        "flow=",
+        "flow=a,flow=b",
+        "flow=a,colour=red",
+        "nonsense",
+    ] {
+        let r = incremental(vec![op(key, 0, Some(bad))]).await;
+        assert_eq!(r.0, INVALID_CONFIG, "`{bad}`: {r:?}");
+    }
+    assert_eq!(
+        incremental(vec![op(key, 2, Some("flow=a"))]).await.0,
+        INVALID_REQUEST
+    );
+    let resp: IncrementalAlterConfigsResponse = call(
+        &b,
+        ApiKey::IncrementalAlterConfigs,
+        1,
+        &incremental_request(vec![(4, "1", vec![op(key, 0, Some("flow=a"))])]),
+    )
+    .await;
+    assert_eq!(
+        resp.responses[0].error_code, INVALID_REQUEST,
+        "a broker resource"
+    );
+    assert_eq!(
+        overrides(&b, "m").get("retention.ms").map(String::as_str),
+        Some("2000")
+    );
+    assert_eq!(
+        described_protection(&b, "m")
+            .await
+            .map(|(v, _)| v)
+            .as_deref(),
+        Some("flow=a-to-b,writer=strait-mirror-a-to-b")
+    );
+
+    // A source fenced for failover: nobody writes, the flow's producer neither.
+    let resp: AlterConfigsResponse = call(
+        &b,
+        ApiKey::AlterConfigs,
+        1,
+        &alter_request(2, "m", &[(key, Some("flow=a-to-b"))], false),
+    )
+    .await;
+    assert_eq!(resp.responses[0].error_code, 0);
+    let (code, message) = produce_as(&b, "strait-mirror-a-to-b", "m").await;
+    assert_eq!(code, POLICY_VIOLATION);
+    assert!(message.unwrap().contains("fenced"));
+
+    // Cleared: everyone writes again, and DescribeConfigs no longer lists it.
+    assert_eq!(incremental(vec![op(key, 1, None)]).await, (0, None));
+    assert_eq!(produce_as(&b, "app", "m").await.0, 0);
+    assert_eq!(described_protection(&b, "m").await, None);
+    assert_eq!(
+        overrides(&b, "m").get("retention.ms").map(String::as_str),
+        Some("2000")
+    );
 }

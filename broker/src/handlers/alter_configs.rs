@@ -17,6 +17,7 @@ use kafka_protocol::protocol::StrBytes;
 
 use crate::broker::Broker;
 use crate::broker_config::{apply_incremental, broker_def, IncrementalOp};
+use crate::controller::image::{WriteProtection, WRITE_PROTECTION_KEY};
 use crate::handlers::config_resource::{resolve, ConfigResource};
 use crate::topic_config::topic_def;
 
@@ -55,6 +56,9 @@ async fn alter_resource(
         return Err(invalid_request("Error due to duplicate config keys".into()));
     }
     let resource = resolve(broker, resource_type, name)?;
+    if names.contains(&WRITE_PROTECTION_KEY) {
+        return alter_write_protection(broker, &resource, change, validate_only).await;
+    }
     let (current, def_of): (BTreeMap<String, String>, fn(&str) -> _) = match &resource {
         ConfigResource::Topic(topic) => {
             let Some(t) = broker.topic(topic) else {
@@ -112,6 +116,54 @@ async fn alter_resource(
         }
     };
     result.map_err(|e| (e.kafka_error_code(), e.to_string()))
+}
+
+/// A request naming [`WRITE_PROTECTION_KEY`]: sets (a value) or clears (AlterConfigs with a
+/// null or empty value, IncrementalAlterConfigs DELETE) the topic's write protection, and
+/// nothing else, so it may name no other config.
+async fn alter_write_protection(
+    broker: &Broker,
+    resource: &ConfigResource,
+    change: Change,
+    validate_only: bool,
+) -> AlterResult {
+    let invalid = |m: String| (ResponseError::InvalidRequest.code(), m);
+    let ConfigResource::Topic(topic) = resource else {
+        return Err(invalid(format!(
+            "{WRITE_PROTECTION_KEY} applies to topics only"
+        )));
+    };
+    let value = match change {
+        Change::Replace(mut c) if c.len() == 1 => c.pop().and_then(|(_, v)| v),
+        Change::Incremental(mut c) if c.len() == 1 => match c.pop() {
+            Some((_, 0, v)) => v,
+            Some((_, 1, _)) => None,
+            Some((_, op, _)) => {
+                return Err(invalid(format!(
+                    "{WRITE_PROTECTION_KEY} can be SET or DELETEd, not changed with operation {op}"
+                )))
+            }
+            None => None,
+        },
+        _ => {
+            return Err(invalid(format!(
+                "a request that names {WRITE_PROTECTION_KEY} may name no other config"
+            )))
+        }
+    };
+    let protection = match value.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(v) => Some(WriteProtection::parse(v).map_err(|reason| {
+            (
+                ResponseError::InvalidConfig.code(),
+                format!("invalid {WRITE_PROTECTION_KEY} `{v}`: {reason}"),
+            )
+        })?),
+    };
+    broker
+        .set_write_protection(topic, protection, validate_only)
+        .await
+        .map_err(|e| (e.kafka_error_code(), e.to_string()))
 }
 
 /// Runs every resource of a request; a resource named twice is refused both times.

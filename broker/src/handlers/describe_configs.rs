@@ -9,6 +9,7 @@ use kafka_protocol::protocol::StrBytes;
 
 use crate::broker::Broker;
 use crate::broker_config::DescribedConfig;
+use crate::controller::image::WRITE_PROTECTION_KEY;
 use crate::handlers::config_resource::{resolve, ConfigResource};
 
 fn entry(
@@ -65,9 +66,13 @@ pub fn handle(
                 .with_error_message(None)
                 .with_resource_type(r.resource_type)
                 .with_resource_name(r.resource_name.clone());
+            let mut protection = None;
             let described = match resolve(broker, r.resource_type, r.resource_name.as_str()) {
                 Ok(ConfigResource::Topic(name)) => match broker.topic(&name) {
-                    Some(topic) => broker.broker_configs().describe_topic(&topic.config),
+                    Some(topic) => {
+                        protection = topic.write_protection.clone();
+                        broker.broker_configs().describe_topic(&topic.config)
+                    }
                     // Deleted since it was resolved.
                     None => Vec::new(),
                 },
@@ -82,16 +87,29 @@ pub fn handle(
                         .with_error_message(Some(StrBytes::from_string(message)));
                 }
             };
-            let configs = described
+            // Null or empty keys mean every config, as Kafka's ConfigHelper.
+            let wanted = |name: &str| {
+                r.configuration_keys
+                    .as_ref()
+                    .is_none_or(|keys| keys.is_empty() || keys.iter().any(|k| k.as_str() == name))
+            };
+            let mut configs: Vec<_> = described
                 .into_iter()
-                // Null or empty keys mean every config, as Kafka's ConfigHelper.
-                .filter(|c| {
-                    r.configuration_keys.as_ref().is_none_or(|keys| {
-                        keys.is_empty() || keys.iter().any(|k| k.as_str() == c.def.name)
-                    })
-                })
+                .filter(|c| wanted(c.def.name))
                 .map(|c| entry(c, req.include_synonyms, include_documentation, version))
                 .collect();
+            if let Some(p) = protection.filter(|_| wanted(WRITE_PROTECTION_KEY)) {
+                // Not a topic config: source UNKNOWN (0), so tools that copy a topic's own
+                // overrides (DYNAMIC_TOPIC_CONFIG) leave it behind.
+                configs.push(
+                    DescribeConfigsResourceResult::default()
+                        .with_name(StrBytes::from_static_str(WRITE_PROTECTION_KEY))
+                        .with_value(Some(StrBytes::from_string(p.to_value())))
+                        .with_read_only(false)
+                        .with_config_source(0)
+                        .with_is_sensitive(false),
+                );
+            }
             base.with_configs(configs)
         })
         .collect();

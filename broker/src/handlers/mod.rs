@@ -246,7 +246,8 @@ pub async fn dispatch_from(
         }
         ApiKey::Produce => {
             let req = decode_body(key, version, body)?;
-            match produce::handle(broker, req, version).await {
+            let client_id = header.client_id.as_ref().map_or("", |c| c.as_str());
+            match produce::handle(broker, req, version, client_id).await {
                 Some(resp) => respond(encode_response(key, version, cid, &resp)),
                 None => Ok(Outcome::NoResponse),
             }

@@ -8,6 +8,10 @@
 //! written succeeds with the original batch's base offset (and nothing is written), while a
 //! fenced epoch or a sequence gap gets INVALID_PRODUCER_EPOCH or OUT_OF_ORDER_SEQUENCE_NUMBER.
 //!
+//! A topic under write protection (a mirror's replica, or a source fenced for a failover)
+//! refuses every producer but the one its protection names, with POLICY_VIOLATION, before
+//! anything is validated or written.
+//!
 //! Only the leader appends. With acks=all fewer in-sync replicas than `min.insync.replicas` is
 //! NOT_ENOUGH_REPLICAS before anything is written (in sync: ISR members the leader heard from
 //! within `replica_lag_time_max_ms`, so a leader whose ISR shrink cannot be committed, the
@@ -38,6 +42,7 @@ fn produce_partition(
     index: i32,
     records: Option<Bytes>,
     acks: i16,
+    client_id: &str,
 ) -> Result<(PartitionProduceResponse, Option<Appended>), (i16, String)> {
     let topic_state = broker.topic(topic).ok_or_else(|| {
         (
@@ -51,6 +56,23 @@ fn produce_partition(
             ResponseError::InvalidTopicException.code(),
             format!("cannot append to internal topic `{topic}`"),
         ));
+    }
+    if let Some(p) = &topic_state.write_protection {
+        if p.writer.as_deref() != Some(client_id) {
+            return Err((
+                ResponseError::PolicyViolation.code(),
+                match &p.writer {
+                    Some(_) => format!(
+                        "topic `{topic}` is a replica written by mirror flow `{}`: it is read-only until that flow fails over",
+                        p.flow
+                    ),
+                    None => format!(
+                        "topic `{topic}` is fenced for a failover of mirror flow `{}`: produce to the flow's target site",
+                        p.flow
+                    ),
+                },
+            ));
+        }
     }
     let (partition, leader_epoch) = broker
         .leader_partition(topic, index)
@@ -110,7 +132,16 @@ fn produce_partition(
 }
 
 /// Answers a Produce request; `None` for acks=0, which gets no response.
-pub async fn handle(broker: &Broker, req: ProduceRequest, version: i16) -> Option<ProduceResponse> {
+///
+/// `client_id` is the request header's: the one writer a write-protected topic still accepts
+/// is named by it. That keeps mistakes out, not attackers (a client can claim any id); access
+/// control is the ACLs' work.
+pub async fn handle(
+    broker: &Broker,
+    req: ProduceRequest,
+    version: i16,
+    client_id: &str,
+) -> Option<ProduceResponse> {
     let acks = req.acks;
     let timeout_ms = u64::try_from(req.timeout_ms.max(0)).unwrap_or(0);
     let deadline = tokio::time::Instant::now() + Duration::from_millis(timeout_ms);
@@ -122,12 +153,14 @@ pub async fn handle(broker: &Broker, req: ProduceRequest, version: i16) -> Optio
         let mut partition_responses = Vec::with_capacity(topic.partition_data.len());
         for pd in topic.partition_data {
             let result = if acks_valid {
-                produce_partition(broker, &name, pd.index, pd.records, acks).map(|(r, w)| {
-                    if let Some(w) = w {
-                        waiting.push((responses.len(), partition_responses.len(), w));
-                    }
-                    r
-                })
+                produce_partition(broker, &name, pd.index, pd.records, acks, client_id).map(
+                    |(r, w)| {
+                        if let Some(w) = w {
+                            waiting.push((responses.len(), partition_responses.len(), w));
+                        }
+                        r
+                    },
+                )
             } else {
                 Err((
                     ResponseError::InvalidRequiredAcks.code(),
