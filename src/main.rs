@@ -75,6 +75,11 @@ enum Command {
     /// mistake is reported with file, line and column. Runs are locked per flow, journalled
     /// (resumable after a crash) and audited.
     Runbook(strait::runbook::RunbookArgs),
+    /// Fail a mirror flow over to its target site: --planned while both sites run (nothing
+    /// lost, duplicated, re-read or skipped), --forced when the source is gone. A thin front
+    /// end over the failover playbooks: guarded, journalled, resumable with `strait runbook
+    /// resume`, reported (--report FILE, JSON). Exits non-zero unless it succeeded.
+    Failover(strait::runbook::FailoverArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -197,6 +202,7 @@ fn main() -> ExitCode {
             Command::Bench(BenchCommand::Mirror(args)) => strait::bench::mirror(args).await,
             Command::Bench(BenchCommand::Wire(args)) => strait::bench::wire(args),
             Command::Runbook(args) => strait::runbook::run(args).await,
+            Command::Failover(args) => strait::runbook::failover(args).await,
         }
     });
     match result {

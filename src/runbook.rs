@@ -367,3 +367,122 @@ fn show(p: &Playbook) -> String {
     );
     out
 }
+
+/// Arguments of `strait failover`.
+#[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("kind").required(true).args(["planned", "forced"])))]
+pub struct FailoverArgs {
+    /// Both sites are up: fence the source, drain to lag 0, sync and verify every group,
+    /// stop the flow, open the target (dr-playbooks/planned-failover.yaml). Nothing is lost,
+    /// duplicated, re-read or skipped.
+    #[arg(long)]
+    pub planned: bool,
+    /// The source is gone: check that it is unreachable, stop the flow, commit the last
+    /// translated group offsets on the target, open it, and report what may be lost
+    /// (dr-playbooks/forced-failover.yaml).
+    #[arg(long)]
+    pub forced: bool,
+    /// The running mirror's config.
+    #[arg(
+        long,
+        value_name = "FILE",
+        default_value = "configs/mirror-a-to-b.yaml"
+    )]
+    pub mirror: PathBuf,
+    /// The flow to fail over (default: the config's only enabled flow).
+    #[arg(long, value_name = "NAME")]
+    pub flow: Option<String>,
+    /// Check the guards and predict the loss; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Approve the steps that ask for approval (needed without a terminal).
+    #[arg(long)]
+    pub yes: bool,
+    /// Also write the run's report as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+    /// The running mirror's HTTP address, instead of the mirror config's `http`.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub mirror_http: Option<std::net::SocketAddr>,
+    /// For --forced: how long no node of the source may answer before it counts as gone.
+    #[arg(long, value_name = "MS")]
+    pub source_timeout_ms: Option<u64>,
+    /// The directory of the playbooks.
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = "dr-playbooks",
+        env = "STRAIT_PLAYBOOKS"
+    )]
+    pub playbooks: PathBuf,
+    /// The runs' journal (default: `runbooks/` under the mirror's data directory).
+    #[arg(long, value_name = "DIR", env = "STRAIT_JOURNAL")]
+    pub journal: Option<PathBuf>,
+    /// Who runs it, for the audit log (default: $USER).
+    #[arg(long, value_name = "NAME")]
+    pub operator: Option<String>,
+}
+
+/// Runs `strait failover`: the planned or forced failover playbook with its parameters taken
+/// from the mirror config's flow.
+pub async fn failover(args: FailoverArgs) -> anyhow::Result<()> {
+    let config = strait_mirror::config::MirrorConfig::load(&args.mirror)?;
+    let enabled: Vec<&strait_mirror::config::FlowConfig> = config.enabled_flows().collect();
+    let flow = match &args.flow {
+        Some(name) => config
+            .flows
+            .iter()
+            .find(|f| &f.name == name)
+            .with_context(|| {
+                let known: Vec<&str> = config.flows.iter().map(|f| f.name.as_str()).collect();
+                format!(
+                    "{}: no flow `{name}` (its flows: {})",
+                    args.mirror.display(),
+                    known.join(", ")
+                )
+            })?,
+        None => match enabled.as_slice() {
+            [only] => only,
+            _ => anyhow::bail!(
+                "{} has {} enabled flows ({}); name one with --flow",
+                args.mirror.display(),
+                enabled.len(),
+                enabled
+                    .iter()
+                    .map(|f| f.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        },
+    };
+    let playbook = if args.planned {
+        "planned-failover"
+    } else {
+        "forced-failover"
+    };
+    let mut params = vec![
+        format!("mirror_config={}", args.mirror.display()),
+        format!("flow={}", flow.name),
+        format!("source_site={}", flow.source),
+        format!("target_site={}", flow.target),
+    ];
+    if let Some(ms) = args.source_timeout_ms {
+        anyhow::ensure!(args.forced, "--source-timeout-ms goes with --forced");
+        params.push(format!("source_timeout_ms={ms}"));
+    }
+    run(RunbookArgs {
+        playbooks: args.playbooks,
+        journal: args.journal,
+        mirror: args.mirror,
+        operator: args.operator,
+        command: RunbookCommand::Run {
+            name: playbook.to_string(),
+            params,
+            dry_run: args.dry_run,
+            report: args.report,
+            mirror_http: args.mirror_http,
+            yes: args.yes,
+        },
+    })
+    .await
+}

@@ -80,9 +80,13 @@ fn the_shipped_playbooks_load_list_and_plan() {
     assert!(fence < drain && drain < open, "{plan}");
     assert!(plan.contains("wait_ms=5000"), "{plan}");
     assert!(plan.contains("undo: unfence_topics(flow=orders"), "{plan}");
-    // Nothing pretends to run: every action is marked until it has an executor.
+    // Every action of the planned failover has an executor; the forced failover's offset
+    // commit has none yet, and its plan says so rather than pretend.
+    assert!(!plan.contains("cannot run yet"), "{plan}");
+    let out = runbook(&shipped(), &["plan", "forced-failover"]);
+    let plan = String::from_utf8_lossy(&out.stdout);
     assert!(
-        plan.contains("cannot run yet: strait has no executor for"),
+        plan.contains("cannot run yet: strait has no executor for commit_last_translated_offsets"),
         "{plan}"
     );
 }
@@ -288,14 +292,14 @@ fn a_dry_run_checks_the_guards_predicts_the_loss_and_changes_nothing() {
     let target_guard = step_named(&r, "the target site is healthy");
     assert_eq!(target_guard["outcome"], "failed", "{r:#}");
 
-    // And without --dry-run it does not start: the engine names the actions it cannot run.
+    // A playbook with an action strait cannot execute does not start: the engine names it.
     let param = format!("mirror_config={}", mirror_config.display());
     let journal = dir.path().join("journal");
     let out = runbook(
         &shipped(),
         &[
             "run",
-            "planned-failover",
+            "forced-failover",
             "--param",
             &param,
             "--journal",
@@ -305,7 +309,7 @@ fn a_dry_run_checks_the_guards_predicts_the_loss_and_changes_nothing() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("cannot run yet: strait has no executor for fence_topics"),
+        err.contains("cannot run yet: strait has no executor for commit_last_translated_offsets"),
         "{err}"
     );
     assert!(!journal.exists(), "a refused run journals nothing");
@@ -610,5 +614,191 @@ fn a_run_is_journalled_locked_audited_and_resumed_after_sigkill() {
             .lines()
             .any(|l| l.starts_with(&run_id) && l.contains("succeeded") && l.contains("resumed 1x")),
         "{history}"
+    );
+}
+
+/// The write protection of `topic` on `site`, as DescribeConfigs reports it.
+fn protection_of(site: &Broker, topic: &str) -> Option<String> {
+    use rdkafka::admin::{AdminOptions, ResourceSpecifier};
+    let admin = site.admin();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let results = rt
+        .block_on(admin.describe_configs([&ResourceSpecifier::Topic(topic)], &AdminOptions::new()))
+        .expect("DescribeConfigs");
+    let resource = results
+        .into_iter()
+        .next()
+        .unwrap()
+        .expect("the topic's configs");
+    resource
+        .entries
+        .into_iter()
+        .find(|e| e.name == "strait.write.protection")
+        .and_then(|e| e.value)
+}
+
+/// The delivery error of one record produced to `topic` partition 0 of `site` (`None`: acked).
+fn produce_one(site: &Broker, topic: &str) -> Option<rdkafka::types::RDKafkaErrorCode> {
+    let producer = site.producer(&[]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    producer
+        .send(
+            topic,
+            Some(0),
+            0,
+            &generated_record("x", 0, now_ms()),
+            deadline,
+        )
+        .unwrap();
+    producer.flush(Duration::from_secs(30));
+    producer.take_deliveries()[0].error_code()
+}
+
+#[test]
+fn a_planned_failover_under_load_copies_everything_once_moves_the_groups_and_opens_the_target() {
+    use rdkafka::types::RDKafkaErrorCode::PolicyViolation;
+    let a = Broker::start();
+    let b = Broker::start();
+    a.create_topic("orders", 2, &[]);
+    let config = flow_config(&a, &b, "");
+    let mut mirror = MirrorDaemon::start(&config);
+    let dir = tempfile::tempdir().unwrap();
+    let mirror_config = dir.path().join("mirror.yaml");
+    std::fs::write(&mirror_config, &config).unwrap();
+
+    // A steady producer on the source until the failover fences it.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let (stop, bootstrap) = (stop.clone(), a.bootstrap());
+        std::thread::spawn(move || {
+            let producer = common::TestProducer::new(&bootstrap, &[]);
+            let deadline = Instant::now() + Duration::from_secs(300);
+            let ts = now_ms();
+            let mut i = 0usize;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = producer.send(
+                    "orders",
+                    Some((i % 2) as i32),
+                    i,
+                    &generated_record("o", i, ts),
+                    deadline,
+                );
+                i += 1;
+                if i % 20 == 0 {
+                    producer.poll(Duration::from_millis(10));
+                }
+            }
+            producer.flush(Duration::from_secs(60));
+            (i, producer.acked_count())
+        })
+    };
+    for p in 0..2 {
+        wait_for_records(&b, "a.orders", p, 300, Duration::from_secs(60));
+    }
+    // A group that consumed part of the source.
+    common::mirror::commit(&a, "billing", "orders", &[(0, 150), (1, 170)]);
+
+    // While the flow runs, its mirror topics take no writes but the mirror's.
+    wait_for(
+        "the mirror topic to be write-protected",
+        Duration::from_secs(30),
+        || protection_of(&b, "a.orders").map(|_| ()),
+    );
+    assert_eq!(
+        protection_of(&b, "a.orders").as_deref(),
+        Some("flow=a-to-b,writer=strait-mirror-a-to-b")
+    );
+    assert_eq!(produce_one(&b, "a.orders"), Some(PolicyViolation));
+
+    let report = dir.path().join("report.json");
+    let http = mirror.http_addr().to_string();
+    let journal = dir.path().join("journal");
+    let started = Instant::now();
+    let out = Command::new(strait_bin())
+        .arg("failover")
+        .arg("--planned")
+        .arg("--mirror")
+        .arg(&mirror_config)
+        .args(["--mirror-http", &http, "--yes", "--playbooks"])
+        .arg(shipped())
+        .arg("--journal")
+        .arg(&journal)
+        .arg("--report")
+        .arg(&report)
+        .env_remove("STRAIT_PLAYBOOKS")
+        .output()
+        .expect("run strait failover");
+    let took = started.elapsed();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (sent, acked) = load.join().expect("load thread");
+    let printed = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{printed}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("{printed}failover took {took:?}; the load sent {sent} records, {acked} acked before the fence");
+    let r = report_of(&report);
+    assert_eq!(r["outcome"], "succeeded", "{r:#}");
+    assert_eq!(r["rpo_records"], 0, "{r:#}");
+    assert!(r["rto_ms"].as_u64().is_some(), "{r:#}");
+    let groups = r["groups"].as_array().unwrap();
+    assert_eq!(
+        groups.iter().filter(|g| g["group"] == "billing").count(),
+        2,
+        "{r:#}"
+    );
+    assert!(groups.iter().all(|g| g["verified"] == true), "{r:#}");
+
+    // Every record the source holds is on the target once, in order: nothing lost, nothing
+    // duplicated. The source was fenced under load, so some sends were refused, never acked.
+    let mut on_source = 0;
+    for p in 0..2 {
+        let src = common::mirror::read_partition(&a, "orders", p);
+        let dst = common::mirror::read_partition(&b, "a.orders", p);
+        let values = |v: &[common::Consumed]| -> Vec<Option<Vec<u8>>> {
+            v.iter().map(|c| c.value.clone()).collect()
+        };
+        assert_eq!(
+            src.len(),
+            dst.len(),
+            "partition {p}: source and target differ in length"
+        );
+        assert!(
+            values(&src) == values(&dst),
+            "partition {p}: the target is not the source's copy"
+        );
+        on_source += src.len();
+    }
+    assert!(
+        acked <= on_source && acked > 600,
+        "acked {acked}, on the source {on_source}"
+    );
+    assert!(sent > acked, "the fence refused the producer's later sends");
+    // The group resumes on the target exactly where it stopped on the source.
+    assert_eq!(
+        common::mirror::committed(&b, "billing", "a.orders", 2),
+        vec![Some(150), Some(170)]
+    );
+    // The source is fenced, the target takes writes, and the flow stays stopped.
+    assert_eq!(produce_one(&a, "orders"), Some(PolicyViolation));
+    assert_eq!(produce_one(&b, "a.orders"), None);
+    assert_eq!(mirror.status()["flows"][0]["stopped"], true);
+    mirror.sigterm_and_wait();
+    mirror.restart();
+    wait_for(
+        "the restarted mirror to report the flow stopped",
+        Duration::from_secs(30),
+        || (mirror.status()["flows"][0]["stopped"] == true).then_some(()),
+    );
+    let on_target: i64 = (0..2).map(|p| b.watermarks("a.orders", p).1).sum();
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        (0..2).map(|p| b.watermarks("a.orders", p).1).sum::<i64>(),
+        on_target,
+        "a stopped flow copies nothing after a restart"
     );
 }

@@ -672,10 +672,12 @@ impl Broker {
         protection: Option<image::WriteProtection>,
         validate_only: bool,
     ) -> Result<(), BrokerError> {
-        if self.topic(name).is_none() {
+        let Some(topic) = self.topic(name) else {
             return Err(Self::unknown_topic(name));
-        }
-        if validate_only {
+        };
+        // The mirror re-asserts its protection periodically: an unchanged value costs no
+        // metadata record.
+        if validate_only || topic.write_protection == protection {
             return Ok(());
         }
         let result = self

@@ -7,9 +7,10 @@
 //! interrupted idempotent step; any other interrupted step stops the run for a person to
 //! check).
 //!
-//! The actions that only read have executors ([`crate::exec`]). Those that change things
-//! come with the failover work (the mirror's control endpoints, the read-only attribute of
-//! mirror topics) and the volume-backup work; until an action has one,
+//! The actions with executors ([`crate::exec`]) are marked available: the checks, the write
+//! protection of topics, the mirror's flow controls and the group offset sync and check.
+//! Those of the forced failover's offset commit, the failback's divergent tail and the
+//! volume backup have none yet; until an action has one,
 //! [`Action::available`] is false, `strait runbook plan` marks the step, `run` refuses the
 //! playbook before doing anything, and nothing pretends to run it.
 
@@ -161,7 +162,7 @@ pub const ACTIONS: &[Action] = &[
         args: &[MIRROR_CONFIG, FLOW, SITE],
         read_only: false,
         idempotent: true,
-        available: false,
+        available: true,
     },
     Action {
         name: "unfence_topics",
@@ -169,7 +170,7 @@ pub const ACTIONS: &[Action] = &[
         args: &[MIRROR_CONFIG, FLOW, SITE],
         read_only: false,
         idempotent: true,
-        available: false,
+        available: true,
     },
     Action {
         name: "wait_for_zero_lag",
@@ -185,7 +186,7 @@ pub const ACTIONS: &[Action] = &[
         args: &[MIRROR_CONFIG, FLOW],
         read_only: false,
         idempotent: true,
-        available: false,
+        available: true,
     },
     Action {
         name: "verify_group_offsets",
@@ -193,7 +194,7 @@ pub const ACTIONS: &[Action] = &[
         args: &[MIRROR_CONFIG, FLOW],
         read_only: true,
         idempotent: true,
-        available: false,
+        available: true,
     },
     Action {
         name: "commit_last_translated_offsets",
@@ -206,18 +207,18 @@ pub const ACTIONS: &[Action] = &[
     Action {
         name: "stop_flow",
         about: "stop the flow in the running mirror after it records and commits what it copied",
-        args: &[MIRROR_CONFIG, FLOW],
+        args: &[MIRROR_CONFIG, FLOW, WAIT_MS],
         read_only: false,
         idempotent: true,
-        available: false,
+        available: true,
     },
     Action {
         name: "start_flow",
         about: "start (or resume) the flow in the running mirror",
-        args: &[MIRROR_CONFIG, FLOW],
+        args: &[MIRROR_CONFIG, FLOW, WAIT_MS],
         read_only: false,
         idempotent: true,
-        available: false,
+        available: true,
     },
     Action {
         name: "release_mirror_topics",
@@ -225,7 +226,7 @@ pub const ACTIONS: &[Action] = &[
         args: &[MIRROR_CONFIG, FLOW],
         read_only: false,
         idempotent: true,
-        available: false,
+        available: true,
     },
     Action {
         name: "protect_mirror_topics",
@@ -233,7 +234,15 @@ pub const ACTIONS: &[Action] = &[
         args: &[MIRROR_CONFIG, FLOW],
         read_only: false,
         idempotent: true,
-        available: false,
+        available: true,
+    },
+    Action {
+        name: "topics_writable",
+        about: "no mirror topic of the flow on its target is write-protected any more",
+        args: &[MIRROR_CONFIG, FLOW],
+        read_only: true,
+        idempotent: true,
+        available: true,
     },
     Action {
         name: "record_rpo",

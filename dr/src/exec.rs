@@ -1,5 +1,7 @@
-//! Executors of the actions that only read: they look at the sites (Kafka metadata, TCP) and
-//! at the running mirror (its `/status`), and change nothing.
+//! Executors of the actions: they look at the sites (Kafka metadata, TCP, committed group
+//! offsets) and at the running mirror (its `/status`), and change the sites' write
+//! protection (AlterConfigs of `strait.write.protection`) and the mirror's flows (its
+//! control endpoints: stop, start, a checkpoint round now).
 //!
 //! Every check is bounded in time. The mirror's address is the config's `http` (or
 //! 127.0.0.1:9780), unless [`Context::mirror_http`] overrides it.
@@ -10,8 +12,10 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::TopicPartitionList;
 use serde::Serialize;
-use strait_mirror::config::{MirrorConfig, HTTP_DEFAULT};
+use strait_mirror::checkpoints::GroupTranslation;
+use strait_mirror::config::{FlowConfig, MirrorConfig, HTTP_DEFAULT};
 use strait_mirror::metrics::{FlowStatus, Status};
 
 use crate::playbook::{Planned, Value};
@@ -58,6 +62,26 @@ pub struct PartitionLag {
     pub lag_seconds: Option<f64>,
 }
 
+/// One group's offset on one partition, checked on the target against the translation of
+/// its offset on the source.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct GroupCheck {
+    /// The consumer group.
+    pub group: String,
+    /// Source topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// The group's committed offset on the source.
+    pub source_offset: i64,
+    /// Its exact translation through the mirror's index.
+    pub translated_offset: Option<i64>,
+    /// What the group has committed on the target.
+    pub target_offset: Option<i64>,
+    /// The target's offset is the translation.
+    pub verified: bool,
+}
+
 /// What an action found or did.
 #[derive(Debug, Clone, Default)]
 pub struct Outcome {
@@ -65,6 +89,8 @@ pub struct Outcome {
     pub detail: String,
     /// Partitions, for actions that look at lag.
     pub partitions: Vec<PartitionLag>,
+    /// Group offsets, for the action that verifies them.
+    pub groups: Vec<GroupCheck>,
 }
 
 fn text<'a>(p: &'a Planned, name: &str) -> &'a str {
@@ -163,7 +189,7 @@ fn answering(addrs: &str, timeout: Duration) -> Option<String> {
     None
 }
 
-/// Runs a read-only action. Anything else is [`ActionError::NotExecutable`].
+/// Runs an action; one without an executor is [`ActionError::NotExecutable`].
 pub async fn execute(p: &Planned, ctx: &Context) -> Result<Outcome, ActionError> {
     let name = p.action.name;
     match name {
@@ -194,7 +220,7 @@ pub async fn execute(p: &Planned, ctx: &Context) -> Result<Outcome, ActionError>
                                 "no node of site `{site}` ({servers}) answered for {} ms",
                                 wait.as_millis()
                             ),
-                            partitions: Vec::new(),
+                            ..Outcome::default()
                         });
                     }
                     std::thread::sleep(Duration::from_millis(POLL_INTERVAL_MS));
@@ -235,6 +261,7 @@ pub async fn execute(p: &Planned, ctx: &Context) -> Result<Outcome, ActionError>
                     flow.topics.len()
                 ),
                 partitions,
+                ..Outcome::default()
             })
         }
         "predict_loss" | "record_rpo" => {
@@ -258,16 +285,45 @@ pub async fn execute(p: &Planned, ctx: &Context) -> Result<Outcome, ActionError>
                     "; {unknown} partitions without a known source end"
                 ));
             }
-            Ok(Outcome { detail, partitions })
+            Ok(Outcome {
+                detail,
+                partitions,
+                ..Outcome::default()
+            })
         }
         "wait_for_zero_lag" => {
             let addr = mirror_addr(p, ctx)?;
+            let config = mirror_config(p)?;
+            let flow_name = text(p, "flow");
+            let source = cluster_of(&config, &flow_config(&config, flow_name)?.source)?.clone();
             let wait = Duration::from_millis(wait_ms(p));
             let deadline = Instant::now() + wait;
             loop {
                 let status = mirror_status(addr).await?;
-                let flow = flow_of(&status, text(p, "flow"))?;
-                let partitions = lags(flow);
+                let flow = flow_of(&status, flow_name)?;
+                let mut partitions = lags(flow);
+                // The mirror learns the source's ends from its consumer's statistics, a
+                // moment late; the source itself is asked, so that lag 0 means every record
+                // the source holds now is on the target (after a fence, all it will hold).
+                let source = source.clone();
+                let asked: Vec<(String, i32)> = partitions
+                    .iter()
+                    .map(|l| (l.topic.clone(), l.partition))
+                    .collect();
+                let ends = tokio::task::spawn_blocking(move || source_ends(&source, &asked))
+                    .await
+                    .map_err(|e| {
+                        ActionError::Failed(format!("reading the source's ends panicked: {e}"))
+                    })??;
+                for (l, end) in partitions.iter_mut().zip(ends) {
+                    l.source_end_offset = Some(end);
+                    // Nothing mirrored yet counts the whole partition as behind (none of it
+                    // is on the target), which an empty partition is not.
+                    l.lag_records = Some((end - l.mirrored_offset.unwrap_or(0)).max(0));
+                    if l.lag_records == Some(0) {
+                        l.lag_seconds = Some(0.0);
+                    }
+                }
                 let behind: Vec<String> = partitions
                     .iter()
                     .filter(|l| l.lag_records != Some(0))
@@ -283,8 +339,12 @@ pub async fn execute(p: &Planned, ctx: &Context) -> Result<Outcome, ActionError>
                     .collect();
                 if behind.is_empty() && !partitions.is_empty() {
                     return Ok(Outcome {
-                        detail: format!("all {} partitions at lag 0", partitions.len()),
+                        detail: format!(
+                            "all {} partitions at lag 0 against the source's own end offsets",
+                            partitions.len()
+                        ),
                         partitions,
+                        ..Outcome::default()
                     });
                 }
                 if Instant::now() >= deadline {
@@ -301,8 +361,306 @@ pub async fn execute(p: &Planned, ctx: &Context) -> Result<Outcome, ActionError>
                 tokio::time::sleep(Duration::from_millis(POLL_INTERVAL_MS)).await;
             }
         }
+        "stop_flow" | "start_flow" => {
+            let addr = mirror_addr(p, ctx)?;
+            let flow = text(p, "flow");
+            let (action, there) = if name == "stop_flow" {
+                ("stop", "stopped")
+            } else {
+                ("start", "running")
+            };
+            let deadline = Instant::now() + Duration::from_millis(wait_ms(p));
+            loop {
+                // Idempotent: asking again while the flow gets there is how one waits.
+                let answer = strait_mirror::http::post_control(
+                    addr,
+                    flow,
+                    action,
+                    Duration::from_millis(CONTROL_REQUEST_TIMEOUT_MS),
+                )
+                .await
+                .map_err(|e| ActionError::Failed(format!("{action} flow `{flow}`: {e}")))?;
+                if answer["state"].as_str() == Some(there) {
+                    return Ok(Outcome {
+                        detail: format!("flow `{flow}` {there}"),
+                        ..Outcome::default()
+                    });
+                }
+                if Instant::now() >= deadline {
+                    return Err(ActionError::Failed(format!(
+                        "flow `{flow}` not {there} after {} ms (last state: {})",
+                        wait_ms(p),
+                        answer["state"]
+                    )));
+                }
+            }
+        }
+        "fence_topics"
+        | "unfence_topics"
+        | "release_mirror_topics"
+        | "protect_mirror_topics"
+        | "topics_writable" => {
+            let config = mirror_config(p)?;
+            let flow = flow_config(&config, text(p, "flow"))?.clone();
+            let source = cluster_of(&config, &flow.source)?.clone();
+            let names = tokio::task::spawn_blocking(move || source_topics(&source))
+                .await
+                .map_err(|e| ActionError::Failed(format!("listing topics panicked: {e}")))??;
+            let topics: Vec<String> = names
+                .into_iter()
+                .filter(|t| flow.mirrors_topic(t))
+                .collect();
+            let (site, topics, value) = match name {
+                "fence_topics" | "unfence_topics" => {
+                    let site = text(p, "site").to_string();
+                    let value = (name == "fence_topics")
+                        .then(|| strait_mirror::protection::fence_value(&flow));
+                    (site, topics, value)
+                }
+                _ => {
+                    let remote = topics.iter().map(|t| flow.remote_topic(t)).collect();
+                    let value = (name == "protect_mirror_topics")
+                        .then(|| strait_mirror::protection::replica_value(&flow));
+                    (flow.target.clone(), remote, value)
+                }
+            };
+            let cluster = cluster_of(&config, &site)?;
+            let admin = strait_mirror::clients::admin(cluster)
+                .map_err(|e| ActionError::Failed(format!("site `{site}`: {e}")))?;
+            if name == "topics_writable" {
+                let mut protected = Vec::new();
+                for t in &topics {
+                    if let Some(v) = strait_mirror::protection::get(&admin, t)
+                        .await
+                        .map_err(|e| ActionError::Failed(e.to_string()))?
+                    {
+                        protected.push(format!("{t} ({v})"));
+                    }
+                }
+                if !protected.is_empty() {
+                    return Err(ActionError::Failed(format!(
+                        "site `{site}`: still write-protected: {}",
+                        protected.join(", ")
+                    )));
+                }
+                return Ok(Outcome {
+                    detail: format!(
+                        "site `{site}`: all {} mirror topics of flow `{}` take writes",
+                        topics.len(),
+                        flow.name
+                    ),
+                    ..Outcome::default()
+                });
+            }
+            for t in &topics {
+                strait_mirror::protection::set(&admin, t, value.as_deref())
+                    .await
+                    .map_err(|e| ActionError::Failed(format!("site `{site}`: {e}")))?;
+                // Read back: the broker applied it (a broker other than strait refuses).
+                let now = strait_mirror::protection::get(&admin, t)
+                    .await
+                    .map_err(|e| ActionError::Failed(e.to_string()))?;
+                if now != value {
+                    return Err(ActionError::Failed(format!(
+                        "site `{site}`: {t} reads back as {now:?}, not {value:?}"
+                    )));
+                }
+            }
+            Ok(Outcome {
+                detail: format!(
+                    "site `{site}`: {} topics {}",
+                    topics.len(),
+                    match &value {
+                        Some(v) => format!("write-protected ({v})"),
+                        None => "take writes".to_string(),
+                    }
+                ),
+                ..Outcome::default()
+            })
+        }
+        "sync_group_offsets" | "verify_group_offsets" => {
+            let addr = mirror_addr(p, ctx)?;
+            let flow_name = text(p, "flow");
+            let answer = strait_mirror::http::post_control(
+                addr,
+                flow_name,
+                "checkpoint",
+                Duration::from_millis(CONTROL_REQUEST_TIMEOUT_MS),
+            )
+            .await
+            .map_err(|e| ActionError::Failed(format!("checkpoint of flow `{flow_name}`: {e}")))?;
+            let translations: Vec<GroupTranslation> =
+                serde_json::from_value(answer["translations"].clone()).map_err(|e| {
+                    ActionError::Failed(format!("the mirror's checkpoint answer: {e}"))
+                })?;
+            let untranslated: Vec<String> = translations
+                .iter()
+                .filter(|t| t.translated_offset.is_none())
+                .map(|t| {
+                    format!(
+                        "{} {}/{}@{}",
+                        t.group, t.source_topic, t.partition, t.source_offset
+                    )
+                })
+                .collect();
+            if !untranslated.is_empty() {
+                return Err(ActionError::Failed(format!(
+                    "not mirrored as far as the group's offset: {}",
+                    untranslated.join(", ")
+                )));
+            }
+            if name == "sync_group_offsets" {
+                let groups: std::collections::BTreeSet<&str> =
+                    translations.iter().map(|t| t.group.as_str()).collect();
+                return Ok(Outcome {
+                    detail: format!(
+                        "checkpointed and synced {} offsets of {} groups",
+                        translations.len(),
+                        groups.len()
+                    ),
+                    ..Outcome::default()
+                });
+            }
+            let config = mirror_config(p)?;
+            let flow = flow_config(&config, flow_name)?;
+            let target = cluster_of(&config, &flow.target)?.clone();
+            let checks = tokio::task::spawn_blocking(move || verify_groups(&target, translations))
+                .await
+                .map_err(|e| ActionError::Failed(format!("group check panicked: {e}")))??;
+            let wrong: Vec<String> = checks
+                .iter()
+                .filter(|c| !c.verified)
+                .map(|c| {
+                    format!(
+                        "{} {}/{}: target {:?}, translation {:?}",
+                        c.group, c.topic, c.partition, c.target_offset, c.translated_offset
+                    )
+                })
+                .collect();
+            if !wrong.is_empty() {
+                return Err(ActionError::Failed(format!(
+                    "{} of {} group offsets on the target are not the translation: {}",
+                    wrong.len(),
+                    checks.len(),
+                    wrong.join("; ")
+                )));
+            }
+            Ok(Outcome {
+                detail: format!(
+                    "all {} group offsets on the target are the exact translations",
+                    checks.len()
+                ),
+                groups: checks,
+                ..Outcome::default()
+            })
+        }
         _ => Err(ActionError::NotExecutable(name)),
     }
+}
+
+/// How long one control request to the mirror may take (the mirror answers within 8 s).
+const CONTROL_REQUEST_TIMEOUT_MS: u64 = 15_000;
+
+fn flow_config<'c>(config: &'c MirrorConfig, flow: &str) -> Result<&'c FlowConfig, ActionError> {
+    config.flows.iter().find(|f| f.name == flow).ok_or_else(|| {
+        let known: Vec<&str> = config.flows.iter().map(|f| f.name.as_str()).collect();
+        ActionError::Failed(format!(
+            "no flow `{flow}` in the mirror config (its flows: {})",
+            known.join(", ")
+        ))
+    })
+}
+
+/// The high watermark of each of `partitions` on the source.
+fn source_ends(
+    cluster: &strait_mirror::config::ClusterConfig,
+    partitions: &[(String, i32)],
+) -> Result<Vec<i64>, ActionError> {
+    let client: BaseConsumer = strait_mirror::clients::client_config(cluster, &[])
+        .create()
+        .map_err(|e| ActionError::Failed(format!("creating a client: {e}")))?;
+    partitions
+        .iter()
+        .map(|(t, p)| {
+            client
+                .fetch_watermarks(t, *p, Duration::from_millis(REQUEST_TIMEOUT_MS))
+                .map(|(_, high)| high)
+                .map_err(|e| ActionError::Failed(format!("the source's end of {t}/{p}: {e}")))
+        })
+        .collect()
+}
+
+/// The topic names of a site.
+fn source_topics(
+    cluster: &strait_mirror::config::ClusterConfig,
+) -> Result<Vec<String>, ActionError> {
+    let client: BaseConsumer = strait_mirror::clients::client_config(cluster, &[])
+        .create()
+        .map_err(|e| ActionError::Failed(format!("creating a client: {e}")))?;
+    let metadata = client
+        .fetch_metadata(None, Duration::from_millis(REQUEST_TIMEOUT_MS))
+        .map_err(|e| {
+            ActionError::Failed(format!(
+                "listing the topics of {}: {e}",
+                cluster.bootstrap_servers
+            ))
+        })?;
+    Ok(metadata
+        .topics()
+        .iter()
+        .map(|t| t.name().to_string())
+        .collect())
+}
+
+/// Reads each group's committed offsets on the target and compares them with the mirror's
+/// translations of its offsets on the source.
+fn verify_groups(
+    target: &strait_mirror::config::ClusterConfig,
+    translations: Vec<GroupTranslation>,
+) -> Result<Vec<GroupCheck>, ActionError> {
+    let mut by_group: BTreeMap<String, Vec<GroupTranslation>> = BTreeMap::new();
+    for t in translations {
+        by_group.entry(t.group.clone()).or_default().push(t);
+    }
+    let mut checks = Vec::new();
+    for (group, list) in by_group {
+        let client: BaseConsumer = strait_mirror::clients::client_config(
+            target,
+            &[("group.id", &group), ("enable.auto.commit", "false")],
+        )
+        .create()
+        .map_err(|e| ActionError::Failed(format!("creating a client for group {group}: {e}")))?;
+        let mut tpl = TopicPartitionList::new();
+        for t in &list {
+            tpl.add_partition(&t.topic, t.partition);
+        }
+        let committed = client
+            .committed_offsets(tpl, Duration::from_millis(REQUEST_TIMEOUT_MS))
+            .map_err(|e| {
+                ActionError::Failed(format!(
+                    "reading group {group}'s offsets on the target: {e}"
+                ))
+            })?;
+        for t in list {
+            let target_offset =
+                committed
+                    .find_partition(&t.topic, t.partition)
+                    .and_then(|e| match e.offset() {
+                        rdkafka::Offset::Offset(o) => Some(o),
+                        _ => None,
+                    });
+            checks.push(GroupCheck {
+                verified: target_offset.is_some() && target_offset == t.translated_offset,
+                group: t.group,
+                topic: t.source_topic,
+                partition: t.partition,
+                source_offset: t.source_offset,
+                translated_offset: t.translated_offset,
+                target_offset,
+            });
+        }
+    }
+    Ok(checks)
 }
 
 fn site_healthy(
@@ -358,6 +716,6 @@ fn site_healthy(
             metadata.brokers().len(),
             metadata.topics().len()
         ),
-        partitions: Vec::new(),
+        ..Outcome::default()
     })
 }

@@ -18,7 +18,7 @@ use serde::Serialize;
 
 use crate::actions;
 pub use crate::clock::{now_ms, rfc3339};
-use crate::exec::{self, Context, PartitionLag};
+use crate::exec::{self, Context, GroupCheck, PartitionLag};
 use crate::journal::{
     AuditLine, Journal, JournalError, Lock, ResumeFrom, RunRecord, RunState, StepRecord, StepState,
 };
@@ -98,6 +98,8 @@ pub struct Report {
     pub rpo_seconds: Option<f64>,
     /// Every partition of the flow as the mirror reports it.
     pub partitions: Vec<PartitionLag>,
+    /// Every mirrored group's offset per partition, as the last verification found it.
+    pub groups: Vec<GroupCheck>,
 }
 
 fn describe(p: &Planned) -> String {
@@ -224,6 +226,7 @@ pub async fn dry_run(plan: &Plan, ctx: &Context) -> Report {
         rpo_records,
         rpo_seconds,
         partitions,
+        groups: Vec::new(),
     }
 }
 
@@ -250,11 +253,27 @@ impl fmt::Display for Report {
                 s.kind, s.name, s.duration_ms, s.detail
             )?;
         }
+        if let Some(ms) = self.rto_ms {
+            writeln!(f, "  RTO: {ms} ms (run start to the target taking writes)")?;
+        }
         if let Some(r) = self.rpo_records {
+            let what = if self.outcome == RunOutcome::DryRun {
+                "predicted loss"
+            } else {
+                "RPO"
+            };
             writeln!(
                 f,
-                "  predicted loss: {r} records, {:.1} s",
+                "  {what}: {r} records, {:.1} s",
                 self.rpo_seconds.unwrap_or(0.0)
+            )?;
+        }
+        if !self.groups.is_empty() {
+            let verified = self.groups.iter().filter(|g| g.verified).count();
+            writeln!(
+                f,
+                "  group offsets: {verified} of {} on the target are the exact translations",
+                self.groups.len()
             )?;
         }
         for p in self.partitions.iter().filter(|p| p.lag_records != Some(0)) {
@@ -320,6 +339,7 @@ struct Driver<'a> {
     reports: Vec<StepReport>,
     rto_ms: Option<u64>,
     rpo: Option<(i64, f64, Vec<PartitionLag>)>,
+    groups: Vec<GroupCheck>,
 }
 
 impl<'a> Driver<'a> {
@@ -332,6 +352,7 @@ impl<'a> Driver<'a> {
             reports: Vec::new(),
             rto_ms: None,
             rpo: None,
+            groups: Vec::new(),
         }
     }
 
@@ -544,7 +565,15 @@ impl<'a> Driver<'a> {
                         // From the run's start, across resumes.
                         self.rto_ms = Some(now_ms().saturating_sub(self.record.started_ms));
                     }
-                    if matches!(step.planned.action.name, "record_rpo" | "predict_loss") {
+                    if !outcome.groups.is_empty() {
+                        self.groups = outcome.groups.clone();
+                    }
+                    // What could not be copied: the lag the mirror reports when the source
+                    // is gone, or 0 everywhere once a drain reached the source's end.
+                    if matches!(
+                        step.planned.action.name,
+                        "record_rpo" | "predict_loss" | "wait_for_zero_lag"
+                    ) {
                         let records = outcome
                             .partitions
                             .iter()
@@ -698,6 +727,7 @@ impl<'a> Driver<'a> {
             rpo_records,
             rpo_seconds,
             partitions,
+            groups: self.groups,
         }
     }
 }

@@ -55,6 +55,28 @@ pub struct CheckpointRecord {
     pub metadata: String,
 }
 
+/// One group's position on one partition, as a round saw it: what the group committed on the
+/// source and where that translates on the target (`None`: not mirrored that far yet).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupTranslation {
+    /// The consumer group.
+    pub group: String,
+    /// The topic on the source.
+    pub source_topic: String,
+    /// The topic on the target.
+    pub topic: String,
+    /// The partition.
+    pub partition: i32,
+    /// The group's committed offset on the source.
+    pub source_offset: i64,
+    /// Its exact translation on the target.
+    pub translated_offset: Option<i64>,
+}
+
+/// A request for a round now (the failover's final checkpoint), answered with the round's
+/// translations or why it failed.
+pub type RoundRequest = tokio::sync::oneshot::Sender<Result<Vec<GroupTranslation>, String>>;
+
 /// The checkpoint task of one flow.
 pub struct Checkpointer {
     flow: Arc<FlowConfig>,
@@ -100,7 +122,7 @@ impl Checkpointer {
     ) -> Result<Checkpointer, MirrorError> {
         let name = format!("strait-mirror-checkpoints-{}", flow.name);
         Ok(Checkpointer {
-            producer: target_producer(&target, 16 << 20, CHECKPOINT_MESSAGE_TIMEOUT_MS)?,
+            producer: target_producer(&target, 16 << 20, CHECKPOINT_MESSAGE_TIMEOUT_MS, None)?,
             source_client: group_client(&source, &name)?,
             target_client: group_client(&target, &name)?,
             flow,
@@ -116,23 +138,35 @@ impl Checkpointer {
         })
     }
 
-    /// Runs a round every `checkpoint_interval_ms` until `stop`.
-    pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
+    /// Runs a round every `checkpoint_interval_ms`, and one at once for every request on
+    /// `requests`, until `stop`.
+    pub async fn run(
+        mut self,
+        mut stop: watch::Receiver<bool>,
+        requests: Arc<tokio::sync::Mutex<tokio::sync::mpsc::Receiver<RoundRequest>>>,
+    ) {
         let mut tick =
             tokio::time::interval(Duration::from_millis(self.flow.checkpoint_interval_ms));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            tokio::select! {
+            let reply = tokio::select! {
                 _ = async { let _ = stop.wait_for(|s| *s).await; } => return,
-                _ = tick.tick() => {
-                    match self.round().await {
-                        Ok(()) => self.metrics.last_checkpoint_ms.store(now_ms() as u64, std::sync::atomic::Ordering::Relaxed),
-                        Err(e) => {
-                            tracing::warn!(flow = %self.flow.name, error = %e, "checkpoint round failed; retrying");
-                            self.metrics.error("checkpoint");
-                        }
-                    }
+                _ = tick.tick() => None,
+                request = async { requests.lock().await.recv().await } => request,
+            };
+            let result = self.round().await;
+            match &result {
+                Ok(_) => self
+                    .metrics
+                    .last_checkpoint_ms
+                    .store(now_ms() as u64, std::sync::atomic::Ordering::Relaxed),
+                Err(e) => {
+                    tracing::warn!(flow = %self.flow.name, error = %e, "checkpoint round failed; retrying");
+                    self.metrics.error("checkpoint");
                 }
+            }
+            if let Some(reply) = reply {
+                let _ = reply.send(result.map_err(|e| e.to_string()));
             }
         }
     }
@@ -170,8 +204,9 @@ impl Checkpointer {
         .await
     }
 
-    /// One round: translate, publish, sync.
-    pub async fn round(&mut self) -> Result<(), MirrorError> {
+    /// One round: translate, publish, sync. Returns every translation it made, emitted as a
+    /// new checkpoint or not.
+    pub async fn round(&mut self) -> Result<Vec<GroupTranslation>, MirrorError> {
         let topics = self.topics.borrow().clone();
         let held: Vec<(String, i32)> = self
             .assigned
@@ -181,8 +216,9 @@ impl Checkpointer {
             .cloned()
             .collect();
         if held.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
+        let mut translations = Vec::new();
         let mut groups: Vec<String> = self
             .groups(&self.source_client, None)
             .await?
@@ -215,8 +251,16 @@ impl Checkpointer {
                 let Offset::Offset(offset) = e.offset() else {
                     continue; // the group never committed this partition
                 };
-                let Some(translated) = self.index.translate(e.topic(), e.partition(), offset)?
-                else {
+                let translated = self.index.translate(e.topic(), e.partition(), offset)?;
+                translations.push(GroupTranslation {
+                    group: group.clone(),
+                    source_topic: e.topic().to_string(),
+                    topic: self.flow.remote_topic(e.topic()),
+                    partition: e.partition(),
+                    source_offset: offset,
+                    translated_offset: translated,
+                });
+                let Some(translated) = translated else {
                     continue; // not mirrored that far yet
                 };
                 let last = self.index.checkpoint(group, e.topic(), e.partition())?;
@@ -258,7 +302,7 @@ impl Checkpointer {
                 self.sync_group(group, &held).await?;
             }
         }
-        Ok(())
+        Ok(translations)
     }
 
     /// Writes checkpoints to `<source>.checkpoints.internal` in MirrorMaker 2's format.

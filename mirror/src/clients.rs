@@ -169,11 +169,13 @@ pub fn client_config(cluster: &ClusterConfig, extra: &[(&str, &str)]) -> ClientC
 /// The target producer: idempotent with acks=all, so retries never duplicate or reorder a
 /// partition's records; `queue_bytes` bounds what librdkafka buffers. A record not delivered
 /// within `message_timeout_ms` fails (the caller starts over from what it recorded); the
-/// timeout is set after the cluster's `client` overrides, which cannot change it.
+/// timeout is set after the cluster's `client` overrides, which cannot change it; so is
+/// `client_id` when given (the writer a write-protected mirror topic accepts).
 pub fn target_producer(
     cluster: &ClusterConfig,
     queue_bytes: u64,
     message_timeout_ms: u64,
+    client_id: Option<&str>,
 ) -> Result<Producer, MirrorError> {
     let queue_kbytes = (queue_bytes / 1024).max(1024).to_string();
     let mut config = client_config(
@@ -192,6 +194,9 @@ pub fn target_producer(
         ],
     );
     config.set("message.timeout.ms", message_timeout_ms.to_string());
+    if let Some(id) = client_id {
+        config.set("client.id", id);
+    }
     config
         .create_with_context(MirrorContext)
         .map_err(MirrorError::kafka("creating the target producer"))

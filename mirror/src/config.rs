@@ -65,6 +65,13 @@ pub enum ConfigError {
     },
 }
 
+fn control_from_default() -> Vec<std::net::IpAddr> {
+    vec![
+        std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+        std::net::IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+    ]
+}
+
 /// The whole file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -76,6 +83,10 @@ pub struct MirrorConfig {
     /// `--http` overrides it.
     #[serde(default)]
     pub http: Option<std::net::SocketAddr>,
+    /// Client addresses allowed to use the flow controls of the HTTP API (stop, start,
+    /// checkpoint), which the failover runbooks drive. Loopback only by default.
+    #[serde(default = "control_from_default")]
+    pub http_control_from: Vec<std::net::IpAddr>,
     /// Clusters by alias. The alias names remote topics (`<alias>.<topic>`) and the origin
     /// header, so it must be stable.
     pub clusters: BTreeMap<String, ClusterConfig>,
@@ -231,6 +242,11 @@ pub struct FlowConfig {
     pub start_position: StartPosition,
     /// Commit translated offsets to the target's groups while they have no active members.
     pub sync_group_offsets: bool,
+    /// Write-protect the remote topics on the target while the flow runs (only the flow's
+    /// producer writes there). On by default with `prefix` naming, whose remote topics are
+    /// pure replicas; off by default with `identity`, whose target topic may also be written
+    /// by applications (active-active) or by the opposite flow.
+    pub protect_target_topics: bool,
     /// How often the source's topic list and partition counts are read.
     pub topic_refresh_interval_ms: u64,
     /// How often topic configs are copied.
@@ -275,6 +291,7 @@ struct RawFlow {
     start_position: StartPosition,
     #[serde(default = "yes")]
     sync_group_offsets: bool,
+    protect_target_topics: Option<bool>,
     #[serde(default = "topic_refresh_interval_ms_default")]
     topic_refresh_interval_ms: Interval,
     #[serde(default = "config_sync_interval_ms_default")]
@@ -474,6 +491,9 @@ impl TryFrom<RawFlow> for FlowConfig {
             replication_policy: this.replication_policy,
             start_position: this.start_position,
             sync_group_offsets: this.sync_group_offsets,
+            protect_target_topics: this
+                .protect_target_topics
+                .unwrap_or(this.replication_policy == ReplicationPolicy::Prefix),
             topic_refresh_interval_ms: this.topic_refresh_interval_ms.0,
             config_sync_interval_ms: this.config_sync_interval_ms.0,
             checkpoint_interval_ms: this.checkpoint_interval_ms.0,
@@ -614,6 +634,12 @@ fn line_of_key(text: &str, key: &str) -> usize {
 impl FlowConfig {
     /// The consumer group the flow's pumps share on the source.
     pub fn consumer_group(&self) -> String {
+        format!("strait-mirror-{}", self.name)
+    }
+
+    /// The client id of the flow's producer on the target: the one writer its mirror topics
+    /// accept while they are write-protected (see [`crate::protection`]).
+    pub fn writer_client_id(&self) -> String {
         format!("strait-mirror-{}", self.name)
     }
 

@@ -16,6 +16,7 @@ use tokio::sync::watch;
 use crate::checkpoints::Checkpointer;
 use crate::clients::{admin, ensure_topic, MirrorError};
 use crate::config::{FlowConfig, MirrorConfig};
+use crate::control::{Controls, FlowControl};
 use crate::follower::IndexFollower;
 use crate::metrics::{FlowMetrics, Metrics};
 use crate::offsets::{FlowIndex, OffsetStore};
@@ -45,6 +46,7 @@ pub struct Daemon {
     listener: tokio::net::TcpListener,
     store: OffsetStore,
     metrics: Arc<Metrics>,
+    controls: Arc<Controls>,
 }
 
 /// The daemon's one ready line, printed on stdout once it serves (tests parse it).
@@ -78,6 +80,12 @@ impl Daemon {
             ))
         })?;
         let store = OffsetStore::open(&options.data_dir.join("index"))?;
+        let names: Vec<String> = options
+            .config
+            .enabled_flows()
+            .map(|f| f.name.clone())
+            .collect();
+        let controls = Arc::new(Controls::load(&options.data_dir, &names)?);
         let listener = tokio::net::TcpListener::bind(options.http)
             .await
             .map_err(|e| {
@@ -91,6 +99,7 @@ impl Daemon {
             listener,
             store,
             metrics: Arc::new(Metrics::default()),
+            controls,
         })
     }
 
@@ -112,9 +121,15 @@ impl Daemon {
             listener,
             store,
             metrics,
+            controls,
         } = self;
         let mut http_stop = stop.clone();
-        let http = tokio::spawn(crate::http::serve(listener, metrics.clone(), async move {
+        let api = crate::http::Api {
+            metrics: metrics.clone(),
+            controls: controls.clone(),
+            control_from: options.config.http_control_from.clone(),
+        };
+        let http = tokio::spawn(crate::http::serve(listener, api, async move {
             let _ = http_stop.wait_for(|s| *s).await;
         }));
         let mut flows = Vec::new();
@@ -124,11 +139,13 @@ impl Daemon {
             let flow_metrics = metrics.flow(&flow.name, &flow.source, &flow.target);
             let config = options.config.clone();
             let stop = stop.clone();
+            let controls = controls.clone();
             flows.push(tokio::spawn(supervise(
                 flow,
                 config,
                 index,
                 flow_metrics,
+                controls,
                 stop,
             )));
         }
@@ -141,17 +158,60 @@ impl Daemon {
     }
 }
 
+/// Runs one flow until the daemon stops, restarting it after failures and following the
+/// operator's stop and start.
 async fn supervise(
     flow: Arc<FlowConfig>,
     config: MirrorConfig,
     index: FlowIndex,
     metrics: Arc<FlowMetrics>,
+    controls: Arc<Controls>,
     mut stop: watch::Receiver<bool>,
 ) {
+    let Some(control) = controls.flow(&flow.name) else {
+        tracing::error!(flow = %flow.name, "no controls for this flow; not starting it");
+        return;
+    };
+    let mut wish = control.stopped();
     let mut backoff_ms = RESTART_BACKOFF_MS;
     loop {
+        metrics
+            .stopped_by_operator
+            .store(*wish.borrow(), std::sync::atomic::Ordering::Relaxed);
+        if *wish.borrow() {
+            control.set_running(false);
+            tracing::info!(flow = %flow.name, "flow stopped by an operator; waiting for a start");
+            tokio::select! {
+                _ = async { let _ = stop.wait_for(|s| *s).await; } => return,
+                _ = async { let _ = wish.wait_for(|s| !*s).await; } => {}
+            }
+            metrics
+                .stopped_by_operator
+                .store(false, std::sync::atomic::Ordering::Relaxed);
+            backoff_ms = RESTART_BACKOFF_MS;
+        }
+        // This life stops when the daemon does or when an operator stops the flow.
+        let (life_tx, life) = watch::channel(false);
+        let forward = {
+            let (mut outer, mut wish) = (stop.clone(), control.stopped());
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = async { let _ = outer.wait_for(|s| *s).await; } => {}
+                    _ = async { let _ = wish.wait_for(|s| *s).await; } => {}
+                }
+                let _ = life_tx.send(true);
+            })
+        };
+        control.set_running(true);
         let started = std::time::Instant::now();
-        match run_flow(&flow, &config, &index, &metrics, stop.clone()).await {
+        let result = run_flow(&flow, &config, &index, &metrics, control, life).await;
+        forward.abort();
+        control.set_running(false);
+        match result {
+            Ok(()) if *wish.borrow() && !*stop.borrow() => {
+                tracing::info!(flow = %flow.name, "flow stopped by an operator");
+                continue;
+            }
             Ok(()) => {
                 tracing::info!(flow = %flow.name, "flow stopped");
                 return;
@@ -172,6 +232,8 @@ async fn supervise(
         }
         tokio::select! {
             _ = async { let _ = stop.wait_for(|s| *s).await; } => return,
+            // An operator's stop ends the wait; the loop's top then waits for a start.
+            _ = async { let _ = wish.wait_for(|s| *s).await; } => {}
             _ = tokio::time::sleep(Duration::from_millis(backoff_ms)) => {}
         }
         backoff_ms = (backoff_ms * 2).min(RESTART_BACKOFF_MAX_MS);
@@ -184,6 +246,7 @@ async fn run_flow(
     config: &MirrorConfig,
     index: &FlowIndex,
     metrics: &Arc<FlowMetrics>,
+    control: &FlowControl,
     stop: watch::Receiver<bool>,
 ) -> Result<(), MirrorError> {
     let source = config.cluster(&flow.source).clone();
@@ -242,7 +305,8 @@ async fn run_flow(
         topics,
         pump.assigned.clone(),
     )?;
-    let checkpoint_task = tokio::spawn(checkpointer.run(flow_stop.clone()));
+    let checkpoint_task =
+        tokio::spawn(checkpointer.run(flow_stop.clone(), control.round_requests()));
     let heartbeat_task = {
         let (flow, source, metrics, stop) = (
             flow.clone(),

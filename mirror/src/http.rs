@@ -1,5 +1,10 @@
-//! The daemon's HTTP server (`/metrics`, `/status`) and the client `strait mirror status`
+//! The daemon's HTTP server (`/metrics`, `/status`, and the flow controls the runbooks use:
+//! `POST /flows/NAME/stop`, `/start`, `/checkpoint`) and the client `strait mirror status`
 //! uses to read it.
+//!
+//! The controls answer only clients whose address is in the config's `http_control_from`
+//! (loopback by default); anyone else gets 403 and nothing changes. No route reads a body,
+//! so a malformed request is refused by the parser or the router before any handler runs.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -9,43 +14,138 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::extract::State;
-use axum::http::header;
-use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, Sleep};
 
+use crate::control::{ControlError, Controls};
 use crate::metrics::{Metrics, Status};
 
 /// The largest `/status` answer the client reads (a daemon with very many partitions).
 pub const STATUS_BYTES_MAX: usize = 64 << 20;
 
-/// The router: `/metrics` (Prometheus text), `/status` (JSON), `/` (what is where).
-pub fn router(metrics: Arc<Metrics>) -> Router {
+/// What the HTTP API serves from.
+pub struct Api {
+    /// The daemon's metrics and status.
+    pub metrics: Arc<Metrics>,
+    /// The flows' controls.
+    pub controls: Arc<Controls>,
+    /// Addresses allowed to use the controls.
+    pub control_from: Vec<IpAddr>,
+}
+
+/// The router: `/metrics` (Prometheus text), `/status` (JSON), the flow controls, `/` (what
+/// is where).
+pub fn router(api: Arc<Api>) -> Router {
     Router::new()
         .route(
             "/",
-            get(|| async { "strait mirror: GET /metrics (Prometheus), GET /status (JSON)\n" }),
+            get(|| async {
+                "strait mirror: GET /metrics (Prometheus), GET /status (JSON), \
+                 POST /flows/NAME/stop|start|checkpoint (from the configured addresses)\n"
+            }),
         )
         .route(
             "/metrics",
-            get(|State(m): State<Arc<Metrics>>| async move {
+            get(|State(api): State<Arc<Api>>| async move {
                 (
                     [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-                    m.prometheus(),
+                    api.metrics.prometheus(),
                 )
                     .into_response()
             }),
         )
         .route(
             "/status",
-            get(|State(m): State<Arc<Metrics>>| async move { Json(m.status()) }),
+            get(|State(api): State<Arc<Api>>| async move { Json(api.metrics.status()) }),
         )
-        .with_state(metrics)
+        .route("/flows/{flow}/{action}", post(control))
+        .with_state(api)
+}
+
+/// `POST /flows/NAME/ACTION`.
+async fn control(
+    State(api): State<Arc<Api>>,
+    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
+    Path((flow, action)): Path<(String, String)>,
+) -> Response {
+    let error = |status: StatusCode, message: String| {
+        (
+            status,
+            Json(serde_json::json!({ "flow": flow, "error": message })),
+        )
+            .into_response()
+    };
+    if !api.control_from.contains(&peer.ip()) {
+        tracing::warn!(%peer, flow, action, "flow control refused: address not in http_control_from");
+        return error(
+            StatusCode::FORBIDDEN,
+            format!("{} may not control flows (http_control_from)", peer.ip()),
+        );
+    }
+    let state = |reached: bool, there: &str, going: &str| serde_json::json!({ "flow": flow, "state": if reached { there } else { going } });
+    let result = match action.as_str() {
+        "stop" => api
+            .controls
+            .stop(&flow)
+            .await
+            .map(|r| state(r, "stopped", "stopping")),
+        "start" => api
+            .controls
+            .start(&flow)
+            .await
+            .map(|r| state(r, "running", "starting")),
+        "checkpoint" => api
+            .controls
+            .checkpoint(&flow)
+            .await
+            .map(|t| serde_json::json!({ "flow": flow, "translations": t })),
+        other => {
+            return error(
+                StatusCode::NOT_FOUND,
+                format!("unknown action `{other}` (stop, start, checkpoint)"),
+            )
+        }
+    };
+    match result {
+        Ok(body) => {
+            let pending = matches!(body["state"].as_str(), Some("stopping" | "starting"));
+            let status = if pending {
+                StatusCode::ACCEPTED
+            } else {
+                StatusCode::OK
+            };
+            (status, Json(body)).into_response()
+        }
+        Err(e) => {
+            let status = match &e {
+                ControlError::UnknownFlow(_) => StatusCode::NOT_FOUND,
+                ControlError::Stopped(_) => StatusCode::CONFLICT,
+                ControlError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
+                ControlError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+                ControlError::Failed(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            error(status, e.to_string())
+        }
+    }
+}
+
+/// The client's address, for the controls' address check.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub SocketAddr);
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, BoundedListener>>
+    for Peer
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, BoundedListener>) -> Peer {
+        Peer(*stream.remote_addr())
+    }
 }
 
 /// What the HTTP server lets clients hold.
@@ -76,16 +176,16 @@ impl Default for HttpLimits {
 /// head) apply; no route reads a body.
 pub async fn serve(
     listener: TcpListener,
-    metrics: Arc<Metrics>,
+    api: Api,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    serve_with(listener, metrics, stop, HttpLimits::default()).await
+    serve_with(listener, api, stop, HttpLimits::default()).await
 }
 
 /// [`serve`] with other limits.
 pub async fn serve_with(
     listener: TcpListener,
-    metrics: Arc<Metrics>,
+    api: Api,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
     limits: HttpLimits,
 ) -> std::io::Result<()> {
@@ -95,9 +195,12 @@ pub async fn serve_with(
         connections: Arc::new(Semaphore::new(limits.connections_max)),
         per_ip: Arc::new(Mutex::new(HashMap::new())),
     };
-    axum::serve(listener, router(metrics))
-        .with_graceful_shutdown(stop)
-        .await
+    axum::serve(
+        listener,
+        router(Arc::new(api)).into_make_service_with_connect_info::<Peer>(),
+    )
+    .with_graceful_shutdown(stop)
+    .await
 }
 
 /// A TCP listener that hands out at most so many connections at once, overall and per
@@ -258,6 +361,63 @@ pub enum StatusError {
     },
 }
 
+/// Sends `POST /flows/FLOW/ACTION` to a daemon (HTTP/1.0, one request) and returns the JSON
+/// answer; an answer other than 2xx is an error carrying the daemon's message.
+pub async fn post_control(
+    addr: SocketAddr,
+    flow: &str,
+    action: &str,
+    timeout: Duration,
+) -> Result<serde_json::Value, StatusError> {
+    let io = |source| StatusError::Io { addr, source };
+    let response = tokio::time::timeout(timeout, async {
+        let mut stream = TcpStream::connect(addr).await?;
+        stream
+            .write_all(
+                format!(
+                    "POST /flows/{flow}/{action} HTTP/1.0\r\nHost: {addr}\r\nContent-Length: 0\r\n\r\n"
+                )
+                .as_bytes(),
+            )
+            .await?;
+        let mut body = Vec::new();
+        (&mut stream)
+            .take(STATUS_BYTES_MAX as u64)
+            .read_to_end(&mut body)
+            .await?;
+        Ok::<_, std::io::Error>(body)
+    })
+    .await
+    .map_err(|_| {
+        io(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "no answer in time",
+        ))
+    })?
+    .map_err(io)?;
+    let invalid = |reason: String| StatusError::Invalid { addr, reason };
+    let split = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| invalid("no HTTP header".into()))?;
+    let head = String::from_utf8_lossy(&response[..split]);
+    let body: serde_json::Value = serde_json::from_slice(&response[split + 4..])
+        .map_err(|e| invalid(format!("{}: {e}", head.lines().next().unwrap_or_default())))?;
+    if !head.starts_with("HTTP/1.")
+        || !head
+            .split_whitespace()
+            .nth(1)
+            .is_some_and(|c| c.starts_with('2'))
+    {
+        let message = body["error"].as_str().unwrap_or_default().to_string();
+        return Err(invalid(format!(
+            "{}: {message}",
+            head.lines().next().unwrap_or_default()
+        )));
+    }
+    Ok(body)
+}
+
 /// Reads `/status` from a daemon (HTTP/1.0, one request).
 pub async fn fetch_status(addr: SocketAddr, timeout: Duration) -> Result<Status, StatusError> {
     let io = |source| StatusError::Io { addr, source };
@@ -320,9 +480,14 @@ mod tests {
             idle_ms: 500,
         };
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let dir = tempfile::tempdir().unwrap();
         let server = tokio::spawn(serve_with(
             listener,
-            Arc::new(Metrics::default()),
+            Api {
+                metrics: Arc::new(Metrics::default()),
+                controls: Arc::new(Controls::load(dir.path(), &[]).unwrap()),
+                control_from: vec!["127.0.0.1".parse().unwrap()],
+            },
             async move {
                 let _ = stop_rx.await;
             },
@@ -364,5 +529,85 @@ mod tests {
         assert!(get_status(addr).await.is_ok());
         let _ = stop_tx.send(());
         server.await.unwrap().unwrap();
+    }
+
+    /// Sends raw bytes from `source` and returns the whole answer.
+    async fn raw(addr: SocketAddr, source: &str, request: &[u8]) -> String {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
+        let mut s = socket.connect(addr).await.unwrap();
+        s.write_all(request).await.unwrap();
+        let mut answer = Vec::new();
+        s.read_to_end(&mut answer).await.unwrap();
+        String::from_utf8_lossy(&answer).into_owned()
+    }
+
+    #[tokio::test]
+    async fn flow_controls_answer_only_allowed_addresses_and_a_bad_request_changes_nothing() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let controls = Arc::new(Controls::load(dir.path(), &["f".to_string()]).unwrap());
+        // A supervisor that follows the operator's wish, as the daemon's does.
+        let control_of = controls.clone();
+        let follower = tokio::spawn(async move {
+            let control = control_of.flow("f").unwrap();
+            control.set_running(true);
+            let mut wish = control.stopped();
+            loop {
+                if wish.changed().await.is_err() {
+                    return;
+                }
+                let stopped = *wish.borrow();
+                control.set_running(!stopped);
+            }
+        });
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve(
+            listener,
+            Api {
+                metrics: Arc::new(Metrics::default()),
+                controls: controls.clone(),
+                control_from: vec!["127.0.0.2".parse().unwrap()],
+            },
+            async move {
+                let _ = stop_rx.await;
+            },
+        ));
+        let stop = b"POST /flows/f/stop HTTP/1.0\r\n\r\n";
+        // Not from an allowed address: refused, nothing changes.
+        let answer = raw(addr, "127.0.0.1", stop).await;
+        assert!(answer.starts_with("HTTP/1.0 403"), "{answer}");
+        assert!(!controls.is_stopped("f"));
+        // Malformed or misdirected requests from an allowed address change nothing either.
+        for (request, status) in [
+            (&b"BLAH\r\n\r\n"[..], "400"),
+            (b"GET /flows/f/stop HTTP/1.0\r\n\r\n", "405"),
+            (b"POST /flows/f/explode HTTP/1.0\r\n\r\n", "404"),
+            (b"POST /flows/nope/stop HTTP/1.0\r\n\r\n", "404"),
+            (b"POST /flows/f HTTP/1.0\r\n\r\n", "404"),
+        ] {
+            let answer = raw(addr, "127.0.0.2", request).await;
+            assert!(
+                answer.starts_with(&format!("HTTP/1.0 {status}"))
+                    || answer.starts_with(&format!("HTTP/1.1 {status}")),
+                "{}: {answer}",
+                String::from_utf8_lossy(request)
+            );
+            assert!(!controls.is_stopped("f"));
+        }
+        // From an allowed address: stopped (and on disk), then started.
+        let answer = raw(addr, "127.0.0.2", stop).await;
+        assert!(answer.starts_with("HTTP/1.0 200"), "{answer}");
+        assert!(answer.contains("\"state\":\"stopped\""), "{answer}");
+        assert!(Controls::load(dir.path(), &["f".to_string()])
+            .unwrap()
+            .is_stopped("f"));
+        let answer = raw(addr, "127.0.0.2", b"POST /flows/f/start HTTP/1.0\r\n\r\n").await;
+        assert!(answer.contains("\"state\":\"running\""), "{answer}");
+        assert!(!controls.is_stopped("f"));
+        let _ = stop_tx.send(());
+        server.await.unwrap().unwrap();
+        follower.abort();
     }
 }

@@ -8,10 +8,13 @@
 //! target that the [`follower`] applies. [`http`] serves [`metrics`] as Prometheus text and
 //! a JSON status. Checkpoints and heartbeats are written in MirrorMaker 2's formats ([`mm2`]).
 //! [`fence`] keeps an old owner of a partition from writing after the group moved it.
+//! [`control`] stops and starts flows for an operator (durably) and runs a checkpoint round
+//! on request. [`protection`] makes mirror topics read-only on a strait target while their flow runs.
 
 pub mod checkpoints;
 pub mod clients;
 pub mod config;
+pub mod control;
 pub mod daemon;
 pub mod fence;
 pub mod follower;
@@ -20,6 +23,7 @@ pub mod http;
 pub mod metrics;
 pub mod mm2;
 pub mod offsets;
+pub mod protection;
 pub mod pump;
 pub mod topics;
 pub mod yaml_position;

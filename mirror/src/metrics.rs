@@ -346,6 +346,8 @@ pub struct FlowMetrics {
     pub last_checkpoint_ms: AtomicU64,
     /// Source timestamp (Unix ms) of the newest mirrored heartbeat (0: none yet).
     pub last_heartbeat_ms: AtomicU64,
+    /// Set while an operator has the flow stopped (`POST /flows/NAME/stop`).
+    pub stopped_by_operator: std::sync::atomic::AtomicBool,
     errors: Mutex<BTreeMap<String, u64>>,
     latency: Mutex<Histogram>,
     partitions: Mutex<BTreeMap<(String, i32), PartitionProgress>>,
@@ -441,6 +443,9 @@ pub struct FlowStatus {
     pub heartbeat_age_seconds: Option<f64>,
     /// Errors by kind.
     pub errors: BTreeMap<String, u64>,
+    /// Whether an operator stopped the flow (it stays stopped across restarts until started).
+    #[serde(default)]
+    pub stopped: bool,
     /// Mirrored topics with their partitions.
     pub topics: Vec<TopicStatus>,
     /// Source topics the target refused to take, retried with backoff.
@@ -670,6 +675,7 @@ impl FlowMetrics {
             ),
             heartbeat_age_seconds: age_seconds(now, self.last_heartbeat_ms.load(Ordering::Relaxed)),
             errors: lock(&self.errors).clone(),
+            stopped: self.stopped_by_operator.load(Ordering::Relaxed),
             refused_topics: lock(&self.refused).values().cloned().collect(),
             topics: topics
                 .into_iter()

@@ -354,6 +354,7 @@ impl Pump {
             &self.target,
             flow.in_flight_bytes_limit * 2,
             PUMP_MESSAGE_TIMEOUT_MS,
+            Some(&flow.writer_client_id()),
         )?;
         let fenced = Arc::new(AtomicBool::new(false));
         let context = PumpContext {

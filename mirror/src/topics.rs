@@ -8,6 +8,10 @@
 //! never reaches a remote topic or partition that does not exist yet. Every
 //! `config_sync_interval_ms` it copies the topic-level configs that changed.
 //!
+//! Each remote topic is write-protected on the target (see [`crate::protection`]) unless the
+//! flow's `protect_target_topics` is off: while the flow runs, only its own producer writes
+//! there.
+//!
 //! A remote topic the target refuses to create (a config it does not support, a policy, a
 //! replication factor above its brokers) is reported per topic (`/status`, the status table,
 //! `strait_mirror_topic_refused`) and tried again after a backoff that doubles from
@@ -41,6 +45,11 @@ pub struct TopicSync {
     warned: BTreeSet<String>,
     /// Source topics whose remote topic the target refused, by source name.
     refused: BTreeMap<String, RefusedTopic>,
+    /// Remote topics write-protected in this life of the flow (emptied at every config sync,
+    /// so a protection cleared by hand comes back within `config_sync_interval_ms`).
+    protected: BTreeSet<String>,
+    /// Remote topics whose target refused the protection, already warned about.
+    unprotectable: BTreeSet<String>,
 }
 
 fn options() -> AdminOptions {
@@ -168,6 +177,8 @@ impl TopicSync {
                 topics,
                 warned: BTreeSet::new(),
                 refused: BTreeMap::new(),
+                protected: BTreeSet::new(),
+                unprotectable: BTreeSet::new(),
             },
             rx,
         ))
@@ -191,6 +202,7 @@ impl TopicSync {
                     }
                 }
                 _ = configs.tick() => {
+                    self.protected.clear();
                     if let Err(e) = self.sync_configs().await {
                         tracing::warn!(flow = %self.flow.name, error = %e, "config sync failed; retrying");
                         self.metrics.error("config_sync");
@@ -264,6 +276,7 @@ impl TopicSync {
                 },
             );
         }
+        self.protect(&mirrored).await;
         // A topic gone from the source (or from the filter) is no longer refused.
         self.refused.retain(|t, _| source.contains_key(t));
         self.metrics.set_refused(self.refused.clone());
@@ -276,6 +289,34 @@ impl TopicSync {
             changed
         });
         Ok(())
+    }
+
+    /// Write-protects the remote topics not yet protected in this life of the flow, so that
+    /// only the flow's producer writes to them. A target that refuses (not a strait broker)
+    /// is told about once per topic; the flow mirrors on without the protection.
+    async fn protect(&mut self, mirrored: &BTreeMap<String, TopicState>) {
+        if !self.flow.protect_target_topics {
+            return;
+        }
+        let value = crate::protection::replica_value(&self.flow);
+        for state in mirrored.values() {
+            let remote = &state.remote_topic;
+            if self.protected.contains(remote) {
+                continue;
+            }
+            match crate::protection::set(&self.target, remote, Some(&value)).await {
+                Ok(()) => {
+                    self.protected.insert(remote.clone());
+                }
+                Err(e) => {
+                    self.metrics.error("topic_protect");
+                    if self.unprotectable.insert(remote.clone()) {
+                        tracing::warn!(flow = %self.flow.name, remote, error = %e,
+                            "could not make the mirror topic read-only on the target (a broker other than strait?); mirroring on without it");
+                    }
+                }
+            }
+        }
     }
 
     /// The source topic's own configs that the target should carry.
