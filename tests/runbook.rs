@@ -75,18 +75,18 @@ fn the_shipped_playbooks_load_list_and_plan() {
         .find("2. drain to lag 0: wait_for_zero_lag(flow=orders")
         .expect(&plan);
     let open = plan
-        .find("6. open the target for writes: release_mirror_topics")
+        .find("8. open the target for writes: release_mirror_topics")
         .expect(&plan);
     assert!(fence < drain && drain < open, "{plan}");
     assert!(plan.contains("wait_ms=5000"), "{plan}");
     assert!(plan.contains("undo: unfence_topics(flow=orders"), "{plan}");
-    // Every action of the planned failover has an executor; the forced failover's offset
-    // commit has none yet, and its plan says so rather than pretend.
+    // Every action of the planned failover has an executor; the failback's handling of a
+    // divergent tail has none yet, and its plan says so rather than pretend.
     assert!(!plan.contains("cannot run yet"), "{plan}");
-    let out = runbook(&shipped(), &["plan", "forced-failover"]);
+    let out = runbook(&shipped(), &["plan", "failback"]);
     let plan = String::from_utf8_lossy(&out.stdout);
     assert!(
-        plan.contains("cannot run yet: strait has no executor for commit_last_translated_offsets"),
+        plan.contains("cannot run yet: strait has no executor for archive_divergent_tail"),
         "{plan}"
     );
 }
@@ -216,7 +216,7 @@ fn a_dry_run_checks_the_guards_predicts_the_loss_and_changes_nothing() {
     };
     assert_eq!(kinds("guard", "succeeded"), 3, "{r:#}");
     assert_eq!(kinds("prediction", "succeeded"), 1, "{r:#}");
-    assert_eq!(kinds("step", "would_run"), 6, "{r:#}");
+    assert_eq!(kinds("step", "would_run"), 8, "{r:#}");
     // The prediction covers the mirrored partitions, caught up here.
     let orders: Vec<&serde_json::Value> = r["partitions"]
         .as_array()
@@ -299,7 +299,7 @@ fn a_dry_run_checks_the_guards_predicts_the_loss_and_changes_nothing() {
         &shipped(),
         &[
             "run",
-            "forced-failover",
+            "failback",
             "--param",
             &param,
             "--journal",
@@ -309,7 +309,7 @@ fn a_dry_run_checks_the_guards_predicts_the_loss_and_changes_nothing() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("cannot run yet: strait has no executor for commit_last_translated_offsets"),
+        err.contains("cannot run yet: strait has no executor for archive_divergent_tail"),
         "{err}"
     );
     assert!(!journal.exists(), "a refused run journals nothing");
@@ -801,4 +801,267 @@ fn a_planned_failover_under_load_copies_everything_once_moves_the_groups_and_ope
         on_target,
         "a stopped flow copies nothing after a restart"
     );
+}
+
+#[test]
+fn a_forced_failover_after_sigkill_of_the_source_loses_at_most_its_last_second_and_moves_the_groups(
+) {
+    let mut a = Broker::start();
+    let b = Broker::start();
+    a.create_topic("orders", 2, &[]);
+    let config = flow_config(&a, &b, "");
+    let mirror = MirrorDaemon::start(&config);
+    let dir = tempfile::tempdir().unwrap();
+    let mirror_config = dir.path().join("mirror.yaml");
+    std::fs::write(&mirror_config, &config).unwrap();
+
+    // A steady load of about 4,000 records/s on the source; the acknowledged count is
+    // sampled every 20 ms so the last second before the kill can be measured.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let samples = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(Instant, usize)>::new()));
+    let load = {
+        let (stop, samples, bootstrap) = (stop.clone(), samples.clone(), a.bootstrap());
+        std::thread::spawn(move || {
+            let producer = common::TestProducer::new(&bootstrap, &[("message.timeout.ms", "3000")]);
+            let deadline = Instant::now() + Duration::from_secs(300);
+            let ts = now_ms();
+            let started = Instant::now();
+            let mut i = 0usize;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                // 80 records every 20 ms.
+                let due = (started.elapsed().as_millis() as usize / 20 + 1) * 80;
+                while i < due {
+                    let _ = producer.send(
+                        "orders",
+                        Some((i % 2) as i32),
+                        i,
+                        &generated_record("o", i, ts),
+                        deadline,
+                    );
+                    i += 1;
+                }
+                producer.poll(Duration::from_millis(20));
+                samples
+                    .lock()
+                    .unwrap()
+                    .push((Instant::now(), producer.acked_count()));
+            }
+            producer.purge();
+            producer.poll(Duration::from_millis(100));
+        })
+    };
+    for p in 0..2 {
+        wait_for_records(&b, "a.orders", p, 3_000, Duration::from_secs(60));
+    }
+    common::mirror::commit(&a, "billing", "orders", &[(0, 1_000), (1, 1_200)]);
+    wait_for(
+        "the group's offsets to reach the target",
+        Duration::from_secs(30),
+        || {
+            (common::mirror::committed(&b, "billing", "a.orders", 2)
+                == vec![Some(1_000), Some(1_200)])
+            .then_some(())
+        },
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    a.sigkill();
+    let killed = Instant::now();
+    std::thread::sleep(Duration::from_millis(100));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    load.join().expect("load thread");
+    let samples = samples.lock().unwrap().clone();
+    let acked_at = |t: Instant| {
+        samples
+            .iter()
+            .rev()
+            .find(|(at, _)| *at <= t)
+            .map_or(0, |s| s.1)
+    };
+    let acked_by_kill = acked_at(killed);
+    let last_second = acked_by_kill - acked_at(killed - Duration::from_secs(1));
+    assert!(
+        last_second >= 2_000,
+        "the load was {last_second} records/s, below 2,000"
+    );
+
+    let report = dir.path().join("report.json");
+    let http = mirror.http_addr().to_string();
+    let out = Command::new(strait_bin())
+        .arg("failover")
+        .arg("--forced")
+        .arg("--mirror")
+        .arg(&mirror_config)
+        .args([
+            "--mirror-http",
+            &http,
+            "--source-timeout-ms",
+            "1000",
+            "--yes",
+            "--playbooks",
+        ])
+        .arg(shipped())
+        .arg("--journal")
+        .arg(dir.path().join("journal"))
+        .arg("--report")
+        .arg(&report)
+        .env_remove("STRAIT_PLAYBOOKS")
+        .output()
+        .expect("run strait failover");
+    let printed = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{printed}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("{printed}");
+    let r = report_of(&report);
+    assert_eq!(r["outcome"], "succeeded", "{r:#}");
+    assert!(r["rto_ms"].as_u64().is_some(), "{r:#}");
+    let rpo_records = r["rpo_records"].as_i64().expect("rpo_records");
+    let groups = r["groups"].as_array().unwrap();
+    let billing: Vec<&serde_json::Value> =
+        groups.iter().filter(|g| g["group"] == "billing").collect();
+    assert_eq!(billing.len(), 2, "{r:#}");
+    assert!(billing.iter().all(|g| g["verified"] == true), "{r:#}");
+    // The group resumes on the target where it stopped on the source: nothing skipped.
+    assert_eq!(
+        common::mirror::committed(&b, "billing", "a.orders", 2),
+        vec![Some(1_000), Some(1_200)]
+    );
+    // The target takes writes; the flow is stopped.
+    let copied: Vec<Vec<common::Consumed>> = (0..2)
+        .map(|p| common::mirror::read_partition(&b, "a.orders", p))
+        .collect();
+    assert_eq!(produce_one(&b, "a.orders"), None);
+    assert_eq!(mirror.status()["flows"][0]["stopped"], true);
+
+    // The source comes back: what the target holds is a prefix of it, and what is missing is
+    // at most what it accepted in its last second.
+    a.restart();
+    let mut lost = 0usize;
+    for (p, dst) in copied.iter().enumerate() {
+        let src = common::mirror::read_partition(&a, "orders", p as i32);
+        assert!(
+            dst.len() <= src.len(),
+            "partition {p}: the target holds more than the source"
+        );
+        let values = |v: &[common::Consumed]| -> Vec<Option<Vec<u8>>> {
+            v.iter().map(|c| c.value.clone()).collect()
+        };
+        assert!(
+            values(dst) == values(&src[..dst.len()]),
+            "partition {p}: the target is not a prefix of the source"
+        );
+        lost += src.len() - dst.len();
+    }
+    eprintln!(
+        "records not copied: {lost}; reported rpo_records {rpo_records}; the source acked {acked_by_kill}, {last_second} in its last second"
+    );
+    assert!(
+        lost <= last_second,
+        "{lost} records lost, more than the last second's {last_second}"
+    );
+}
+
+#[test]
+fn a_planned_failover_whose_verification_fails_rolls_back_and_leaves_both_sites_as_they_were() {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::types::RDKafkaErrorCode::PolicyViolation;
+    let a = Broker::start();
+    let b = Broker::start();
+    a.create_topic("orders", 2, &[]);
+    let config = flow_config(&a, &b, "");
+    let mirror = MirrorDaemon::start(&config);
+    let dir = tempfile::tempdir().unwrap();
+    let mirror_config = dir.path().join("mirror.yaml");
+    std::fs::write(&mirror_config, &config).unwrap();
+    let producer = a.producer(&[]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for i in 0..200 {
+        producer
+            .send(
+                "orders",
+                Some((i % 2) as i32),
+                i,
+                &generated_record("o", i, now_ms()),
+                deadline,
+            )
+            .unwrap();
+    }
+    producer.flush(Duration::from_secs(30));
+    for p in 0..2 {
+        wait_for_records(&b, "a.orders", p, 100, Duration::from_secs(60));
+    }
+    common::mirror::commit(&a, "billing", "orders", &[(0, 40), (1, 60)]);
+    // The same group already runs on the target: the mirror must not move its offsets, so
+    // the verification cannot pass.
+    let squatter: BaseConsumer = b
+        .client_config()
+        .set("group.id", "billing")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    squatter.subscribe(&["a.orders"]).unwrap();
+    wait_for(
+        "the target's member to join",
+        Duration::from_secs(30),
+        || {
+            let _ = squatter.poll(Duration::from_millis(100));
+            (squatter.assignment().map(|a| a.count()).unwrap_or(0) > 0).then_some(())
+        },
+    );
+    let wait_protected = || {
+        wait_for(
+            "the mirror topic to be write-protected",
+            Duration::from_secs(30),
+            || protection_of(&b, "a.orders").map(|_| ()),
+        )
+    };
+    wait_protected();
+
+    let report = dir.path().join("report.json");
+    let http = mirror.http_addr().to_string();
+    let out = Command::new(strait_bin())
+        .arg("failover")
+        .arg("--planned")
+        .arg("--mirror")
+        .arg(&mirror_config)
+        .args(["--mirror-http", &http, "--yes", "--playbooks"])
+        .arg(shipped())
+        .arg("--journal")
+        .arg(dir.path().join("journal"))
+        .arg("--report")
+        .arg(&report)
+        .env_remove("STRAIT_PLAYBOOKS")
+        .output()
+        .expect("run strait failover");
+    let _ = squatter.poll(Duration::from_millis(10));
+    let printed = String::from_utf8_lossy(&out.stdout).to_string();
+    eprintln!("{printed}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        !out.status.success(),
+        "a failover with a wrong group offset succeeded"
+    );
+    let r = report_of(&report);
+    assert_eq!(r["outcome"], "rolled_back", "{r:#}");
+    let verify = step_named(&r, "verify every group's translation");
+    assert_eq!(verify["outcome"], "failed", "{r:#}");
+    assert!(
+        verify["detail"].as_str().unwrap().contains("billing"),
+        "{r:#}"
+    );
+    let undone: Vec<&str> = r["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["kind"] == "undo" && s["outcome"] == "succeeded")
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert!(undone.contains(&"fence the source"), "{r:#}");
+    // Both sites as before: the source takes writes, the target's replica does not, the flow
+    // runs and copies the new record.
+    assert_eq!(produce_one(&a, "orders"), None);
+    assert_eq!(mirror.status()["flows"][0]["stopped"], false);
+    assert_eq!(produce_one(&b, "a.orders"), Some(PolicyViolation));
+    wait_for_records(&b, "a.orders", 0, 101, Duration::from_secs(60));
 }

@@ -672,12 +672,12 @@ impl Broker {
         protection: Option<image::WriteProtection>,
         validate_only: bool,
     ) -> Result<(), BrokerError> {
-        let Some(topic) = self.topic(name) else {
+        if self.topic(name).is_none() {
             return Err(Self::unknown_topic(name));
-        };
-        // The mirror re-asserts its protection periodically: an unchanged value costs no
-        // metadata record.
-        if validate_only || topic.write_protection == protection {
+        }
+        // Always proposed, even when this node's image already shows the value: that image
+        // may be behind the controller's (an unfence after a fence it has not seen yet).
+        if validate_only {
             return Ok(());
         }
         let result = self

@@ -8,9 +8,9 @@
 //! check).
 //!
 //! The actions with executors ([`crate::exec`]) are marked available: the checks, the write
-//! protection of topics, the mirror's flow controls and the group offset sync and check.
-//! Those of the forced failover's offset commit, the failback's divergent tail and the
-//! volume backup have none yet; until an action has one,
+//! protection of topics, the mirror's flow controls, the group offset sync and check, and the
+//! forced failover's final commit. Those of the failback's divergent tail and the volume
+//! backup have none yet; until an action has one,
 //! [`Action::available`] is false, `strait runbook plan` marks the step, `run` refuses the
 //! playbook before doing anything, and nothing pretends to run it.
 
@@ -181,6 +181,14 @@ pub const ACTIONS: &[Action] = &[
         available: true,
     },
     Action {
+        name: "source_groups_idle",
+        about: "no consumer group the flow syncs has a member on the source (waits up to wait_ms for them to stop)",
+        args: &[MIRROR_CONFIG, FLOW, WAIT_MS],
+        read_only: true,
+        idempotent: true,
+        available: true,
+    },
+    Action {
         name: "sync_group_offsets",
         about: "write a final checkpoint and commit every mirrored group's translated offsets on the target",
         args: &[MIRROR_CONFIG, FLOW],
@@ -202,7 +210,7 @@ pub const ACTIONS: &[Action] = &[
         args: &[MIRROR_CONFIG, FLOW],
         read_only: false,
         idempotent: true,
-        available: false,
+        available: true,
     },
     Action {
         name: "stop_flow",

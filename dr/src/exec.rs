@@ -1,7 +1,8 @@
 //! Executors of the actions: they look at the sites (Kafka metadata, TCP, committed group
 //! offsets) and at the running mirror (its `/status`), and change the sites' write
 //! protection (AlterConfigs of `strait.write.protection`) and the mirror's flows (its
-//! control endpoints: stop, start, a checkpoint round now).
+//! control endpoints: stop, start, a checkpoint round now, a final commit of the last
+//! checkpoints).
 //!
 //! Every check is bounded in time. The mirror's address is the config's `http` (or
 //! 127.0.0.1:9780), unless [`Context::mirror_http`] overrides it.
@@ -14,7 +15,7 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::TopicPartitionList;
 use serde::Serialize;
-use strait_mirror::checkpoints::GroupTranslation;
+use strait_mirror::checkpoints::{FinalCommit, GroupTranslation};
 use strait_mirror::config::{FlowConfig, MirrorConfig, HTTP_DEFAULT};
 use strait_mirror::metrics::{FlowStatus, Status};
 
@@ -402,30 +403,47 @@ pub async fn execute(p: &Planned, ctx: &Context) -> Result<Outcome, ActionError>
         | "topics_writable" => {
             let config = mirror_config(p)?;
             let flow = flow_config(&config, text(p, "flow"))?.clone();
-            let source = cluster_of(&config, &flow.source)?.clone();
-            let names = tokio::task::spawn_blocking(move || source_topics(&source))
+            // The topics are listed from the site they are changed on, through the flow's
+            // filter and naming, so the target-side actions work with the source gone (a
+            // forced failover) and the mirror stopped.
+            let site = match name {
+                "fence_topics" | "unfence_topics" => text(p, "site").to_string(),
+                _ => flow.target.clone(),
+            };
+            let cluster = cluster_of(&config, &site)?.clone();
+            let names = tokio::task::spawn_blocking(move || site_topics(&cluster))
                 .await
                 .map_err(|e| ActionError::Failed(format!("listing topics panicked: {e}")))??;
-            let topics: Vec<String> = names
-                .into_iter()
-                .filter(|t| flow.mirrors_topic(t))
-                .collect();
-            let (site, topics, value) = match name {
-                "fence_topics" | "unfence_topics" => {
-                    let site = text(p, "site").to_string();
-                    let value = (name == "fence_topics")
-                        .then(|| strait_mirror::protection::fence_value(&flow));
-                    (site, topics, value)
-                }
-                _ => {
-                    let remote = topics.iter().map(|t| flow.remote_topic(t)).collect();
-                    let value = (name == "protect_mirror_topics")
-                        .then(|| strait_mirror::protection::replica_value(&flow));
-                    (flow.target.clone(), remote, value)
-                }
+            let (topics, value): (Vec<String>, Option<String>) = match name {
+                "fence_topics" | "unfence_topics" => (
+                    names
+                        .into_iter()
+                        .filter(|t| flow.mirrors_topic(t))
+                        .collect(),
+                    (name == "fence_topics").then(|| strait_mirror::protection::fence_value(&flow)),
+                ),
+                _ => (
+                    names
+                        .into_iter()
+                        .filter(|t| {
+                            flow.source_topic_of(t)
+                                .is_some_and(|s| flow.mirrors_topic(&s))
+                        })
+                        .collect(),
+                    (name == "protect_mirror_topics")
+                        .then(|| strait_mirror::protection::replica_value(&flow)),
+                ),
             };
-            let cluster = cluster_of(&config, &site)?;
-            let admin = strait_mirror::clients::admin(cluster)
+            if name == "protect_mirror_topics" && !flow.protect_target_topics {
+                return Ok(Outcome {
+                    detail: format!(
+                        "flow `{}` does not protect its target topics (protect_target_topics)",
+                        flow.name
+                    ),
+                    ..Outcome::default()
+                });
+            }
+            let admin = strait_mirror::clients::admin(cluster_of(&config, &site)?)
                 .map_err(|e| ActionError::Failed(format!("site `{site}`: {e}")))?;
             if name == "topics_writable" {
                 let mut protected = Vec::new();
@@ -433,6 +451,7 @@ pub async fn execute(p: &Planned, ctx: &Context) -> Result<Outcome, ActionError>
                     if let Some(v) = strait_mirror::protection::get(&admin, t)
                         .await
                         .map_err(|e| ActionError::Failed(e.to_string()))?
+                        .filter(|v| names_flow(v, &flow.name))
                     {
                         protected.push(format!("{t} ({v})"));
                     }
@@ -452,29 +471,145 @@ pub async fn execute(p: &Planned, ctx: &Context) -> Result<Outcome, ActionError>
                     ..Outcome::default()
                 });
             }
+            let mut changed = 0usize;
             for t in &topics {
+                let before = strait_mirror::protection::get(&admin, t)
+                    .await
+                    .map_err(|e| ActionError::Failed(format!("site `{site}`: {e}")))?;
+                if value.is_none() && !before.as_deref().is_some_and(|v| names_flow(v, &flow.name))
+                {
+                    // Unprotected, or protected for another flow: not this run's to clear.
+                    continue;
+                }
                 strait_mirror::protection::set(&admin, t, value.as_deref())
                     .await
                     .map_err(|e| ActionError::Failed(format!("site `{site}`: {e}")))?;
-                // Read back: the broker applied it (a broker other than strait refuses).
-                let now = strait_mirror::protection::get(&admin, t)
-                    .await
-                    .map_err(|e| ActionError::Failed(e.to_string()))?;
-                if now != value {
-                    return Err(ActionError::Failed(format!(
-                        "site `{site}`: {t} reads back as {now:?}, not {value:?}"
-                    )));
+                changed += 1;
+                // Read back until the site shows it (a broker other than strait refuses; a
+                // node may answer from an image a moment behind the controller's).
+                let deadline = Instant::now() + Duration::from_millis(READ_BACK_WAIT_MS);
+                loop {
+                    let now = strait_mirror::protection::get(&admin, t)
+                        .await
+                        .map_err(|e| ActionError::Failed(e.to_string()))?;
+                    if now == value {
+                        break;
+                    }
+                    if Instant::now() >= deadline {
+                        return Err(ActionError::Failed(format!(
+                            "site `{site}`: {t} reads back as {now:?}, not {value:?}"
+                        )));
+                    }
+                    tokio::time::sleep(Duration::from_millis(POLL_INTERVAL_MS)).await;
                 }
             }
             Ok(Outcome {
                 detail: format!(
-                    "site `{site}`: {} topics {}",
+                    "site `{site}`: {changed} of {} topics {}",
                     topics.len(),
                     match &value {
                         Some(v) => format!("write-protected ({v})"),
-                        None => "take writes".to_string(),
+                        None => "released (they take writes)".to_string(),
                     }
                 ),
+                ..Outcome::default()
+            })
+        }
+        "source_groups_idle" => {
+            let config = mirror_config(p)?;
+            let flow = flow_config(&config, text(p, "flow"))?.clone();
+            let source = cluster_of(&config, &flow.source)?.clone();
+            let wait = Duration::from_millis(wait_ms(p));
+            tokio::task::spawn_blocking(move || {
+                let client: BaseConsumer = strait_mirror::clients::client_config(&source, &[])
+                    .create()
+                    .map_err(|e| ActionError::Failed(format!("creating a client: {e}")))?;
+                let deadline = Instant::now() + wait;
+                loop {
+                    let list = client
+                        .fetch_group_list(None, Duration::from_millis(REQUEST_TIMEOUT_MS))
+                        .map_err(|e| ActionError::Failed(format!("listing the source's groups: {e}")))?;
+                    let groups: Vec<(String, usize)> = list
+                        .groups()
+                        .iter()
+                        .filter(|g| flow.groups.matches(g.name()))
+                        .map(|g| (g.name().to_string(), g.members().len()))
+                        .collect();
+                    let busy: Vec<String> = groups
+                        .iter()
+                        .filter(|(_, m)| *m > 0)
+                        .map(|(g, m)| format!("{g} ({m} members)"))
+                        .collect();
+                    if busy.is_empty() {
+                        return Ok(Outcome {
+                            detail: format!(
+                                "none of the {} groups the flow syncs has a member on the source",
+                                groups.len()
+                            ),
+                            ..Outcome::default()
+                        });
+                    }
+                    if Instant::now() >= deadline {
+                        return Err(ActionError::Failed(format!(
+                            "consumers still run on the source after {} ms: {}; stop them (they would re-read on the target what they consume now)",
+                            wait.as_millis(),
+                            busy.join(", ")
+                        )));
+                    }
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+            })
+            .await
+            .map_err(|e| ActionError::Failed(format!("group check panicked: {e}")))?
+        }
+        "commit_last_translated_offsets" => {
+            let addr = mirror_addr(p, ctx)?;
+            let flow_name = text(p, "flow");
+            let answer = strait_mirror::http::post_control(
+                addr,
+                flow_name,
+                "commit-checkpoints",
+                Duration::from_millis(CONTROL_REQUEST_TIMEOUT_MS),
+            )
+            .await
+            .map_err(|e| ActionError::Failed(format!("final commit of flow `{flow_name}`: {e}")))?;
+            let commits: Vec<FinalCommit> = serde_json::from_value(answer["commits"].clone())
+                .map_err(|e| {
+                    ActionError::Failed(format!("the mirror's final commit answer: {e}"))
+                })?;
+            let skipped: Vec<String> = commits
+                .iter()
+                .filter_map(|c| {
+                    c.skipped
+                        .as_ref()
+                        .map(|why| format!("{} {}/{}: {why}", c.group, c.source_topic, c.partition))
+                })
+                .collect();
+            let groups: Vec<GroupCheck> = commits
+                .into_iter()
+                .map(|c| GroupCheck {
+                    verified: c.target_offset == Some(c.translated_offset),
+                    group: c.group,
+                    topic: c.source_topic,
+                    partition: c.partition,
+                    source_offset: c.source_offset,
+                    translated_offset: Some(c.translated_offset),
+                    target_offset: c.target_offset,
+                })
+                .collect();
+            let names: std::collections::BTreeSet<&str> =
+                groups.iter().map(|g| g.group.as_str()).collect();
+            let mut detail = format!(
+                "{} last translated offsets of {} groups on the target",
+                groups.iter().filter(|g| g.verified).count(),
+                names.len()
+            );
+            if !skipped.is_empty() {
+                detail.push_str(&format!("; left as they are: {}", skipped.join(", ")));
+            }
+            Ok(Outcome {
+                detail,
+                groups,
                 ..Outcome::default()
             })
         }
@@ -558,6 +693,16 @@ pub async fn execute(p: &Planned, ctx: &Context) -> Result<Outcome, ActionError>
     }
 }
 
+/// How long a changed write protection may take to read back.
+const READ_BACK_WAIT_MS: u64 = 5_000;
+
+/// Whether a write protection's value names `flow` (`flow=NAME[,writer=...]`).
+fn names_flow(value: &str, flow: &str) -> bool {
+    value
+        .split(',')
+        .any(|kv| kv.trim().strip_prefix("flow=") == Some(flow))
+}
+
 /// How long one control request to the mirror may take (the mirror answers within 8 s).
 const CONTROL_REQUEST_TIMEOUT_MS: u64 = 15_000;
 
@@ -591,9 +736,7 @@ fn source_ends(
 }
 
 /// The topic names of a site.
-fn source_topics(
-    cluster: &strait_mirror::config::ClusterConfig,
-) -> Result<Vec<String>, ActionError> {
+fn site_topics(cluster: &strait_mirror::config::ClusterConfig) -> Result<Vec<String>, ActionError> {
     let client: BaseConsumer = strait_mirror::clients::client_config(cluster, &[])
         .create()
         .map_err(|e| ActionError::Failed(format!("creating a client: {e}")))?;

@@ -630,6 +630,40 @@ impl<'a> Driver<'a> {
         // Journalled before the first undo: a resume continues the rollback.
         self.record.state = RunState::RollingBack;
         self.save()?;
+        // The failed step may have half happened (a fence set on some topics, a stop
+        // recorded but not finished): its undo runs first when its action is idempotent,
+        // since undoing what did not happen is then harmless. It stays `Failed` in the
+        // journal, so a resume repeats this undo and goes on with the others.
+        let failed = self.plan.steps[i].clone();
+        if let (Some(undo), true) = (failed.undo.clone(), failed.planned.action.idempotent) {
+            let at = now_ms();
+            let clock = Instant::now();
+            let result = self.attempt_all(None, &failed, &undo).await?;
+            let (outcome, detail) = match result {
+                Ok(o) => (StepOutcome::Succeeded, o.detail),
+                Err(e) => (StepOutcome::Failed, format!("undo failed: {e}")),
+            };
+            self.audit(
+                "undo",
+                Some(&failed.name),
+                Some(if outcome == StepOutcome::Succeeded {
+                    "succeeded"
+                } else {
+                    "failed"
+                }),
+                Some(&detail),
+            );
+            self.reports.push(StepReport {
+                kind: "undo",
+                name: failed.name.clone(),
+                action: undo.action.name,
+                started_at: rfc3339(at),
+                duration_ms: clock.elapsed().as_millis() as u64,
+                attempts: 1,
+                outcome,
+                detail,
+            });
+        }
         for j in (0..i).rev() {
             let step = self.plan.steps[j].clone();
             if !matches!(

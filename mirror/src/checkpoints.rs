@@ -73,6 +73,129 @@ pub struct GroupTranslation {
     pub translated_offset: Option<i64>,
 }
 
+/// A group's last checkpoint and what the target holds for it after a final commit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FinalCommit {
+    /// The consumer group.
+    pub group: String,
+    /// The topic on the source.
+    pub source_topic: String,
+    /// The topic on the target.
+    pub topic: String,
+    /// The partition.
+    pub partition: i32,
+    /// The group's offset on the source at its last checkpoint.
+    pub source_offset: i64,
+    /// Its translation, which the final commit writes.
+    pub translated_offset: i64,
+    /// What the group has committed on the target afterwards.
+    pub target_offset: Option<i64>,
+    /// Why the translation was not committed, if it was not (the group is active on the
+    /// target, or already further there).
+    pub skipped: Option<String>,
+}
+
+/// Commits every group's last checkpoint from the index to the target (a forced failover:
+/// the source is gone, so its groups cannot be read again). A group with active members on
+/// the target, or whose target offset is already at or past the checkpoint, is left as it
+/// is and says so. Returns every checkpoint with what the target holds afterwards.
+pub async fn commit_last_checkpoints(
+    flow: &FlowConfig,
+    target: &ClusterConfig,
+    index: &FlowIndex,
+) -> Result<Vec<FinalCommit>, MirrorError> {
+    let mut by_group: BTreeMap<String, Vec<(String, i32, Checkpoint)>> = BTreeMap::new();
+    for (group, topic, partition, c) in index.checkpoints()? {
+        by_group
+            .entry(group)
+            .or_default()
+            .push((topic, partition, c));
+    }
+    let lister = group_client(target, &format!("strait-mirror-final-{}", flow.name))?;
+    let mut out = Vec::new();
+    for (group, list) in by_group {
+        let client = group_client(target, &group)?;
+        let members: usize = {
+            let lister = lister.clone();
+            let g = group.clone();
+            blocking(move || {
+                lister
+                    .fetch_group_list(Some(&g), Duration::from_millis(REQUEST_TIMEOUT_MS))
+                    .map(|l| l.groups().iter().map(|g| g.members().len()).sum())
+                    .map_err(MirrorError::kafka("describing a group on the target"))
+            })
+            .await?
+        };
+        let mut tpl = TopicPartitionList::new();
+        for (t, p, _) in &list {
+            tpl.add_partition(&flow.remote_topic(t), *p);
+        }
+        let current: HashMap<(String, i32), i64> = Checkpointer::committed(&client, tpl)
+            .await?
+            .elements()
+            .iter()
+            .filter_map(|e| match e.offset() {
+                Offset::Offset(o) => Some(((e.topic().to_string(), e.partition()), o)),
+                _ => None,
+            })
+            .collect();
+        let mut commit = TopicPartitionList::new();
+        let mut entries = Vec::new();
+        for (t, p, c) in list {
+            let remote = flow.remote_topic(&t);
+            let have = current.get(&(remote.clone(), p)).copied();
+            let skipped = if members > 0 {
+                Some(format!("{members} members active on the target"))
+            } else if have.is_some_and(|h| h >= c.target_offset) {
+                Some("the target is already at or past the checkpoint".to_string())
+            } else {
+                commit
+                    .add_partition_offset(&remote, p, Offset::Offset(c.target_offset))
+                    .map_err(MirrorError::kafka("building a commit"))?;
+                None
+            };
+            entries.push(FinalCommit {
+                group: group.clone(),
+                source_topic: t,
+                topic: remote,
+                partition: p,
+                source_offset: c.source_offset,
+                translated_offset: c.target_offset,
+                target_offset: have,
+                skipped,
+            });
+        }
+        if commit.count() > 0 {
+            let committer = client.clone();
+            blocking(move || {
+                committer
+                    .commit(&commit, CommitMode::Sync)
+                    .map_err(MirrorError::kafka(
+                        "committing the last checkpoints on the target",
+                    ))
+            })
+            .await?;
+            // Read back, so the answer is what the target holds, not what was asked.
+            let mut tpl = TopicPartitionList::new();
+            for e in &entries {
+                tpl.add_partition(&e.topic, e.partition);
+            }
+            let after = Checkpointer::committed(&client, tpl).await?;
+            for e in &mut entries {
+                e.target_offset = after
+                    .find_partition(&e.topic, e.partition)
+                    .and_then(|x| match x.offset() {
+                        Offset::Offset(o) => Some(o),
+                        _ => None,
+                    });
+            }
+        }
+        tracing::info!(flow = %flow.name, group, offsets = entries.len(), "committed the last checkpoints on the target");
+        out.extend(entries);
+    }
+    Ok(out)
+}
+
 /// A request for a round now (the failover's final checkpoint), answered with the round's
 /// translations or why it failed.
 pub type RoundRequest = tokio::sync::oneshot::Sender<Result<Vec<GroupTranslation>, String>>;
@@ -94,6 +217,8 @@ pub struct Checkpointer {
     /// Group partitions whose source offset went backwards and whose target group has not
     /// been moved back yet.
     rewound: BTreeSet<(String, String, i32)>,
+    /// Why the last round did not cover the whole flow, if it did not.
+    incomplete: Option<String>,
 }
 
 fn group_client(cluster: &ClusterConfig, group: &str) -> Result<Arc<PollConsumer>, MirrorError> {
@@ -135,6 +260,7 @@ impl Checkpointer {
             source_groups: HashMap::new(),
             target_groups: HashMap::new(),
             rewound: BTreeSet::new(),
+            incomplete: None,
         })
     }
 
@@ -166,7 +292,13 @@ impl Checkpointer {
                 }
             }
             if let Some(reply) = reply {
-                let _ = reply.send(result.map_err(|e| e.to_string()));
+                // A caller that acts on the answer (a failover) must see every group of
+                // every partition of the flow, or be told why not.
+                let answer = match (result, self.incomplete.take()) {
+                    (Ok(_), Some(why)) => Err(why),
+                    (r, _) => r.map_err(|e| e.to_string()),
+                };
+                let _ = reply.send(answer);
             }
         }
     }
@@ -215,6 +347,16 @@ impl Checkpointer {
             .filter(|(t, _)| topics.contains_key(t))
             .cloned()
             .collect();
+        let partitions: usize = topics
+            .values()
+            .map(|t| usize::try_from(t.source_partitions).unwrap_or(0))
+            .sum();
+        self.incomplete = (held.len() < partitions).then(|| {
+            format!(
+                "this daemon holds {} of the flow's {partitions} partitions (another daemon, or a rebalance in progress)",
+                held.len()
+            )
+        });
         if held.is_empty() {
             return Ok(Vec::new());
         }
@@ -228,6 +370,10 @@ impl Checkpointer {
             .collect();
         if groups.len() > GROUPS_PER_ROUND_MAX {
             tracing::warn!(flow = %self.flow.name, groups = groups.len(), limit = GROUPS_PER_ROUND_MAX, "too many groups for one round; the rest wait");
+            self.incomplete = Some(format!(
+                "{} groups match the flow, above the {GROUPS_PER_ROUND_MAX} a round takes",
+                groups.len()
+            ));
             groups.truncate(GROUPS_PER_ROUND_MAX);
         }
         self.source_groups.retain(|g, _| groups.contains(g));

@@ -643,6 +643,16 @@ impl FlowConfig {
         format!("strait-mirror-{}", self.name)
     }
 
+    /// The source topic whose remote topic is `remote`, if `remote` is named as one.
+    pub fn source_topic_of(&self, remote: &str) -> Option<String> {
+        match self.replication_policy {
+            ReplicationPolicy::Prefix => remote
+                .strip_prefix(&format!("{}.", self.source))
+                .map(str::to_string),
+            ReplicationPolicy::Identity => Some(remote.to_string()),
+        }
+    }
+
     /// The name `topic` of the source gets on the target.
     pub fn remote_topic(&self, topic: &str) -> String {
         match self.replication_policy {

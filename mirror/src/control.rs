@@ -1,6 +1,7 @@
-//! Operator control of the daemon's flows: stop and start a flow, and run a checkpoint round
-//! now. The failover runbooks drive these through the HTTP API (`POST /flows/NAME/stop`,
-//! `.../start`, `.../checkpoint`).
+//! Operator control of the daemon's flows: stop and start a flow, run a checkpoint round now,
+//! and commit every group's last checkpoint to the target while the flow is stopped (a forced
+//! failover). The failover runbooks drive these through the HTTP API (`POST
+//! /flows/NAME/stop`, `.../start`, `.../checkpoint`, `.../commit-checkpoints`).
 //!
 //! A stop is durable: the set of stopped flows is kept in `<data_dir>/stopped-flows.json`
 //! (written whole, fsynced, renamed), so a flow stopped for a failover stays stopped across
@@ -17,8 +18,10 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::checkpoints::{GroupTranslation, RoundRequest};
+use crate::checkpoints::{FinalCommit, GroupTranslation, RoundRequest};
 use crate::clients::MirrorError;
+use crate::config::{ClusterConfig, FlowConfig};
+use crate::offsets::FlowIndex;
 
 /// How long one stop or start request waits to see the flow get there. The HTTP server
 /// closes a connection idle for 10 s, so a request answers sooner: "stopping" or "starting"
@@ -39,6 +42,17 @@ pub struct FlowControl {
     running: watch::Sender<bool>,
     rounds_tx: mpsc::Sender<RoundRequest>,
     rounds_rx: Arc<tokio::sync::Mutex<mpsc::Receiver<RoundRequest>>>,
+    /// What a final commit needs, once the daemon attached it.
+    attached: std::sync::OnceLock<Attached>,
+    /// One final commit at a time.
+    committing: tokio::sync::Mutex<()>,
+}
+
+/// A flow's config, target and index, for the work done while the flow is stopped.
+struct Attached {
+    flow: Arc<FlowConfig>,
+    target: ClusterConfig,
+    index: FlowIndex,
 }
 
 impl FlowControl {
@@ -67,6 +81,9 @@ pub enum ControlError {
     /// The flow is stopped (a round needs it running).
     #[error("flow `{0}` is stopped")]
     Stopped(String),
+    /// The flow runs (a final commit needs it stopped).
+    #[error("flow `{0}` runs: stop it first")]
+    Running(String),
     /// The change was made but the flow did not get there in time.
     #[error("{0}")]
     Timeout(String),
@@ -116,6 +133,8 @@ impl Controls {
                     running: watch::Sender::new(false),
                     rounds_tx,
                     rounds_rx: Arc::new(tokio::sync::Mutex::new(rounds_rx)),
+                    attached: std::sync::OnceLock::new(),
+                    committing: tokio::sync::Mutex::new(()),
                 };
                 (name.clone(), control)
             })
@@ -125,6 +144,45 @@ impl Controls {
             path,
             write: Mutex::new(()),
         })
+    }
+
+    /// Gives `flow`'s controls what a final commit needs.
+    pub fn attach(&self, flow: Arc<FlowConfig>, target: ClusterConfig, index: FlowIndex) {
+        if let Some(c) = self.flows.get(&flow.name) {
+            let _ = c.attached.set(Attached {
+                flow,
+                target,
+                index,
+            });
+        }
+    }
+
+    /// Commits every group's last checkpoint from the index to the target (a forced
+    /// failover). Only while the flow is stopped, so no checkpoint round runs meanwhile.
+    pub async fn commit_last_checkpoints(
+        &self,
+        flow: &str,
+    ) -> Result<Vec<FinalCommit>, ControlError> {
+        let control = self.get(flow)?;
+        let _one = control.committing.lock().await;
+        if !*control.stopped.borrow() || *control.running.borrow() {
+            return Err(ControlError::Running(flow.to_string()));
+        }
+        let a = control
+            .attached
+            .get()
+            .ok_or_else(|| ControlError::Failed(format!("flow `{flow}` is not attached yet")))?;
+        tokio::time::timeout(
+            Duration::from_millis(ROUND_WAIT_MS),
+            crate::checkpoints::commit_last_checkpoints(&a.flow, &a.target, &a.index),
+        )
+        .await
+        .map_err(|_| {
+            ControlError::Timeout(format!(
+                "the last checkpoints of `{flow}` were not committed within {ROUND_WAIT_MS} ms"
+            ))
+        })?
+        .map_err(|e| ControlError::Failed(e.to_string()))
     }
 
     /// The controls of `flow`.

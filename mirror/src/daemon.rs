@@ -137,6 +137,11 @@ impl Daemon {
             let flow = Arc::new(flow.clone());
             let index = store.flow(&flow.name)?;
             let flow_metrics = metrics.flow(&flow.name, &flow.source, &flow.target);
+            controls.attach(
+                flow.clone(),
+                options.config.cluster(&flow.target).clone(),
+                index.clone(),
+            );
             let config = options.config.clone();
             let stop = stop.clone();
             let controls = controls.clone();
@@ -208,7 +213,10 @@ async fn supervise(
         forward.abort();
         control.set_running(false);
         match result {
-            Ok(()) if *wish.borrow() && !*stop.borrow() => {
+            // Only the daemon's stop ends the supervision. An operator's stop may have been
+            // taken back (a start) while the flow drained: the loop's top looks at the wish
+            // as it is now.
+            Ok(()) if !*stop.borrow() => {
                 tracing::info!(flow = %flow.name, "flow stopped by an operator");
                 continue;
             }
@@ -239,6 +247,9 @@ async fn supervise(
         backoff_ms = (backoff_ms * 2).min(RESTART_BACKOFF_MAX_MS);
     }
 }
+
+/// How long a flow's side tasks may take, together, to stop once its pump has stopped.
+const TASK_STOP_WAIT_MS: u64 = 2_000;
 
 /// One life of a flow: returns `Ok` after a requested stop, `Err` when it must start over.
 async fn run_flow(
@@ -326,8 +337,20 @@ async fn run_flow(
     tracing::info!(flow = %flow.name, source = %flow.source, target = %flow.target, group = %flow.consumer_group(), "flow started");
     let result = pump.run(flow_stop.clone()).await;
     let _ = flow_stop_tx.send(true);
-    for task in [syncer_task, checkpoint_task, heartbeat_task, follower_task] {
-        let _ = task.await;
+    // The other tasks stop at their next await of the stop signal; one stuck in a request to
+    // a site that is gone (a forced failover) is not waited for past a bound: what it was
+    // doing is repeated or superseded by the next life of the flow.
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(TASK_STOP_WAIT_MS);
+    for (name, mut task) in [
+        ("topic sync", syncer_task),
+        ("checkpoints", checkpoint_task),
+        ("heartbeats", heartbeat_task),
+        ("index follower", follower_task),
+    ] {
+        if tokio::time::timeout_at(deadline, &mut task).await.is_err() {
+            tracing::warn!(flow = %flow.name, task = name, wait_ms = TASK_STOP_WAIT_MS, "task did not stop in time; abandoning it");
+            task.abort();
+        }
     }
     forward.abort();
     result

@@ -1,5 +1,5 @@
 //! The daemon's HTTP server (`/metrics`, `/status`, and the flow controls the runbooks use:
-//! `POST /flows/NAME/stop`, `/start`, `/checkpoint`) and the client `strait mirror status`
+//! `POST /flows/NAME/stop`, `/start`, `/checkpoint`, `/commit-checkpoints`) and the client `strait mirror status`
 //! uses to read it.
 //!
 //! The controls answer only clients whose address is in the config's `http_control_from`
@@ -48,7 +48,7 @@ pub fn router(api: Arc<Api>) -> Router {
             "/",
             get(|| async {
                 "strait mirror: GET /metrics (Prometheus), GET /status (JSON), \
-                 POST /flows/NAME/stop|start|checkpoint (from the configured addresses)\n"
+                 POST /flows/NAME/stop|start|checkpoint|commit-checkpoints (from the configured addresses)\n"
             }),
         )
         .route(
@@ -82,7 +82,8 @@ async fn control(
         )
             .into_response()
     };
-    if !api.control_from.contains(&peer.ip()) {
+    // A dual-stack listener sees IPv4 clients as ::ffff:a.b.c.d.
+    if !api.control_from.contains(&peer.ip().to_canonical()) {
         tracing::warn!(%peer, flow, action, "flow control refused: address not in http_control_from");
         return error(
             StatusCode::FORBIDDEN,
@@ -106,10 +107,15 @@ async fn control(
             .checkpoint(&flow)
             .await
             .map(|t| serde_json::json!({ "flow": flow, "translations": t })),
+        "commit-checkpoints" => api
+            .controls
+            .commit_last_checkpoints(&flow)
+            .await
+            .map(|c| serde_json::json!({ "flow": flow, "commits": c })),
         other => {
             return error(
                 StatusCode::NOT_FOUND,
-                format!("unknown action `{other}` (stop, start, checkpoint)"),
+                format!("unknown action `{other}` (stop, start, checkpoint, commit-checkpoints)"),
             )
         }
     };
@@ -126,7 +132,7 @@ async fn control(
         Err(e) => {
             let status = match &e {
                 ControlError::UnknownFlow(_) => StatusCode::NOT_FOUND,
-                ControlError::Stopped(_) => StatusCode::CONFLICT,
+                ControlError::Stopped(_) | ControlError::Running(_) => StatusCode::CONFLICT,
                 ControlError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
                 ControlError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
                 ControlError::Failed(_) => StatusCode::INTERNAL_SERVER_ERROR,

@@ -598,6 +598,13 @@ impl FlowMetrics {
             })
     }
 
+    /// The cursor shown for a partition, if any.
+    pub fn mirrored_offset(&self, topic: &str, partition: i32) -> Option<i64> {
+        lock(&self.partitions)
+            .get(&(topic.to_string(), partition))
+            .and_then(|p| p.mirrored_offset)
+    }
+
     /// Marks the partitions this daemon's pump holds now.
     pub fn assigned(&self, assigned: &[(String, i32)]) {
         let now = now_ms();

@@ -516,6 +516,35 @@ impl FlowIndex {
         }
     }
 
+    /// Every checkpoint the index holds: (group, source topic, partition, checkpoint), in key
+    /// order.
+    pub fn checkpoints(&self) -> Result<Vec<(String, String, i32, Checkpoint)>> {
+        let mut out = Vec::new();
+        for entry in self.checkpoints.iter() {
+            let (key, value) = entry.map_err(|e| self.err(e))?;
+            let malformed = || Self::malformed("checkpoints");
+            let mut parts = key.splitn(3, |b| *b == 0);
+            let group = parts.next().ok_or_else(malformed)?;
+            let topic = parts.next().ok_or_else(malformed)?;
+            let partition = parts.next().ok_or_else(malformed)?;
+            let partition = i32::from_be_bytes(partition.try_into().map_err(|_| malformed())?);
+            let (Some(source_offset), Some(target_offset)) = (i64_at(&value, 0), i64_at(&value, 8))
+            else {
+                return Err(malformed());
+            };
+            out.push((
+                String::from_utf8(group.to_vec()).map_err(|_| malformed())?,
+                String::from_utf8(topic.to_vec()).map_err(|_| malformed())?,
+                partition,
+                Checkpoint {
+                    source_offset,
+                    target_offset,
+                },
+            ));
+        }
+        Ok(out)
+    }
+
     /// Remembers the checkpoint emitted for a group's partition.
     pub fn set_checkpoint(
         &self,
@@ -588,6 +617,28 @@ mod tests {
             },
             lost: Vec::new(),
         }
+    }
+
+    #[test]
+    fn every_checkpoint_is_listed_with_its_group_topic_and_partition() {
+        let (_d, ix) = index();
+        let c = |s, t| Checkpoint {
+            source_offset: s,
+            target_offset: t,
+        };
+        // Partition 256 has a NUL byte in its big-endian key.
+        ix.set_checkpoint("billing", "orders", 256, c(5, 7))
+            .unwrap();
+        ix.set_checkpoint("audit", "orders", 0, c(1, 1)).unwrap();
+        ix.set_checkpoint("billing", "orders", 256, c(9, 11))
+            .unwrap();
+        assert_eq!(
+            ix.checkpoints().unwrap(),
+            vec![
+                ("audit".to_string(), "orders".to_string(), 0, c(1, 1)),
+                ("billing".to_string(), "orders".to_string(), 256, c(9, 11)),
+            ]
+        );
     }
 
     #[test]

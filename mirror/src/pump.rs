@@ -65,6 +65,8 @@ pub const FLUSH_INTERVAL_MS: u64 = 200;
 const TARGET_PARTITION_WAIT_MS: u64 = 30_000;
 /// How long a stopping pump waits for acknowledgements of what it already sent.
 const DRAIN_TIMEOUT_MS: u64 = 30_000;
+/// How long the final commit waits to learn whether the source answers at all.
+const SOURCE_PROBE_TIMEOUT_MS: u64 = 1_000;
 /// How long reading a target partition's tail at a takeover may take.
 const RECONCILE_TIMEOUT_MS: u64 = 30_000;
 
@@ -1137,6 +1139,20 @@ impl PumpRun<'_> {
             if self.states.contains_key(&(topic.clone(), *partition)) {
                 continue;
             }
+            // A partition held but idle since this pump started shows the index's cursor, so
+            // its lag is known (0 when everything was copied before) without a new record.
+            if self
+                .pump
+                .metrics
+                .mirrored_offset(&topic, *partition)
+                .is_none()
+            {
+                if let Some(cursor) = self.pump.index.cursor(&topic, *partition)? {
+                    self.pump
+                        .metrics
+                        .mirrored(&topic, *partition, cursor.source_next, None);
+                }
+            }
             if let (Some(start), Some(end)) = self.pump.metrics.watermarks(&topic, *partition) {
                 if start == end
                     && self
@@ -1265,7 +1281,16 @@ impl PumpRun<'_> {
                 );
             }
         }
-        if tpl.count() > 0 {
+        // A source that does not answer (a forced failover) would hold the commit for its
+        // coordinator timeout; the index's cursors keep the position anyway.
+        let source_answers = tpl.count() > 0
+            && self
+                .consumer
+                .fetch_metadata(None, Duration::from_millis(SOURCE_PROBE_TIMEOUT_MS))
+                .is_ok();
+        if tpl.count() > 0 && !source_answers {
+            tracing::warn!(flow = %self.pump.flow.name, "the source does not answer; no final commit of source offsets (the index's cursors hold the position)");
+        } else if tpl.count() > 0 {
             if let Err(e) = self.consumer.commit(&tpl, CommitMode::Sync) {
                 tracing::warn!(flow = %self.pump.flow.name, error = %e, "final commit of source offsets; the index's cursors still hold the position");
             }

@@ -48,7 +48,8 @@ pub struct TopicSync {
     /// Remote topics write-protected in this life of the flow (emptied at every config sync,
     /// so a protection cleared by hand comes back within `config_sync_interval_ms`).
     protected: BTreeSet<String>,
-    /// Remote topics whose target refused the protection, already warned about.
+    /// Remote topics whose target refused the protection (not a strait broker), warned about
+    /// once and not tried again in this life of the flow.
     unprotectable: BTreeSet<String>,
 }
 
@@ -301,10 +302,16 @@ impl TopicSync {
         let value = crate::protection::replica_value(&self.flow);
         for state in mirrored.values() {
             let remote = &state.remote_topic;
-            if self.protected.contains(remote) {
+            if self.protected.contains(remote) || self.unprotectable.contains(remote) {
                 continue;
             }
-            match crate::protection::set(&self.target, remote, Some(&value)).await {
+            // Read first: a protection already in place costs no metadata record.
+            let result = match crate::protection::get(&self.target, remote).await {
+                Ok(Some(v)) if v == value => Ok(()),
+                Ok(_) => crate::protection::set(&self.target, remote, Some(&value)).await,
+                Err(e) => Err(e),
+            };
+            match result {
                 Ok(()) => {
                     self.protected.insert(remote.clone());
                 }
