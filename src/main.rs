@@ -123,6 +123,10 @@ enum BenchCommand {
     /// a follower's Fetch response against kafka-protocol's decode of the same bytes, in this
     /// process, and print both with their ratio and the check's CPU seconds per GB.
     Wire(strait::bench::WireBenchArgs),
+    /// Start two fresh local three-node sites, give site a 100 partitions and 20 consumer
+    /// groups, mirror them to site b, run `strait failover --planned` and print its RTO
+    /// against a limit, each step's time and the group offsets verified.
+    Failover(strait::bench::FailoverBenchArgs),
 }
 
 fn init_tracing() {
@@ -201,6 +205,7 @@ fn main() -> ExitCode {
             }
             Command::Bench(BenchCommand::Mirror(args)) => strait::bench::mirror(args).await,
             Command::Bench(BenchCommand::Wire(args)) => strait::bench::wire(args),
+            Command::Bench(BenchCommand::Failover(args)) => strait::bench::failover(args).await,
             Command::Runbook(args) => strait::runbook::run(args).await,
             Command::Failover(args) => strait::runbook::failover(args).await,
         }

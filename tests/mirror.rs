@@ -1065,3 +1065,57 @@ fn a_config_with_an_unknown_alias_is_refused_with_file_and_line() {
         "nothing is created for a refused config"
     );
 }
+
+#[test]
+fn a_foreign_write_into_a_mirror_topic_is_reported_and_translation_steps_over_it() {
+    let a = Broker::start();
+    let b = Broker::start();
+    a.create_topic("pay", 1, &[]);
+    let ts = now_ms();
+    let first: Vec<(i32, TestRecord)> = (0..10)
+        .map(|i| (0, generated_record("pay", i, ts)))
+        .collect();
+    produce(&a, "pay", &first);
+    // Unprotected, so that a write can get in, as on a broker other than strait.
+    let mirror = MirrorDaemon::start(&flow_config(&a, &b, "    protect_target_topics: false\n"));
+    wait_for_records(&b, "a.pay", 0, 10, MIRROR_WAIT);
+    // Someone writes three records into the mirror topic, then the source goes on.
+    let stray: Vec<(i32, TestRecord)> = (0..3)
+        .map(|i| (0, generated_record("stray", i, ts)))
+        .collect();
+    produce(&b, "a.pay", &stray);
+    let more: Vec<(i32, TestRecord)> = (10..20)
+        .map(|i| (0, generated_record("pay", i, ts)))
+        .collect();
+    produce(&a, "pay", &more);
+    wait_for_records(&b, "a.pay", 0, 23, MIRROR_WAIT);
+    let foreign = wait_for("the foreign write to be reported", MIRROR_WAIT, || {
+        let status = mirror.status();
+        let n = status["flows"][0]["topics"]
+            .as_array()?
+            .iter()
+            .find(|t| t["topic"] == "pay")?["partitions"][0]["foreign_records"]
+            .as_i64()?;
+        (n > 0).then_some(n)
+    });
+    assert_eq!(foreign, 3, "the three stray records, counted once");
+    assert!(
+        mirror.metrics().contains(
+            "strait_mirror_foreign_records_total{flow=\"a-to-b\",topic=\"pay\",partition=\"0\"} 3"
+        ),
+        "{}",
+        mirror.metrics()
+    );
+    assert!(mirror.log_lines_containing("foreign write") >= 1);
+    // A group past the stray records translates over them: source 15 is target 18.
+    commit(&a, "billing", "pay", &[(0, 15)]);
+    let synced = wait_for("billing's offset on the target", MIRROR_WAIT, || {
+        committed(&b, "billing", "a.pay", 1)[0]
+    });
+    assert_eq!(synced, 18);
+    let target = read_partition(&b, "a.pay", 0);
+    assert_eq!(
+        target[18].key, more[5].1.key,
+        "the group resumes at source record 15"
+    );
+}

@@ -276,11 +276,16 @@ impl Checkpointer {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let reply = tokio::select! {
-                _ = async { let _ = stop.wait_for(|s| *s).await; } => return,
+                _ = async { let _ = stop.wait_for(|s| *s).await; } => return self.close(),
                 _ = tick.tick() => None,
                 request = async { requests.lock().await.recv().await } => request,
             };
-            let result = self.round().await;
+            // A round in progress ends with the flow: what it published but did not remember
+            // is published again by the next life's first round, which is harmless.
+            let result = tokio::select! {
+                _ = async { let _ = stop.wait_for(|s| *s).await; } => return self.close(),
+                r = self.round() => r,
+            };
             match &result {
                 Ok(_) => self
                     .metrics
@@ -301,6 +306,18 @@ impl Checkpointer {
                 let _ = reply.send(answer);
             }
         }
+    }
+
+    /// Lets go of the per-group clients off the async threads: librdkafka's destroy of each
+    /// takes a moment, and a flow with many groups would otherwise hold its stop for seconds.
+    fn close(mut self) {
+        let clients: Vec<Arc<PollConsumer>> = self
+            .source_groups
+            .drain()
+            .chain(self.target_groups.drain())
+            .map(|(_, c)| c)
+            .collect();
+        tokio::task::spawn_blocking(move || drop(clients));
     }
 
     async fn groups(

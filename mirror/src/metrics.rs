@@ -217,6 +217,18 @@ impl Metrics {
             },
         );
         family(
+            "strait_mirror_foreign_records_total",
+            "counter",
+            "Records found in a mirror topic that the flow did not write (a foreign write), per source partition, since the daemon started.",
+            &mut |o| {
+                for (f, ps) in &partitions {
+                    for p in ps {
+                        let _ = writeln!(o, "strait_mirror_foreign_records_total{{flow=\"{}\",topic=\"{}\",partition=\"{}\"}} {}", f.name, p.topic, p.partition, p.foreign_records);
+                    }
+                }
+            },
+        );
+        family(
             "strait_mirror_retention_headroom_seconds",
             "gauge",
             "Seconds until the source's retention overtakes the mirror's cursor at the rates of the last five minutes (+Inf: the cursor keeps ahead), per partition held.",
@@ -374,6 +386,9 @@ pub struct PartitionProgress {
     pub lost_records: i64,
     /// The most recent lost ranges (at most [`LOST_RANGES_SHOWN`]).
     pub lost: Vec<crate::offsets::Lost>,
+    /// Records in the mirror topic that the flow did not write, seen since this daemon
+    /// started.
+    pub foreign_records: i64,
     /// `(time ms, source log start offset, cursor)` over [`HEADROOM_WINDOW_MS`].
     pub headroom_samples: VecDeque<(i64, i64, i64)>,
 }
@@ -492,6 +507,10 @@ pub struct PartitionStatus {
     /// The most recent lost ranges, oldest first.
     #[serde(default)]
     pub lost: Vec<crate::offsets::Lost>,
+    /// Records in the mirror topic that the flow did not write (a foreign write), seen by this
+    /// daemon since it started.
+    #[serde(default)]
+    pub foreign_records: i64,
     /// Seconds until the source's retention overtakes the cursor at the current rates; `null`
     /// when the cursor keeps ahead of the source's log start or there are too few samples
     /// yet (the Prometheus gauge says `+Inf` for the former).
@@ -580,6 +599,15 @@ impl FlowMetrics {
         }
     }
 
+    /// Counts `records` someone else wrote into a partition's mirror topic.
+    pub fn foreign(&self, topic: &str, partition: i32, records: i64) {
+        let mut parts = lock(&self.partitions);
+        parts
+            .entry((topic.to_string(), partition))
+            .or_default()
+            .foreign_records += records;
+    }
+
     /// Sets a partition's lost ranges from the index (every range ever recorded there).
     pub fn set_lost(&self, topic: &str, partition: i32, lost: &[crate::offsets::Lost]) {
         let mut parts = lock(&self.partitions);
@@ -659,6 +687,7 @@ impl FlowMetrics {
                     lag_records,
                     lag_seconds,
                     records_lost: p.lost_records,
+                    foreign_records: p.foreign_records,
                     lost: p.lost.clone(),
                     retention_headroom_seconds: headroom.filter(|h| h.is_finite()),
                     headroom,

@@ -212,7 +212,18 @@ struct PartitionState {
 
 impl PartitionState {
     /// Records that `source_offset` landed at `target_offset`.
-    fn acknowledged(&mut self, source_offset: i64, target_offset: i64) {
+    /// Records that `source_offset` is on the target at `target_offset`. Returns the target
+    /// offsets between the cursor and `target_offset`, if any: records someone else wrote
+    /// into the mirror topic (the flow's producer writes a partition's records contiguously,
+    /// and one owner at a time), which the runs then step over.
+    fn acknowledged(&mut self, source_offset: i64, target_offset: i64) -> Option<(i64, i64)> {
+        debug_assert!(
+            target_offset >= self.cursor.target_next,
+            "the target acknowledged {target_offset} below the cursor {}",
+            self.cursor.target_next
+        );
+        let foreign = (target_offset > self.cursor.target_next)
+            .then_some((self.cursor.target_next, target_offset));
         match &mut self.open {
             Some(run) if run.source_end() == source_offset && run.target_end() == target_offset => {
                 run.length += 1;
@@ -235,6 +246,7 @@ impl PartitionState {
             target_next: target_offset + 1,
         };
         self.dirty = true;
+        foreign
     }
 
     /// Records that `source_offset` was processed but not mirrored.
@@ -803,7 +815,12 @@ impl PumpRun<'_> {
                     self.pump.metrics.lost(topic, partition, &lost);
                 }
             }
-            state.acknowledged(source_offset, target_offset);
+            if let Some((from, to)) = state.acknowledged(source_offset, target_offset) {
+                tracing::warn!(flow = %self.pump.flow.name, topic, partition, remote = %state.remote,
+                    target_from = from, target_to = to,
+                    "foreign write: records the flow did not write are in its mirror topic; translation steps over them");
+                self.pump.metrics.foreign(topic, partition, to - from);
+            }
             taken += 1;
         }
         state.sent_next = state.cursor.source_next;
@@ -1065,7 +1082,12 @@ impl PumpRun<'_> {
         let metrics = &self.pump.metrics;
         match sent.result {
             SentResult::Acknowledged(target_offset) => {
-                state.acknowledged(sent.source_offset, target_offset);
+                if let Some((from, to)) = state.acknowledged(sent.source_offset, target_offset) {
+                    tracing::warn!(flow = %self.pump.flow.name, topic = %sent.topic, partition = sent.partition,
+                        remote = %state.remote, target_from = from, target_to = to,
+                        "foreign write: records the flow did not write are in its mirror topic; translation steps over them");
+                    metrics.foreign(&sent.topic, sent.partition, to - from);
+                }
                 let now = now_ms();
                 let acked = Acked {
                     bytes: sent.bytes,

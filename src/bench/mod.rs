@@ -6,6 +6,8 @@
 //!   against the same load on a single node.
 //! - [`mirror`]: `strait mirror` between two three-node sites against a `kcat | kcat` pipe
 //!   between the same sites.
+//! - [`failover`]: a planned failover's RTO between two three-node sites for a flow of many
+//!   partitions and groups, against a limit.
 //! - [`wire`]: the broker's check of every count and length in a message against the decode
 //!   it guards, in process.
 //!
@@ -19,12 +21,14 @@ use std::process::{Child, Command, Stdio};
 use anyhow::{bail, Context};
 
 pub mod consume;
+pub mod failover;
 pub mod mirror;
 pub mod produce;
 pub mod replication;
 pub mod wire;
 
 pub use consume::{consume, ConsumeBenchArgs};
+pub use failover::{failover, FailoverBenchArgs};
 pub use mirror::{mirror, MirrorBenchArgs};
 pub use produce::{produce, ProduceBenchArgs};
 pub use replication::{replication, ReplicationBenchArgs};
