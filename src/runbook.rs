@@ -23,7 +23,7 @@ pub struct RunbookArgs {
         global = true
     )]
     pub playbooks: PathBuf,
-    /// The runs' journal (sled) and audit log (audit.jsonl). Default: `runbooks/` under the
+    /// The runs' journal (one file per run and per lock) and audit log (audit.jsonl). Default: `runbooks/` under the
     /// data directory of the mirror config (the playbook's `mirror_config` parameter for
     /// `run`, `--mirror` for `resume` and `history`).
     #[arg(long, value_name = "DIR", env = "STRAIT_JOURNAL", global = true)]

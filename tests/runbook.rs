@@ -1065,3 +1065,146 @@ fn a_planned_failover_whose_verification_fails_rolls_back_and_leaves_both_sites_
     assert_eq!(produce_one(&b, "a.orders"), Some(PolicyViolation));
     wait_for_records(&b, "a.orders", 0, 101, Duration::from_secs(60));
 }
+
+/// The steps of the shipped planned failover, in order.
+const PLANNED_STEPS: [&str; 8] = [
+    "fence the source",
+    "drain to lag 0",
+    "consumers on the source have stopped",
+    "final checkpoint and group sync",
+    "verify every group's translation",
+    "stop the flow",
+    "nothing reached the source after the drain",
+    "open the target for writes",
+];
+
+#[test]
+fn a_planned_failover_killed_at_any_step_and_resumed_still_copies_everything_once() {
+    use rdkafka::types::RDKafkaErrorCode::PolicyViolation;
+    let a = Broker::start();
+    let b = Broker::start();
+    for (k, step) in PLANNED_STEPS.iter().enumerate() {
+        // A topic and a flow of its own on the same two sites for each step.
+        let topic = format!("orders{k}");
+        let remote = format!("a.{topic}");
+        let group = format!("billing{k}");
+        a.create_topic(&topic, 2, &[]);
+        let config = flow_config(&a, &b, &format!("    name: f{k}\n    topics: {{include: ['{topic}']}}\n    groups: {{include: ['{group}']}}\n    heartbeat_interval_ms: 0\n"));
+        let mirror = MirrorDaemon::start(&config);
+        let dir = tempfile::tempdir().unwrap();
+        let mirror_config = dir.path().join("mirror.yaml");
+        std::fs::write(&mirror_config, &config).unwrap();
+        let journal = dir.path().join("journal");
+        let producer = a.producer(&[]);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        for i in 0..100 {
+            producer
+                .send(
+                    &topic,
+                    Some((i % 2) as i32),
+                    i,
+                    &generated_record("o", i, now_ms()),
+                    deadline,
+                )
+                .unwrap();
+        }
+        producer.flush(Duration::from_secs(30));
+        for p in 0..2 {
+            wait_for_records(&b, &remote, p, 50, Duration::from_secs(60));
+        }
+        common::mirror::commit(&a, &group, &topic, &[(0, 20), (1, 30)]);
+        let http = mirror.http_addr().to_string();
+        let failover = |args: &[&str]| {
+            let mut c = Command::new(strait_bin());
+            c.args(args)
+                .args(["--mirror-http", &http, "--yes", "--playbooks"])
+                .arg(shipped())
+                .arg("--journal")
+                .arg(&journal)
+                .env_remove("STRAIT_PLAYBOOKS");
+            c
+        };
+        wait_for(
+            "the flow to hold its partitions",
+            Duration::from_secs(60),
+            || (mirror.held_partitions() == 2).then_some(()),
+        );
+        let mut child = failover(&[
+            "failover",
+            "--planned",
+            "--mirror",
+            mirror_config.to_str().unwrap(),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+        // SIGKILL as soon as the audit log shows the step starting.
+        let killed_at = Instant::now() + Duration::from_secs(60);
+        let run_id = loop {
+            let lines: Vec<serde_json::Value> =
+                std::fs::read_to_string(journal.join("audit.jsonl"))
+                    .unwrap_or_default()
+                    .lines()
+                    .filter_map(|l| serde_json::from_str(l).ok())
+                    .collect();
+            if let Some(l) = lines
+                .iter()
+                .find(|l| l["event"] == "step_start" && l["step"] == *step)
+            {
+                child.kill().unwrap();
+                break l["run_id"].as_str().unwrap().to_string();
+            }
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!("step {k} `{step}`: the run ended ({status}) before the step started");
+            }
+            assert!(Instant::now() < killed_at, "step `{step}` never started");
+            std::thread::sleep(Duration::from_millis(1));
+        };
+        let _ = child.wait();
+        let report = dir.path().join("report.json");
+        let out = failover(&[
+            "runbook",
+            "--mirror",
+            mirror_config.to_str().unwrap(),
+            "resume",
+            &run_id,
+            "--report",
+            report.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+        let printed = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            out.status.success(),
+            "killed at `{step}`, the resume failed:\n{printed}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let r = report_of(&report);
+        assert_eq!(r["outcome"], "succeeded", "killed at `{step}`: {r:#}");
+        // Everything once, in order; the group where it was; a fenced, b open.
+        for p in 0..2 {
+            let src = common::mirror::read_partition(&a, &topic, p);
+            let dst = common::mirror::read_partition(&b, &remote, p);
+            let values = |v: &[common::Consumed]| -> Vec<Option<Vec<u8>>> {
+                v.iter().map(|c| c.value.clone()).collect()
+            };
+            assert!(
+                values(&src) == values(&dst),
+                "killed at `{step}`: partition {p} differs"
+            );
+        }
+        assert_eq!(
+            common::mirror::committed(&b, &group, &remote, 2),
+            vec![Some(20), Some(30)],
+            "killed at `{step}`"
+        );
+        assert_eq!(
+            produce_one(&a, &topic),
+            Some(PolicyViolation),
+            "killed at `{step}`"
+        );
+        assert_eq!(produce_one(&b, &remote), None, "killed at `{step}`");
+        eprintln!("killed at `{step}`: resumed, succeeded, exact");
+    }
+}

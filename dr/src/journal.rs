@@ -1,16 +1,16 @@
-//! The journal of runs (sled) and the audit log (JSON lines), both in one directory.
+//! The journal of runs and the audit log (JSON lines), both in one directory.
 //!
 //! A run's record is rewritten after every change of state (a guard checked, a step started,
-//! an attempt made, a step completed, failed or undone), and sled is flushed before the action
-//! it announces begins, so a run killed at any point left a record that says which step was
-//! in progress. The lock that keeps two runs off the same flow lives in the same database:
-//! taken with a compare-and-swap, it names the run, the operator, the host, the process and
-//! since when.
+//! an attempt made, a step completed, failed or undone), whole or not at all (a temporary
+//! file, fsynced, renamed over the record, the directory fsynced) before the action it
+//! announces begins, so a run killed at any point left a record that says which step was in
+//! progress. The lock that keeps two runs off the same flow is a file of its own, changed
+//! only under an exclusive `flock` of `journal.lock`, so two processes never both take it;
+//! it names the run, the operator, the host, the process and since when.
 //!
-//! sled locks its files for the process that opens them, so the journal is opened for each
-//! operation and closed after it: a run in progress, a second run that must be told who holds
-//! the flow, and `history` all reach the same database (an open that finds it busy waits, a
-//! bounded time, for the other process's operation to end).
+//! The journal was a sled database until a test that SIGKILLs a failover at every step found
+//! sled 0.34 refusing to open it again ("Read corrupted data"), a failure its issue tracker
+//! knows (#1509, #1533); plain files, written atomically, cannot be left half written.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -19,13 +19,13 @@ use serde::{Deserialize, Serialize};
 
 /// Runs kept in the journal; the oldest ended ones go first beyond this.
 pub const RUNS_KEPT_MAX: usize = 1_000;
-/// How long opening the journal waits for another process's operation to end.
-pub const OPEN_WAIT_MS: u64 = 10_000;
+/// How long a lock change waits for another process's lock change to end.
+pub const LOCK_WAIT_MS: u64 = 10_000;
 
 /// Why the journal failed.
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {
-    /// sled or the audit file failed.
+    /// A journal file or the audit file failed.
     #[error("runbook journal at {path}: {reason}")]
     Io {
         /// The journal's directory.
@@ -239,53 +239,42 @@ pub struct AuditLine<'a> {
     pub detail: Option<&'a str>,
 }
 
-/// The journal directory: `journal/` (sled) and `audit.jsonl`.
+/// The journal directory: `runs/` (one JSON file per run), `locks/` (one JSON file per held
+/// lock), `journal.lock` (serialises lock changes between processes) and `audit.jsonl`.
 pub struct Journal {
     dir: PathBuf,
 }
 
-/// The journal's database, open for one operation.
-struct Open {
-    db: sled::Db,
-    runs: sled::Tree,
-    locks: sled::Tree,
+/// An exclusive `flock` on `journal.lock`, released when dropped (or when the process dies).
+struct Exclusive(std::fs::File);
+
+impl Drop for Exclusive {
+    fn drop(&mut self) {
+        use std::os::fd::AsRawFd;
+        // SAFETY: flock(2) on a descriptor this struct owns; failure only leaves the lock to
+        // be released when the file is closed right after.
+        unsafe {
+            libc::flock(self.0.as_raw_fd(), libc::LOCK_UN);
+        }
+    }
+}
+
+/// The file name of lock `key`: its bytes in hex, so any key is a safe name.
+fn lock_file_name(key: &str) -> String {
+    let hex: String = key.bytes().map(|b| format!("{b:02x}")).collect();
+    format!("{hex}.json")
 }
 
 impl Journal {
     /// Opens (or creates) the journal in `dir`.
     pub fn open(dir: &Path) -> Result<Journal, JournalError> {
-        std::fs::create_dir_all(dir).map_err(|e| JournalError::Io {
-            path: dir.to_path_buf(),
-            reason: e.to_string(),
-        })?;
         let journal = Journal {
             dir: dir.to_path_buf(),
         };
-        drop(journal.db()?); // fails now, not at the first write, if it cannot be opened
+        for sub in ["runs", "locks"] {
+            std::fs::create_dir_all(dir.join(sub)).map_err(|e| journal.err(e))?;
+        }
         Ok(journal)
-    }
-
-    /// The database, waiting (bounded) while another process has it open.
-    fn db(&self) -> Result<Open, JournalError> {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_millis(OPEN_WAIT_MS);
-        let db = loop {
-            match sled::open(self.dir.join("journal")) {
-                Ok(db) => break db,
-                // sled reports another holder of its file lock as an I/O error of kind Other
-                // whose text says so (sled 0.34, config.rs); it also releases the lock a
-                // moment after the database is dropped.
-                Err(sled::Error::Io(e))
-                    if e.to_string().contains("could not acquire lock")
-                        && std::time::Instant::now() < deadline =>
-                {
-                    std::thread::sleep(std::time::Duration::from_millis(20));
-                }
-                Err(e) => return Err(self.err(e)),
-            }
-        };
-        let runs = db.open_tree("runs").map_err(|e| self.err(e))?;
-        let locks = db.open_tree("locks").map_err(|e| self.err(e))?;
-        Ok(Open { db, runs, locks })
     }
 
     fn err(&self, reason: impl ToString) -> JournalError {
@@ -295,102 +284,147 @@ impl Journal {
         }
     }
 
+    /// Waits (bounded) for the exclusive lock on the journal's lock changes.
+    fn exclusive(&self) -> Result<Exclusive, JournalError> {
+        use std::os::fd::AsRawFd;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(self.dir.join("journal.lock"))
+            .map_err(|e| self.err(e))?;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_millis(LOCK_WAIT_MS);
+        loop {
+            // SAFETY: flock(2) on a descriptor `file` owns, non-blocking.
+            let r = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+            if r == 0 {
+                return Ok(Exclusive(file));
+            }
+            let e = std::io::Error::last_os_error();
+            if e.kind() != std::io::ErrorKind::WouldBlock || std::time::Instant::now() >= deadline {
+                return Err(self.err(format!("locking journal.lock: {e}")));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+
+    /// Writes `bytes` to `path` whole or not at all: a temporary file, fsynced, renamed over
+    /// it, and the directory fsynced.
+    fn write_atomically(&self, path: &Path, bytes: &[u8]) -> Result<(), JournalError> {
+        let tmp = path.with_extension("json.tmp");
+        let mut file = std::fs::File::create(&tmp).map_err(|e| self.err(e))?;
+        file.write_all(bytes).map_err(|e| self.err(e))?;
+        file.sync_all().map_err(|e| self.err(e))?;
+        drop(file);
+        std::fs::rename(&tmp, path).map_err(|e| self.err(e))?;
+        self.sync_dir(path)
+    }
+
+    fn sync_dir(&self, path: &Path) -> Result<(), JournalError> {
+        if let Some(dir) = path.parent() {
+            std::fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| self.err(e))?;
+        }
+        Ok(())
+    }
+
+    fn run_path(&self, run_id: &str) -> Result<PathBuf, JournalError> {
+        // Run ids are made here (UUIDs) or typed by an operator: nothing but a plain name.
+        if run_id.is_empty()
+            || !run_id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(JournalError::NoSuchRun(run_id.to_string()));
+        }
+        Ok(self.dir.join("runs").join(format!("{run_id}.json")))
+    }
+
+    fn read_lock(&self, key: &str) -> Result<Option<Lock>, JournalError> {
+        match std::fs::read(self.dir.join("locks").join(lock_file_name(key))) {
+            Ok(bytes) => Ok(Some(
+                serde_json::from_slice(&bytes).map_err(|e| self.err(format!("lock {key}: {e}")))?,
+            )),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(self.err(e)),
+        }
+    }
+
     /// Takes the lock `key` for `holder`, or says who has it. A holder with the same run id
     /// (a resume) takes it over.
     pub fn lock(&self, key: &str, holder: &Lock) -> Result<(), JournalError> {
         let value = serde_json::to_vec(holder).map_err(|e| self.err(e))?;
-        let open = self.db()?;
-        loop {
-            let current = open.locks.get(key).map_err(|e| self.err(e))?;
-            if let Some(bytes) = &current {
-                let held: Lock = serde_json::from_slice(bytes).map_err(|e| self.err(e))?;
-                // A lock whose run ended, or never got a record (killed between the two
-                // writes), holds nothing: it is taken over.
-                let live = match open
-                    .runs
-                    .get(held.run_id.as_bytes())
-                    .map_err(|e| self.err(e))?
-                {
-                    Some(r) => serde_json::from_slice::<RunRecord>(&r)
-                        .map(|r| r.state == RunState::Running || r.state == RunState::RollingBack)
-                        .unwrap_or(true),
-                    None => false,
-                };
-                if held.run_id != holder.run_id && live {
-                    return Err(JournalError::Locked {
-                        key: key.to_string(),
-                        holder: Box::new(held),
-                    });
-                }
-            }
-            match open
-                .locks
-                .compare_and_swap(key, current, Some(value.clone()))
-                .map_err(|e| self.err(e))?
-            {
-                Ok(()) => break,
-                Err(_) => continue, // changed under us: look again
+        let _exclusive = self.exclusive()?;
+        if let Some(held) = self.read_lock(key)? {
+            // A lock whose run ended, or never got a record (killed between the two
+            // writes), holds nothing: it is taken over.
+            let live = match self.load(&held.run_id) {
+                Ok(r) => r.state == RunState::Running || r.state == RunState::RollingBack,
+                Err(JournalError::NoSuchRun(_)) => false,
+                Err(_) => true,
+            };
+            if held.run_id != holder.run_id && live {
+                return Err(JournalError::Locked {
+                    key: key.to_string(),
+                    holder: Box::new(held),
+                });
             }
         }
-        open.db.flush().map_err(|e| self.err(e))?;
-        Ok(())
+        self.write_atomically(&self.dir.join("locks").join(lock_file_name(key)), &value)
     }
 
     /// Who holds `key`, if anyone.
     pub fn holder(&self, key: &str) -> Result<Option<Lock>, JournalError> {
-        match self.db()?.locks.get(key).map_err(|e| self.err(e))? {
-            Some(bytes) => Ok(Some(
-                serde_json::from_slice(&bytes).map_err(|e| self.err(e))?,
-            )),
-            None => Ok(None),
-        }
+        self.read_lock(key)
     }
 
     /// Releases `key` if `run_id` holds it.
     pub fn unlock(&self, key: &str, run_id: &str) -> Result<(), JournalError> {
-        let open = self.db()?;
-        if let Some(bytes) = open.locks.get(key).map_err(|e| self.err(e))? {
-            let held: Lock = serde_json::from_slice(&bytes).map_err(|e| self.err(e))?;
-            if held.run_id == run_id {
-                let _ = open
-                    .locks
-                    .compare_and_swap(key, Some(bytes), None::<Vec<u8>>)
-                    .map_err(|e| self.err(e))?;
-                open.db.flush().map_err(|e| self.err(e))?;
-            }
+        let _exclusive = self.exclusive()?;
+        if self
+            .read_lock(key)?
+            .is_some_and(|held| held.run_id == run_id)
+        {
+            let path = self.dir.join("locks").join(lock_file_name(key));
+            std::fs::remove_file(&path).map_err(|e| self.err(e))?;
+            self.sync_dir(&path)?;
         }
         Ok(())
     }
 
-    /// Writes `record` and flushes it to disk before returning.
+    /// Writes `record` and syncs it to disk before returning.
     pub fn save(&self, record: &RunRecord) -> Result<(), JournalError> {
         let value = serde_json::to_vec(record).map_err(|e| self.err(e))?;
-        let open = self.db()?;
-        open.runs
-            .insert(record.run_id.as_bytes(), value)
-            .map_err(|e| self.err(e))?;
-        open.db.flush().map_err(|e| self.err(e))?;
-        Ok(())
+        self.write_atomically(&self.run_path(&record.run_id)?, &value)
     }
 
     /// The run `run_id`.
     pub fn load(&self, run_id: &str) -> Result<RunRecord, JournalError> {
-        let bytes = self
-            .db()?
-            .runs
-            .get(run_id.as_bytes())
-            .map_err(|e| self.err(e))?
-            .ok_or_else(|| JournalError::NoSuchRun(run_id.to_string()))?;
+        let bytes = match std::fs::read(self.run_path(run_id)?) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(JournalError::NoSuchRun(run_id.to_string()))
+            }
+            Err(e) => return Err(self.err(e)),
+        };
         serde_json::from_slice(&bytes).map_err(|e| self.err(format!("run {run_id}: {e}")))
     }
 
     /// Every run, oldest first.
     pub fn history(&self) -> Result<Vec<RunRecord>, JournalError> {
         let mut runs = Vec::new();
-        let open = self.db()?;
-        for entry in open.runs.iter() {
-            let (_, bytes) = entry.map_err(|e| self.err(e))?;
-            runs.push(serde_json::from_slice::<RunRecord>(&bytes).map_err(|e| self.err(e))?);
+        for entry in std::fs::read_dir(self.dir.join("runs")).map_err(|e| self.err(e))? {
+            let path = entry.map_err(|e| self.err(e))?.path();
+            // A `.json.tmp` left by a process killed mid-write is not a run.
+            if path.extension().and_then(|e| e.to_str()) != Some("json") {
+                continue;
+            }
+            let bytes = std::fs::read(&path).map_err(|e| self.err(e))?;
+            runs.push(
+                serde_json::from_slice::<RunRecord>(&bytes)
+                    .map_err(|e| self.err(format!("{}: {e}", path.display())))?,
+            );
         }
         runs.sort_by_key(|r| r.started_ms);
         Ok(runs)
@@ -400,15 +434,12 @@ impl Journal {
     pub fn trim(&self) -> Result<(), JournalError> {
         let runs = self.history()?;
         let excess = runs.len().saturating_sub(RUNS_KEPT_MAX);
-        let open = self.db()?;
         for r in runs
             .iter()
-            .filter(|r| r.state != RunState::Running)
+            .filter(|r| r.state != RunState::Running && r.state != RunState::RollingBack)
             .take(excess)
         {
-            open.runs
-                .remove(r.run_id.as_bytes())
-                .map_err(|e| self.err(e))?;
+            std::fs::remove_file(self.run_path(&r.run_id)?).map_err(|e| self.err(e))?;
         }
         Ok(())
     }

@@ -161,6 +161,10 @@ pub struct Check {
     /// Its arguments.
     #[serde(default)]
     pub with: With,
+    /// Guards only: the step whose start makes this guard no longer apply on a resume (the
+    /// run itself made it false, e.g. `the flow runs` once `stop the flow` has started).
+    #[serde(default)]
+    pub until: Option<String>,
 }
 
 /// How a step is retried.
@@ -521,6 +525,14 @@ impl Playbook {
                     &[key(section), PathStep::Index(i)],
                     "check",
                 )?;
+                if let Some(until) = &c.until {
+                    if section != "guards" {
+                        return Err((at("until"), "only a guard may have `until`".into()));
+                    }
+                    if !self.steps.iter().any(|s| &s.name == until) {
+                        return Err((at("until"), format!("no step named `{until}`")));
+                    }
+                }
             }
         }
         let mut names = BTreeMap::new();
@@ -821,6 +833,12 @@ impl Playbook {
         let check = |c: &Check| PlannedCheck {
             name: c.name.clone(),
             planned: resolve(actions::action(&c.check).expect("checked at load"), &c.with),
+            until: c.until.as_ref().map(|u| {
+                self.order
+                    .iter()
+                    .position(|&i| &self.steps[i].name == u)
+                    .expect("checked at load")
+            }),
         };
         let steps = self
             .order
@@ -881,6 +899,9 @@ pub struct PlannedCheck {
     pub name: String,
     /// The read-only action.
     pub planned: Planned,
+    /// A guard that no longer applies on a resume once this step (index in run order) has
+    /// started.
+    pub until: Option<usize>,
 }
 
 /// A step, resolved.
@@ -956,6 +977,9 @@ impl fmt::Display for Plan {
         for g in &self.guards {
             write!(f, "  - {}: ", g.name)?;
             write_planned(f, &g.planned)?;
+            if let Some(until) = g.until {
+                write!(f, " (until `{}` has started)", self.steps[until].name)?;
+            }
             writeln!(f)?;
         }
         writeln!(f, "steps:")?;

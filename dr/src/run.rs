@@ -22,7 +22,7 @@ use crate::exec::{self, Context, GroupCheck, PartitionLag};
 use crate::journal::{
     AuditLine, Journal, JournalError, Lock, ResumeFrom, RunRecord, RunState, StepRecord, StepState,
 };
-use crate::playbook::{OnFailure, Plan, Planned, PlannedStep, PlaybookError, Value};
+use crate::playbook::{OnFailure, Plan, Planned, PlannedCheck, PlannedStep, PlaybookError, Value};
 
 /// How a run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -499,7 +499,19 @@ impl<'a> Driver<'a> {
 
     /// Guards, then the steps from `from`, then the verifications.
     async fn drive(mut self, from: usize, retry_first: bool) -> Result<Report, RunError> {
-        if !self.checks("guard", &self.plan.guards.clone()).await {
+        // A guard with `until` is left out once that step has started: the run itself made
+        // it false (a resume after the flow was stopped on purpose).
+        let guards: Vec<PlannedCheck> = self
+            .plan
+            .guards
+            .iter()
+            .filter(|g| {
+                g.until
+                    .is_none_or(|s| self.record.steps[s].state == StepState::Pending)
+            })
+            .cloned()
+            .collect();
+        if !self.checks("guard", &guards).await {
             if self.record.resumes > 0 {
                 // Steps may already have changed things: the run stays open (and keeps its
                 // lock) for a person to put the guard right and resume again.

@@ -258,3 +258,32 @@ fn plans_refuse_unknown_missing_mistyped_and_out_of_range_parameters() {
         "{e}"
     );
 }
+
+#[test]
+fn a_guard_may_stop_applying_once_a_named_step_started_and_nothing_else_may() {
+    let with_until = GOOD.replace(
+        "    with: { mirror_config: \"${mirror_config}\", flow: \"${flow}\" }\nsteps:",
+        "    with: { mirror_config: \"${mirror_config}\", flow: \"${flow}\" }\n    until: stop\nsteps:",
+    );
+    assert_ne!(with_until, GOOD);
+    let plan = parse(&with_until).unwrap().plan(&BTreeMap::new()).unwrap();
+    assert_eq!(
+        plan.guards[0].until,
+        Some(0),
+        "the index of `stop` in run order"
+    );
+    assert!(
+        plan.to_string().contains("(until `stop` has started)"),
+        "{plan}"
+    );
+    let (line, _, reason) = refused(&with_until.replace("until: stop", "until: stpo"));
+    assert_eq!(line, 22, "the `until` line: {reason}");
+    assert!(reason.contains("no step named `stpo`"), "{reason}");
+    let on_verify = GOOD.replace(
+        "    with: { mirror_config: \"${mirror_config}\", flow: \"flows/${flow}\" }\non_failure",
+        "    with: { mirror_config: \"${mirror_config}\", flow: \"flows/${flow}\" }\n    until: stop\non_failure",
+    );
+    assert_ne!(on_verify, GOOD);
+    let (_, _, reason) = refused(&on_verify);
+    assert!(reason.contains("only a guard may have `until`"), "{reason}");
+}
