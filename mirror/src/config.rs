@@ -638,7 +638,7 @@ impl FlowConfig {
     }
 
     /// The client id of the flow's producer on the target: the one writer its mirror topics
-    /// accept while they are write-protected (see [`crate::protection`]).
+    /// accept while they are write-protected (`protection.rs`).
     pub fn writer_client_id(&self) -> String {
         format!("strait-mirror-{}", self.name)
     }

@@ -6,7 +6,7 @@
 //! A stop is durable: the set of stopped flows is kept in `<data_dir>/stopped-flows.json`
 //! (written whole, fsynced, renamed), so a flow stopped for a failover stays stopped across
 //! restarts of the daemon until someone starts it. Stopping waits until the flow's pump has
-//! drained, recorded its runs and committed (the clean stop of [`crate::daemon`]); starting
+//! drained, recorded its runs and committed (the daemon's clean stop of a flow); starting
 //! waits until the flow runs again.
 
 use std::collections::{BTreeMap, BTreeSet};
