@@ -5,8 +5,10 @@
 //! file, fsynced, renamed over the record, the directory fsynced) before the action it
 //! announces begins, so a run killed at any point left a record that says which step was in
 //! progress. The lock that keeps two runs off the same flow is a file of its own, changed
-//! only under an exclusive `flock` of `journal.lock`, so two processes never both take it;
-//! it names the run, the operator, the host, the process and since when.
+//! only under an exclusive `flock` of `journal.lock`, so two processes never decide on it at
+//! once; it names the run, the operator, the host, the process and since when. A lock whose
+//! run has no record yet counts as held for a minute (the run writes its first record right
+//! after its lock), and a run's own lock is not taken over while its process still runs.
 //!
 //! The journal was a sled database until a test that SIGKILLs a failover at every step found
 //! sled 0.34 refusing to open it again ("Read corrupted data"), a failure its issue tracker
@@ -19,6 +21,8 @@ use serde::{Deserialize, Serialize};
 
 /// Runs kept in the journal; the oldest ended ones go first beyond this.
 pub const RUNS_KEPT_MAX: usize = 1_000;
+/// A lock without a run record is taken over only once it is this old.
+pub const LOCK_RECORDLESS_MS: u64 = 60_000;
 /// How long a lock change waits for another process's lock change to end.
 pub const LOCK_WAIT_MS: u64 = 10_000;
 
@@ -271,6 +275,14 @@ impl Journal {
         let journal = Journal {
             dir: dir.to_path_buf(),
         };
+        if dir.join("journal").is_dir() {
+            // An earlier strait kept its runs in sled there; ignoring it could hide a run
+            // left open (a fenced source, a stopped flow).
+            return Err(journal.err(format!(
+                "{} holds a journal of an earlier strait (sled): finish its runs with that version, then remove the directory",
+                dir.join("journal").display()
+            )));
+        }
         for sub in ["runs", "locks"] {
             std::fs::create_dir_all(dir.join(sub)).map_err(|e| journal.err(e))?;
         }
@@ -311,7 +323,11 @@ impl Journal {
     /// Writes `bytes` to `path` whole or not at all: a temporary file, fsynced, renamed over
     /// it, and the directory fsynced.
     fn write_atomically(&self, path: &Path, bytes: &[u8]) -> Result<(), JournalError> {
-        let tmp = path.with_extension("json.tmp");
+        // A name of this writer's own, so two writers never rename each other's half files.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let tmp = path.with_extension(format!("json.{}-{nanos}.tmp", std::process::id()));
         let mut file = std::fs::File::create(&tmp).map_err(|e| self.err(e))?;
         file.write_all(bytes).map_err(|e| self.err(e))?;
         file.sync_all().map_err(|e| self.err(e))?;
@@ -357,14 +373,23 @@ impl Journal {
         let value = serde_json::to_vec(holder).map_err(|e| self.err(e))?;
         let _exclusive = self.exclusive()?;
         if let Some(held) = self.read_lock(key)? {
-            // A lock whose run ended, or never got a record (killed between the two
-            // writes), holds nothing: it is taken over.
+            // A lock whose run ended holds nothing, nor does one that never got a record
+            // (killed between the lock and the first record) once it is older than
+            // `LOCK_RECORDLESS_MS`: a run writes its first record right after its lock.
             let live = match self.load(&held.run_id) {
                 Ok(r) => r.state == RunState::Running || r.state == RunState::RollingBack,
-                Err(JournalError::NoSuchRun(_)) => false,
+                Err(JournalError::NoSuchRun(_)) => {
+                    crate::clock::now_ms().saturating_sub(held.since_ms) < LOCK_RECORDLESS_MS
+                }
                 Err(_) => true,
             };
-            if held.run_id != holder.run_id && live {
+            // The same run's lock is taken over by its resume, unless the process holding
+            // it still runs on this host (two resumes of one run).
+            let same_run_busy = held.run_id == holder.run_id
+                && held.host == holder.host
+                && held.pid != holder.pid
+                && Path::new(&format!("/proc/{}", held.pid)).exists();
+            if (held.run_id != holder.run_id && live) || same_run_busy {
                 return Err(JournalError::Locked {
                     key: key.to_string(),
                     holder: Box::new(held),
@@ -559,6 +584,22 @@ mod tests {
         assert!(j.lock("flow a-to-b", &holder("r4")).is_err());
         assert_eq!(j.holder("flow a-to-b").unwrap().unwrap().run_id, "r3");
         j.unlock("flow a-to-b", "r3").unwrap();
+        // A lock taken a moment ago, whose run has no record yet, is held: its run is about
+        // to write it.
+        let young = Lock {
+            since_ms: crate::clock::now_ms(),
+            ..holder("r5")
+        };
+        j.lock("flow b-to-a", &young).unwrap();
+        assert!(j.lock("flow b-to-a", &holder("r6")).is_err());
+        // A run's own lock is not taken over by a second resume while its process runs here.
+        let running_here = Lock {
+            pid: std::process::id(),
+            ..holder("r7")
+        };
+        j.lock("flow c", &running_here).unwrap();
+        let e = j.lock("flow c", &holder("r7")).unwrap_err().to_string();
+        assert!(e.contains("run r7"), "{e}");
         // Records survive reopening.
         let r = record(&[StepState::Completed]);
         j.save(&r).unwrap();

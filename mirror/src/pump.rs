@@ -217,11 +217,6 @@ impl PartitionState {
     /// into the mirror topic (the flow's producer writes a partition's records contiguously,
     /// and one owner at a time), which the runs then step over.
     fn acknowledged(&mut self, source_offset: i64, target_offset: i64) -> Option<(i64, i64)> {
-        debug_assert!(
-            target_offset >= self.cursor.target_next,
-            "the target acknowledged {target_offset} below the cursor {}",
-            self.cursor.target_next
-        );
         let foreign = (target_offset > self.cursor.target_next)
             .then_some((self.cursor.target_next, target_offset));
         match &mut self.open {
@@ -807,7 +802,10 @@ impl PumpRun<'_> {
         let mut taken = 0u64;
         for (target_offset, source_offset) in found {
             if source_offset < state.cursor.source_next {
-                continue; // written twice by earlier owners; the first copy counts
+                // Written twice by earlier owners; the first copy counts, and the next record
+                // of this flow is expected after this one.
+                state.cursor.target_next = state.cursor.target_next.max(target_offset + 1);
+                continue;
             }
             if source_offset > state.cursor.source_next {
                 let from = state.cursor.source_next;
@@ -815,12 +813,10 @@ impl PumpRun<'_> {
                     self.pump.metrics.lost(topic, partition, &lost);
                 }
             }
-            if let Some((from, to)) = state.acknowledged(source_offset, target_offset) {
-                tracing::warn!(flow = %self.pump.flow.name, topic, partition, remote = %state.remote,
-                    target_from = from, target_to = to,
-                    "foreign write: records the flow did not write are in its mirror topic; translation steps over them");
-                self.pump.metrics.foreign(topic, partition, to - from);
-            }
+            // Between this flow's records the target may hold copies earlier owners wrote
+            // twice as well as foreign records; the reconcile does not tell them apart, the
+            // steady state does.
+            let _ = state.acknowledged(source_offset, target_offset);
             taken += 1;
         }
         state.sent_next = state.cursor.source_next;
@@ -1085,7 +1081,7 @@ impl PumpRun<'_> {
                 if let Some((from, to)) = state.acknowledged(sent.source_offset, target_offset) {
                     tracing::warn!(flow = %self.pump.flow.name, topic = %sent.topic, partition = sent.partition,
                         remote = %state.remote, target_from = from, target_to = to,
-                        "foreign write: records the flow did not write are in its mirror topic; translation steps over them");
+                        "foreign write: the mirror topic holds records this pump did not write before this one (another writer, or copies a previous owner wrote past what this pump read when it took the partition over); translation steps over them");
                     metrics.foreign(&sent.topic, sent.partition, to - from);
                 }
                 let now = now_ms();

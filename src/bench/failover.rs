@@ -279,5 +279,27 @@ pub async fn failover(args: FailoverBenchArgs) -> anyhow::Result<()> {
             args.groups as u64 * partitions as u64
         );
     }
+    // And checked here, apart from the runbook's own check: the remote topics started empty,
+    // so every group must be at the offset it committed on site a.
+    let mut wrong = 0usize;
+    for g in 0..args.groups {
+        let got = tokio::task::block_in_place(|| {
+            group_client(&b, &group_name(g))?
+                .committed_offsets(remote.clone(), Duration::from_secs(10))
+                .context("reading a group's offsets on site b")
+        })?;
+        wrong += got
+            .elements()
+            .iter()
+            .filter(|e| e.offset() != Offset::Offset(per_partition / 2))
+            .count();
+    }
+    if wrong > 0 {
+        bail!("{wrong} group offsets on site b are not where the groups were on site a");
+    }
+    println!(
+        "checked on site b: all {} group offsets at the groups' positions on site a",
+        args.groups as i64 * partitions
+    );
     Ok(())
 }
