@@ -617,6 +617,78 @@ fn a_run_is_journalled_locked_audited_and_resumed_after_sigkill() {
     );
 }
 
+/// `strait ARGS` against the shipped playbooks, a running mirror at `http` and `journal`,
+/// approving every step.
+fn dr_command(args: &[&str], http: &str, journal: &Path) -> Command {
+    let mut c = Command::new(strait_bin());
+    c.args(args)
+        .args(["--mirror-http", http, "--yes", "--playbooks"])
+        .arg(shipped())
+        .arg("--journal")
+        .arg(journal)
+        .env_remove("STRAIT_PLAYBOOKS");
+    c
+}
+
+/// `strait failover KIND --mirror CONFIG --report REPORT EXTRA...`, run to its end.
+fn failover(
+    kind: &str,
+    mirror_config: &Path,
+    report: &Path,
+    extra: &[&str],
+    http: &str,
+    journal: &Path,
+) -> Output {
+    let mut args = vec![
+        "failover",
+        kind,
+        "--mirror",
+        mirror_config.to_str().unwrap(),
+        "--report",
+        report.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    dr_command(&args, http, journal)
+        .output()
+        .expect("run strait failover")
+}
+
+/// The record values of `partition` of `topic` on `site`, in offset order.
+fn values_of(site: &Broker, topic: &str, partition: i32) -> Vec<Option<Vec<u8>>> {
+    common::mirror::read_partition(site, topic, partition)
+        .into_iter()
+        .map(|c| c.value)
+        .collect()
+}
+
+/// Asserts that `remote` on `b` holds exactly the records of `topic` on `a`, partition by
+/// partition and in order; returns how many there are.
+fn assert_exact_copy(
+    a: &Broker,
+    topic: &str,
+    b: &Broker,
+    remote: &str,
+    partitions: i32,
+    what: &str,
+) -> usize {
+    let mut records = 0;
+    for p in 0..partitions {
+        let src = values_of(a, topic, p);
+        let dst = values_of(b, remote, p);
+        assert_eq!(
+            src.len(),
+            dst.len(),
+            "{what}: partition {p}: source and target differ in length"
+        );
+        assert!(
+            src == dst,
+            "{what}: partition {p}: the target is not the source's copy"
+        );
+        records += src.len();
+    }
+    records
+}
+
 /// The write protection of `topic` on `site`, as DescribeConfigs reports it.
 fn protection_of(site: &Broker, topic: &str) -> Option<String> {
     use rdkafka::admin::{AdminOptions, ResourceSpecifier};
@@ -717,20 +789,7 @@ fn a_planned_failover_under_load_copies_everything_once_moves_the_groups_and_ope
     let http = mirror.http_addr().to_string();
     let journal = dir.path().join("journal");
     let started = Instant::now();
-    let out = Command::new(strait_bin())
-        .arg("failover")
-        .arg("--planned")
-        .arg("--mirror")
-        .arg(&mirror_config)
-        .args(["--mirror-http", &http, "--yes", "--playbooks"])
-        .arg(shipped())
-        .arg("--journal")
-        .arg(&journal)
-        .arg("--report")
-        .arg(&report)
-        .env_remove("STRAIT_PLAYBOOKS")
-        .output()
-        .expect("run strait failover");
+    let out = failover("--planned", &mirror_config, &report, &[], &http, &journal);
     let took = started.elapsed();
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let (sent, acked) = load.join().expect("load thread");
@@ -755,24 +814,7 @@ fn a_planned_failover_under_load_copies_everything_once_moves_the_groups_and_ope
 
     // Every record the source holds is on the target once, in order: nothing lost, nothing
     // duplicated. The source was fenced under load, so some sends were refused, never acked.
-    let mut on_source = 0;
-    for p in 0..2 {
-        let src = common::mirror::read_partition(&a, "orders", p);
-        let dst = common::mirror::read_partition(&b, "a.orders", p);
-        let values = |v: &[common::Consumed]| -> Vec<Option<Vec<u8>>> {
-            v.iter().map(|c| c.value.clone()).collect()
-        };
-        assert_eq!(
-            src.len(),
-            dst.len(),
-            "partition {p}: source and target differ in length"
-        );
-        assert!(
-            values(&src) == values(&dst),
-            "partition {p}: the target is not the source's copy"
-        );
-        on_source += src.len();
-    }
+    let on_source = assert_exact_copy(&a, "orders", &b, "a.orders", 2, "planned failover");
     assert!(
         acked <= on_source && acked > 600,
         "acked {acked}, on the source {on_source}"
@@ -886,27 +928,15 @@ fn a_forced_failover_after_sigkill_of_the_source_loses_at_most_its_last_second_a
 
     let report = dir.path().join("report.json");
     let http = mirror.http_addr().to_string();
-    let out = Command::new(strait_bin())
-        .arg("failover")
-        .arg("--forced")
-        .arg("--mirror")
-        .arg(&mirror_config)
-        .args([
-            "--mirror-http",
-            &http,
-            "--source-timeout-ms",
-            "1000",
-            "--yes",
-            "--playbooks",
-        ])
-        .arg(shipped())
-        .arg("--journal")
-        .arg(dir.path().join("journal"))
-        .arg("--report")
-        .arg(&report)
-        .env_remove("STRAIT_PLAYBOOKS")
-        .output()
-        .expect("run strait failover");
+    let journal = dir.path().join("journal");
+    let out = failover(
+        "--forced",
+        &mirror_config,
+        &report,
+        &["--source-timeout-ms", "1000"],
+        &http,
+        &journal,
+    );
     let printed = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(
         out.status.success(),
@@ -929,9 +959,7 @@ fn a_forced_failover_after_sigkill_of_the_source_loses_at_most_its_last_second_a
         vec![Some(1_000), Some(1_200)]
     );
     // The target takes writes; the flow is stopped.
-    let copied: Vec<Vec<common::Consumed>> = (0..2)
-        .map(|p| common::mirror::read_partition(&b, "a.orders", p))
-        .collect();
+    let copied: Vec<Vec<Option<Vec<u8>>>> = (0..2).map(|p| values_of(&b, "a.orders", p)).collect();
     assert_eq!(produce_one(&b, "a.orders"), None);
     assert_eq!(mirror.status()["flows"][0]["stopped"], true);
 
@@ -940,16 +968,13 @@ fn a_forced_failover_after_sigkill_of_the_source_loses_at_most_its_last_second_a
     a.restart();
     let mut lost = 0usize;
     for (p, dst) in copied.iter().enumerate() {
-        let src = common::mirror::read_partition(&a, "orders", p as i32);
+        let src = values_of(&a, "orders", p as i32);
         assert!(
             dst.len() <= src.len(),
             "partition {p}: the target holds more than the source"
         );
-        let values = |v: &[common::Consumed]| -> Vec<Option<Vec<u8>>> {
-            v.iter().map(|c| c.value.clone()).collect()
-        };
         assert!(
-            values(dst) == values(&src[..dst.len()]),
+            *dst == src[..dst.len()],
             "partition {p}: the target is not a prefix of the source"
         );
         lost += src.len() - dst.len();
@@ -1021,20 +1046,8 @@ fn a_planned_failover_whose_verification_fails_rolls_back_and_leaves_both_sites_
 
     let report = dir.path().join("report.json");
     let http = mirror.http_addr().to_string();
-    let out = Command::new(strait_bin())
-        .arg("failover")
-        .arg("--planned")
-        .arg("--mirror")
-        .arg(&mirror_config)
-        .args(["--mirror-http", &http, "--yes", "--playbooks"])
-        .arg(shipped())
-        .arg("--journal")
-        .arg(dir.path().join("journal"))
-        .arg("--report")
-        .arg(&report)
-        .env_remove("STRAIT_PLAYBOOKS")
-        .output()
-        .expect("run strait failover");
+    let journal = dir.path().join("journal");
+    let out = failover("--planned", &mirror_config, &report, &[], &http, &journal);
     let _ = squatter.poll(Duration::from_millis(10));
     let printed = String::from_utf8_lossy(&out.stdout).to_string();
     eprintln!("{printed}{}", String::from_utf8_lossy(&out.stderr));
@@ -1114,27 +1127,21 @@ fn a_planned_failover_killed_at_any_step_and_resumed_still_copies_everything_onc
         }
         common::mirror::commit(&a, &group, &topic, &[(0, 20), (1, 30)]);
         let http = mirror.http_addr().to_string();
-        let failover = |args: &[&str]| {
-            let mut c = Command::new(strait_bin());
-            c.args(args)
-                .args(["--mirror-http", &http, "--yes", "--playbooks"])
-                .arg(shipped())
-                .arg("--journal")
-                .arg(&journal)
-                .env_remove("STRAIT_PLAYBOOKS");
-            c
-        };
         wait_for(
             "the flow to hold its partitions",
             Duration::from_secs(60),
             || (mirror.held_partitions() == 2).then_some(()),
         );
-        let mut child = failover(&[
-            "failover",
-            "--planned",
-            "--mirror",
-            mirror_config.to_str().unwrap(),
-        ])
+        let mut child = dr_command(
+            &[
+                "failover",
+                "--planned",
+                "--mirror",
+                mirror_config.to_str().unwrap(),
+            ],
+            &http,
+            &journal,
+        )
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -1163,15 +1170,19 @@ fn a_planned_failover_killed_at_any_step_and_resumed_still_copies_everything_onc
         };
         let _ = child.wait();
         let report = dir.path().join("report.json");
-        let out = failover(&[
-            "runbook",
-            "--mirror",
-            mirror_config.to_str().unwrap(),
-            "resume",
-            &run_id,
-            "--report",
-            report.to_str().unwrap(),
-        ])
+        let out = dr_command(
+            &[
+                "runbook",
+                "--mirror",
+                mirror_config.to_str().unwrap(),
+                "resume",
+                &run_id,
+                "--report",
+                report.to_str().unwrap(),
+            ],
+            &http,
+            &journal,
+        )
         .output()
         .unwrap();
         let printed = String::from_utf8_lossy(&out.stdout).to_string();
@@ -1183,17 +1194,7 @@ fn a_planned_failover_killed_at_any_step_and_resumed_still_copies_everything_onc
         let r = report_of(&report);
         assert_eq!(r["outcome"], "succeeded", "killed at `{step}`: {r:#}");
         // Everything once, in order; the group where it was; a fenced, b open.
-        for p in 0..2 {
-            let src = common::mirror::read_partition(&a, &topic, p);
-            let dst = common::mirror::read_partition(&b, &remote, p);
-            let values = |v: &[common::Consumed]| -> Vec<Option<Vec<u8>>> {
-                v.iter().map(|c| c.value.clone()).collect()
-            };
-            assert!(
-                values(&src) == values(&dst),
-                "killed at `{step}`: partition {p} differs"
-            );
-        }
+        assert_exact_copy(&a, &topic, &b, &remote, 2, &format!("killed at `{step}`"));
         assert_eq!(
             common::mirror::committed(&b, &group, &remote, 2),
             vec![Some(20), Some(30)],

@@ -296,7 +296,13 @@ pub async fn execute(p: &Planned, ctx: &Context) -> Result<Outcome, ActionError>
             let addr = mirror_addr(p, ctx)?;
             let config = mirror_config(p)?;
             let flow_name = text(p, "flow");
-            let source = cluster_of(&config, &flow_config(&config, flow_name)?.source)?.clone();
+            let source = cluster_of(&config, &flow_config(&config, flow_name)?.source)?;
+            // One client for the whole wait, not one per poll.
+            let source: std::sync::Arc<BaseConsumer> = std::sync::Arc::new(
+                strait_mirror::clients::client_config(source, &[])
+                    .create()
+                    .map_err(|e| ActionError::Failed(format!("creating a client: {e}")))?,
+            );
             let wait = Duration::from_millis(wait_ms(p));
             let deadline = Instant::now() + wait;
             loop {
@@ -718,12 +724,9 @@ fn flow_config<'c>(config: &'c MirrorConfig, flow: &str) -> Result<&'c FlowConfi
 
 /// The high watermark of each of `partitions` on the source.
 fn source_ends(
-    cluster: &strait_mirror::config::ClusterConfig,
+    client: &BaseConsumer,
     partitions: &[(String, i32)],
 ) -> Result<Vec<i64>, ActionError> {
-    let client: BaseConsumer = strait_mirror::clients::client_config(cluster, &[])
-        .create()
-        .map_err(|e| ActionError::Failed(format!("creating a client: {e}")))?;
     partitions
         .iter()
         .map(|(t, p)| {

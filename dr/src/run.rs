@@ -648,33 +648,8 @@ impl<'a> Driver<'a> {
         // journal, so a resume repeats this undo and goes on with the others.
         let failed = self.plan.steps[i].clone();
         if let (Some(undo), true) = (failed.undo.clone(), failed.planned.action.idempotent) {
-            let at = now_ms();
-            let clock = Instant::now();
-            let result = self.attempt_all(None, &failed, &undo).await?;
-            let (outcome, detail) = match result {
-                Ok(o) => (StepOutcome::Succeeded, o.detail),
-                Err(e) => (StepOutcome::Failed, format!("undo failed: {e}")),
-            };
-            self.audit(
-                "undo",
-                Some(&failed.name),
-                Some(if outcome == StepOutcome::Succeeded {
-                    "succeeded"
-                } else {
-                    "failed"
-                }),
-                Some(&detail),
-            );
-            self.reports.push(StepReport {
-                kind: "undo",
-                name: failed.name.clone(),
-                action: undo.action.name,
-                started_at: rfc3339(at),
-                duration_ms: clock.elapsed().as_millis() as u64,
-                attempts: 1,
-                outcome,
-                detail,
-            });
+            // Its failure is in the report and the audit; the step stays `Failed` either way.
+            let _ = self.undo(&failed, &undo).await?;
         }
         for j in (0..i).rev() {
             let step = self.plan.steps[j].clone();
@@ -687,46 +662,51 @@ impl<'a> Driver<'a> {
             let Some(undo) = step.undo.clone() else {
                 continue;
             };
-            let at = now_ms();
-            let clock = Instant::now();
             self.record.steps[j].state = StepState::Undoing;
             self.save()?;
-            let result = self.attempt_all(None, &step, &undo).await?;
-            let (outcome, detail) = match result {
-                Ok(o) => {
-                    self.record.steps[j].state = StepState::Undone;
-                    (StepOutcome::Succeeded, o.detail)
-                }
-                Err(e) => {
+            match self.undo(&step, &undo).await? {
+                Ok(()) => self.record.steps[j].state = StepState::Undone,
+                Err(detail) => {
                     // Left as it was: the report and the journal say the undo failed.
                     self.record.steps[j].state = StepState::Completed;
-                    self.record.steps[j].detail = format!("undo failed: {e}");
-                    (StepOutcome::Failed, format!("undo failed: {e}"))
+                    self.record.steps[j].detail = detail;
                 }
-            };
+            }
             self.save()?;
-            self.audit(
-                "undo",
-                Some(&step.name),
-                Some(if outcome == StepOutcome::Succeeded {
-                    "succeeded"
-                } else {
-                    "failed"
-                }),
-                Some(&detail),
-            );
-            self.reports.push(StepReport {
-                kind: "undo",
-                name: step.name.clone(),
-                action: undo.action.name,
-                started_at: rfc3339(at),
-                duration_ms: clock.elapsed().as_millis() as u64,
-                attempts: 1,
-                outcome,
-                detail,
-            });
         }
         self.finish(RunState::RolledBack, Some(why))
+    }
+
+    /// Runs `undo` for `step`, audits and reports it; the error is the report's detail.
+    async fn undo(
+        &mut self,
+        step: &PlannedStep,
+        undo: &Planned,
+    ) -> Result<Result<(), String>, RunError> {
+        let at = now_ms();
+        let clock = Instant::now();
+        let (outcome, detail) = match self.attempt_all(None, step, undo).await? {
+            Ok(o) => (StepOutcome::Succeeded, o.detail),
+            Err(e) => (StepOutcome::Failed, format!("undo failed: {e}")),
+        };
+        let ok = outcome == StepOutcome::Succeeded;
+        self.audit(
+            "undo",
+            Some(&step.name),
+            Some(if ok { "succeeded" } else { "failed" }),
+            Some(&detail),
+        );
+        self.reports.push(StepReport {
+            kind: "undo",
+            name: step.name.clone(),
+            action: undo.action.name,
+            started_at: rfc3339(at),
+            duration_ms: clock.elapsed().as_millis() as u64,
+            attempts: 1,
+            outcome,
+            detail: detail.clone(),
+        });
+        Ok(if ok { Ok(()) } else { Err(detail) })
     }
 
     fn finish(mut self, state: RunState, why: Option<&str>) -> Result<Report, RunError> {

@@ -73,6 +73,17 @@ pub struct GroupTranslation {
     pub translated_offset: Option<i64>,
 }
 
+/// The committed offsets in `tpl` by (topic, partition); a partition without one is left out.
+fn offsets_of(tpl: &TopicPartitionList) -> HashMap<(String, i32), i64> {
+    tpl.elements()
+        .iter()
+        .filter_map(|e| match e.offset() {
+            Offset::Offset(o) => Some(((e.topic().to_string(), e.partition()), o)),
+            _ => None,
+        })
+        .collect()
+}
+
 /// A group's last checkpoint and what the target holds for it after a final commit.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FinalCommit {
@@ -130,15 +141,7 @@ pub async fn commit_last_checkpoints(
         for (t, p, _) in &list {
             tpl.add_partition(&flow.remote_topic(t), *p);
         }
-        let current: HashMap<(String, i32), i64> = Checkpointer::committed(&client, tpl)
-            .await?
-            .elements()
-            .iter()
-            .filter_map(|e| match e.offset() {
-                Offset::Offset(o) => Some(((e.topic().to_string(), e.partition()), o)),
-                _ => None,
-            })
-            .collect();
+        let current = offsets_of(&Checkpointer::committed(&client, tpl).await?);
         let mut commit = TopicPartitionList::new();
         let mut entries = Vec::new();
         for (t, p, c) in list {
@@ -180,14 +183,9 @@ pub async fn commit_last_checkpoints(
             for e in &entries {
                 tpl.add_partition(&e.topic, e.partition);
             }
-            let after = Checkpointer::committed(&client, tpl).await?;
+            let after = offsets_of(&Checkpointer::committed(&client, tpl).await?);
             for e in &mut entries {
-                e.target_offset = after
-                    .find_partition(&e.topic, e.partition)
-                    .and_then(|x| match x.offset() {
-                        Offset::Offset(o) => Some(o),
-                        _ => None,
-                    });
+                e.target_offset = after.get(&(e.topic.clone(), e.partition)).copied();
             }
         }
         tracing::info!(flow = %flow.name, group, offsets = entries.len(), "committed the last checkpoints on the target");
@@ -525,15 +523,7 @@ impl Checkpointer {
         for (t, p, _) in &wanted {
             tpl.add_partition(&self.flow.remote_topic(t), *p);
         }
-        let current: HashMap<(String, i32), i64> = Self::committed(&client, tpl)
-            .await?
-            .elements()
-            .iter()
-            .filter_map(|e| match e.offset() {
-                Offset::Offset(o) => Some(((e.topic().to_string(), e.partition()), o)),
-                _ => None,
-            })
-            .collect();
+        let current = offsets_of(&Self::committed(&client, tpl).await?);
         let mut commit = TopicPartitionList::new();
         let mut rewinds = Vec::new();
         for (t, p, offset) in &wanted {

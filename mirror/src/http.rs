@@ -367,6 +367,49 @@ pub enum StatusError {
     },
 }
 
+/// One HTTP/1.0 exchange with a daemon: sends `request`, reads the whole answer (at most
+/// [`STATUS_BYTES_MAX`]) and returns its status line, its status code (`None` if the line is
+/// not HTTP/1.x) and its body.
+async fn exchange(
+    addr: SocketAddr,
+    request: String,
+    timeout: Duration,
+) -> Result<(String, Option<u16>, Vec<u8>), StatusError> {
+    let io = |source| StatusError::Io { addr, source };
+    let response = tokio::time::timeout(timeout, async {
+        let mut stream = TcpStream::connect(addr).await?;
+        stream.write_all(request.as_bytes()).await?;
+        let mut body = Vec::new();
+        (&mut stream)
+            .take(STATUS_BYTES_MAX as u64)
+            .read_to_end(&mut body)
+            .await?;
+        Ok::<_, std::io::Error>(body)
+    })
+    .await
+    .map_err(|_| {
+        io(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "no answer in time",
+        ))
+    })?
+    .map_err(io)?;
+    let split = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| StatusError::Invalid {
+            addr,
+            reason: "no HTTP header".into(),
+        })?;
+    let head = String::from_utf8_lossy(&response[..split]);
+    let line = head.lines().next().unwrap_or_default().to_string();
+    let code = line
+        .starts_with("HTTP/1.")
+        .then(|| line.split_whitespace().nth(1)?.parse().ok())
+        .flatten();
+    Ok((line, code, response[split + 4..].to_vec()))
+}
+
 /// Sends `POST /flows/FLOW/ACTION` to a daemon (HTTP/1.0, one request) and returns the JSON
 /// answer; an answer other than 2xx is an error carrying the daemon's message.
 pub async fn post_control(
@@ -375,88 +418,29 @@ pub async fn post_control(
     action: &str,
     timeout: Duration,
 ) -> Result<serde_json::Value, StatusError> {
-    let io = |source| StatusError::Io { addr, source };
-    let response = tokio::time::timeout(timeout, async {
-        let mut stream = TcpStream::connect(addr).await?;
-        stream
-            .write_all(
-                format!(
-                    "POST /flows/{flow}/{action} HTTP/1.0\r\nHost: {addr}\r\nContent-Length: 0\r\n\r\n"
-                )
-                .as_bytes(),
-            )
-            .await?;
-        let mut body = Vec::new();
-        (&mut stream)
-            .take(STATUS_BYTES_MAX as u64)
-            .read_to_end(&mut body)
-            .await?;
-        Ok::<_, std::io::Error>(body)
-    })
-    .await
-    .map_err(|_| {
-        io(std::io::Error::new(
-            std::io::ErrorKind::TimedOut,
-            "no answer in time",
-        ))
-    })?
-    .map_err(io)?;
+    let request = format!(
+        "POST /flows/{flow}/{action} HTTP/1.0\r\nHost: {addr}\r\nContent-Length: 0\r\n\r\n"
+    );
+    let (line, code, body) = exchange(addr, request, timeout).await?;
     let invalid = |reason: String| StatusError::Invalid { addr, reason };
-    let split = response
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| invalid("no HTTP header".into()))?;
-    let head = String::from_utf8_lossy(&response[..split]);
-    let body: serde_json::Value = serde_json::from_slice(&response[split + 4..])
-        .map_err(|e| invalid(format!("{}: {e}", head.lines().next().unwrap_or_default())))?;
-    if !head.starts_with("HTTP/1.")
-        || !head
-            .split_whitespace()
-            .nth(1)
-            .is_some_and(|c| c.starts_with('2'))
-    {
-        let message = body["error"].as_str().unwrap_or_default().to_string();
-        return Err(invalid(format!(
-            "{}: {message}",
-            head.lines().next().unwrap_or_default()
-        )));
+    let body: serde_json::Value =
+        serde_json::from_slice(&body).map_err(|e| invalid(format!("{line}: {e}")))?;
+    if !code.is_some_and(|c| (200..300).contains(&c)) {
+        let message = body["error"].as_str().unwrap_or_default();
+        return Err(invalid(format!("{line}: {message}")));
     }
     Ok(body)
 }
 
 /// Reads `/status` from a daemon (HTTP/1.0, one request).
 pub async fn fetch_status(addr: SocketAddr, timeout: Duration) -> Result<Status, StatusError> {
-    let io = |source| StatusError::Io { addr, source };
-    let response = tokio::time::timeout(timeout, async {
-        let mut stream = TcpStream::connect(addr).await?;
-        stream
-            .write_all(format!("GET /status HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
-            .await?;
-        let mut body = Vec::new();
-        (&mut stream)
-            .take(STATUS_BYTES_MAX as u64)
-            .read_to_end(&mut body)
-            .await?;
-        Ok::<_, std::io::Error>(body)
-    })
-    .await
-    .map_err(|_| {
-        io(std::io::Error::new(
-            std::io::ErrorKind::TimedOut,
-            "no answer in time",
-        ))
-    })?
-    .map_err(io)?;
+    let request = format!("GET /status HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+    let (line, code, body) = exchange(addr, request, timeout).await?;
     let invalid = |reason: String| StatusError::Invalid { addr, reason };
-    let split = response
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| invalid("no HTTP header".into()))?;
-    let head = String::from_utf8_lossy(&response[..split]);
-    if !head.starts_with("HTTP/1.") || head.split_whitespace().nth(1) != Some("200") {
-        return Err(invalid(head.lines().next().unwrap_or_default().to_string()));
+    if code != Some(200) {
+        return Err(invalid(line));
     }
-    serde_json::from_slice(&response[split + 4..]).map_err(|e| invalid(e.to_string()))
+    serde_json::from_slice(&body).map_err(|e| invalid(e.to_string()))
 }
 
 #[cfg(test)]

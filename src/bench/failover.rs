@@ -8,9 +8,8 @@
 //! to the target taking writes), each step's time, and how many group offsets were verified.
 //! The RTO is set against a limit given on the command line (default 30 s), as a ratio.
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -53,49 +52,12 @@ pub struct FailoverBenchArgs {
     pub dir: Option<PathBuf>,
 }
 
-/// The mirror process, killed when dropped.
-struct Mirror(Child);
-
-impl Drop for Mirror {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn topic_name(i: u32) -> String {
     format!("bench-failover-{i}")
 }
 
 fn group_name(i: u32) -> String {
     format!("bench-failover-group-{i}")
-}
-
-/// Starts `strait mirror` for a -> b on `config`; returns it and its HTTP address.
-fn start_mirror(dir: &Path, config: &Path) -> anyhow::Result<(Mirror, std::net::SocketAddr)> {
-    let exe = std::env::current_exe().context("locating the strait binary")?;
-    let mut child = Command::new(exe)
-        .arg("mirror")
-        .arg("--config")
-        .arg(config)
-        .arg("--data-dir")
-        .arg(dir.join("mirror-data"))
-        .args(["--http", "127.0.0.1:0"])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .context("starting strait mirror")?;
-    let stdout = child.stdout.take().context("mirror stdout")?;
-    let mirror = Mirror(child);
-    let mut line = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .context("reading the mirror's ready line")?;
-    let Some(addr) = strait_mirror::daemon::parse_ready_line(line.trim_end()) else {
-        bail!("strait mirror did not start; it printed {line:?}");
-    };
-    Ok((mirror, addr))
 }
 
 fn group_client(bootstrap: &str, group: &str) -> anyhow::Result<BaseConsumer> {
@@ -192,7 +154,7 @@ pub async fn failover(args: FailoverBenchArgs) -> anyhow::Result<()> {
         ),
     )
     .with_context(|| format!("writing {}", config.display()))?;
-    let (_mirror, http) = start_mirror(&dir, &config)?;
+    let (_mirror, http) = super::mirror::spawn_mirror(&config, &dir.join("mirror-data"))?;
 
     // Wait until the last group's offsets are on site b: the copy and the sync are done.
     let started = Instant::now();

@@ -69,7 +69,7 @@ pub struct MirrorBenchArgs {
 }
 
 /// A child process (kcat, the mirror) killed when dropped.
-struct Guard(Child);
+pub(super) struct Guard(Child);
 
 impl Drop for Guard {
     fn drop(&mut self) {
@@ -379,13 +379,22 @@ fn start_mirror(dir: &Path, a: &str, b: &str) -> anyhow::Result<Guard> {
         ),
     )
     .with_context(|| format!("writing {}", config.display()))?;
+    spawn_mirror(&config, &dir.join("data")).map(|(guard, _)| guard)
+}
+
+/// Starts `strait mirror --config config --data-dir data_dir` on an ephemeral HTTP port and
+/// waits for its ready line; returns it (killed when dropped) and its HTTP address.
+pub(super) fn spawn_mirror(
+    config: &Path,
+    data_dir: &Path,
+) -> anyhow::Result<(Guard, std::net::SocketAddr)> {
     let exe = std::env::current_exe().context("locating the strait binary")?;
     let mut child = Command::new(exe)
         .arg("mirror")
         .arg("--config")
-        .arg(&config)
+        .arg(config)
         .arg("--data-dir")
-        .arg(dir.join("data"))
+        .arg(data_dir)
         .args(["--http", "127.0.0.1:0"])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
@@ -398,10 +407,10 @@ fn start_mirror(dir: &Path, a: &str, b: &str) -> anyhow::Result<Guard> {
     BufReader::new(stdout)
         .read_line(&mut line)
         .context("reading the mirror's ready line")?;
-    if strait_mirror::daemon::parse_ready_line(line.trim_end()).is_none() {
+    let Some(addr) = strait_mirror::daemon::parse_ready_line(line.trim_end()) else {
         bail!("strait mirror did not start; it printed {line:?}");
-    }
-    Ok(guard)
+    };
+    Ok((guard, addr))
 }
 
 fn consumer(bootstrap: &str) -> anyhow::Result<BaseConsumer> {
