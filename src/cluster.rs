@@ -89,6 +89,9 @@ impl ClusterFile {
     pub fn load(path: &Path) -> anyhow::Result<ClusterFile> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("{}: cannot read cluster file", path.display()))?;
+        strait_yaml::limits::check(&text).map_err(|e| {
+            anyhow::anyhow!("{}:{}:{}: {}", path.display(), e.line, e.column, e.reason)
+        })?;
         let yaml: ClusterYaml = serde_yaml::from_str(&text).map_err(|e| {
             let (line, column) = e
                 .location()

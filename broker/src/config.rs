@@ -377,6 +377,12 @@ impl NodeConfig {
     /// Parses YAML text and checks what this module can check alone (the whole check is
     /// [`NodeConfig::parse`], in `broker_config.rs`); `path` is only used in error messages.
     pub(crate) fn parse_unchecked(text: &str, path: &Path) -> Result<NodeConfig, ConfigError> {
+        strait_yaml::limits::check(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            line: e.line,
+            column: e.column,
+            reason: e.reason,
+        })?;
         let mut config: NodeConfig = serde_yaml::from_str(text).map_err(|e| {
             let (line, column) = e
                 .location()

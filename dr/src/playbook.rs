@@ -34,7 +34,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
-use strait_mirror::yaml_position::{position_of, Step as PathStep};
+use strait_yaml::position::{position_of, Step as PathStep};
 
 use crate::actions::{self, Action, Kind};
 
@@ -395,6 +395,8 @@ impl Playbook {
                 reason,
             }
         };
+        strait_yaml::limits::check(text)
+            .map_err(|e| invalid(Some((e.line, e.column)), e.reason))?;
         let mut playbook: Playbook = serde_path_to_error::deserialize(
             serde_yaml::Deserializer::from_str(text),
         )

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use serde::de::{self, Deserializer};
 use serde::Deserialize;
 
-use crate::yaml_position::{position_of, Step};
+use strait_yaml::position::{position_of, Step};
 
 /// Topics MirrorMaker 2 never mirrors by default (`topics.exclude`): internal topics of Kafka,
 /// of Connect and of the mirror itself.
@@ -552,6 +552,12 @@ impl MirrorConfig {
                 reason,
             }
         };
+        strait_yaml::limits::check(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            line: e.line,
+            column: e.column,
+            reason: e.reason,
+        })?;
         // A file whose `clusters` is itself broken fails here, with the parser's position.
         let aliases: AliasesOnly = serde_yaml::from_str(text).map_err(|e| parse_error(e, None))?;
         let known: BTreeSet<String> = aliases.clusters.into_keys().collect();

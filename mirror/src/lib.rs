@@ -26,4 +26,3 @@ pub mod offsets;
 pub mod protection;
 pub mod pump;
 pub mod topics;
-pub mod yaml_position;

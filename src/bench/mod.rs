@@ -122,10 +122,10 @@ impl StartingBroker {
         BufReader::new(stdout)
             .read_line(&mut line)
             .context("reading the broker's ready line")?;
-        let Some(addr) = line.split("listening on ").nth(1) else {
+        let Some((_, addr)) = crate::parse_broker_ready_line(line.trim_end()) else {
             bail!("broker did not report its address; it printed: {line:?}");
         };
-        let bootstrap = addr.split(',').next().unwrap_or(addr).trim().to_string();
+        let bootstrap = addr.to_string();
         let child = self.child.take().context("broker process")?;
         Ok(ChildBroker { child, bootstrap })
     }

@@ -423,18 +423,9 @@ impl Drop for Broker {
 }
 
 fn parse_listening_line(line: &str) -> SocketAddr {
-    let rest = line
-        .split("listening on")
-        .nth(1)
-        .unwrap_or_else(|| panic!("no `listening on` in {line:?}"))
-        .trim_start();
-    let token: String = rest
-        .chars()
-        .take_while(|c| !c.is_whitespace() && *c != ',')
-        .collect();
-    token
-        .parse()
-        .unwrap_or_else(|e| panic!("cannot parse address {token:?} from line {line:?}: {e}"))
+    strait::parse_broker_ready_line(line.trim_end())
+        .map(|(_, addr)| addr)
+        .unwrap_or_else(|| panic!("not the broker's ready line: {line:?}"))
 }
 
 /// Drains a child's stdout for the whole life of the process (so it never blocks on a full

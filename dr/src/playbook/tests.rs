@@ -201,6 +201,34 @@ fn a_cycle_among_the_steps_is_refused_naming_it() {
 }
 
 #[test]
+fn an_alias_bomb_is_refused_where_it_expands_and_so_is_too_large_a_file() {
+    // A 401-node anchor used 2,000 times would be 800,000 serde_yaml values (a `with:` map
+    // keeps them all; fuzz/regressions/playbook has that case).
+    let items: Vec<String> = (0..200).map(|i| format!("k{i}: v")).collect();
+    let text = GOOD.replace(
+        "    timeout_ms: 5000\n",
+        &format!(
+            "    timeout_ms: 5000\n    extra: &e {{{}}}\n    more: [{}]\n",
+            items.join(", "),
+            vec!["*e"; 2000].join(", ")
+        ),
+    );
+    let (line, column, reason) = refused(&text);
+    assert!(reason.contains("aliases expand this document"), "{reason}");
+    assert_eq!(line, 28, "{reason}");
+    assert!(column > 10, "{column}");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("demo.yaml");
+    std::fs::write(&path, format!("{GOOD}#{}\n", "x".repeat(1 << 20))).unwrap();
+    match Playbook::load(&path) {
+        Err(PlaybookError::Invalid { reason, .. }) => {
+            assert!(reason.contains("a playbook may have at most"), "{reason}")
+        }
+        other => panic!("a 1 MiB playbook was not refused: {other:?}"),
+    }
+}
+
+#[test]
 fn limits_are_enforced() {
     let (_, _, reason) = refused(&GOOD.replace("timeout_ms: 5000", "timeout_ms: 0"));
     assert!(reason.contains("timeout_ms must be"), "{reason}");
