@@ -259,7 +259,8 @@ fn a_partition_that_cannot_be_opened_goes_offline_alone_and_the_rest_of_the_node
         .iter()
         .filter(|p| p.leader == 3)
         .count();
-    assert!(led_by_3 > 0, "node 3 leads none of {good}: {md:#?}");
+    // Placement is round robin from a random start: two of the six leaderships each.
+    assert!(led_by_3 >= 2, "node 3 leads {led_by_3} of {good}: {md:#?}");
     let records: Vec<TestRecord> = (0..6)
         .map(|i| TestRecord::kv(format!("k{i}"), format!("v{i}")))
         .collect();

@@ -9,7 +9,7 @@
 //! that are left before the decoder sees the message. [`records`] does the same for the records
 //! inside a record batch, which the crate decodes separately.
 
-pub mod records;
+pub(crate) mod records;
 pub mod schema;
 
 #[rustfmt::skip]
@@ -91,6 +91,6 @@ pub fn check_response(key: ApiKey, version: i16, body: &[u8]) -> Result<(), Chec
 }
 
 /// Checks a consumer-protocol subscription (a JoinGroup member's metadata) at `version`.
-pub fn check_subscription(version: i16, bytes: &[u8]) -> Result<(), WireError> {
+pub(crate) fn check_subscription(version: i16, bytes: &[u8]) -> Result<(), WireError> {
     schema::walk(&messages::CONSUMER_PROTOCOL_SUBSCRIPTION, version, bytes).map(|_| ())
 }
