@@ -825,3 +825,113 @@ fn strait_cluster_stops_the_other_nodes_and_fails_when_a_node_cannot_start() {
         "a cluster with a failed node was reported ready"
     );
 }
+
+/// A failback's tail truncation (`strait.truncate.tail` on a topic fenced with no writer)
+/// reaches every replica: the leader cuts when it starts the new epoch, the followers cut
+/// through their leader-epoch check, and what the writer appends after the cut is what each
+/// replica serves when it leads in turn. The cut tail never comes back.
+#[test]
+fn a_tail_truncation_reaches_every_replica_and_each_serves_the_writes_after_it() {
+    use kafka_protocol::messages::incremental_alter_configs_request::{
+        AlterConfigsResource, AlterableConfig,
+    };
+    use kafka_protocol::messages::{
+        IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
+    };
+    use kafka_protocol::protocol::StrBytes;
+
+    let mut cluster = Cluster::start(3);
+    let bootstrap = cluster.bootstrap();
+    let topic = unique("cut");
+    create_topic_rdkafka(&bootstrap, &topic, 1, 3, OP_TIMEOUT).expect("create the topic");
+    cluster.wait_metadata(1, "the topic", OP_TIMEOUT, |md| {
+        md.partitions(&topic)
+            .first()
+            .is_some_and(|p| p.leader > 0 && p.isr.len() == 3)
+    });
+    let records = |prefix: &str, n: usize| -> Vec<TestRecord> {
+        (0..n)
+            .map(|i| TestRecord::kv(format!("k{i}"), format!("{prefix}-{i}")))
+            .collect()
+    };
+    let p = TestProducer::new(&bootstrap, &[("acks", "all")]);
+    p.produce_all(&topic, Some(0), &records("kept", 30), OP_TIMEOUT);
+    // A produce of its own, so that 30 is a batch boundary.
+    p.produce_all(&topic, Some(0), &records("tail", 20), OP_TIMEOUT);
+
+    let set = |key: &str, value: &str| {
+        let req = IncrementalAlterConfigsRequest::default().with_resources(vec![
+            AlterConfigsResource::default()
+                .with_resource_type(2)
+                .with_resource_name(StrBytes::from(topic.clone()))
+                .with_configs(vec![AlterableConfig::default()
+                    .with_name(StrBytes::from(key.to_string()))
+                    .with_config_operation(0)
+                    .with_value(Some(StrBytes::from(value.to_string())))]),
+        ]);
+        let resp: IncrementalAlterConfigsResponse = raw_call_at(
+            cluster.node(1).addr(),
+            kafka_protocol::messages::ApiKey::IncrementalAlterConfigs,
+            1,
+            &req,
+        );
+        let r = &resp.responses[0];
+        assert_eq!(r.error_code, 0, "{key}={value}: {:?}", r.error_message);
+    };
+    set("strait.write.protection", "flow=failback");
+    set("strait.truncate.tail", "0:30");
+    let end_now = || {
+        let consumer = make_consumer(&bootstrap);
+        rdkafka::consumer::Consumer::fetch_watermarks(&consumer, &topic, 0, OP_TIMEOUT)
+            .map(|(_, high)| high)
+            .unwrap_or(-1)
+    };
+    wait_for("the leader to cut at 30", OP_TIMEOUT, || {
+        (end_now() == 30).then_some(())
+    });
+    set("strait.write.protection", "flow=failback,writer=restorer");
+    let w = TestProducer::new(&bootstrap, &[("acks", "all"), ("client.id", "restorer")]);
+    let placed = w.produce_all(&topic, Some(0), &records("after", 5), OP_TIMEOUT);
+    assert_eq!(
+        placed.first(),
+        Some(&(0, 30)),
+        "the first write after the cut"
+    );
+
+    let mut expected: Vec<String> = (0..30).map(|i| format!("kept-{i}")).collect();
+    expected.extend((0..5).map(|i| format!("after-{i}")));
+    let mut leaders = Vec::new();
+    for round in 0..3 {
+        let running: Vec<String> = cluster
+            .running()
+            .iter()
+            .map(|id| cluster.node(*id).addr().to_string())
+            .collect();
+        let md = cluster.wait_metadata(cluster.running()[0], "a leader", CHANGE_TIMEOUT, |md| {
+            md.partitions(&topic)
+                .first()
+                .is_some_and(|p| p.leader > 0 && !leaders.contains(&p.leader))
+        });
+        let leader = md.partitions(&topic)[0].leader;
+        leaders.push(leader);
+        let got: Vec<String> = consume_all(
+            &running.join(","),
+            &topic,
+            0,
+            Offset::Beginning,
+            expected.len(),
+            OP_TIMEOUT,
+        )
+        .into_iter()
+        .map(|c| String::from_utf8(c.value.unwrap_or_default()).unwrap())
+        .collect();
+        assert_eq!(got, expected, "round {round}: node {leader} leading");
+        if round < 2 {
+            // Its controlled shutdown hands the partition to another replica of the ISR.
+            assert!(cluster.sigterm(leader).success());
+        }
+    }
+    let mut all = leaders.clone();
+    all.sort_unstable();
+    assert_eq!(all, vec![1, 2, 3], "every replica led once: {leaders:?}");
+}

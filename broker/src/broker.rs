@@ -665,6 +665,37 @@ impl Broker {
         Ok(())
     }
 
+    /// Asks the controller to cut partitions of a write-protected topic at the given offsets
+    /// (see [`image::TailTruncation`]); each partition's leader cuts when it applies the new
+    /// epoch, so the cut may land just after this returns.
+    pub async fn truncate_tails(
+        &self,
+        name: &str,
+        ends: Vec<(i32, i64)>,
+        validate_only: bool,
+    ) -> Result<(), BrokerError> {
+        if self.topic(name).is_none() {
+            return Err(Self::unknown_topic(name));
+        }
+        if validate_only {
+            return Ok(());
+        }
+        let result = self
+            .controller
+            .propose_and_apply(
+                MetadataCommand::TruncateTails {
+                    name: name.to_string(),
+                    ends: ends.clone(),
+                },
+                CONTROLLER_TIMEOUT_MS,
+            )
+            .await?;
+        refused(result)?;
+        self.apply_image(self.controller.image())?;
+        tracing::warn!(topic = %name, ?ends, "tail truncation asked");
+        Ok(())
+    }
+
     /// Sets or clears a topic's write protection through the controller.
     pub async fn set_write_protection(
         &self,

@@ -24,7 +24,7 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use tokio::sync::watch;
 
 use crate::clock::now_ms;
-use crate::controller::image::PartitionImage;
+use crate::controller::image::{PartitionImage, TailTruncation};
 use crate::log::PartitionLog;
 
 /// A partition's replicas, ISR and leader as this node last applied them from the image.
@@ -40,6 +40,8 @@ pub struct ReplicaState {
     pub replicas: Vec<i32>,
     /// In-sync replicas.
     pub isr: Vec<i32>,
+    /// The last tail truncation asked of the partition.
+    pub tail_truncation: Option<TailTruncation>,
 }
 
 impl From<&PartitionImage> for ReplicaState {
@@ -50,6 +52,7 @@ impl From<&PartitionImage> for ReplicaState {
             partition_epoch: p.partition_epoch,
             replicas: p.replicas.clone(),
             isr: p.isr.clone(),
+            tail_truncation: p.tail_truncation,
         }
     }
 }
@@ -176,8 +179,26 @@ impl Partition {
     /// caught up now (Kafka does the same).
     pub fn become_leader(&self, me: i32, state: &ReplicaState) -> Result<(), crate::log::LogError> {
         let now = now_ms();
-        self.log_mut()
-            .assign_epoch_start_offset(state.leader_epoch)?;
+        {
+            let mut log = self.log_mut();
+            // A tail truncation acts once: in the epoch that carries it, before this leader
+            // has started that epoch (a restart finds the epoch already started and leaves
+            // whatever was appended since alone).
+            if let Some(cut) = state
+                .tail_truncation
+                .filter(|t| t.leader_epoch == state.leader_epoch)
+            {
+                if log.latest_epoch() < Some(cut.leader_epoch)
+                    && log.log_end_offset() > cut.end_offset
+                {
+                    tracing::warn!(topic = %self.topic, partition = self.index,
+                        from = log.log_end_offset(), to = cut.end_offset, leader_epoch = cut.leader_epoch,
+                        "truncating the tail as asked (a failback)");
+                    log.truncate_to(cut.end_offset)?;
+                }
+            }
+            log.assign_epoch_start_offset(state.leader_epoch)?;
+        }
         {
             let mut leader = self.leader_state();
             leader.epoch = state.leader_epoch;

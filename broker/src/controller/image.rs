@@ -56,6 +56,59 @@ pub struct PartitionImage {
     pub leader_epoch: i32,
     /// Bumped on every change of this partition (Kafka's partition epoch).
     pub partition_epoch: i32,
+    /// The last tail truncation asked of this partition (a failback removing a divergent
+    /// tail); it acts once, when the leader starts its epoch.
+    #[serde(default)]
+    pub tail_truncation: Option<TailTruncation>,
+}
+
+/// A truncation of a partition's tail: the leader of `leader_epoch`, before it appends in
+/// that epoch, cuts its log to `end_offset` (whole batches: at or before it), and the
+/// followers follow through their leader-epoch check, as after any unclean leader change.
+/// Kafka has no such request (its logs only lose a tail to a leader's history); strait needs
+/// it to fail back without mixing a divergent tail into restored records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TailTruncation {
+    /// The epoch that starts at the cut.
+    pub leader_epoch: i32,
+    /// The offset to cut at.
+    pub end_offset: i64,
+}
+
+/// The name under which IncrementalAlterConfigs (SET) asks for a tail truncation of a
+/// write-protected topic: `PARTITION:END_OFFSET[,PARTITION:END_OFFSET...]`. An operation, not
+/// a config: nothing is stored under it and DescribeConfigs never lists it.
+pub const TAIL_TRUNCATION_KEY: &str = "strait.truncate.tail";
+
+/// Parses [`TAIL_TRUNCATION_KEY`]'s value into `(partition, end offset)` pairs.
+pub fn parse_tail_truncation(value: &str) -> Result<Vec<(i32, i64)>, String> {
+    let mut ends: Vec<(i32, i64)> = Vec::new();
+    for pair in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (p, end) = pair
+            .split_once(':')
+            .ok_or_else(|| format!("`{pair}` is not PARTITION:END_OFFSET"))?;
+        let p: i32 = p
+            .trim()
+            .parse()
+            .map_err(|_| format!("`{p}` is not a partition number"))?;
+        let end: i64 = end
+            .trim()
+            .parse()
+            .map_err(|_| format!("`{end}` is not an offset"))?;
+        if p < 0 || end < 0 {
+            return Err(format!(
+                "`{pair}`: partition and offset must not be negative"
+            ));
+        }
+        if ends.iter().any(|(q, _)| *q == p) {
+            return Err(format!("partition {p} is named twice"));
+        }
+        ends.push((p, end));
+    }
+    if ends.is_empty() {
+        return Err("no partition named".to_string());
+    }
+    Ok(ends)
 }
 
 /// One topic.
@@ -217,6 +270,14 @@ pub enum MetadataCommand {
         /// The new overrides.
         configs: BTreeMap<String, String>,
     },
+    /// Truncates partitions' tails (see [`TailTruncation`]); refused unless the topic is
+    /// write-protected with no writer, so no producer races the cut.
+    TruncateTails {
+        /// Topic.
+        name: String,
+        /// `(partition, end offset)` pairs.
+        ends: Vec<(i32, i64)>,
+    },
     /// Sets or clears a topic's write protection.
     SetWriteProtection {
         /// Topic.
@@ -269,6 +330,7 @@ impl MetadataCommand {
             MetadataCommand::CreatePartitions { .. } => "CreatePartitions",
             MetadataCommand::AlterTopicConfigs { .. } => "AlterTopicConfigs",
             MetadataCommand::SetWriteProtection { .. } => "SetWriteProtection",
+            MetadataCommand::TruncateTails { .. } => "TruncateTails",
             MetadataCommand::AlterBrokerConfigs { .. } => "AlterBrokerConfigs",
             MetadataCommand::AlterPartition { .. } => "AlterPartition",
             MetadataCommand::AllocateProducerIds { .. } => "AllocateProducerIds",
@@ -411,6 +473,7 @@ impl MetadataImage {
                     None => unknown_topic(name),
                 }
             }
+            MetadataCommand::TruncateTails { name, ends } => self.truncate_tails(name, ends),
             MetadataCommand::SetWriteProtection { name, protection } => {
                 match self.topics.get_mut(name) {
                     Some(t) => {
@@ -633,6 +696,7 @@ impl MetadataImage {
             leader,
             leader_epoch: 0,
             partition_epoch: 0,
+            tail_truncation: None,
         }
     }
 
@@ -753,6 +817,55 @@ impl MetadataImage {
                 }
             }
         }
+    }
+}
+
+impl MetadataImage {
+    /// Starts a new leader epoch for each named partition, carrying the cut its leader makes
+    /// before appending in it. All or nothing.
+    fn truncate_tails(&mut self, name: &str, ends: &[(i32, i64)]) -> CommandResult {
+        let Some(topic) = self.topics.get_mut(name) else {
+            return unknown_topic(name);
+        };
+        // Fenced with no writer: a writer's produce could land before the leader applies the
+        // cut and then be cut with it, after it was acknowledged.
+        if topic
+            .write_protection
+            .as_ref()
+            .is_none_or(|p| p.writer.is_some())
+        {
+            return CommandResult::error(
+                ResponseError::PolicyViolation,
+                format!("topic `{name}` takes writes: fence it (write protection with no writer) before truncating its tail"),
+            );
+        }
+        for (p, _) in ends {
+            let Some(partition) = usize::try_from(*p)
+                .ok()
+                .and_then(|i| topic.partitions.get(i))
+            else {
+                return CommandResult::error(
+                    ResponseError::UnknownTopicOrPartition,
+                    format!("topic `{name}` has no partition {p}"),
+                );
+            };
+            if partition.leader == NO_LEADER {
+                return CommandResult::error(
+                    ResponseError::LeaderNotAvailable,
+                    format!("{name}-{p} has no leader to truncate it"),
+                );
+            }
+        }
+        for (p, end) in ends {
+            let partition = &mut topic.partitions[*p as usize];
+            partition.leader_epoch += 1;
+            partition.partition_epoch += 1;
+            partition.tail_truncation = Some(TailTruncation {
+                leader_epoch: partition.leader_epoch,
+                end_offset: *end,
+            });
+        }
+        CommandResult::ok()
     }
 }
 

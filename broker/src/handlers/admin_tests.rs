@@ -933,8 +933,19 @@ async fn a_node_in_controlled_shutdown_lists_itself_in_metadata_until_it_stops()
 
 const POLICY_VIOLATION: i16 = 44;
 
-/// Produces one batch to partition 0 of `topic` as `client_id`; the error code and message.
+/// Produces one batch of one record to partition 0 of `topic` as `client_id`; the error
+/// code and message.
 async fn produce_as(b: &Broker, client_id: &str, topic: &str) -> (i16, Option<String>) {
+    produce_records_as(b, client_id, topic, 1).await
+}
+
+/// Produces one batch of `count` records to partition 0 of `topic` as `client_id`.
+async fn produce_records_as(
+    b: &Broker,
+    client_id: &str,
+    topic: &str,
+    count: usize,
+) -> (i16, Option<String>) {
     use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
     use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
     let req = ProduceRequest::default()
@@ -945,7 +956,7 @@ async fn produce_as(b: &Broker, client_id: &str, topic: &str) -> (i16, Option<St
             .with_partition_data(vec![PartitionProduceData::default()
                 .with_index(0)
                 .with_records(Some(Bytes::from(
-                    simple_batch(1, 10, 1_000).to_vec(),
+                    simple_batch(count, 10, 1_000).to_vec(),
                 )))])]);
     let resp: ProduceResponse = call_as(b, Some(client_id), ApiKey::Produce, 9, &req).await;
     let p = &resp.responses[0].partition_responses[0];
@@ -1087,5 +1098,126 @@ async fn write_protection_keeps_out_every_producer_but_its_writer_and_is_not_a_t
     assert_eq!(
         overrides(&b, "m").get("retention.ms").map(String::as_str),
         Some("2000")
+    );
+}
+
+#[tokio::test]
+async fn a_tail_truncation_cuts_a_fenced_topic_once_at_a_batch_boundary_and_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = open_broker(dir.path()).await;
+    create(&b, "t", 1, &[]).await;
+    for _ in 0..5 {
+        assert_eq!(produce_records_as(&b, "app", "t", 10).await.0, 0);
+    }
+    let end = |b: &Broker| b.partition("t", 0).unwrap().log().log_end_offset();
+    assert_eq!(end(&b), 50);
+    let key = "strait.truncate.tail";
+    let incremental = |b: std::sync::Arc<Broker>, ops| async move {
+        let resp: IncrementalAlterConfigsResponse = call(
+            &b,
+            ApiKey::IncrementalAlterConfigs,
+            1,
+            &incremental_request(vec![(2, "t", ops)]),
+        )
+        .await;
+        (
+            resp.responses[0].error_code,
+            resp.responses[0]
+                .error_message
+                .as_ref()
+                .map(|m| m.to_string()),
+        )
+    };
+
+    // A topic that takes writes is not cut: a producer could race the cut.
+    let (code, message) = incremental(b.clone(), vec![op(key, 0, Some("0:20"))]).await;
+    assert_eq!(code, POLICY_VIOLATION, "{message:?}");
+    assert!(message.unwrap().contains("fence it"));
+    assert_eq!(end(&b), 50);
+
+    let protect = |value: &'static str| {
+        incremental_request(vec![(
+            2,
+            "t",
+            vec![op("strait.write.protection", 0, Some(value))],
+        )])
+    };
+    let resp: IncrementalAlterConfigsResponse = call(
+        &b,
+        ApiKey::IncrementalAlterConfigs,
+        1,
+        &protect("flow=f,writer=restorer"),
+    )
+    .await;
+    assert_eq!(resp.responses[0].error_code, 0);
+    // Nor one that its writer may write to: that write could land before the cut and go
+    // with it, acknowledged.
+    let r = incremental(b.clone(), vec![op(key, 0, Some("0:20"))]).await;
+    assert_eq!(r.0, POLICY_VIOLATION, "{r:?}");
+    let resp: IncrementalAlterConfigsResponse =
+        call(&b, ApiKey::IncrementalAlterConfigs, 1, &protect("flow=f")).await;
+    assert_eq!(resp.responses[0].error_code, 0);
+
+    // Refused, cutting nothing.
+    for (bad, want) in [
+        ("", INVALID_CONFIG),
+        ("0", INVALID_CONFIG),
+        ("0:-1", INVALID_CONFIG),
+        ("0:5,0:6", INVALID_CONFIG),
+        ("x:5", INVALID_CONFIG),
+        ("3:5", UNKNOWN_TOPIC_OR_PARTITION),
+    ] {
+        let r = incremental(b.clone(), vec![op(key, 0, Some(bad))]).await;
+        assert_eq!(r.0, want, "`{bad}`: {r:?}");
+    }
+    let r = incremental(b.clone(), vec![op(key, 1, None)]).await;
+    assert_eq!(r.0, INVALID_REQUEST, "DELETE: {r:?}");
+    let r = incremental(
+        b.clone(),
+        vec![op(key, 0, Some("0:20")), op("retention.ms", 0, Some("5"))],
+    )
+    .await;
+    assert_eq!(r.0, INVALID_REQUEST, "mixed: {r:?}");
+    assert_eq!(end(&b), 50);
+    let epoch_before = b.partition("t", 0).unwrap().replica_state().leader_epoch;
+
+    // 25 falls inside the third batch (20..30): whole batches go, so the log ends at 20.
+    assert_eq!(
+        incremental(b.clone(), vec![op(key, 0, Some("0:25"))]).await,
+        (0, None)
+    );
+    let partition = b.partition("t", 0).unwrap();
+    assert_eq!(end(&b), 20);
+    assert_eq!(partition.high_watermark(), 20);
+    assert_eq!(partition.replica_state().leader_epoch, epoch_before + 1);
+    assert_eq!(
+        partition.log().latest_epoch(),
+        Some(epoch_before + 1),
+        "the new epoch starts at the cut"
+    );
+
+    // The writer appends after the cut; a restart does not cut again.
+    let resp: IncrementalAlterConfigsResponse = call(
+        &b,
+        ApiKey::IncrementalAlterConfigs,
+        1,
+        &protect("flow=f,writer=restorer"),
+    )
+    .await;
+    assert_eq!(resp.responses[0].error_code, 0);
+    assert_eq!(produce_records_as(&b, "restorer", "t", 10).await.0, 0);
+    assert_eq!(end(&b), 30);
+    b.close();
+    b.controller().shutdown().await;
+    drop((b, partition));
+    let b = open_broker(dir.path()).await;
+    assert_eq!(end(&b), 30, "the cut acted once");
+    let image = b.controller().image();
+    assert_eq!(
+        image.topics["t"].partitions[0].tail_truncation,
+        Some(crate::controller::image::TailTruncation {
+            leader_epoch: epoch_before + 1,
+            end_offset: 25
+        })
     );
 }

@@ -17,7 +17,9 @@ use kafka_protocol::protocol::StrBytes;
 
 use crate::broker::Broker;
 use crate::broker_config::{apply_incremental, broker_def, IncrementalOp};
-use crate::controller::image::{WriteProtection, WRITE_PROTECTION_KEY};
+use crate::controller::image::{
+    parse_tail_truncation, WriteProtection, TAIL_TRUNCATION_KEY, WRITE_PROTECTION_KEY,
+};
 use crate::handlers::config_resource::{resolve, ConfigResource};
 use crate::topic_config::topic_def;
 
@@ -58,6 +60,9 @@ async fn alter_resource(
     let resource = resolve(broker, resource_type, name)?;
     if names.contains(&WRITE_PROTECTION_KEY) {
         return alter_write_protection(broker, &resource, change, validate_only).await;
+    }
+    if names.contains(&TAIL_TRUNCATION_KEY) {
+        return truncate_tails(broker, &resource, change, validate_only).await;
     }
     let (current, def_of): (BTreeMap<String, String>, fn(&str) -> _) = match &resource {
         ConfigResource::Topic(topic) => {
@@ -162,6 +167,50 @@ async fn alter_write_protection(
     };
     broker
         .set_write_protection(topic, protection, validate_only)
+        .await
+        .map_err(|e| (e.kafka_error_code(), e.to_string()))
+}
+
+/// A request naming [`TAIL_TRUNCATION_KEY`] (SET, alone): cuts the named partitions of a
+/// write-protected topic at the given offsets.
+async fn truncate_tails(
+    broker: &Broker,
+    resource: &ConfigResource,
+    change: Change,
+    validate_only: bool,
+) -> AlterResult {
+    let invalid = |m: String| (ResponseError::InvalidRequest.code(), m);
+    let ConfigResource::Topic(topic) = resource else {
+        return Err(invalid(format!(
+            "{TAIL_TRUNCATION_KEY} applies to topics only"
+        )));
+    };
+    let value = match change {
+        Change::Replace(mut c) if c.len() == 1 => c.pop().and_then(|(_, v)| v),
+        Change::Incremental(mut c) if c.len() == 1 => match c.pop() {
+            Some((_, 0, v)) => v,
+            Some((_, op, _)) => {
+                return Err(invalid(format!(
+                    "{TAIL_TRUNCATION_KEY} is an operation: SET it, not operation {op}"
+                )))
+            }
+            None => None,
+        },
+        _ => {
+            return Err(invalid(format!(
+                "a request that names {TAIL_TRUNCATION_KEY} may name no other config"
+            )))
+        }
+    };
+    let value = value.unwrap_or_default();
+    let ends = parse_tail_truncation(&value).map_err(|reason| {
+        (
+            ResponseError::InvalidConfig.code(),
+            format!("invalid {TAIL_TRUNCATION_KEY} `{value}`: {reason}"),
+        )
+    })?;
+    broker
+        .truncate_tails(topic, ends, validate_only)
         .await
         .map_err(|e| (e.kafka_error_code(), e.to_string()))
 }
