@@ -74,7 +74,7 @@ pub struct GroupTranslation {
 }
 
 /// The committed offsets in `tpl` by (topic, partition); a partition without one is left out.
-fn offsets_of(tpl: &TopicPartitionList) -> HashMap<(String, i32), i64> {
+pub(crate) fn offsets_of(tpl: &TopicPartitionList) -> HashMap<(String, i32), i64> {
     tpl.elements()
         .iter()
         .filter_map(|e| match e.offset() {
@@ -141,7 +141,7 @@ pub async fn commit_last_checkpoints(
         for (t, p, _) in &list {
             tpl.add_partition(&flow.remote_topic(t), *p);
         }
-        let current = offsets_of(&Checkpointer::committed(&client, tpl).await?);
+        let current = offsets_of(&committed(&client, tpl).await?);
         let mut commit = TopicPartitionList::new();
         let mut entries = Vec::new();
         for (t, p, c) in list {
@@ -183,7 +183,7 @@ pub async fn commit_last_checkpoints(
             for e in &entries {
                 tpl.add_partition(&e.topic, e.partition);
             }
-            let after = offsets_of(&Checkpointer::committed(&client, tpl).await?);
+            let after = offsets_of(&committed(&client, tpl).await?);
             for e in &mut entries {
                 e.target_offset = after.get(&(e.topic.clone(), e.partition)).copied();
             }
@@ -219,7 +219,45 @@ pub struct Checkpointer {
     incomplete: Option<String>,
 }
 
-fn group_client(cluster: &ClusterConfig, group: &str) -> Result<Arc<PollConsumer>, MirrorError> {
+/// The groups `client`'s cluster knows (or just `group`), with their member counts; dead
+/// groups without members are left out.
+pub(crate) async fn list_groups(
+    client: &Arc<PollConsumer>,
+    group: Option<String>,
+) -> Result<Vec<(String, usize)>, MirrorError> {
+    let client = client.clone();
+    blocking(move || {
+        let list = client
+            .fetch_group_list(group.as_deref(), Duration::from_millis(REQUEST_TIMEOUT_MS))
+            .map_err(MirrorError::kafka("listing consumer groups"))?;
+        Ok(list
+            .groups()
+            .iter()
+            .filter(|g| g.state() != "Dead" || !g.members().is_empty())
+            .map(|g| (g.name().to_string(), g.members().len()))
+            .collect())
+    })
+    .await
+}
+
+/// The offsets committed for the partitions of `tpl` by `client`'s group.
+pub(crate) async fn committed(
+    client: &Arc<PollConsumer>,
+    tpl: TopicPartitionList,
+) -> Result<TopicPartitionList, MirrorError> {
+    let client = client.clone();
+    blocking(move || {
+        client
+            .committed_offsets(tpl, Duration::from_millis(REQUEST_TIMEOUT_MS))
+            .map_err(MirrorError::kafka("reading committed offsets"))
+    })
+    .await
+}
+
+pub(crate) fn group_client(
+    cluster: &ClusterConfig,
+    group: &str,
+) -> Result<Arc<PollConsumer>, MirrorError> {
     Ok(Arc::new(
         client_config(
             cluster,
@@ -318,39 +356,6 @@ impl Checkpointer {
         tokio::task::spawn_blocking(move || drop(clients));
     }
 
-    async fn groups(
-        &self,
-        client: &Arc<PollConsumer>,
-        group: Option<String>,
-    ) -> Result<Vec<(String, usize)>, MirrorError> {
-        let client = client.clone();
-        blocking(move || {
-            let list = client
-                .fetch_group_list(group.as_deref(), Duration::from_millis(REQUEST_TIMEOUT_MS))
-                .map_err(MirrorError::kafka("listing consumer groups"))?;
-            Ok(list
-                .groups()
-                .iter()
-                .filter(|g| g.state() != "Dead" || !g.members().is_empty())
-                .map(|g| (g.name().to_string(), g.members().len()))
-                .collect())
-        })
-        .await
-    }
-
-    async fn committed(
-        client: &Arc<PollConsumer>,
-        tpl: TopicPartitionList,
-    ) -> Result<TopicPartitionList, MirrorError> {
-        let client = client.clone();
-        blocking(move || {
-            client
-                .committed_offsets(tpl, Duration::from_millis(REQUEST_TIMEOUT_MS))
-                .map_err(MirrorError::kafka("reading committed offsets"))
-        })
-        .await
-    }
-
     /// One round: translate, publish, sync. Returns every translation it made, emitted as a
     /// new checkpoint or not.
     pub async fn round(&mut self) -> Result<Vec<GroupTranslation>, MirrorError> {
@@ -376,8 +381,7 @@ impl Checkpointer {
             return Ok(Vec::new());
         }
         let mut translations = Vec::new();
-        let mut groups: Vec<String> = self
-            .groups(&self.source_client, None)
+        let mut groups: Vec<String> = list_groups(&self.source_client, None)
             .await?
             .into_iter()
             .map(|(g, _)| g)
@@ -407,7 +411,7 @@ impl Checkpointer {
             for (t, p) in &held {
                 tpl.add_partition(t, *p);
             }
-            let committed = Self::committed(&client, tpl).await?;
+            let committed = committed(&client, tpl).await?;
             for e in committed.elements() {
                 let Offset::Offset(offset) = e.offset() else {
                     continue; // the group never committed this partition
@@ -501,8 +505,7 @@ impl Checkpointer {
         if wanted.is_empty() {
             return Ok(());
         }
-        let members: usize = self
-            .groups(&self.target_client, Some(group.to_string()))
+        let members: usize = list_groups(&self.target_client, Some(group.to_string()))
             .await?
             .iter()
             .map(|(_, m)| *m)
@@ -523,7 +526,7 @@ impl Checkpointer {
         for (t, p, _) in &wanted {
             tpl.add_partition(&self.flow.remote_topic(t), *p);
         }
-        let current = offsets_of(&Self::committed(&client, tpl).await?);
+        let current = offsets_of(&committed(&client, tpl).await?);
         let mut commit = TopicPartitionList::new();
         let mut rewinds = Vec::new();
         for (t, p, offset) in &wanted {

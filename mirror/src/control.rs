@@ -21,7 +21,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::checkpoints::{FinalCommit, GroupTranslation, RoundRequest};
 use crate::clients::MirrorError;
 use crate::config::{ClusterConfig, FlowConfig};
-use crate::offsets::FlowIndex;
+use crate::failback::BackCommit;
+use crate::offsets::{Cursor, FlowIndex};
 
 /// How long one stop or start request waits to see the flow get there. The HTTP server
 /// closes a connection idle for 10 s, so a request answers sooner: "stopping" or "starting"
@@ -51,6 +52,7 @@ pub struct FlowControl {
 /// A flow's config, target and index, for the work done while the flow is stopped.
 struct Attached {
     flow: Arc<FlowConfig>,
+    source: ClusterConfig,
     target: ClusterConfig,
     index: FlowIndex,
 }
@@ -93,6 +95,10 @@ pub enum ControlError {
     /// The round or the state file failed.
     #[error("{0}")]
     Failed(String),
+    /// The request does not fit the flow's state (a failback's view is stale); nothing
+    /// changed.
+    #[error("{0}")]
+    Refused(String),
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -147,22 +153,29 @@ impl Controls {
     }
 
     /// Gives `flow`'s controls what a final commit needs.
-    pub fn attach(&self, flow: Arc<FlowConfig>, target: ClusterConfig, index: FlowIndex) {
+    pub fn attach(
+        &self,
+        flow: Arc<FlowConfig>,
+        source: ClusterConfig,
+        target: ClusterConfig,
+        index: FlowIndex,
+    ) {
         if let Some(c) = self.flows.get(&flow.name) {
             let _ = c.attached.set(Attached {
                 flow,
+                source,
                 target,
                 index,
             });
         }
     }
 
-    /// Commits every group's last checkpoint from the index to the target (a forced
-    /// failover). Only while the flow is stopped, so no checkpoint round runs meanwhile.
-    pub async fn commit_last_checkpoints(
-        &self,
-        flow: &str,
-    ) -> Result<Vec<FinalCommit>, ControlError> {
+    /// What a stopped flow's index says, and changes to it for a failback: `flow` must be
+    /// stopped and attached; one such call at a time.
+    async fn stopped_and_attached<T, F>(&self, flow: &str, work: F) -> Result<T, ControlError>
+    where
+        F: for<'a> FnOnce(&'a Attached) -> futures::future::BoxFuture<'a, Result<T, ControlError>>,
+    {
         let control = self.get(flow)?;
         let _one = control.committing.lock().await;
         if !*control.stopped.borrow() || *control.running.borrow() {
@@ -172,17 +185,77 @@ impl Controls {
             .attached
             .get()
             .ok_or_else(|| ControlError::Failed(format!("flow `{flow}` is not attached yet")))?;
-        tokio::time::timeout(
-            Duration::from_millis(ROUND_WAIT_MS),
-            crate::checkpoints::commit_last_checkpoints(&a.flow, &a.target, &a.index),
-        )
+        tokio::time::timeout(Duration::from_millis(ROUND_WAIT_MS), work(a))
+            .await
+            .map_err(|_| {
+                ControlError::Timeout(format!("flow `{flow}`: not done within {ROUND_WAIT_MS} ms"))
+            })?
+    }
+
+    /// Every partition's cursor in the index of the stopped `flow`: `(source topic,
+    /// partition, cursor)`.
+    pub async fn cursors(&self, flow: &str) -> Result<Vec<(String, i32, Cursor)>, ControlError> {
+        self.stopped_and_attached(flow, |a| {
+            Box::pin(async move {
+                a.index
+                    .cursors()
+                    .map_err(|e| ControlError::Failed(e.to_string()))
+            })
+        })
         .await
-        .map_err(|_| {
-            ControlError::Timeout(format!(
-                "the last checkpoints of `{flow}` were not committed within {ROUND_WAIT_MS} ms"
-            ))
-        })?
-        .map_err(|e| ControlError::Failed(e.to_string()))
+    }
+
+    /// Extends the stopped `flow`'s index over `count` records restored on the source from
+    /// the target at the partition's cursor, which must be `expected` (see
+    /// [`crate::failback::adopt`]).
+    pub async fn adopt(
+        &self,
+        flow: &str,
+        topic: &str,
+        partition: i32,
+        expected: Cursor,
+        count: i64,
+    ) -> Result<Cursor, ControlError> {
+        let topic = topic.to_string();
+        self.stopped_and_attached(flow, |a| {
+            Box::pin(async move {
+                crate::failback::adopt(
+                    &a.flow, &a.target, &a.index, &topic, partition, expected, count,
+                )
+                .await
+                .map_err(ControlError::Refused)
+            })
+        })
+        .await
+    }
+
+    /// Translates every group's target offsets back and commits them on the source, while
+    /// `flow` is stopped (see [`crate::failback::commit_back`]).
+    pub async fn commit_back(&self, flow: &str) -> Result<Vec<BackCommit>, ControlError> {
+        self.stopped_and_attached(flow, |a| {
+            Box::pin(async move {
+                crate::failback::commit_back(&a.flow, &a.source, &a.target, &a.index)
+                    .await
+                    .map_err(|e| ControlError::Failed(e.to_string()))
+            })
+        })
+        .await
+    }
+
+    /// Commits every group's last checkpoint from the index to the target (a forced
+    /// failover). Only while the flow is stopped, so no checkpoint round runs meanwhile.
+    pub async fn commit_last_checkpoints(
+        &self,
+        flow: &str,
+    ) -> Result<Vec<FinalCommit>, ControlError> {
+        self.stopped_and_attached(flow, |a| {
+            Box::pin(async move {
+                crate::checkpoints::commit_last_checkpoints(&a.flow, &a.target, &a.index)
+                    .await
+                    .map_err(|e| ControlError::Failed(e.to_string()))
+            })
+        })
+        .await
     }
 
     /// The controls of `flow`.

@@ -139,6 +139,7 @@ impl Daemon {
             let flow_metrics = metrics.flow(&flow.name, &flow.source, &flow.target);
             controls.attach(
                 flow.clone(),
+                options.config.cluster(&flow.source).clone(),
                 options.config.cluster(&flow.target).clone(),
                 index.clone(),
             );

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::extract::{ConnectInfo, Path, State};
+use axum::extract::{ConnectInfo, Path, RawQuery, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -48,7 +48,7 @@ pub fn router(api: Arc<Api>) -> Router {
             "/",
             get(|| async {
                 "strait mirror: GET /metrics (Prometheus), GET /status (JSON), \
-                 POST /flows/NAME/stop|start|checkpoint|commit-checkpoints (from the configured addresses)\n"
+                 POST /flows/NAME/stop|start|checkpoint|commit-checkpoints|cursors|adopt|commit-back (from the configured addresses)\n"
             }),
         )
         .route(
@@ -74,6 +74,7 @@ async fn control(
     State(api): State<Arc<Api>>,
     ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
     Path((flow, action)): Path<(String, String)>,
+    RawQuery(query): RawQuery,
 ) -> Response {
     let error = |status: StatusCode, message: String| {
         (
@@ -112,10 +113,36 @@ async fn control(
             .commit_last_checkpoints(&flow)
             .await
             .map(|c| serde_json::json!({ "flow": flow, "commits": c })),
+        "cursors" => api.controls.cursors(&flow).await.map(|c| {
+            let cursors: Vec<_> = c
+                .into_iter()
+                .map(|(topic, partition, c)| {
+                    serde_json::json!({ "topic": topic, "partition": partition,
+                        "source_next": c.source_next, "target_next": c.target_next })
+                })
+                .collect();
+            serde_json::json!({ "flow": flow, "cursors": cursors })
+        }),
+        "adopt" => match AdoptQuery::parse(query.as_deref()) {
+            Ok(q) => api
+                .controls
+                .adopt(&flow, &q.topic, q.partition, q.expected, q.count)
+                .await
+                .map(|c| {
+                    serde_json::json!({ "flow": flow, "topic": q.topic, "partition": q.partition,
+                        "source_next": c.source_next, "target_next": c.target_next })
+                }),
+            Err(reason) => return error(StatusCode::BAD_REQUEST, reason),
+        },
+        "commit-back" => api
+            .controls
+            .commit_back(&flow)
+            .await
+            .map(|c| serde_json::json!({ "flow": flow, "commits": c })),
         other => {
             return error(
                 StatusCode::NOT_FOUND,
-                format!("unknown action `{other}` (stop, start, checkpoint, commit-checkpoints)"),
+                format!("unknown action `{other}` (stop, start, checkpoint, commit-checkpoints, cursors, adopt, commit-back)"),
             )
         }
     };
@@ -132,13 +159,72 @@ async fn control(
         Err(e) => {
             let status = match &e {
                 ControlError::UnknownFlow(_) => StatusCode::NOT_FOUND,
-                ControlError::Stopped(_) | ControlError::Running(_) => StatusCode::CONFLICT,
+                ControlError::Stopped(_) | ControlError::Running(_) | ControlError::Refused(_) => {
+                    StatusCode::CONFLICT
+                }
                 ControlError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
                 ControlError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
                 ControlError::Failed(_) => StatusCode::INTERNAL_SERVER_ERROR,
             };
             error(status, e.to_string())
         }
+    }
+}
+
+/// `adopt`'s query: `topic=T&partition=P&source=S&target=T&count=N` (a topic name needs no
+/// escaping: Kafka allows only ASCII letters, digits, `.`, `_` and `-`).
+struct AdoptQuery {
+    topic: String,
+    partition: i32,
+    expected: crate::offsets::Cursor,
+    count: i64,
+}
+
+impl AdoptQuery {
+    fn parse(query: Option<&str>) -> Result<AdoptQuery, String> {
+        let mut fields: std::collections::BTreeMap<&str, &str> = Default::default();
+        for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = pair
+                .split_once('=')
+                .ok_or_else(|| format!("`{pair}` is not KEY=VALUE"))?;
+            if fields.insert(k, v).is_some() {
+                return Err(format!("`{k}` given twice"));
+            }
+        }
+        let take = |k: &str| {
+            fields
+                .get(k)
+                .copied()
+                .ok_or_else(|| format!("missing `{k}` (topic, partition, source, target, count)"))
+        };
+        let number = |k: &str| -> Result<i64, String> {
+            let v = take(k)?;
+            v.parse().map_err(|_| format!("`{k}={v}` is not a number"))
+        };
+        if let Some(k) = fields
+            .keys()
+            .find(|k| !["topic", "partition", "source", "target", "count"].contains(k))
+        {
+            return Err(format!("unknown parameter `{k}`"));
+        }
+        let topic = take("topic")?;
+        if topic.is_empty()
+            || !topic
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        {
+            return Err(format!("`{topic}` is not a topic name"));
+        }
+        Ok(AdoptQuery {
+            topic: topic.to_string(),
+            partition: i32::try_from(number("partition")?)
+                .map_err(|_| "partition out of range".to_string())?,
+            expected: crate::offsets::Cursor {
+                source_next: number("source")?,
+                target_next: number("target")?,
+            },
+            count: number("count")?,
+        })
     }
 }
 
@@ -530,6 +616,55 @@ mod tests {
         let mut answer = Vec::new();
         s.read_to_end(&mut answer).await.unwrap();
         String::from_utf8_lossy(&answer).into_owned()
+    }
+
+    #[test]
+    fn an_adoption_query_is_read_whole_or_refused() {
+        let q = AdoptQuery::parse(Some(
+            "topic=orders.v2&partition=3&source=10&target=12&count=5",
+        ))
+        .unwrap();
+        assert_eq!(
+            (
+                q.topic.as_str(),
+                q.partition,
+                q.expected.source_next,
+                q.expected.target_next,
+                q.count
+            ),
+            ("orders.v2", 3, 10, 12, 5)
+        );
+        for (bad, why) in [
+            (None, "missing `topic`"),
+            (
+                Some("topic=o&partition=0&source=1&target=1"),
+                "missing `count`",
+            ),
+            (
+                Some("topic=o&partition=0&source=1&target=1&count=x"),
+                "not a number",
+            ),
+            (
+                Some("topic=o&partition=0&source=1&target=1&count=1&colour=red"),
+                "unknown parameter",
+            ),
+            (
+                Some("topic=o&topic=p&partition=0&source=1&target=1&count=1"),
+                "given twice",
+            ),
+            (
+                Some("topic=a%20b&partition=0&source=1&target=1&count=1"),
+                "not a topic name",
+            ),
+            (
+                Some("topic=o&partition=9999999999&source=1&target=1&count=1"),
+                "out of range",
+            ),
+            (Some("topic"), "not KEY=VALUE"),
+        ] {
+            let err = AdoptQuery::parse(bad).err().unwrap();
+            assert!(err.contains(why), "{bad:?}: {err}");
+        }
     }
 
     #[tokio::test]

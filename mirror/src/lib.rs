@@ -16,6 +16,7 @@ pub mod clients;
 pub mod config;
 pub mod control;
 pub mod daemon;
+pub mod failback;
 pub mod fence;
 pub mod follower;
 pub mod heartbeats;

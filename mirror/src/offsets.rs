@@ -282,6 +282,69 @@ impl FlowIndex {
         }
     }
 
+    /// Every partition's cursor, by (source topic, partition).
+    pub fn cursors(&self) -> Result<Vec<(String, i32, Cursor)>> {
+        let mut out = Vec::new();
+        for entry in self.cursors.iter() {
+            let (key, value) = entry.map_err(|e| self.err(e))?;
+            let malformed = || Self::malformed("cursors");
+            let (topic, partition) = key
+                .len()
+                .checked_sub(5)
+                .filter(|nul| key[*nul] == 0)
+                .map(|nul| (&key[..nul], &key[nul + 1..]))
+                .ok_or_else(malformed)?;
+            let partition = i32::from_be_bytes(partition.try_into().map_err(|_| malformed())?);
+            let (Some(source_next), Some(target_next)) = (i64_at(&value, 0), i64_at(&value, 8))
+            else {
+                return Err(malformed());
+            };
+            out.push((
+                String::from_utf8(topic.to_vec()).map_err(|_| malformed())?,
+                partition,
+                Cursor {
+                    source_next,
+                    target_next,
+                },
+            ));
+        }
+        Ok(out)
+    }
+
+    /// The source offset a consumer that committed `target_offset` on the target should
+    /// resume from on the source (a failback): the inverse of [`FlowIndex::translate`].
+    /// Inside a run it is exact; in a gap of target offsets (records the flow did not write)
+    /// it is the start of the next run, and at or past the cursor's target offset the
+    /// cursor's source offset: the consumer skips nothing it has not read on the target.
+    /// `None` for a partition never started or a negative offset.
+    pub fn translate_back(
+        &self,
+        topic: &str,
+        partition: i32,
+        target_offset: i64,
+    ) -> Result<Option<i64>> {
+        let Some(cursor) = self.cursor(topic, partition)? else {
+            return Ok(None);
+        };
+        if target_offset < 0 {
+            return Ok(None);
+        }
+        if target_offset >= cursor.target_next {
+            return Ok(Some(cursor.source_next));
+        }
+        // Runs are in source order and the flow writes the target in the same order, so
+        // their target ranges ascend too.
+        for run in self.runs(topic, partition)? {
+            if target_offset < run.target_start {
+                return Ok(Some(run.source_start));
+            }
+            if target_offset < run.target_end() {
+                return Ok(Some(run.source_start + (target_offset - run.target_start)));
+            }
+        }
+        Ok(Some(cursor.source_next))
+    }
+
     /// The stored runs of a partition, in source order.
     pub fn runs(&self, topic: &str, partition: i32) -> Result<Vec<Run>> {
         self.runs
@@ -663,6 +726,56 @@ mod tests {
             ix.translate("orders", 1, 0).unwrap(),
             None,
             "other partition"
+        );
+    }
+
+    #[test]
+    fn target_offsets_translate_back_exactly_and_every_cursor_is_listed() {
+        let (_d, ix) = index();
+        assert_eq!(ix.translate_back("orders", 0, 0).unwrap(), None);
+        // Source 0..10 -> target 100..110; target 110..113 written by someone else (foreign);
+        // source 15..20 -> target 113..118; cursor (22, 118).
+        ix.apply(&update(&[(0, 100, 10), (15, 113, 5)], (22, 118)))
+            .unwrap();
+        let b = |o| ix.translate_back("orders", 0, o).unwrap();
+        assert_eq!(b(0), Some(0), "before the first run: its start");
+        assert_eq!(b(100), Some(0));
+        assert_eq!(b(109), Some(9));
+        assert_eq!(b(110), Some(15), "a foreign stretch: the next run's start");
+        assert_eq!(b(112), Some(15));
+        assert_eq!(b(113), Some(15));
+        assert_eq!(b(117), Some(19));
+        assert_eq!(b(118), Some(22), "the cursor");
+        assert_eq!(b(500), Some(22), "past the cursor: the cursor");
+        assert_eq!(b(-1), None);
+        // Every forward translation inside a run comes back to where it started.
+        for s in (0..10).chain(15..20) {
+            let t = ix.translate("orders", 0, s).unwrap().unwrap();
+            assert_eq!(b(t), Some(s), "source {s} -> target {t}");
+        }
+        let mut other = update(&[(0, 0, 3)], (3, 3));
+        other.partition = 256; // a NUL byte in its big-endian key
+        ix.apply(&other).unwrap();
+        assert_eq!(
+            ix.cursors().unwrap(),
+            vec![
+                (
+                    "orders".to_string(),
+                    0,
+                    Cursor {
+                        source_next: 22,
+                        target_next: 118
+                    }
+                ),
+                (
+                    "orders".to_string(),
+                    256,
+                    Cursor {
+                        source_next: 3,
+                        target_next: 3
+                    }
+                ),
+            ]
         );
     }
 
