@@ -80,6 +80,12 @@ enum Command {
     /// end over the failover playbooks: guarded, journalled, resumable with `strait runbook
     /// resume`, reported (--report FILE, JSON). Exits non-zero unless it succeeded.
     Failover(strait::runbook::FailoverArgs),
+    /// Bring applications back to a flow's source after a forced failover: archive (with a
+    /// sha256) and cut the source's divergent tail, restore what the target took meanwhile
+    /// on the source offset for offset, translate every group back, resume the flow, open
+    /// the source. A thin front end over dr-playbooks/failback.yaml; exits non-zero unless it
+    /// succeeded.
+    Failback(strait::runbook::FailbackArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -208,6 +214,7 @@ fn main() -> ExitCode {
             Command::Bench(BenchCommand::Failover(args)) => strait::bench::failover(args).await,
             Command::Runbook(args) => strait::runbook::run(args).await,
             Command::Failover(args) => strait::runbook::failover(args).await,
+            Command::Failback(args) => strait::runbook::failback(args).await,
         }
     });
     match result {

@@ -423,21 +423,23 @@ pub struct FailoverArgs {
     pub operator: Option<String>,
 }
 
-/// Runs `strait failover`: the planned or forced failover playbook with its parameters taken
-/// from the mirror config's flow.
-pub async fn failover(args: FailoverArgs) -> anyhow::Result<()> {
-    let config = strait_mirror::config::MirrorConfig::load(&args.mirror)?;
+/// The flow named, or the config's only enabled flow.
+fn chosen_flow<'c>(
+    config: &'c strait_mirror::config::MirrorConfig,
+    path: &std::path::Path,
+    name: Option<&str>,
+) -> anyhow::Result<&'c strait_mirror::config::FlowConfig> {
     let enabled: Vec<&strait_mirror::config::FlowConfig> = config.enabled_flows().collect();
-    let flow = match &args.flow {
+    Ok(match name {
         Some(name) => config
             .flows
             .iter()
-            .find(|f| &f.name == name)
+            .find(|f| f.name == name)
             .with_context(|| {
                 let known: Vec<&str> = config.flows.iter().map(|f| f.name.as_str()).collect();
                 format!(
                     "{}: no flow `{name}` (its flows: {})",
-                    args.mirror.display(),
+                    path.display(),
                     known.join(", ")
                 )
             })?,
@@ -445,7 +447,7 @@ pub async fn failover(args: FailoverArgs) -> anyhow::Result<()> {
             [only] => only,
             _ => anyhow::bail!(
                 "{} has {} enabled flows ({}); name one with --flow",
-                args.mirror.display(),
+                path.display(),
                 enabled.len(),
                 enabled
                     .iter()
@@ -454,7 +456,14 @@ pub async fn failover(args: FailoverArgs) -> anyhow::Result<()> {
                     .join(", ")
             ),
         },
-    };
+    })
+}
+
+/// Runs `strait failover`: the planned or forced failover playbook with its parameters taken
+/// from the mirror config's flow.
+pub async fn failover(args: FailoverArgs) -> anyhow::Result<()> {
+    let config = strait_mirror::config::MirrorConfig::load(&args.mirror)?;
+    let flow = chosen_flow(&config, &args.mirror, args.flow.as_deref())?;
     let playbook = if args.planned {
         "planned-failover"
     } else {
@@ -477,6 +486,87 @@ pub async fn failover(args: FailoverArgs) -> anyhow::Result<()> {
         operator: args.operator,
         command: RunbookCommand::Run {
             name: playbook.to_string(),
+            params,
+            dry_run: args.dry_run,
+            report: args.report,
+            mirror_http: args.mirror_http,
+            yes: args.yes,
+        },
+    })
+    .await
+}
+
+/// Arguments of `strait failback`.
+#[derive(Debug, clap::Args)]
+pub struct FailbackArgs {
+    /// The running mirror's config.
+    #[arg(
+        long,
+        value_name = "FILE",
+        default_value = "configs/mirror-a-to-b.yaml"
+    )]
+    pub mirror: PathBuf,
+    /// The flow that was failed over (default: the config's only enabled flow).
+    #[arg(long, value_name = "NAME")]
+    pub flow: Option<String>,
+    /// Where the source's divergent tail is archived (a directory per flow, one JSON-lines
+    /// file per partition with its .sha256).
+    #[arg(long, value_name = "DIR", default_value = "failback-archive")]
+    pub archive_dir: PathBuf,
+    /// Check the guards and predict, per partition, the divergent tail to archive and cut and
+    /// the records to restore; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Approve the steps that ask for approval (the cut; needed without a terminal).
+    #[arg(long)]
+    pub yes: bool,
+    /// Also write the run's report as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+    /// The running mirror's HTTP address, instead of the mirror config's `http`.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub mirror_http: Option<std::net::SocketAddr>,
+    /// How long the target's consumers may take to stop once its mirror topics are fenced.
+    #[arg(long, value_name = "MS")]
+    pub consumers_wait_ms: Option<u64>,
+    /// The directory of the playbooks.
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = "dr-playbooks",
+        env = "STRAIT_PLAYBOOKS"
+    )]
+    pub playbooks: PathBuf,
+    /// The runs' journal (default: `runbooks/` under the mirror's data directory).
+    #[arg(long, value_name = "DIR", env = "STRAIT_JOURNAL")]
+    pub journal: Option<PathBuf>,
+    /// Who runs it, for the audit log (default: $USER).
+    #[arg(long, value_name = "NAME")]
+    pub operator: Option<String>,
+}
+
+/// Runs `strait failback`: the failback playbook with its parameters taken from the mirror
+/// config's flow.
+pub async fn failback(args: FailbackArgs) -> anyhow::Result<()> {
+    let config = strait_mirror::config::MirrorConfig::load(&args.mirror)?;
+    let flow = chosen_flow(&config, &args.mirror, args.flow.as_deref())?;
+    let mut params = vec![
+        format!("mirror_config={}", args.mirror.display()),
+        format!("flow={}", flow.name),
+        format!("source_site={}", flow.source),
+        format!("target_site={}", flow.target),
+        format!("archive_dir={}", args.archive_dir.display()),
+    ];
+    if let Some(ms) = args.consumers_wait_ms {
+        params.push(format!("consumers_wait_ms={ms}"));
+    }
+    run(RunbookArgs {
+        playbooks: args.playbooks,
+        journal: args.journal,
+        mirror: args.mirror,
+        operator: args.operator,
+        command: RunbookCommand::Run {
+            name: "failback".to_string(),
             params,
             dry_run: args.dry_run,
             report: args.report,

@@ -80,13 +80,26 @@ fn the_shipped_playbooks_load_list_and_plan() {
     assert!(fence < drain && drain < open, "{plan}");
     assert!(plan.contains("wait_ms=5000"), "{plan}");
     assert!(plan.contains("undo: unfence_topics(flow=orders"), "{plan}");
-    // Every action of the planned failover has an executor; the failback's handling of a
-    // divergent tail has none yet, and its plan says so rather than pretend.
+    // Every action of the failovers and the failback has an executor; the volume backup
+    // has none yet, and its plan says so rather than pretend.
     assert!(!plan.contains("cannot run yet"), "{plan}");
     let out = runbook(&shipped(), &["plan", "failback"]);
     let plan = String::from_utf8_lossy(&out.stdout);
     assert!(
-        plan.contains("cannot run yet: strait has no executor for archive_divergent_tail"),
+        out.status.success() && !plan.contains("cannot run yet"),
+        "{plan}"
+    );
+    assert!(
+        plan.contains("3. cut the source's divergent tail: truncate_divergent_tail"),
+        "{plan}"
+    );
+    let out = runbook(
+        &shipped(),
+        &["plan", "volume-backup", "--param", "to=/nowhere"],
+    );
+    let plan = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        plan.contains("cannot run yet: strait has no executor for backup_site"),
         "{plan}"
     );
 }
@@ -293,15 +306,14 @@ fn a_dry_run_checks_the_guards_predicts_the_loss_and_changes_nothing() {
     assert_eq!(target_guard["outcome"], "failed", "{r:#}");
 
     // A playbook with an action strait cannot execute does not start: the engine names it.
-    let param = format!("mirror_config={}", mirror_config.display());
     let journal = dir.path().join("journal");
     let out = runbook(
         &shipped(),
         &[
             "run",
-            "failback",
+            "volume-backup",
             "--param",
-            &param,
+            "to=/nowhere",
             "--journal",
             journal.to_str().unwrap(),
         ],
@@ -309,7 +321,7 @@ fn a_dry_run_checks_the_guards_predicts_the_loss_and_changes_nothing() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("cannot run yet: strait has no executor for archive_divergent_tail"),
+        err.contains("cannot run yet: strait has no executor for backup_site"),
         "{err}"
     );
     assert!(!journal.exists(), "a refused run journals nothing");
@@ -1208,4 +1220,259 @@ fn a_planned_failover_killed_at_any_step_and_resumed_still_copies_everything_onc
         assert_eq!(produce_one(&b, &remote), None, "killed at `{step}`");
         eprintln!("killed at `{step}`: resumed, succeeded, exact");
     }
+}
+
+/// Produces `count` records with values `PREFIX-I` to one partition of `topic` on `site`,
+/// every one acknowledged.
+fn produce_values(site: &Broker, topic: &str, partition: i32, prefix: &str, count: usize) {
+    let producer = common::TestProducer::new(&site.bootstrap(), &[("acks", "all")]);
+    let records: Vec<common::TestRecord> = (0..count)
+        .map(|i| common::TestRecord::kv(format!("k{i}"), format!("{prefix}-{i}")))
+        .collect();
+    producer.produce_all(topic, Some(partition), &records, Duration::from_secs(30));
+}
+
+/// `POST /flows/FLOW/ACTION` to the mirror at `http`; panics unless it answers 200.
+fn post_flow(http: &str, flow: &str, action: &str) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(http).expect("connect to the mirror");
+    write!(
+        stream,
+        "POST /flows/{flow}/{action} HTTP/1.0\r\nContent-Length: 0\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    assert!(
+        answer.starts_with("HTTP/1.0 200") || answer.starts_with("HTTP/1.1 200"),
+        "{answer}"
+    );
+}
+
+fn text_values(site: &Broker, topic: &str, partition: i32) -> Vec<String> {
+    values_of(site, topic, partition)
+        .into_iter()
+        .map(|v| String::from_utf8(v.unwrap_or_default()).unwrap())
+        .collect()
+}
+
+fn strait_failback(extra: &[&str], mirror_config: &Path, http: &str, journal: &Path) -> Output {
+    let mut args = vec!["failback", "--mirror", mirror_config.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    dr_command(&args, http, journal)
+        .output()
+        .expect("run strait failback")
+}
+
+/// After a forced failover with a divergent tail on the source (records it acknowledged
+/// while the mirror was frozen) and writes on the target during the outage, `strait
+/// failback` archives the tail with a sha256, cuts it, restores the target's records on the
+/// source at exactly the target's offsets, brings the group back at its translation and
+/// resumes the flow, which copies nothing twice. Its dry run predicts the numbers and
+/// changes nothing.
+#[test]
+fn a_failback_archives_the_divergent_tail_restores_the_outage_and_resumes_the_flow() {
+    use rdkafka::types::RDKafkaErrorCode::PolicyViolation;
+    let mut a = Broker::start();
+    let b = Broker::start();
+    a.create_topic("orders", 2, &[]);
+    let config = flow_config(&a, &b, "");
+    let mirror = MirrorDaemon::start(&config);
+    let dir = tempfile::tempdir().unwrap();
+    let mirror_config = dir.path().join("mirror.yaml");
+    std::fs::write(&mirror_config, &config).unwrap();
+    let http = mirror.http_addr().to_string();
+    let journal = dir.path().join("journal");
+
+    for p in 0..2 {
+        produce_values(&a, "orders", p, &format!("before{p}"), 200);
+        wait_for_records(&b, "a.orders", p, 200, Duration::from_secs(60));
+    }
+    // The mirror stops copying (a frozen process would not do: a fetch it had sent before
+    // the freeze is answered into its socket and read after); the source acknowledges 30
+    // more records per partition and dies.
+    post_flow(&http, "a-to-b", "stop");
+    for p in 0..2 {
+        produce_values(&a, "orders", p, &format!("tail{p}"), 30);
+    }
+    a.sigkill();
+    let out = failover(
+        "--forced",
+        &mirror_config,
+        &dir.path().join("failover.json"),
+        &["--source-timeout-ms", "1000"],
+        &http,
+        &journal,
+    );
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // The outage: applications write to the target and a group reads there.
+    for p in 0..2 {
+        produce_values(&b, "a.orders", p, &format!("outage{p}"), 40);
+    }
+    common::mirror::commit(&b, "billing", "a.orders", &[(0, 225), (1, 180)]);
+    a.restart_on_same_port();
+
+    // The dry run predicts each partition's tail and the records to restore, and changes
+    // nothing.
+    let archive = dir.path().join("archive");
+    let dry = dir.path().join("dry.json");
+    let out = strait_failback(
+        &[
+            "--dry-run",
+            "--archive-dir",
+            archive.to_str().unwrap(),
+            "--report",
+            dry.to_str().unwrap(),
+        ],
+        &mirror_config,
+        &http,
+        &journal,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = report_of(&dry);
+    assert_eq!(r["outcome"], "dry_run", "{r:#}");
+    let tails: Vec<serde_json::Value> = r["tails"]
+        .as_array()
+        .expect("tails")
+        .iter()
+        .filter(|t| t["topic"] == "orders")
+        .cloned()
+        .collect();
+    assert_eq!(tails.len(), 2, "{r:#}");
+    for t in &tails {
+        assert_eq!(
+            (
+                &t["divergent_from"],
+                &t["divergent_to"],
+                &t["divergent_records"],
+                &t["target_records"]
+            ),
+            (&200.into(), &230.into(), &30.into(), &40.into()),
+            "{r:#}"
+        );
+    }
+    assert!(!archive.exists(), "a dry run writes no archive");
+    for p in 0..2 {
+        assert_eq!(a.watermarks("orders", p).1, 230, "a dry run cuts nothing");
+    }
+    assert_eq!(
+        protection_of(&a, "orders"),
+        None,
+        "a dry run fences nothing"
+    );
+    assert_eq!(mirror.status()["flows"][0]["stopped"], true);
+
+    let report = dir.path().join("failback.json");
+    let out = strait_failback(
+        &[
+            "--archive-dir",
+            archive.to_str().unwrap(),
+            "--report",
+            report.to_str().unwrap(),
+        ],
+        &mirror_config,
+        &http,
+        &journal,
+    );
+    let printed = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{printed}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("{printed}");
+    let r = report_of(&report);
+    assert_eq!(r["outcome"], "succeeded", "{r:#}");
+    assert!(r["rto_ms"].as_u64().is_some(), "{r:#}");
+
+    // The truncation ledger: one file per partition holding exactly the tail, whose sha256
+    // the report and the .sha256 file both name.
+    for t in r["tails"]
+        .as_array()
+        .expect("tails")
+        .iter()
+        .filter(|t| t["topic"] == "orders")
+    {
+        let p = t["partition"].as_i64().unwrap();
+        let file = std::path::PathBuf::from(t["file"].as_str().expect("archived"));
+        assert_eq!(
+            file.file_name().unwrap().to_str().unwrap(),
+            format!("orders-{p}-200-230.jsonl")
+        );
+        let lines: Vec<serde_json::Value> = std::fs::read_to_string(&file)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let values: Vec<String> = lines
+            .iter()
+            .map(|l| {
+                let hex = l["value"].as_str().unwrap();
+                let bytes: Vec<u8> = (0..hex.len())
+                    .step_by(2)
+                    .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+                    .collect();
+                String::from_utf8(bytes).unwrap()
+            })
+            .collect();
+        let want: Vec<String> = (0..30).map(|i| format!("tail{p}-{i}")).collect();
+        assert_eq!(values, want, "partition {p}'s archive");
+        assert_eq!(
+            lines
+                .iter()
+                .map(|l| l["offset"].as_i64().unwrap())
+                .collect::<Vec<_>>(),
+            (200..230).collect::<Vec<i64>>()
+        );
+        let check = Command::new("sha256sum")
+            .arg("-c")
+            .arg(format!(
+                "{}.sha256",
+                file.file_name().unwrap().to_str().unwrap()
+            ))
+            .current_dir(file.parent().unwrap())
+            .output()
+            .expect("sha256sum");
+        assert!(
+            check.status.success(),
+            "{}",
+            String::from_utf8_lossy(&check.stdout)
+        );
+        let sum = std::fs::read_to_string(format!("{}.sha256", file.display())).unwrap();
+        assert!(sum.starts_with(t["sha256"].as_str().unwrap()), "{sum}");
+    }
+
+    // The source holds what the target holds, offset for offset: its records up to the
+    // failover, then the outage's; the tail is gone from it.
+    for p in 0..2 {
+        let mut want: Vec<String> = (0..200).map(|i| format!("before{p}-{i}")).collect();
+        want.extend((0..40).map(|i| format!("outage{p}-{i}")));
+        assert_eq!(text_values(&a, "orders", p), want, "partition {p} on a");
+    }
+    assert_exact_copy(&a, "orders", &b, "a.orders", 2, "after the failback");
+    // The group resumes on the source where it stopped on the target.
+    assert_eq!(
+        common::mirror::committed(&a, "billing", "orders", 2),
+        vec![Some(225), Some(180)]
+    );
+    // The source takes writes again, the target's mirror topic only the flow's, and the
+    // flow copies what comes next once, after the outage's records.
+    assert_eq!(protection_of(&a, "orders"), None);
+    assert_eq!(produce_one(&b, "a.orders"), Some(PolicyViolation));
+    assert_eq!(mirror.status()["flows"][0]["stopped"], false);
+    produce_values(&a, "orders", 1, "after1", 10);
+    wait_for_records(&b, "a.orders", 1, 250, Duration::from_secs(60));
+    std::thread::sleep(Duration::from_secs(2));
+    assert_exact_copy(&a, "orders", &b, "a.orders", 2, "after the flow resumed");
+    assert_eq!(b.watermarks("a.orders", 1).1, 250, "nothing copied twice");
 }

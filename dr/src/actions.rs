@@ -8,9 +8,9 @@
 //! check).
 //!
 //! The actions with executors ([`crate::exec`]) are marked available: the checks, the write
-//! protection of topics, the mirror's flow controls, the group offset sync and check, and the
-//! forced failover's final commit. Those of the failback's divergent tail and the volume
-//! backup have none yet; until an action has one,
+//! protection of topics, the mirror's flow controls, the group offset sync and check, the
+//! forced failover's final commit and the failback's. Those of the volume backup have none
+//! yet; until an action has one,
 //! [`Action::available`] is false, `strait runbook plan` marks the step, `run` refuses the
 //! playbook before doing anything, and nothing pretends to run it.
 
@@ -142,8 +142,8 @@ pub const ACTIONS: &[Action] = &[
     },
     Action {
         name: "flow_running",
-        about: "the running mirror serves the flow and its pump holds every partition",
-        args: &[MIRROR_CONFIG, FLOW],
+        about: "the running mirror serves the flow and its pump holds every partition (waiting up to wait_ms, if given, for a flow just started)",
+        args: &[MIRROR_CONFIG, FLOW, WAIT_MS],
         read_only: true,
         idempotent: true,
         available: true,
@@ -181,9 +181,27 @@ pub const ACTIONS: &[Action] = &[
         available: true,
     },
     Action {
+        name: "flow_stopped",
+        about: "the running mirror serves the flow and an operator (or a failover) has stopped it",
+        args: &[MIRROR_CONFIG, FLOW],
+        read_only: true,
+        idempotent: true,
+        available: true,
+    },
+    Action {
         name: "source_groups_idle",
-        about: "no consumer group the flow syncs has a member on the source (waits up to wait_ms for them to stop)",
-        args: &[MIRROR_CONFIG, FLOW, WAIT_MS],
+        about: "no consumer group the flow syncs has a member on the source, or on `site` if given (waits up to wait_ms for them to stop)",
+        args: &[
+            MIRROR_CONFIG,
+            FLOW,
+            WAIT_MS,
+            arg(
+                "site",
+                Kind::String,
+                false,
+                "the site to look at instead of the flow's source",
+            ),
+        ],
         read_only: true,
         idempotent: true,
         available: true,
@@ -229,6 +247,14 @@ pub const ACTIONS: &[Action] = &[
         available: true,
     },
     Action {
+        name: "fence_mirror_topics",
+        about: "make the flow's mirror topics on its target refuse every producer, the flow's too (a failback's switch back)",
+        args: &[MIRROR_CONFIG, FLOW],
+        read_only: false,
+        idempotent: true,
+        available: true,
+    },
+    Action {
         name: "release_mirror_topics",
         about: "clear the read-only attribute of the flow's mirror topics on its target, so applications can write there",
         args: &[MIRROR_CONFIG, FLOW],
@@ -238,7 +264,7 @@ pub const ACTIONS: &[Action] = &[
     },
     Action {
         name: "protect_mirror_topics",
-        about: "set the read-only attribute of the flow's mirror topics on its target again",
+        about: "set the read-only attribute of the flow's mirror topics on its target again (with protect_target_topics off: clear any the flow set)",
         args: &[MIRROR_CONFIG, FLOW],
         read_only: false,
         idempotent: true,
@@ -261,6 +287,14 @@ pub const ACTIONS: &[Action] = &[
         available: true,
     },
     Action {
+        name: "predict_divergence",
+        about: "per partition of a stopped flow, the old source's records past the mirror's cursor and the target's records past it",
+        args: &[MIRROR_CONFIG, FLOW],
+        read_only: true,
+        idempotent: true,
+        available: true,
+    },
+    Action {
         name: "archive_divergent_tail",
         about: "write the records the old source took but never mirrored to an archive file per partition, with its sha256",
         args: &[
@@ -270,15 +304,31 @@ pub const ACTIONS: &[Action] = &[
         ],
         read_only: false,
         idempotent: true,
-        available: false,
+        available: true,
     },
     Action {
         name: "truncate_divergent_tail",
-        about: "truncate the old source's partitions to what was mirrored, after the archive (identity naming only)",
+        about: "cut the old source's partitions at the mirror's cursor (its topics fenced with no writer), after the archive",
         args: &[MIRROR_CONFIG, FLOW],
         read_only: false,
         idempotent: false,
-        available: false,
+        available: true,
+    },
+    Action {
+        name: "restore_from_target",
+        about: "copy what the target holds past each partition's new end on the old source there, offset for offset, and record it in the flow's index",
+        args: &[MIRROR_CONFIG, FLOW],
+        read_only: false,
+        idempotent: true,
+        available: true,
+    },
+    Action {
+        name: "commit_back_offsets",
+        about: "commit on the old source every group's offsets on the target, translated back, and check them",
+        args: &[MIRROR_CONFIG, FLOW],
+        read_only: false,
+        idempotent: true,
+        available: true,
     },
     Action {
         name: "backup_site",

@@ -24,7 +24,7 @@ use crate::playbook::{Planned, Value};
 /// How long one site or mirror request may take.
 pub const REQUEST_TIMEOUT_MS: u64 = 5_000;
 /// How often a wait polls the mirror.
-const POLL_INTERVAL_MS: u64 = 200;
+pub(crate) const POLL_INTERVAL_MS: u64 = 200;
 /// The default of `wait_ms` where an action waits.
 pub const WAIT_DEFAULT_MS: u64 = 60_000;
 
@@ -44,6 +44,30 @@ pub enum ActionError {
     /// The action ran and found the condition false, or could not do its work.
     #[error("{0}")]
     Failed(String),
+}
+
+/// One partition of a failback: the old source's divergent tail (what it took after the
+/// mirror's last copy), where it was archived, and what the target took during the outage.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TailReport {
+    /// Source topic (on the old source).
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// First offset of the divergent tail: the mirror's cursor.
+    pub divergent_from: i64,
+    /// One past its last offset: the old source's end.
+    pub divergent_to: i64,
+    /// Records in it (read, once archived; at most `divergent_to - divergent_from` when
+    /// predicted).
+    pub divergent_records: i64,
+    /// The archive file, once written.
+    pub file: Option<String>,
+    /// The sha256 of the archive file.
+    pub sha256: Option<String>,
+    /// Records the target took in its mirror topic during the outage, which the failback
+    /// brings to the old source.
+    pub target_records: i64,
 }
 
 /// One partition's position on both sides, as the mirror reports it.
@@ -92,9 +116,11 @@ pub struct Outcome {
     pub partitions: Vec<PartitionLag>,
     /// Group offsets, for the action that verifies them.
     pub groups: Vec<GroupCheck>,
+    /// A failback's partitions, for the actions that find or archive divergent tails.
+    pub tails: Vec<TailReport>,
 }
 
-fn text<'a>(p: &'a Planned, name: &str) -> &'a str {
+pub(crate) fn text<'a>(p: &'a Planned, name: &str) -> &'a str {
     match p.args.get(name) {
         Some(Value::String(s)) => s,
         _ => "",
@@ -108,12 +134,12 @@ fn wait_ms(p: &Planned) -> u64 {
     }
 }
 
-fn mirror_config(p: &Planned) -> Result<MirrorConfig, ActionError> {
+pub(crate) fn mirror_config(p: &Planned) -> Result<MirrorConfig, ActionError> {
     let path = text(p, "mirror_config");
     MirrorConfig::load(Path::new(path)).map_err(|e| ActionError::Failed(e.to_string()))
 }
 
-fn cluster_of<'c>(
+pub(crate) fn cluster_of<'c>(
     config: &'c MirrorConfig,
     site: &str,
 ) -> Result<&'c strait_mirror::config::ClusterConfig, ActionError> {
@@ -137,7 +163,7 @@ fn flow_of<'s>(status: &'s Status, flow: &str) -> Result<&'s FlowStatus, ActionE
 }
 
 /// The running mirror's HTTP address, after checking that its config has the flow.
-fn mirror_addr(p: &Planned, ctx: &Context) -> Result<SocketAddr, ActionError> {
+pub(crate) fn mirror_addr(p: &Planned, ctx: &Context) -> Result<SocketAddr, ActionError> {
     let config = mirror_config(p)?;
     let flow = text(p, "flow");
     if !config.flows.iter().any(|f| f.name == flow) {
@@ -231,7 +257,23 @@ pub async fn execute(p: &Planned, ctx: &Context) -> Result<Outcome, ActionError>
             .map_err(|e| ActionError::Failed(format!("site check panicked: {e}")))?
         }
         "flow_running" => {
-            let status = mirror_status(mirror_addr(p, ctx)?).await?;
+            let addr = mirror_addr(p, ctx)?;
+            let wait = match p.args.get("wait_ms") {
+                Some(Value::Integer(ms)) => Duration::from_millis(u64::try_from(*ms).unwrap_or(0)),
+                _ => Duration::ZERO,
+            };
+            let deadline = Instant::now() + wait;
+            let mut status = mirror_status(addr).await?;
+            while Instant::now() < deadline
+                && flow_of(&status, text(p, "flow"))?
+                    .topics
+                    .iter()
+                    .flat_map(|t| &t.partitions)
+                    .any(|p| !p.assigned)
+            {
+                tokio::time::sleep(Duration::from_millis(POLL_INTERVAL_MS)).await;
+                status = mirror_status(addr).await?;
+            }
             let flow = flow_of(&status, text(p, "flow"))?;
             let partitions = lags(flow);
             let held = partitions.len();
@@ -262,6 +304,20 @@ pub async fn execute(p: &Planned, ctx: &Context) -> Result<Outcome, ActionError>
                     flow.topics.len()
                 ),
                 partitions,
+                ..Outcome::default()
+            })
+        }
+        "flow_stopped" => {
+            let status = mirror_status(mirror_addr(p, ctx)?).await?;
+            let flow = flow_of(&status, text(p, "flow"))?;
+            if !flow.stopped {
+                return Err(ActionError::Failed(format!(
+                    "flow `{}` runs: a failback starts from a stopped flow (after a forced failover, or `POST /flows/{}/stop`)",
+                    flow.name, flow.name
+                )));
+            }
+            Ok(Outcome {
+                detail: format!("flow `{}` is stopped", flow.name),
                 ..Outcome::default()
             })
         }
@@ -402,8 +458,14 @@ pub async fn execute(p: &Planned, ctx: &Context) -> Result<Outcome, ActionError>
                 }
             }
         }
+        "predict_divergence" => crate::failback::predict(p, ctx).await,
+        "archive_divergent_tail" => crate::failback::archive(p, ctx).await,
+        "truncate_divergent_tail" => crate::failback::truncate(p, ctx).await,
+        "restore_from_target" => crate::failback::restore(p, ctx).await,
+        "commit_back_offsets" => crate::failback::commit_back(p, ctx).await,
         "fence_topics"
         | "unfence_topics"
+        | "fence_mirror_topics"
         | "release_mirror_topics"
         | "protect_mirror_topics"
         | "topics_writable" => {
@@ -436,19 +498,19 @@ pub async fn execute(p: &Planned, ctx: &Context) -> Result<Outcome, ActionError>
                                 .is_some_and(|s| flow.mirrors_topic(&s))
                         })
                         .collect(),
-                    (name == "protect_mirror_topics")
-                        .then(|| strait_mirror::protection::replica_value(&flow)),
+                    match name {
+                        "fence_mirror_topics" => {
+                            Some(strait_mirror::protection::fence_value(&flow))
+                        }
+                        // Without protect_target_topics the flow's topics on the target take
+                        // every writer: "protected again" is what the flow itself keeps.
+                        "protect_mirror_topics" if flow.protect_target_topics => {
+                            Some(strait_mirror::protection::replica_value(&flow))
+                        }
+                        _ => None,
+                    },
                 ),
             };
-            if name == "protect_mirror_topics" && !flow.protect_target_topics {
-                return Ok(Outcome {
-                    detail: format!(
-                        "flow `{}` does not protect its target topics (protect_target_topics)",
-                        flow.name
-                    ),
-                    ..Outcome::default()
-                });
-            }
             let admin = strait_mirror::clients::admin(cluster_of(&config, &site)?)
                 .map_err(|e| ActionError::Failed(format!("site `{site}`: {e}")))?;
             if name == "topics_writable" {
@@ -524,7 +586,11 @@ pub async fn execute(p: &Planned, ctx: &Context) -> Result<Outcome, ActionError>
         "source_groups_idle" => {
             let config = mirror_config(p)?;
             let flow = flow_config(&config, text(p, "flow"))?.clone();
-            let source = cluster_of(&config, &flow.source)?.clone();
+            let site = match text(p, "site") {
+                "" => flow.source.clone(),
+                site => site.to_string(),
+            };
+            let source = cluster_of(&config, &site)?.clone();
             let wait = Duration::from_millis(wait_ms(p));
             tokio::task::spawn_blocking(move || {
                 let client: BaseConsumer = strait_mirror::clients::client_config(&source, &[])
@@ -534,7 +600,7 @@ pub async fn execute(p: &Planned, ctx: &Context) -> Result<Outcome, ActionError>
                 loop {
                     let list = client
                         .fetch_group_list(None, Duration::from_millis(REQUEST_TIMEOUT_MS))
-                        .map_err(|e| ActionError::Failed(format!("listing the source's groups: {e}")))?;
+                        .map_err(|e| ActionError::Failed(format!("listing the groups of `{site}`: {e}")))?;
                     let groups: Vec<(String, usize)> = list
                         .groups()
                         .iter()
@@ -549,7 +615,7 @@ pub async fn execute(p: &Planned, ctx: &Context) -> Result<Outcome, ActionError>
                     if busy.is_empty() {
                         return Ok(Outcome {
                             detail: format!(
-                                "none of the {} groups the flow syncs has a member on the source",
+                                "none of the {} groups the flow syncs has a member on `{site}`",
                                 groups.len()
                             ),
                             ..Outcome::default()
@@ -557,7 +623,7 @@ pub async fn execute(p: &Planned, ctx: &Context) -> Result<Outcome, ActionError>
                     }
                     if Instant::now() >= deadline {
                         return Err(ActionError::Failed(format!(
-                            "consumers still run on the source after {} ms: {}; stop them (they would re-read on the target what they consume now)",
+                            "consumers still run on `{site}` after {} ms: {}; stop them (what they read from now on would be read again after the switch)",
                             wait.as_millis(),
                             busy.join(", ")
                         )));
@@ -710,9 +776,12 @@ fn names_flow(value: &str, flow: &str) -> bool {
 }
 
 /// How long one control request to the mirror may take (the mirror answers within 8 s).
-const CONTROL_REQUEST_TIMEOUT_MS: u64 = 15_000;
+pub(crate) const CONTROL_REQUEST_TIMEOUT_MS: u64 = 15_000;
 
-fn flow_config<'c>(config: &'c MirrorConfig, flow: &str) -> Result<&'c FlowConfig, ActionError> {
+pub(crate) fn flow_config<'c>(
+    config: &'c MirrorConfig,
+    flow: &str,
+) -> Result<&'c FlowConfig, ActionError> {
     config.flows.iter().find(|f| f.name == flow).ok_or_else(|| {
         let known: Vec<&str> = config.flows.iter().map(|f| f.name.as_str()).collect();
         ActionError::Failed(format!(

@@ -13,6 +13,7 @@
 pub mod actions;
 pub mod clock;
 pub mod exec;
+pub mod failback;
 pub mod journal;
 pub mod playbook;
 pub mod run;

@@ -18,7 +18,7 @@ use serde::Serialize;
 
 use crate::actions;
 pub use crate::clock::{now_ms, rfc3339};
-use crate::exec::{self, Context, GroupCheck, PartitionLag};
+use crate::exec::{self, Context, GroupCheck, PartitionLag, TailReport};
 use crate::journal::{
     AuditLine, Journal, JournalError, Lock, ResumeFrom, RunRecord, RunState, StepRecord, StepState,
 };
@@ -100,6 +100,10 @@ pub struct Report {
     pub partitions: Vec<PartitionLag>,
     /// Every mirrored group's offset per partition, as the last verification found it.
     pub groups: Vec<GroupCheck>,
+    /// A failback's partitions: the divergent tail of each, where it was archived (the
+    /// truncation ledger) and what the target took meanwhile.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tails: Vec<TailReport>,
 }
 
 fn describe(p: &Planned) -> String {
@@ -135,11 +139,51 @@ pub async fn dry_run(plan: &Plan, ctx: &Context) -> Report {
             detail,
         });
     }
+    // A failback's prediction: each partition's divergent tail and what the target took.
+    let mut tails = Vec::new();
+    let archive_step = plan
+        .steps
+        .iter()
+        .find(|s| s.planned.action.name == "archive_divergent_tail");
+    if let Some(step) = archive_step {
+        let predict = Planned {
+            action: actions::action("predict_divergence")
+                .expect("predict_divergence is registered"),
+            args: step
+                .planned
+                .args
+                .iter()
+                .filter(|(k, _)| k.as_str() != "archive_dir")
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        };
+        let at = now_ms();
+        let clock = Instant::now();
+        let (outcome, detail) = match exec::execute(&predict, ctx).await {
+            Ok(o) => {
+                tails = o.tails;
+                (StepOutcome::Succeeded, o.detail)
+            }
+            Err(e) => (StepOutcome::Failed, e.to_string()),
+        };
+        steps.push(StepReport {
+            kind: "prediction",
+            name: "divergent tails to archive and cut, records to restore".into(),
+            action: "predict_divergence",
+            started_at: rfc3339(at),
+            duration_ms: clock.elapsed().as_millis() as u64,
+            attempts: 1,
+            outcome,
+            detail,
+        });
+    }
     // The loss a failover would cause now, where the playbook names a mirror and a flow.
     let (mut partitions, mut rpo_records, mut rpo_seconds) = (Vec::new(), None, None);
-    if let (Some(Value::String(config)), Some(Value::String(flow))) =
-        (plan.params.get("mirror_config"), plan.params.get("flow"))
-    {
+    if let (None, Some(Value::String(config)), Some(Value::String(flow))) = (
+        archive_step,
+        plan.params.get("mirror_config"),
+        plan.params.get("flow"),
+    ) {
         let predict = Planned {
             action: actions::action("predict_loss").expect("predict_loss is registered"),
             args: BTreeMap::from([
@@ -227,6 +271,7 @@ pub async fn dry_run(plan: &Plan, ctx: &Context) -> Report {
         rpo_seconds,
         partitions,
         groups: Vec::new(),
+        tails,
     }
 }
 
@@ -274,6 +319,26 @@ impl fmt::Display for Report {
                 f,
                 "  group offsets: {verified} of {} on the target are the exact translations",
                 self.groups.len()
+            )?;
+        }
+        for t in self
+            .tails
+            .iter()
+            .filter(|t| t.divergent_records > 0 || t.target_records > 0)
+        {
+            writeln!(
+                f,
+                "    {}/{}: divergent tail {}..{} ({} records){}; {} records from the target",
+                t.topic,
+                t.partition,
+                t.divergent_from,
+                t.divergent_to,
+                t.divergent_records,
+                match (&t.file, &t.sha256) {
+                    (Some(file), Some(sum)) => format!(", archived in {file} (sha256 {sum})"),
+                    _ => String::new(),
+                },
+                t.target_records
             )?;
         }
         for p in self.partitions.iter().filter(|p| p.lag_records != Some(0)) {
@@ -340,6 +405,7 @@ struct Driver<'a> {
     rto_ms: Option<u64>,
     rpo: Option<(i64, f64, Vec<PartitionLag>)>,
     groups: Vec<GroupCheck>,
+    tails: Vec<TailReport>,
 }
 
 impl<'a> Driver<'a> {
@@ -353,6 +419,7 @@ impl<'a> Driver<'a> {
             rto_ms: None,
             rpo: None,
             groups: Vec::new(),
+            tails: Vec::new(),
         }
     }
 
@@ -573,12 +640,20 @@ impl<'a> Driver<'a> {
                         Some("succeeded"),
                         Some(&outcome.detail),
                     );
-                    if step.planned.action.name == "release_mirror_topics" {
+                    // The target taking writes: a failover's mirror topics released, or a
+                    // failback's old source opened.
+                    if matches!(
+                        step.planned.action.name,
+                        "release_mirror_topics" | "unfence_topics"
+                    ) {
                         // From the run's start, across resumes.
                         self.rto_ms = Some(now_ms().saturating_sub(self.record.started_ms));
                     }
                     if !outcome.groups.is_empty() {
                         self.groups = outcome.groups.clone();
+                    }
+                    if !outcome.tails.is_empty() {
+                        self.tails = outcome.tails.clone();
                     }
                     // What could not be copied: the lag the mirror reports when the source
                     // is gone, or 0 everywhere once a drain reached the source's end.
@@ -754,6 +829,7 @@ impl<'a> Driver<'a> {
             rpo_seconds,
             partitions,
             groups: self.groups,
+            tails: self.tails,
         }
     }
 }

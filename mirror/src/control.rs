@@ -185,7 +185,11 @@ impl Controls {
             .attached
             .get()
             .ok_or_else(|| ControlError::Failed(format!("flow `{flow}` is not attached yet")))?;
-        tokio::time::timeout(Duration::from_millis(ROUND_WAIT_MS), work(a))
+        let caught_up_then_work = async {
+            catch_up(a).await?;
+            work(a).await
+        };
+        tokio::time::timeout(Duration::from_millis(ROUND_WAIT_MS), caught_up_then_work)
             .await
             .map_err(|_| {
                 ControlError::Timeout(format!("flow `{flow}`: not done within {ROUND_WAIT_MS} ms"))
@@ -346,6 +350,23 @@ impl Controls {
             ))),
         }
     }
+}
+
+/// Applies what the flow's runs topic holds beyond the index. The index follower stops with
+/// the flow, possibly before it applied the last runs the pump recorded, and a daemon that
+/// starts with the flow stopped never runs it: without this, a stopped flow's index could
+/// be behind what its target holds.
+async fn catch_up(a: &Attached) -> Result<(), ControlError> {
+    let failed = |e: MirrorError| ControlError::Failed(format!("catching the index up: {e}"));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (follower, task) =
+        crate::follower::IndexFollower::start(&a.flow, &a.target, a.index.clone(), stop_rx)
+            .await
+            .map_err(failed)?;
+    let caught_up = follower.caught_up().await;
+    let _ = stop_tx.send(true);
+    let _ = task.await;
+    caught_up.map_err(failed)
 }
 
 /// Writes `value` as JSON to `path` whole or not at all.
