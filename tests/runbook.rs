@@ -1158,45 +1158,9 @@ fn a_planned_failover_killed_at_any_step_and_resumed_still_copies_everything_onc
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-        // SIGKILL as soon as the audit log shows the step starting.
-        let killed_at = Instant::now() + Duration::from_secs(60);
-        let run_id = loop {
-            let lines: Vec<serde_json::Value> =
-                std::fs::read_to_string(journal.join("audit.jsonl"))
-                    .unwrap_or_default()
-                    .lines()
-                    .filter_map(|l| serde_json::from_str(l).ok())
-                    .collect();
-            if let Some(l) = lines
-                .iter()
-                .find(|l| l["event"] == "step_start" && l["step"] == *step)
-            {
-                child.kill().unwrap();
-                break l["run_id"].as_str().unwrap().to_string();
-            }
-            if let Some(status) = child.try_wait().unwrap() {
-                panic!("step {k} `{step}`: the run ended ({status}) before the step started");
-            }
-            assert!(Instant::now() < killed_at, "step `{step}` never started");
-            std::thread::sleep(Duration::from_millis(1));
-        };
-        let _ = child.wait();
+        let run_id = kill_when_step_starts(&mut child, &journal, step);
         let report = dir.path().join("report.json");
-        let out = dr_command(
-            &[
-                "runbook",
-                "--mirror",
-                mirror_config.to_str().unwrap(),
-                "resume",
-                &run_id,
-                "--report",
-                report.to_str().unwrap(),
-            ],
-            &http,
-            &journal,
-        )
-        .output()
-        .unwrap();
+        let out = resume_run(&run_id, &mirror_config, &report, &http, &journal);
         let printed = String::from_utf8_lossy(&out.stdout).to_string();
         assert!(
             out.status.success(),
@@ -1220,6 +1184,58 @@ fn a_planned_failover_killed_at_any_step_and_resumed_still_copies_everything_onc
         assert_eq!(produce_one(&b, &remote), None, "killed at `{step}`");
         eprintln!("killed at `{step}`: resumed, succeeded, exact");
     }
+}
+
+/// SIGKILLs `child` (a runbook run) as soon as its audit log shows `step` starting; returns
+/// the run's id.
+fn kill_when_step_starts(child: &mut std::process::Child, journal: &Path, step: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let run_id = loop {
+        let lines: Vec<serde_json::Value> = std::fs::read_to_string(journal.join("audit.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        if let Some(l) = lines
+            .iter()
+            .find(|l| l["event"] == "step_start" && l["step"] == step)
+        {
+            child.kill().unwrap();
+            break l["run_id"].as_str().unwrap().to_string();
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("`{step}`: the run ended ({status}) before the step started");
+        }
+        assert!(Instant::now() < deadline, "step `{step}` never started");
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    let _ = child.wait();
+    run_id
+}
+
+/// `strait runbook resume RUN_ID --report REPORT`, run to its end.
+fn resume_run(
+    run_id: &str,
+    mirror_config: &Path,
+    report: &Path,
+    http: &str,
+    journal: &Path,
+) -> Output {
+    dr_command(
+        &[
+            "runbook",
+            "--mirror",
+            mirror_config.to_str().unwrap(),
+            "resume",
+            run_id,
+            "--report",
+            report.to_str().unwrap(),
+        ],
+        http,
+        journal,
+    )
+    .output()
+    .unwrap()
 }
 
 /// Produces `count` records with values `PREFIX-I` to one partition of `topic` on `site`,
@@ -1276,6 +1292,13 @@ fn a_failback_archives_the_divergent_tail_restores_the_outage_and_resumes_the_fl
     let mut a = Broker::start();
     let b = Broker::start();
     a.create_topic("orders", 2, &[]);
+    // The mirror topic holds 7 records of someone else's before the flow's first copy, so
+    // a's offset s is b's s + 7 and a group's offsets must really be translated back.
+    const EARLY: i64 = 7;
+    b.create_topic("a.orders", 2, &[]);
+    for p in 0..2 {
+        produce_values(&b, "a.orders", p, &format!("early{p}"), EARLY as usize);
+    }
     let config = flow_config(&a, &b, "");
     let mirror = MirrorDaemon::start(&config);
     let dir = tempfile::tempdir().unwrap();
@@ -1286,7 +1309,7 @@ fn a_failback_archives_the_divergent_tail_restores_the_outage_and_resumes_the_fl
 
     for p in 0..2 {
         produce_values(&a, "orders", p, &format!("before{p}"), 200);
-        wait_for_records(&b, "a.orders", p, 200, Duration::from_secs(60));
+        wait_for_records(&b, "a.orders", p, 200 + EARLY, Duration::from_secs(60));
     }
     // The mirror stops copying (a frozen process would not do: a fetch it had sent before
     // the freeze is answered into its socket and read after); the source acknowledges 30
@@ -1311,11 +1334,27 @@ fn a_failback_archives_the_divergent_tail_restores_the_outage_and_resumes_the_fl
         String::from_utf8_lossy(&out.stderr)
     );
 
-    // The outage: applications write to the target and a group reads there.
+    // The outage: applications write to the target (records with a header of their own), a
+    // group reads into the outage's records on one partition, and another has read only the
+    // records that were there before the flow.
     for p in 0..2 {
-        produce_values(&b, "a.orders", p, &format!("outage{p}"), 40);
+        let producer = common::TestProducer::new(&b.bootstrap(), &[("acks", "all")]);
+        let records: Vec<common::TestRecord> = (0..40)
+            .map(|i| {
+                let mut r = common::TestRecord::kv(format!("k{i}"), format!("outage{p}-{i}"));
+                r.headers = vec![("trace".to_string(), Some(format!("t{i}").into_bytes()))];
+                r
+            })
+            .collect();
+        producer.produce_all("a.orders", Some(p), &records, Duration::from_secs(30));
     }
-    common::mirror::commit(&b, "billing", "a.orders", &[(0, 225), (1, 180)]);
+    common::mirror::commit(
+        &b,
+        "billing",
+        "a.orders",
+        &[(0, 225 + EARLY), (1, 180 + EARLY)],
+    );
+    common::mirror::commit(&b, "audit", "a.orders", &[(0, 3), (1, EARLY)]);
     a.restart_on_same_port();
 
     // The dry run predicts each partition's tail and the records to restore, and changes
@@ -1458,12 +1497,34 @@ fn a_failback_archives_the_divergent_tail_restores_the_outage_and_resumes_the_fl
         let mut want: Vec<String> = (0..200).map(|i| format!("before{p}-{i}")).collect();
         want.extend((0..40).map(|i| format!("outage{p}-{i}")));
         assert_eq!(text_values(&a, "orders", p), want, "partition {p} on a");
+        // The outage's records come back whole: key, value and headers, in order.
+        let restored = common::mirror::read_partition(&a, "orders", p);
+        let outage = common::mirror::read_partition(&b, "a.orders", p);
+        let fields = |c: &common::Consumed| (c.key.clone(), c.value.clone(), c.headers.clone());
+        assert_eq!(
+            restored[200..].iter().map(fields).collect::<Vec<_>>(),
+            outage[(200 + EARLY) as usize..]
+                .iter()
+                .map(fields)
+                .collect::<Vec<_>>(),
+            "partition {p}: the restored records"
+        );
+        assert_eq!(
+            restored[200].headers,
+            vec![("trace".to_string(), Some(b"t0".to_vec()))]
+        );
     }
-    assert_exact_copy(&a, "orders", &b, "a.orders", 2, "after the failback");
-    // The group resumes on the source where it stopped on the target.
+    assert_mirrored_after_early(&a, &b, EARLY, "after the failback");
+    // Each group resumes on the source where it stopped on the target: billing inside the
+    // outage's records, audit (which had read only the records that were on b before the
+    // flow) at the source's first record.
     assert_eq!(
         common::mirror::committed(&a, "billing", "orders", 2),
         vec![Some(225), Some(180)]
+    );
+    assert_eq!(
+        common::mirror::committed(&a, "audit", "orders", 2),
+        vec![Some(0), Some(0)]
     );
     // The source takes writes again, the target's mirror topic only the flow's, and the
     // flow copies what comes next once, after the outage's records.
@@ -1471,8 +1532,152 @@ fn a_failback_archives_the_divergent_tail_restores_the_outage_and_resumes_the_fl
     assert_eq!(produce_one(&b, "a.orders"), Some(PolicyViolation));
     assert_eq!(mirror.status()["flows"][0]["stopped"], false);
     produce_values(&a, "orders", 1, "after1", 10);
-    wait_for_records(&b, "a.orders", 1, 250, Duration::from_secs(60));
+    wait_for_records(&b, "a.orders", 1, 250 + EARLY, Duration::from_secs(60));
     std::thread::sleep(Duration::from_secs(2));
-    assert_exact_copy(&a, "orders", &b, "a.orders", 2, "after the flow resumed");
-    assert_eq!(b.watermarks("a.orders", 1).1, 250, "nothing copied twice");
+    assert_mirrored_after_early(&a, &b, EARLY, "after the flow resumed");
+    assert_eq!(
+        b.watermarks("a.orders", 1).1,
+        250 + EARLY,
+        "nothing copied twice"
+    );
+}
+
+/// Asserts that `a.orders` on `b`, past its first `early` records, holds exactly the values
+/// of `orders` on `a`, partition by partition.
+fn assert_mirrored_after_early(a: &Broker, b: &Broker, early: i64, what: &str) {
+    for p in 0..2 {
+        let src = values_of(a, "orders", p);
+        let dst = values_of(b, "a.orders", p);
+        assert!(
+            dst.len() >= early as usize && src[..] == dst[early as usize..],
+            "{what}: partition {p}: a has {} records, b {} past its first {early}",
+            src.len(),
+            dst.len().saturating_sub(early as usize)
+        );
+    }
+}
+
+/// The steps of the shipped failback, in order.
+const FAILBACK_STEPS: [&str; 10] = [
+    "fence the source",
+    "archive the source's divergent tail",
+    "cut the source's divergent tail",
+    "fence the target's mirror topics",
+    "consumers on the target have stopped",
+    "restore the target's records on the source",
+    "translate the groups back",
+    "protect the target's mirror topics again",
+    "resume the flow",
+    "open the source for writes",
+];
+
+/// A failback SIGKILLed as each of its steps starts, then resumed, ends `succeeded` with the
+/// same result as one never interrupted: the tail archived once and cut, the outage's
+/// records on the source once and in place, the group at its translation, the flow running.
+#[test]
+fn a_failback_killed_at_any_step_and_resumed_ends_exactly_as_an_uninterrupted_one() {
+    use rdkafka::types::RDKafkaErrorCode::PolicyViolation;
+    let a = Broker::start();
+    let b = Broker::start();
+    for (k, step) in FAILBACK_STEPS.iter().enumerate() {
+        // A topic and a flow of their own on the same two sites for each step.
+        let (topic, flow, group) = (format!("orders{k}"), format!("f{k}"), format!("billing{k}"));
+        let remote = format!("a.{topic}");
+        a.create_topic(&topic, 2, &[]);
+        let config = flow_config(&a, &b, &format!("    name: {flow}\n    topics: {{include: ['{topic}']}}\n    groups: {{include: ['{group}']}}\n    heartbeat_interval_ms: 0\n"));
+        let mirror = MirrorDaemon::start(&config);
+        let dir = tempfile::tempdir().unwrap();
+        let mirror_config = dir.path().join("mirror.yaml");
+        std::fs::write(&mirror_config, &config).unwrap();
+        let journal = dir.path().join("journal");
+        let http = mirror.http_addr().to_string();
+        for p in 0..2 {
+            produce_values(&a, &topic, p, &format!("before{p}"), 50);
+            wait_for_records(&b, &remote, p, 50, Duration::from_secs(60));
+        }
+        // The flow stops; a takes a tail; b takes records past it (written as the flow's
+        // producer, which its protection lets through: the outage of a forced failover
+        // without killing a for every step).
+        post_flow(&http, &flow, "stop");
+        let outage_writer = common::TestProducer::new(
+            &b.bootstrap(),
+            &[
+                ("acks", "all"),
+                ("client.id", &format!("strait-mirror-{flow}")),
+            ],
+        );
+        for p in 0..2 {
+            produce_values(&a, &topic, p, &format!("tail{p}"), 10);
+            let records: Vec<common::TestRecord> = (0..20)
+                .map(|i| common::TestRecord::kv(format!("k{i}"), format!("outage{p}-{i}")))
+                .collect();
+            outage_writer.produce_all(&remote, Some(p), &records, Duration::from_secs(30));
+        }
+        common::mirror::commit(&b, &group, &remote, &[(0, 55), (1, 45)]);
+
+        let archive = dir.path().join("archive");
+        let mut child = dr_command(
+            &[
+                "failback",
+                "--flow",
+                &flow,
+                "--mirror",
+                mirror_config.to_str().unwrap(),
+                "--archive-dir",
+                archive.to_str().unwrap(),
+            ],
+            &http,
+            &journal,
+        )
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+        let run_id = kill_when_step_starts(&mut child, &journal, step);
+        let report = dir.path().join("report.json");
+        let out = resume_run(&run_id, &mirror_config, &report, &http, &journal);
+        let printed = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            out.status.success(),
+            "killed at `{step}`, the resume failed:\n{printed}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            report_of(&report)["outcome"],
+            "succeeded",
+            "killed at `{step}`"
+        );
+        for p in 0..2 {
+            let mut want: Vec<String> = (0..50).map(|i| format!("before{p}-{i}")).collect();
+            want.extend((0..20).map(|i| format!("outage{p}-{i}")));
+            assert_eq!(
+                text_values(&a, &topic, p),
+                want,
+                "killed at `{step}`: partition {p} on a"
+            );
+            let ledger = archive.join(&flow).join(format!("{topic}-{p}-50-60.jsonl"));
+            let archived = std::fs::read_to_string(&ledger)
+                .unwrap_or_else(|e| panic!("killed at `{step}`: {}: {e}", ledger.display()));
+            assert_eq!(
+                archived.lines().count(),
+                10,
+                "killed at `{step}`: {}",
+                ledger.display()
+            );
+        }
+        assert_exact_copy(&a, &topic, &b, &remote, 2, &format!("killed at `{step}`"));
+        assert_eq!(
+            common::mirror::committed(&a, &group, &topic, 2),
+            vec![Some(55), Some(45)],
+            "killed at `{step}`"
+        );
+        assert_eq!(
+            produce_one(&b, &remote),
+            Some(PolicyViolation),
+            "killed at `{step}`"
+        );
+        assert_eq!(produce_one(&a, &topic), None, "killed at `{step}`");
+        wait_for_records(&b, &remote, 0, 71, Duration::from_secs(60));
+        eprintln!("failback killed at `{step}`: resumed, succeeded, exact");
+    }
 }

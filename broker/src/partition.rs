@@ -181,12 +181,14 @@ impl Partition {
         let now = now_ms();
         {
             let mut log = self.log_mut();
-            // A tail truncation acts once: in the epoch that carries it, before this leader
-            // has started that epoch (a restart finds the epoch already started and leaves
-            // whatever was appended since alone).
+            // A tail truncation acts once per replica: on a leader whose log has not started
+            // the epoch that carries it. That is the leader it was asked of, or, if that one
+            // failed before this replica fetched from it, whichever replica leads a later
+            // epoch without having seen it (it would otherwise bring the tail back). A
+            // restart finds the epoch started and leaves what was appended since alone.
             if let Some(cut) = state
                 .tail_truncation
-                .filter(|t| t.leader_epoch == state.leader_epoch)
+                .filter(|t| t.leader_epoch <= state.leader_epoch)
             {
                 if log.latest_epoch() < Some(cut.leader_epoch)
                     && log.log_end_offset() > cut.end_offset

@@ -308,10 +308,14 @@ pub const ACTIONS: &[Action] = &[
     },
     Action {
         name: "truncate_divergent_tail",
-        about: "cut the old source's partitions at the mirror's cursor (its topics fenced with no writer), after the archive",
-        args: &[MIRROR_CONFIG, FLOW],
+        about: "cut the old source's partitions at the mirror's cursor (its topics fenced with no writer), each only if its tail was archived as it is now",
+        args: &[
+            MIRROR_CONFIG,
+            FLOW,
+            arg("archive_dir", Kind::String, true, "where the archive step wrote the tails"),
+        ],
         read_only: false,
-        idempotent: false,
+        idempotent: true,
         available: true,
     },
     Action {

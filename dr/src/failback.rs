@@ -47,8 +47,12 @@ use crate::playbook::Planned;
 
 /// How long reading a partition range may go without a record before it gives up.
 const READ_IDLE_MS: u64 = 15_000;
-/// Records the restore may have sent and not yet seen acknowledged.
+/// Records the restore may have sent and not yet seen acknowledged...
 const RESTORE_IN_FLIGHT_MAX: usize = 1_000;
+/// ...and their bytes (key and value).
+const RESTORE_IN_FLIGHT_BYTES_MAX: usize = 16 << 20;
+/// Records read from the target ahead of the restore's producer.
+const RESTORE_READ_AHEAD: usize = 64;
 /// How long the old source may take to show a truncation.
 const TRUNCATE_WAIT_MS: u64 = 30_000;
 /// The client id of the restore's producer, which alone may write to the old source's
@@ -108,6 +112,9 @@ fn consumer(cluster: &ClusterConfig) -> Result<BaseConsumer, ActionError> {
             ("enable.auto.commit", "false"),
             ("enable.partition.eof", "true"),
             ("auto.offset.reset", "error"),
+            // Every record, transactional or not: an archive must not stop at an open
+            // transaction left by a producer that died with its site.
+            ("isolation.level", "read_uncommitted"),
         ],
     )
     .create()
@@ -161,28 +168,119 @@ async fn divergences(
     let found = blocking(move || {
         let on_source = consumer(&s)?;
         let on_target = consumer(&t)?;
-        cursors
-            .into_iter()
+        let found = cursors
+            .iter()
             .map(|(topic, partition, source_next, target_next)| {
-                let remote_topic = f.remote_topic(&topic);
+                let remote_topic = f.remote_topic(topic);
                 Ok(Divergence {
-                    source_end: end_of(&on_source, &topic, partition)?,
-                    target_end: end_of(&on_target, &remote_topic, partition)?,
-                    topic,
-                    partition,
+                    source_end: end_of(&on_source, topic, *partition)?,
+                    target_end: end_of(&on_target, &remote_topic, *partition)?,
+                    topic: topic.clone(),
+                    partition: *partition,
                     remote_topic,
-                    source_next,
-                    target_next,
+                    source_next: *source_next,
+                    target_next: *target_next,
                 })
             })
-            .collect::<Result<Vec<_>, ActionError>>()
+            .collect::<Result<Vec<_>, ActionError>>()?;
+        refuse_unindexed(&f, &on_source, &on_target, &found)?;
+        for d in found.iter().filter(|d| d.target_end > d.target_next) {
+            refuse_index_behind(&f, &t, d)?;
+        }
+        Ok(found)
     })
     .await?;
     Ok((flow, source, target, found))
 }
 
-/// Reads `topic/partition` from `from` until `to` (exclusive) or the partition's end,
-/// handing every record to `each`.
+/// Refuses a mirror topic partition that holds records on either site while the flow's index
+/// has no cursor for it (the pump starts a cursor with a partition's first record): the
+/// failback could neither place its records nor translate its groups.
+fn refuse_unindexed(
+    flow: &FlowConfig,
+    on_source: &BaseConsumer,
+    on_target: &BaseConsumer,
+    found: &[Divergence],
+) -> Result<(), ActionError> {
+    let metadata = on_target
+        .fetch_metadata(None, Duration::from_millis(REQUEST_TIMEOUT_MS))
+        .map_err(|e| failed(format!("listing the topics of `{}`: {e}", flow.target)))?;
+    let mut unindexed = Vec::new();
+    for t in metadata.topics() {
+        let Some(topic) = flow
+            .source_topic_of(t.name())
+            .filter(|s| flow.mirrors_topic(s))
+        else {
+            continue;
+        };
+        for p in t.partitions() {
+            if found
+                .iter()
+                .any(|d| d.topic == topic && d.partition == p.id())
+            {
+                continue;
+            }
+            let on_b = end_of(on_target, t.name(), p.id())?;
+            let on_a = end_of(on_source, &topic, p.id()).unwrap_or(0);
+            if on_a > 0 || on_b > 0 {
+                unindexed.push(format!(
+                    "{topic}/{} ({on_a} on `{}`, {on_b} on `{}`)",
+                    p.id(),
+                    flow.source,
+                    flow.target
+                ));
+            }
+        }
+    }
+    if unindexed.is_empty() {
+        return Ok(());
+    }
+    Err(failed(format!(
+        "the flow's index has no position for {}: records there cannot be placed exactly; nothing was changed",
+        unindexed.join(", ")
+    )))
+}
+
+/// Refuses a partition whose first record past the flow's cursor on the target is the flow's
+/// own copy: a pump that died between writing to the target and recording it. The index
+/// would place the restore wrongly; found before anything is cut.
+fn refuse_index_behind(
+    flow: &FlowConfig,
+    target: &ClusterConfig,
+    d: &Divergence,
+) -> Result<(), ActionError> {
+    let mut first: Option<i64> = None;
+    read_range(
+        target,
+        &d.remote_topic,
+        d.partition,
+        d.target_next,
+        d.target_next + 1,
+        |m| {
+            first = m
+                .headers()
+                .and_then(|hs| {
+                    hs.iter()
+                        .filter(|h| h.key == SOURCE_HEADER)
+                        .last()
+                        .and_then(|h| h.value)
+                })
+                .and_then(|v| parse_source_header(&flow.name, v));
+            Ok(())
+        },
+    )?;
+    match first {
+        Some(s) => Err(failed(format!(
+            "{}/{} offset {} on `{}` is the flow's copy of source offset {s}, past the index's cursor ({}, {}): the mirror stopped between copying and recording; nothing was changed",
+            d.remote_topic, d.partition, d.target_next, flow.target, d.source_next, d.target_next
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// Reads `topic/partition` from `from` until `to` (exclusive), handing every record to
+/// `each`; an error unless the reader got to `to` (gaps of offsets without a record, such as
+/// transaction markers, are passed over).
 fn read_range(
     cluster: &ClusterConfig,
     topic: &str,
@@ -213,7 +311,26 @@ fn read_range(
                     each(&m)?;
                 }
             }
-            Some(Err(KafkaError::PartitionEOF(_))) => break,
+            Some(Err(KafkaError::PartitionEOF(_))) => {
+                // At the partition's end: where it is, past records or markers.
+                let position = client
+                    .position()
+                    .ok()
+                    .and_then(|tpl| {
+                        tpl.find_partition(topic, partition)
+                            .and_then(|e| match e.offset() {
+                                Offset::Offset(o) => Some(o),
+                                _ => None,
+                            })
+                    })
+                    .unwrap_or(next);
+                next = next.max(position);
+                if next < to {
+                    return Err(failed(format!(
+                        "reading {topic}/{partition}: the partition ends at {next}, before {to}"
+                    )));
+                }
+            }
             Some(Err(KafkaError::MessageConsumption(RDKafkaErrorCode::BrokerTransportFailure))) => {
             }
             Some(Err(e)) => {
@@ -297,15 +414,20 @@ pub async fn archive(p: &Planned, ctx: &Context) -> Result<Outcome, ActionError>
     })
 }
 
+/// The archive file of a partition's divergent tail `[from, to)`.
+fn archive_name(d: &Divergence) -> String {
+    format!(
+        "{}-{}-{}-{}.jsonl",
+        d.topic, d.partition, d.source_next, d.source_end
+    )
+}
+
 fn archive_one(
     source: &ClusterConfig,
     d: &Divergence,
     dir: &Path,
 ) -> Result<(PathBuf, String, i64), ActionError> {
-    let name = format!(
-        "{}-{}-{}-{}.jsonl",
-        d.topic, d.partition, d.source_next, d.source_end
-    );
+    let name = archive_name(d);
     let path = dir.join(&name);
     let tmp = dir.join(format!("{name}.tmp"));
     let io = |e: std::io::Error| failed(format!("writing {}: {e}", tmp.display()));
@@ -358,9 +480,25 @@ fn archive_one(
     Ok((path, sha256, records))
 }
 
-/// Cuts every partition of the old source with a divergent tail at the flow's cursor.
+/// Cuts every partition of the old source with a divergent tail at the flow's cursor, each
+/// only if its tail, exactly as it is now, was archived (a record the source took after the
+/// archive would be cut without a trace).
 pub async fn truncate(p: &Planned, ctx: &Context) -> Result<Outcome, ActionError> {
     let (flow, source, _, found) = divergences(p, ctx).await?;
+    let dir = PathBuf::from(text(p, "archive_dir")).join(&flow.name);
+    let unarchived: Vec<String> = found
+        .iter()
+        .filter(|d| d.source_end > d.source_next)
+        .map(|d| dir.join(archive_name(d)))
+        .filter(|f| !f.is_file() || !f.with_extension("jsonl.sha256").is_file())
+        .map(|f| f.display().to_string())
+        .collect();
+    if !unarchived.is_empty() {
+        return Err(failed(format!(
+            "not cutting: no archive of the tail as it is now ({}); run the archive step again",
+            unarchived.join(", ")
+        )));
+    }
     let mut by_topic: BTreeMap<String, Vec<(i32, i64)>> = BTreeMap::new();
     for d in found.iter().filter(|d| d.source_end > d.source_next) {
         by_topic
@@ -391,12 +529,21 @@ pub async fn truncate(p: &Planned, ctx: &Context) -> Result<Outcome, ActionError
             .alter_configs([&alter], &options)
             .await
             .map_err(|e| failed(format!("cutting {topic} on `{}`: {e}", flow.source)))?;
-        if let Some(Err((_, code))) = results.into_iter().next() {
-            return Err(failed(format!(
-                "site `{}` refused to cut {topic} ({}): {code}",
-                flow.source,
-                value.join(",")
-            )));
+        match results.into_iter().next() {
+            Some(Ok(_)) => {}
+            Some(Err((_, code))) => {
+                return Err(failed(format!(
+                    "site `{}` refused to cut {topic} ({}): {code}",
+                    flow.source,
+                    value.join(",")
+                )))
+            }
+            None => {
+                return Err(failed(format!(
+                    "site `{}` gave no answer for cutting {topic}",
+                    flow.source
+                )))
+            }
         }
     }
     // The leaders cut when they apply the new epoch: read the ends back.
@@ -494,6 +641,10 @@ pub async fn restore(p: &Planned, ctx: &Context) -> Result<Outcome, ActionError>
     let mut restored_total = 0i64;
     for d in &found {
         let (from, to) = restore_range(d).map_err(ActionError::Failed)?;
+        if d.source_end > d.source_next {
+            // Past the cursor, the source may hold only what an earlier attempt restored.
+            check_restored(&flow, &source, &target, d).await?;
+        }
         let copied = restore_one(&flow, &source, &target, &producer, d, from, to).await?;
         restored_total += copied;
         if copied > 0 {
@@ -557,7 +708,7 @@ async fn restore_one(
         return Ok(0);
     }
     // Read on a blocking thread, send from here, in order, bounded.
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Copy>(RESTORE_IN_FLIGHT_MAX);
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Copy>(RESTORE_READ_AHEAD);
     let (target, d2, flow2) = (target.clone(), d.clone(), flow.clone());
     let reader = tokio::task::spawn_blocking(move || {
         let mut expected = from;
@@ -585,7 +736,9 @@ async fn restore_one(
         Ok(())
     });
     let source_offset_of = |target_offset: i64| d.source_next - (d.target_next - target_offset);
-    let mut pending = std::collections::VecDeque::new();
+    let mut pending: std::collections::VecDeque<(rdkafka::producer::DeliveryFuture, i64, usize)> =
+        std::collections::VecDeque::new();
+    let mut pending_bytes = 0usize;
     let mut written = 0i64;
     let check = |delivery: rdkafka::producer::future_producer::OwnedDeliveryResult,
                  want: i64|
@@ -604,37 +757,63 @@ async fn restore_one(
     };
     while let Some(copy) = rx.recv().await {
         let want = source_offset_of(copy.target_offset);
-        let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&d.topic)
-            .partition(d.partition)
-            .headers(copy.headers);
-        if let Some(k) = copy.key.as_deref() {
-            record = record.key(k);
-        }
-        if let Some(v) = copy.value.as_deref() {
-            record = record.payload(v);
-        }
-        if let Some(ts) = copy.timestamp_ms {
-            record = record.timestamp(ts);
-        }
-        let delivery = producer.send_result(record).map_err(|(e, _)| {
-            failed(format!(
-                "{}/{}: sending a restored record: {e}",
-                d.topic, d.partition
-            ))
-        })?;
-        pending.push_back((delivery, want));
-        if pending.len() >= RESTORE_IN_FLIGHT_MAX {
-            let (delivery, want) = pending.pop_front().expect("not empty");
+        let bytes = copy.key.as_ref().map_or(0, Vec::len) + copy.value.as_ref().map_or(0, Vec::len);
+        let delivery = loop {
+            let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&d.topic)
+                .partition(d.partition)
+                .headers(copy.headers.clone());
+            if let Some(k) = copy.key.as_deref() {
+                record = record.key(k);
+            }
+            if let Some(v) = copy.value.as_deref() {
+                record = record.payload(v);
+            }
+            if let Some(ts) = copy.timestamp_ms {
+                record = record.timestamp(ts);
+            }
+            match producer.send_result(record) {
+                Ok(delivery) => break delivery,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                    // The producer's own queue is full: wait for the oldest record, or a
+                    // moment if none is ours.
+                    match pending.pop_front() {
+                        Some((delivery, want, size)) => {
+                            check(
+                                delivery
+                                    .await
+                                    .map_err(|_| failed("the restore's producer was dropped"))?,
+                                want,
+                            )?;
+                            pending_bytes -= size;
+                            written += 1;
+                        }
+                        None => tokio::time::sleep(Duration::from_millis(10)).await,
+                    }
+                }
+                Err((e, _)) => {
+                    return Err(failed(format!(
+                        "{}/{}: sending a restored record: {e}",
+                        d.topic, d.partition
+                    )))
+                }
+            }
+        };
+        pending.push_back((delivery, want, bytes));
+        pending_bytes += bytes;
+        while pending.len() >= RESTORE_IN_FLIGHT_MAX || pending_bytes > RESTORE_IN_FLIGHT_BYTES_MAX
+        {
+            let (delivery, want, size) = pending.pop_front().expect("not empty");
             check(
                 delivery
                     .await
                     .map_err(|_| failed("the restore's producer was dropped"))?,
                 want,
             )?;
+            pending_bytes -= size;
             written += 1;
         }
     }
-    while let Some((delivery, want)) = pending.pop_front() {
+    while let Some((delivery, want, _)) = pending.pop_front() {
         check(
             delivery
                 .await
@@ -647,6 +826,75 @@ async fn restore_one(
         .await
         .map_err(|e| failed(format!("the restore's reader panicked: {e}")))??;
     Ok(written)
+}
+
+/// A record's key, value and headers as one digest, to compare records across sites.
+fn digest_of(m: &rdkafka::message::BorrowedMessage<'_>) -> [u8; 32] {
+    let mut h = Sha256::new();
+    let mut field = |bytes: Option<&[u8]>| match bytes {
+        Some(b) => {
+            h.update((b.len() as u64).to_be_bytes());
+            h.update(b);
+        }
+        None => h.update(u64::MAX.to_be_bytes()),
+    };
+    field(m.key());
+    field(m.payload());
+    if let Some(hs) = m.headers() {
+        for x in hs.iter() {
+            field(Some(x.key.as_bytes()));
+            field(x.value);
+        }
+    }
+    h.finalize().into()
+}
+
+/// Checks that what the old source holds past the cursor is what the target holds past it,
+/// record for record: only an earlier attempt of the restore may have written there. Anything
+/// else (a tail that came back through a leader change, a record placed wrongly) stops the
+/// failback before it adds to it.
+async fn check_restored(
+    flow: &FlowConfig,
+    source: &ClusterConfig,
+    target: &ClusterConfig,
+    d: &Divergence,
+) -> Result<(), ActionError> {
+    let (source, target, d, flow) = (source.clone(), target.clone(), d.clone(), flow.clone());
+    blocking(move || {
+        let count = d.source_end - d.source_next;
+        let mut on_source = Vec::new();
+        read_range(&source, &d.topic, d.partition, d.source_next, d.source_end, |m| {
+            on_source.push(digest_of(m));
+            Ok(())
+        })?;
+        let mut i = 0usize;
+        let mut differs = None;
+        read_range(
+            &target,
+            &d.remote_topic,
+            d.partition,
+            d.target_next,
+            d.target_next + count,
+            |m| {
+                if differs.is_none() && on_source.get(i) != Some(&digest_of(m)) {
+                    differs = Some(d.source_next + i as i64);
+                }
+                i += 1;
+                Ok(())
+            },
+        )?;
+        if differs.is_none() && i != on_source.len() {
+            differs = Some(d.source_next + i.min(on_source.len()) as i64);
+        }
+        match differs {
+            None => Ok(()),
+            Some(at) => Err(failed(format!(
+                "{}/{} on `{}` holds records past the flow's cursor {} that are not `{}`'s (first at {at}): not a restore of this failback (a tail that came back?); nothing more was written",
+                d.topic, d.partition, flow.source, d.source_next, flow.target
+            ))),
+        }
+    })
+    .await
 }
 
 /// One record read from the target, ready to write to the old source.

@@ -106,8 +106,8 @@ pub struct BackCommit {
 
 /// Reads every group's committed offsets on the target for the flow's mirror topics,
 /// translates them back through the index and commits them on the source, where the group
-/// has no active member (a group with members there is named and left alone). Returns every
-/// translation with what the source holds afterwards.
+/// has no active member on either side (a group with members is named and left alone).
+/// Returns every translation with what the source holds afterwards.
 pub async fn commit_back(
     flow: &FlowConfig,
     source: &ClusterConfig,
@@ -143,6 +143,12 @@ pub async fn commit_back(
             .iter()
             .map(|(_, m)| m)
             .sum();
+        // Consumers still on the target could commit after this read and lose the commit.
+        let members_on_target: usize = list_groups(&lister, Some(group.clone()))
+            .await?
+            .iter()
+            .map(|(_, m)| m)
+            .sum();
         let mut by_source: BTreeMap<(String, i32), BackCommit> = BTreeMap::new();
         let mut commit = TopicPartitionList::new();
         for (t, p) in &partitions {
@@ -153,7 +159,13 @@ pub async fn commit_back(
             let Some(translated) = index.translate_back(t, *p, target_offset)? else {
                 continue;
             };
-            let skipped = (members > 0).then(|| format!("{members} members active on the source"));
+            let skipped = if members_on_target > 0 {
+                Some(format!(
+                    "{members_on_target} members still active on the target"
+                ))
+            } else {
+                (members > 0).then(|| format!("{members} members active on the source"))
+            };
             if skipped.is_none() {
                 commit
                     .add_partition_offset(t, *p, Offset::Offset(translated))

@@ -332,17 +332,22 @@ impl FlowIndex {
         if target_offset >= cursor.target_next {
             return Ok(Some(cursor.source_next));
         }
-        // Runs are in source order and the flow writes the target in the same order, so
-        // their target ranges ascend too.
+        // Target ranges usually ascend with the source's, but a run rewritten after a pump
+        // went back may sit later on the target than the run after it: look at them all.
+        let mut next_run: Option<Run> = None;
         for run in self.runs(topic, partition)? {
-            if target_offset < run.target_start {
-                return Ok(Some(run.source_start));
-            }
-            if target_offset < run.target_end() {
+            if (run.target_start..run.target_end()).contains(&target_offset) {
                 return Ok(Some(run.source_start + (target_offset - run.target_start)));
             }
+            if run.target_start > target_offset
+                && next_run.is_none_or(|n| run.target_start < n.target_start)
+            {
+                next_run = Some(run);
+            }
         }
-        Ok(Some(cursor.source_next))
+        Ok(Some(
+            next_run.map_or(cursor.source_next, |r| r.source_start),
+        ))
     }
 
     /// The stored runs of a partition, in source order.

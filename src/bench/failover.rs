@@ -40,6 +40,10 @@ pub struct FailoverBenchArgs {
     /// Records produced to site a before the failover, spread over the partitions.
     #[arg(long, default_value_t = 20_000)]
     pub records: u64,
+    /// SIGKILL every node of site a once the mirror has caught up and run `strait failover
+    /// --forced` (its guard waits 1 s for site a to stay silent) instead of --planned.
+    #[arg(long)]
+    pub forced: bool,
     /// The RTO the run is set against, in milliseconds.
     #[arg(long, default_value_t = 30_000)]
     pub rto_limit_ms: u64,
@@ -81,7 +85,7 @@ pub async fn failover(args: FailoverBenchArgs) -> anyhow::Result<()> {
         "strait bench failover: {} topics x {} partitions = {partitions}, {} groups, {} records; two three-node sites",
         args.topics, args.partitions_per_topic, args.groups, args.records
     );
-    let site_a = start_cluster(&dir.join("site-a"), NODE_YAML)?;
+    let mut site_a = start_cluster(&dir.join("site-a"), NODE_YAML)?;
     let site_b = start_cluster(&dir.join("site-b"), NODE_YAML)?;
     let a = site_a
         .iter()
@@ -183,16 +187,29 @@ pub async fn failover(args: FailoverBenchArgs) -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    let kind = if args.forced { "--forced" } else { "--planned" };
     println!(
-        "mirror caught up and {} groups synced in {:.1} s; running strait failover --planned",
+        "mirror caught up and {} groups synced in {:.1} s; running strait failover {kind}",
         args.groups,
         started.elapsed().as_secs_f64()
     );
+    if args.forced {
+        for node in &mut site_a {
+            node.child.kill().context("SIGKILL of a node of site a")?;
+            node.child.wait().context("reaping a node of site a")?;
+        }
+        println!("every node of site a SIGKILLed");
+    }
 
     let report = dir.join("failover-report.json");
     let exe = std::env::current_exe().context("locating the strait binary")?;
-    let out = Command::new(exe)
-        .args(["failover", "--planned", "--yes", "--mirror"])
+    let mut command = Command::new(exe);
+    command.args(["failover", kind, "--yes"]);
+    if args.forced {
+        command.args(["--source-timeout-ms", "1000"]);
+    }
+    let out = command
+        .arg("--mirror")
         .arg(&config)
         .arg("--mirror-http")
         .arg(http.to_string())
@@ -207,7 +224,7 @@ pub async fn failover(args: FailoverBenchArgs) -> anyhow::Result<()> {
         .context("running strait failover")?;
     if !out.status.success() {
         bail!(
-            "strait failover --planned failed:\n{}{}",
+            "strait failover {kind} failed:\n{}{}",
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );

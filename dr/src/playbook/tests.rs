@@ -249,15 +249,15 @@ fn limits_are_enforced() {
     );
     // A step that may have taken effect when it timed out is never retried.
     let text = GOOD
+        .replace("action: wait_for_zero_lag", "action: backup_site")
         .replace(
-            "action: wait_for_zero_lag",
-            "action: truncate_divergent_tail",
-        )
-        .replace(", wait_ms: \"${wait_ms}\" }", " }");
+            "{ mirror_config: \"${mirror_config}\", flow: \"${flow}\", wait_ms: \"${wait_ms}\" }",
+            "{ site_config: site-a.yaml, to: /backups }",
+        );
     let (line, _, reason) = refused(&text);
     assert_eq!(line, 32, "{reason}");
     assert!(
-        reason.contains("`truncate_divergent_tail` is not idempotent"),
+        reason.contains("`backup_site` is not idempotent"),
         "{reason}"
     );
 }
