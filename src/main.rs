@@ -130,8 +130,9 @@ enum BenchCommand {
     /// process, and print both with their ratio and the check's CPU seconds per GB.
     Wire(strait::bench::WireBenchArgs),
     /// Start two fresh local three-node sites, give site a 100 partitions and 20 consumer
-    /// groups, mirror them to site b, run `strait failover --planned` and print its RTO
-    /// against a limit, each step's time and the group offsets verified.
+    /// groups, mirror them to site b, run `strait failover --planned` (or, with --forced, SIGKILL
+    /// site a and run `strait failover --forced`) and print its RTO against a limit, each
+    /// step's time and the group offsets verified.
     Failover(strait::bench::FailoverBenchArgs),
 }
 
