@@ -1681,3 +1681,103 @@ fn a_failback_killed_at_any_step_and_resumed_ends_exactly_as_an_uninterrupted_on
         eprintln!("failback killed at `{step}`: resumed, succeeded, exact");
     }
 }
+
+/// The steps of the shipped forced failover, in order.
+const FORCED_STEPS: [&str; 4] = [
+    "stop the flow",
+    "commit the last translated offsets",
+    "open the target for writes",
+    "report what may be lost",
+];
+
+/// A forced failover SIGKILLed as each of its steps starts, then resumed (the guards checked
+/// again: the source is still gone), ends `succeeded`: the group on the target where it was
+/// on the source, the target open, the flow stopped.
+#[test]
+fn a_forced_failover_killed_at_any_step_and_resumed_ends_exactly_as_an_uninterrupted_one() {
+    use rdkafka::types::RDKafkaErrorCode::PolicyViolation;
+    let b = Broker::start();
+    for (k, step) in FORCED_STEPS.iter().enumerate() {
+        // A source of its own for each step, killed before the failover.
+        let mut a = Broker::start();
+        let (topic, flow, group) = (format!("orders{k}"), format!("f{k}"), format!("billing{k}"));
+        let remote = format!("a.{topic}");
+        a.create_topic(&topic, 2, &[]);
+        let config = flow_config(&a, &b, &format!("    name: {flow}\n    topics: {{include: ['{topic}']}}\n    groups: {{include: ['{group}']}}\n    heartbeat_interval_ms: 0\n"));
+        let mirror = MirrorDaemon::start(&config);
+        let dir = tempfile::tempdir().unwrap();
+        let mirror_config = dir.path().join("mirror.yaml");
+        std::fs::write(&mirror_config, &config).unwrap();
+        let journal = dir.path().join("journal");
+        let http = mirror.http_addr().to_string();
+        for p in 0..2 {
+            produce_values(&a, &topic, p, &format!("v{p}"), 50);
+            wait_for_records(&b, &remote, p, 50, Duration::from_secs(60));
+        }
+        common::mirror::commit(&a, &group, &topic, &[(0, 20), (1, 30)]);
+        wait_for(
+            "the group's offsets to reach the target",
+            Duration::from_secs(30),
+            || {
+                (common::mirror::committed(&b, &group, &remote, 2) == vec![Some(20), Some(30)])
+                    .then_some(())
+            },
+        );
+        assert_eq!(produce_one(&b, &remote), Some(PolicyViolation));
+        a.sigkill();
+
+        let mut child = dr_command(
+            &[
+                "failover",
+                "--forced",
+                "--source-timeout-ms",
+                "1000",
+                "--flow",
+                &flow,
+                "--mirror",
+                mirror_config.to_str().unwrap(),
+            ],
+            &http,
+            &journal,
+        )
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+        let run_id = kill_when_step_starts(&mut child, &journal, step);
+        let report = dir.path().join("report.json");
+        let out = resume_run(&run_id, &mirror_config, &report, &http, &journal);
+        let printed = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            out.status.success(),
+            "killed at `{step}`, the resume failed:\n{printed}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let r = report_of(&report);
+        assert_eq!(r["outcome"], "succeeded", "killed at `{step}`: {r:#}");
+        for p in 0..2 {
+            let want: Vec<String> = (0..50).map(|i| format!("v{p}-{i}")).collect();
+            assert_eq!(
+                text_values(&b, &remote, p),
+                want,
+                "killed at `{step}`: partition {p}"
+            );
+        }
+        assert_eq!(
+            common::mirror::committed(&b, &group, &remote, 2),
+            vec![Some(20), Some(30)],
+            "killed at `{step}`"
+        );
+        assert_eq!(
+            produce_one(&b, &remote),
+            None,
+            "killed at `{step}`: b takes writes"
+        );
+        assert_eq!(
+            mirror.status()["flows"][0]["stopped"],
+            true,
+            "killed at `{step}`"
+        );
+        eprintln!("forced failover killed at `{step}`: resumed, succeeded");
+    }
+}
