@@ -800,11 +800,71 @@ fn a_planned_failover_under_load_copies_everything_once_moves_the_groups_and_ope
     let report = dir.path().join("report.json");
     let http = mirror.http_addr().to_string();
     let journal = dir.path().join("journal");
+    // A live consumer group on the source: it reads along until the runbook asks for
+    // consumers to stop (as its operator would), commits what it processed and leaves.
+    let live_read = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let live = {
+        let (bootstrap, audit) = (a.bootstrap(), journal.join("audit.jsonl"));
+        let live_read = live_read.clone();
+        std::thread::spawn(move || {
+            use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+            use rdkafka::Message;
+            let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+                .set("bootstrap.servers", &bootstrap)
+                .set("group.id", "live")
+                .set("enable.auto.commit", "false")
+                .set("auto.offset.reset", "earliest")
+                .create()
+                .unwrap();
+            consumer.subscribe(&["orders"]).unwrap();
+            let mut read = Vec::new();
+            let deadline = Instant::now() + Duration::from_secs(120);
+            loop {
+                if let Some(Ok(m)) = consumer.poll(Duration::from_millis(50)) {
+                    read.push((m.partition(), m.offset()));
+                    live_read.store(read.len(), std::sync::atomic::Ordering::Relaxed);
+                    // Slower than the producer, so it is behind when the failover comes and
+                    // goes on reading on the target.
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                let asked = std::fs::read_to_string(&audit).is_ok_and(|a| {
+                    a.lines().any(|l| {
+                        l.contains("\"step_start\"")
+                            && l.contains("consumers on the source have stopped")
+                    })
+                });
+                if asked || Instant::now() > deadline {
+                    break;
+                }
+            }
+            // What it processed, per partition: one past the last record it read (0 where it
+            // read nothing yet, having started from the beginning).
+            let mut done = rdkafka::TopicPartitionList::new();
+            for p in 0..2 {
+                let next = read
+                    .iter()
+                    .filter(|(q, _)| *q == p)
+                    .map(|(_, o)| *o + 1)
+                    .max()
+                    .unwrap_or(0);
+                done.add_partition_offset("orders", p, rdkafka::Offset::Offset(next))
+                    .unwrap();
+            }
+            consumer.commit(&done, CommitMode::Sync).unwrap();
+            read
+        })
+    };
+    wait_for(
+        "the live group to read on the source",
+        Duration::from_secs(60),
+        || (live_read.load(std::sync::atomic::Ordering::Relaxed) >= 200).then_some(()),
+    );
     let started = Instant::now();
     let out = failover("--planned", &mirror_config, &report, &[], &http, &journal);
     let took = started.elapsed();
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let (sent, acked) = load.join().expect("load thread");
+    let read_on_a = live.join().expect("live consumer");
     let printed = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(
         out.status.success(),
@@ -836,6 +896,78 @@ fn a_planned_failover_under_load_copies_everything_once_moves_the_groups_and_ope
     assert_eq!(
         common::mirror::committed(&b, "billing", "a.orders", 2),
         vec![Some(150), Some(170)]
+    );
+    // The live group goes on on the target from its translated offsets: together with what
+    // it read on the source, every record once (the copy's offsets are the source's here).
+    let ends: Vec<i64> = (0..2).map(|p| b.watermarks("a.orders", p).1).collect();
+    let read_on_b = {
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        use rdkafka::Message;
+        let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", b.bootstrap())
+            .set("group.id", "live")
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "error")
+            .create()
+            .unwrap();
+        consumer.subscribe(&["a.orders"]).unwrap();
+        let mut read = Vec::new();
+        let mut done = [false, false];
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !done.iter().all(|d| *d) {
+            assert!(
+                Instant::now() < deadline,
+                "the live group did not reach the end on b"
+            );
+            match consumer.poll(Duration::from_millis(100)) {
+                Some(Ok(m)) => {
+                    read.push((m.partition(), m.offset()));
+                    if m.offset() + 1 >= ends[m.partition() as usize] {
+                        done[m.partition() as usize] = true;
+                    }
+                }
+                Some(Err(e)) => panic!("the live group on b: {e}"),
+                None => {
+                    for p in 0..2 {
+                        let committed = common::mirror::committed(&b, "live", "a.orders", 2)[p];
+                        if ends[p] == 0 || committed == Some(ends[p]) {
+                            done[p] = true;
+                        }
+                    }
+                }
+            }
+        }
+        read
+    };
+    let (mut re_read, mut skipped) = (0usize, 0usize);
+    for p in 0..2 {
+        let mut seen: Vec<i64> = read_on_a
+            .iter()
+            .chain(&read_on_b)
+            .filter(|(q, _)| *q == p)
+            .map(|(_, o)| *o)
+            .collect();
+        seen.sort_unstable();
+        let before = seen.len();
+        seen.dedup();
+        re_read += before - seen.len();
+        skipped += (0..ends[p as usize])
+            .filter(|o| seen.binary_search(o).is_err())
+            .count();
+    }
+    eprintln!(
+        "live group: {} records read on the source, {} on the target, {re_read} re-read, {skipped} skipped",
+        read_on_a.len(),
+        read_on_b.len()
+    );
+    assert!(
+        !read_on_a.is_empty() && !read_on_b.is_empty(),
+        "the group read on both sides"
+    );
+    assert_eq!(
+        (re_read, skipped),
+        (0, 0),
+        "the live group re-read or skipped records"
     );
     // The source is fenced, the target takes writes, and the flow stays stopped.
     assert_eq!(produce_one(&a, "orders"), Some(PolicyViolation));
