@@ -407,6 +407,10 @@ pub struct FailoverArgs {
     /// For --forced: how long no node of the source may answer before it counts as gone.
     #[arg(long, value_name = "MS")]
     pub source_timeout_ms: Option<u64>,
+    /// For --forced, with --yes: fail over even if the source answers (it is up but
+    /// unusable). Both sites may then take writes: stop the source's producers yourself.
+    #[arg(long)]
+    pub allow_split_brain: bool,
     /// The directory of the playbooks.
     #[arg(
         long,
@@ -478,6 +482,13 @@ pub async fn failover(args: FailoverArgs) -> anyhow::Result<()> {
     if let Some(ms) = args.source_timeout_ms {
         anyhow::ensure!(args.forced, "--source-timeout-ms goes with --forced");
         params.push(format!("source_timeout_ms={ms}"));
+    }
+    if args.allow_split_brain {
+        anyhow::ensure!(
+            args.forced && args.yes,
+            "--allow-split-brain goes with --forced and --yes: it lets two sites take writes"
+        );
+        params.push("allow_split_brain=true".to_string());
     }
     run(RunbookArgs {
         playbooks: args.playbooks,

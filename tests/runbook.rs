@@ -240,6 +240,7 @@ fn a_dry_run_checks_the_guards_predicts_the_loss_and_changes_nothing() {
     assert_eq!(orders.len(), 2, "{r:#}");
     for p in &orders {
         assert_eq!(p["source_end_offset"], 200, "{r:#}");
+        assert_eq!(p["target_end_offset"], 200, "{r:#}");
         assert_eq!(p["lag_records"], 0, "{r:#}");
     }
     assert_eq!(r["rpo_records"], 0, "{r:#}");
@@ -290,6 +291,50 @@ fn a_dry_run_checks_the_guards_predicts_the_loss_and_changes_nothing() {
             .filter(|s| s["kind"] == "step")
             .all(|s| s["outcome"] == "skipped"),
         "{r:#}"
+    );
+    // Unless the operator accepts two sites taking writes: then the guard passes and says so.
+    let out = dry_run(
+        "forced-failover",
+        &[
+            "--param",
+            "source_timeout_ms=300",
+            "--param",
+            "allow_split_brain=true",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = report_of(&report);
+    let guard = &r["steps"][0];
+    assert_eq!(guard["outcome"], "succeeded", "{r:#}");
+    assert!(
+        guard["detail"]
+            .as_str()
+            .unwrap()
+            .contains("--allow-split-brain"),
+        "{r:#}"
+    );
+    // strait failover takes that only with --forced and --yes.
+    let out = Command::new(strait_bin())
+        .args([
+            "failover",
+            "--planned",
+            "--allow-split-brain",
+            "--dry-run",
+            "--mirror",
+        ])
+        .arg(&mirror_config)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("--allow-split-brain goes with --forced and --yes"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
 
     // With the target gone, the planned failover's guard says so.

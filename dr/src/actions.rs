@@ -135,7 +135,17 @@ pub const ACTIONS: &[Action] = &[
     Action {
         name: "site_unreachable",
         about: "no node of the site answers for the whole wait (the guard of a forced failover)",
-        args: &[MIRROR_CONFIG, SITE, WAIT_MS],
+        args: &[
+            MIRROR_CONFIG,
+            SITE,
+            WAIT_MS,
+            arg(
+                "accept_split_brain",
+                Kind::Boolean,
+                false,
+                "pass even if the site answers (an operator accepted two sites taking writes)",
+            ),
+        ],
         read_only: true,
         idempotent: true,
         available: true,

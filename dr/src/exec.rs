@@ -81,6 +81,9 @@ pub struct PartitionLag {
     pub source_end_offset: Option<i64>,
     /// The next source offset the mirror will copy.
     pub mirrored_offset: Option<i64>,
+    /// The end offset of the partition's mirror topic on the target, read from the target
+    /// (`None` when it does not answer).
+    pub target_end_offset: Option<i64>,
     /// Records on the source not yet on the target.
     pub lag_records: Option<i64>,
     /// Age of the oldest record not yet on the target.
@@ -195,6 +198,7 @@ fn lags(flow: &FlowStatus) -> Vec<PartitionLag> {
             partition: p.partition,
             source_end_offset: p.source_end_offset,
             mirrored_offset: p.mirrored_offset,
+            target_end_offset: None,
             lag_records: p.lag_records,
             lag_seconds: p.lag_seconds,
         })
@@ -233,12 +237,22 @@ pub async fn execute(p: &Planned, ctx: &Context) -> Result<Outcome, ActionError>
             let site = text(p, "site").to_string();
             let servers = cluster_of(&config, &site)?.bootstrap_servers.clone();
             let wait = Duration::from_millis(wait_ms(p));
+            let split_brain_accepted =
+                matches!(p.args.get("accept_split_brain"), Some(Value::Boolean(true)));
             tokio::task::spawn_blocking(move || {
                 let deadline = Instant::now() + wait;
                 loop {
                     if let Some(node) = answering(&servers, Duration::from_millis(500)) {
+                        if split_brain_accepted {
+                            return Ok(Outcome {
+                                detail: format!(
+                                    "site `{site}` is reachable ({node} accepts connections); going on as asked (--allow-split-brain): stop every producer of site `{site}`, or both sites will take writes"
+                                ),
+                                ..Outcome::default()
+                            });
+                        }
                         return Err(ActionError::Failed(format!(
-                            "site `{site}` is reachable ({node} accepts connections): a forced failover now would leave two sites taking writes; use the planned failover"
+                            "site `{site}` is reachable ({node} accepts connections): a forced failover now would leave two sites taking writes; use the planned failover (or, if site `{site}` is up but unusable, --allow-split-brain with --yes)"
                         )));
                     }
                     if Instant::now() >= deadline {
@@ -324,7 +338,8 @@ pub async fn execute(p: &Planned, ctx: &Context) -> Result<Outcome, ActionError>
         "predict_loss" | "record_rpo" => {
             let status = mirror_status(mirror_addr(p, ctx)?).await?;
             let flow = flow_of(&status, text(p, "flow"))?;
-            let partitions = lags(flow);
+            let mut partitions = lags(flow);
+            with_target_ends(p, &mut partitions).await;
             let records: i64 = partitions.iter().filter_map(|l| l.lag_records).sum();
             let seconds = partitions
                 .iter()
@@ -401,6 +416,7 @@ pub async fn execute(p: &Planned, ctx: &Context) -> Result<Outcome, ActionError>
                     })
                     .collect();
                 if behind.is_empty() && !partitions.is_empty() {
+                    with_target_ends(p, &mut partitions).await;
                     return Ok(Outcome {
                         detail: format!(
                             "all {} partitions at lag 0 against the source's own end offsets",
@@ -762,6 +778,48 @@ pub async fn execute(p: &Planned, ctx: &Context) -> Result<Outcome, ActionError>
             })
         }
         _ => Err(ActionError::NotExecutable(name)),
+    }
+}
+
+/// Fills in each partition's end offset on the target, for the report; a target that does
+/// not answer (a dry run with it gone) leaves them unknown.
+async fn with_target_ends(p: &Planned, partitions: &mut [PartitionLag]) {
+    let Ok(config) = mirror_config(p) else {
+        return;
+    };
+    let Ok(flow) = flow_config(&config, text(p, "flow")).cloned() else {
+        return;
+    };
+    let Ok(target) = cluster_of(&config, &flow.target).cloned() else {
+        return;
+    };
+    let asked: Vec<(String, i32)> = partitions
+        .iter()
+        .map(|l| (flow.remote_topic(&l.topic), l.partition))
+        .collect();
+    let ends = tokio::task::spawn_blocking(move || {
+        let client: Option<BaseConsumer> = strait_mirror::clients::client_config(&target, &[])
+            .create()
+            .ok();
+        // One failure (the target gone) leaves the rest unknown rather than waiting for each.
+        let mut answering = client.is_some();
+        asked
+            .iter()
+            .map(|(t, p)| {
+                let end = client.as_ref().filter(|_| answering).and_then(|c| {
+                    c.fetch_watermarks(t, *p, Duration::from_millis(REQUEST_TIMEOUT_MS))
+                        .ok()
+                        .map(|(_, high)| high)
+                });
+                answering &= end.is_some();
+                end
+            })
+            .collect::<Vec<Option<i64>>>()
+    })
+    .await
+    .unwrap_or_default();
+    for (l, end) in partitions.iter_mut().zip(ends) {
+        l.target_end_offset = end;
     }
 }
 
