@@ -368,20 +368,10 @@ fn show(p: &Playbook) -> String {
     out
 }
 
-/// Arguments of `strait failover`.
+/// What `strait failover` and `strait failback` share: the mirror, the flow and how the
+/// run goes.
 #[derive(Debug, clap::Args)]
-#[command(group(clap::ArgGroup::new("kind").required(true).args(["planned", "forced"])))]
-pub struct FailoverArgs {
-    /// Both sites are up: fence the source, drain to lag 0, sync and verify every group,
-    /// stop the flow, open the target (dr-playbooks/planned-failover.yaml). Nothing is lost,
-    /// duplicated, re-read or skipped.
-    #[arg(long)]
-    pub planned: bool,
-    /// The source is gone: check that it is unreachable, stop the flow, commit the last
-    /// translated group offsets on the target, open it, and report what may be lost
-    /// (dr-playbooks/forced-failover.yaml).
-    #[arg(long)]
-    pub forced: bool,
+pub struct FrontArgs {
     /// The running mirror's config.
     #[arg(
         long,
@@ -389,10 +379,11 @@ pub struct FailoverArgs {
         default_value = "configs/mirror-a-to-b.yaml"
     )]
     pub mirror: PathBuf,
-    /// The flow to fail over (default: the config's only enabled flow).
+    /// The flow (default: the config's only enabled flow).
     #[arg(long, value_name = "NAME")]
     pub flow: Option<String>,
-    /// Check the guards and predict the loss; change nothing.
+    /// Check the guards and predict what a run would copy, lose, archive or restore; change
+    /// nothing.
     #[arg(long)]
     pub dry_run: bool,
     /// Approve the steps that ask for approval (needed without a terminal).
@@ -404,13 +395,6 @@ pub struct FailoverArgs {
     /// The running mirror's HTTP address, instead of the mirror config's `http`.
     #[arg(long, value_name = "HOST:PORT")]
     pub mirror_http: Option<std::net::SocketAddr>,
-    /// For --forced: how long no node of the source may answer before it counts as gone.
-    #[arg(long, value_name = "MS")]
-    pub source_timeout_ms: Option<u64>,
-    /// For --forced, with --yes: fail over even if the source answers (it is up but
-    /// unusable). Both sites may then take writes: stop the source's producers yourself.
-    #[arg(long)]
-    pub allow_split_brain: bool,
     /// The directory of the playbooks.
     #[arg(
         long,
@@ -425,6 +409,45 @@ pub struct FailoverArgs {
     /// Who runs it, for the audit log (default: $USER).
     #[arg(long, value_name = "NAME")]
     pub operator: Option<String>,
+}
+
+/// Arguments of `strait failover`.
+#[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("kind").required(true).args(["planned", "forced"])))]
+pub struct FailoverArgs {
+    /// Both sites are up: fence the source, drain to lag 0, sync and verify every group,
+    /// stop the flow, open the target (dr-playbooks/planned-failover.yaml). Nothing is lost,
+    /// duplicated, re-read or skipped.
+    #[arg(long)]
+    pub planned: bool,
+    /// The source is gone: check that it is unreachable, stop the flow, commit the last
+    /// translated group offsets on the target, open it, and report what may be lost
+    /// (dr-playbooks/forced-failover.yaml).
+    #[arg(long)]
+    pub forced: bool,
+    #[command(flatten)]
+    pub front: FrontArgs,
+    /// For --forced: how long no node of the source may answer before it counts as gone.
+    #[arg(long, value_name = "MS")]
+    pub source_timeout_ms: Option<u64>,
+    /// For --forced, with --yes: fail over even if the source answers (it is up but
+    /// unusable). Both sites may then take writes: stop the source's producers yourself.
+    #[arg(long)]
+    pub allow_split_brain: bool,
+}
+
+/// Arguments of `strait failback`.
+#[derive(Debug, clap::Args)]
+pub struct FailbackArgs {
+    #[command(flatten)]
+    pub front: FrontArgs,
+    /// Where the source's divergent tail is archived (a directory per flow, one JSON-lines
+    /// file per partition with its .sha256).
+    #[arg(long, value_name = "DIR", default_value = "failback-archive")]
+    pub archive_dir: PathBuf,
+    /// How long the target's consumers may take to stop once its mirror topics are fenced.
+    #[arg(long, value_name = "MS")]
+    pub consumers_wait_ms: Option<u64>,
 }
 
 /// The flow named, or the config's only enabled flow.
@@ -463,127 +486,64 @@ fn chosen_flow<'c>(
     })
 }
 
+/// Runs `playbook` for the flow `front` names, with the flow's sites and `extra` as
+/// parameters.
+async fn run_front(front: FrontArgs, playbook: &str, extra: Vec<String>) -> anyhow::Result<()> {
+    let config = strait_mirror::config::MirrorConfig::load(&front.mirror)?;
+    let flow = chosen_flow(&config, &front.mirror, front.flow.as_deref())?;
+    let mut params = vec![
+        format!("mirror_config={}", front.mirror.display()),
+        format!("flow={}", flow.name),
+        format!("source_site={}", flow.source),
+        format!("target_site={}", flow.target),
+    ];
+    params.extend(extra);
+    run(RunbookArgs {
+        playbooks: front.playbooks,
+        journal: front.journal,
+        mirror: front.mirror,
+        operator: front.operator,
+        command: RunbookCommand::Run {
+            name: playbook.to_string(),
+            params,
+            dry_run: front.dry_run,
+            report: front.report,
+            mirror_http: front.mirror_http,
+            yes: front.yes,
+        },
+    })
+    .await
+}
+
 /// Runs `strait failover`: the planned or forced failover playbook with its parameters taken
 /// from the mirror config's flow.
 pub async fn failover(args: FailoverArgs) -> anyhow::Result<()> {
-    let config = strait_mirror::config::MirrorConfig::load(&args.mirror)?;
-    let flow = chosen_flow(&config, &args.mirror, args.flow.as_deref())?;
+    let mut extra = Vec::new();
+    if let Some(ms) = args.source_timeout_ms {
+        anyhow::ensure!(args.forced, "--source-timeout-ms goes with --forced");
+        extra.push(format!("source_timeout_ms={ms}"));
+    }
+    if args.allow_split_brain {
+        anyhow::ensure!(
+            args.forced && args.front.yes,
+            "--allow-split-brain goes with --forced and --yes: it lets two sites take writes"
+        );
+        extra.push("allow_split_brain=true".to_string());
+    }
     let playbook = if args.planned {
         "planned-failover"
     } else {
         "forced-failover"
     };
-    let mut params = vec![
-        format!("mirror_config={}", args.mirror.display()),
-        format!("flow={}", flow.name),
-        format!("source_site={}", flow.source),
-        format!("target_site={}", flow.target),
-    ];
-    if let Some(ms) = args.source_timeout_ms {
-        anyhow::ensure!(args.forced, "--source-timeout-ms goes with --forced");
-        params.push(format!("source_timeout_ms={ms}"));
-    }
-    if args.allow_split_brain {
-        anyhow::ensure!(
-            args.forced && args.yes,
-            "--allow-split-brain goes with --forced and --yes: it lets two sites take writes"
-        );
-        params.push("allow_split_brain=true".to_string());
-    }
-    run(RunbookArgs {
-        playbooks: args.playbooks,
-        journal: args.journal,
-        mirror: args.mirror,
-        operator: args.operator,
-        command: RunbookCommand::Run {
-            name: playbook.to_string(),
-            params,
-            dry_run: args.dry_run,
-            report: args.report,
-            mirror_http: args.mirror_http,
-            yes: args.yes,
-        },
-    })
-    .await
-}
-
-/// Arguments of `strait failback`.
-#[derive(Debug, clap::Args)]
-pub struct FailbackArgs {
-    /// The running mirror's config.
-    #[arg(
-        long,
-        value_name = "FILE",
-        default_value = "configs/mirror-a-to-b.yaml"
-    )]
-    pub mirror: PathBuf,
-    /// The flow that was failed over (default: the config's only enabled flow).
-    #[arg(long, value_name = "NAME")]
-    pub flow: Option<String>,
-    /// Where the source's divergent tail is archived (a directory per flow, one JSON-lines
-    /// file per partition with its .sha256).
-    #[arg(long, value_name = "DIR", default_value = "failback-archive")]
-    pub archive_dir: PathBuf,
-    /// Check the guards and predict, per partition, the divergent tail to archive and cut and
-    /// the records to restore; change nothing.
-    #[arg(long)]
-    pub dry_run: bool,
-    /// Approve the steps that ask for approval (the cut; needed without a terminal).
-    #[arg(long)]
-    pub yes: bool,
-    /// Also write the run's report as JSON to FILE.
-    #[arg(long, value_name = "FILE")]
-    pub report: Option<PathBuf>,
-    /// The running mirror's HTTP address, instead of the mirror config's `http`.
-    #[arg(long, value_name = "HOST:PORT")]
-    pub mirror_http: Option<std::net::SocketAddr>,
-    /// How long the target's consumers may take to stop once its mirror topics are fenced.
-    #[arg(long, value_name = "MS")]
-    pub consumers_wait_ms: Option<u64>,
-    /// The directory of the playbooks.
-    #[arg(
-        long,
-        value_name = "DIR",
-        default_value = "dr-playbooks",
-        env = "STRAIT_PLAYBOOKS"
-    )]
-    pub playbooks: PathBuf,
-    /// The runs' journal (default: `runbooks/` under the mirror's data directory).
-    #[arg(long, value_name = "DIR", env = "STRAIT_JOURNAL")]
-    pub journal: Option<PathBuf>,
-    /// Who runs it, for the audit log (default: $USER).
-    #[arg(long, value_name = "NAME")]
-    pub operator: Option<String>,
+    run_front(args.front, playbook, extra).await
 }
 
 /// Runs `strait failback`: the failback playbook with its parameters taken from the mirror
 /// config's flow.
 pub async fn failback(args: FailbackArgs) -> anyhow::Result<()> {
-    let config = strait_mirror::config::MirrorConfig::load(&args.mirror)?;
-    let flow = chosen_flow(&config, &args.mirror, args.flow.as_deref())?;
-    let mut params = vec![
-        format!("mirror_config={}", args.mirror.display()),
-        format!("flow={}", flow.name),
-        format!("source_site={}", flow.source),
-        format!("target_site={}", flow.target),
-        format!("archive_dir={}", args.archive_dir.display()),
-    ];
+    let mut extra = vec![format!("archive_dir={}", args.archive_dir.display())];
     if let Some(ms) = args.consumers_wait_ms {
-        params.push(format!("consumers_wait_ms={ms}"));
+        extra.push(format!("consumers_wait_ms={ms}"));
     }
-    run(RunbookArgs {
-        playbooks: args.playbooks,
-        journal: args.journal,
-        mirror: args.mirror,
-        operator: args.operator,
-        command: RunbookCommand::Run {
-            name: "failback".to_string(),
-            params,
-            dry_run: args.dry_run,
-            report: args.report,
-            mirror_http: args.mirror_http,
-            yes: args.yes,
-        },
-    })
-    .await
+    run_front(args.front, "failback", extra).await
 }

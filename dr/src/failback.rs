@@ -39,9 +39,9 @@ use strait_mirror::clients::{parse_source_header, ORIGIN_HEADER, SOURCE_HEADER};
 use strait_mirror::config::{ClusterConfig, FlowConfig};
 use strait_mirror::failback::BackCommit;
 
-use crate::exec::{
-    cluster_of, flow_config, mirror_addr, mirror_config, text, ActionError, Context, GroupCheck,
-    Outcome, TailReport, CONTROL_REQUEST_TIMEOUT_MS, POLL_INTERVAL_MS, REQUEST_TIMEOUT_MS,
+use crate::outcome::{
+    checks_of, cluster_of, flow_config, mirror_addr, mirror_config, text, ActionError, Committed,
+    Context, Outcome, TailReport, CONTROL_REQUEST_TIMEOUT_MS, POLL_INTERVAL_MS, REQUEST_TIMEOUT_MS,
 };
 use crate::playbook::Planned;
 
@@ -994,27 +994,21 @@ pub async fn commit_back(p: &Planned, ctx: &Context) -> Result<Outcome, ActionEr
     })?;
     let commits: Vec<BackCommit> = serde_json::from_value(answer["commits"].clone())
         .map_err(|e| failed(format!("the mirror's commit-back answer: {e}")))?;
-    let skipped: Vec<String> = commits
-        .iter()
-        .filter_map(|c| {
-            c.skipped
-                .as_ref()
-                .map(|why| format!("{} {}/{}: {why}", c.group, c.source_topic, c.partition))
-        })
-        .collect();
     // Seen from the failback, the target is where the groups come from.
-    let groups: Vec<GroupCheck> = commits
-        .into_iter()
-        .map(|c| GroupCheck {
-            verified: c.source_offset == Some(c.translated_offset),
-            group: c.group,
-            topic: c.source_topic,
-            partition: c.partition,
-            source_offset: c.target_offset,
-            translated_offset: Some(c.translated_offset),
-            target_offset: c.source_offset,
-        })
-        .collect();
+    let (groups, skipped) = checks_of(
+        commits
+            .into_iter()
+            .map(|c| Committed {
+                group: c.group,
+                topic: c.source_topic,
+                partition: c.partition,
+                from_offset: c.target_offset,
+                translated_offset: c.translated_offset,
+                holds: c.source_offset,
+                skipped: c.skipped,
+            })
+            .collect(),
+    );
     let unverified: Vec<String> = groups
         .iter()
         .filter(|g| !g.verified)

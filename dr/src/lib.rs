@@ -15,5 +15,6 @@ pub mod clock;
 pub mod exec;
 pub mod failback;
 pub mod journal;
+pub mod outcome;
 pub mod playbook;
 pub mod run;

@@ -123,6 +123,45 @@ async fn alter_resource(
     result.map_err(|e| (e.kafka_error_code(), e.to_string()))
 }
 
+/// The topic and value of a request that names `key`, a strait attribute or operation that
+/// must be alone in its request and applies to topics only: SET's value (AlterConfigs' value),
+/// or `None` for DELETE where `delete` allows it.
+fn sole_topic_value<'r>(
+    key: &str,
+    resource: &'r ConfigResource,
+    change: Change,
+    delete: bool,
+) -> Result<(&'r str, Option<String>), (i16, String)> {
+    let invalid = |m: String| (ResponseError::InvalidRequest.code(), m);
+    let ConfigResource::Topic(topic) = resource else {
+        return Err(invalid(format!("{key} applies to topics only")));
+    };
+    let value = match change {
+        Change::Replace(mut c) if c.len() == 1 => c.pop().and_then(|(_, v)| v),
+        Change::Incremental(mut c) if c.len() == 1 => match c.pop() {
+            Some((_, 0, v)) => v,
+            Some((_, 1, _)) if delete => None,
+            Some((_, op, _)) if delete => {
+                return Err(invalid(format!(
+                    "{key} can be SET or DELETEd, not changed with operation {op}"
+                )))
+            }
+            Some((_, op, _)) => {
+                return Err(invalid(format!(
+                    "{key} is an operation: SET it, not operation {op}"
+                )))
+            }
+            None => None,
+        },
+        _ => {
+            return Err(invalid(format!(
+                "a request that names {key} may name no other config"
+            )))
+        }
+    };
+    Ok((topic.as_str(), value))
+}
+
 /// A request naming [`WRITE_PROTECTION_KEY`]: sets (a value) or clears (AlterConfigs with a
 /// null or empty value, IncrementalAlterConfigs DELETE) the topic's write protection, and
 /// nothing else, so it may name no other config.
@@ -132,30 +171,7 @@ async fn alter_write_protection(
     change: Change,
     validate_only: bool,
 ) -> AlterResult {
-    let invalid = |m: String| (ResponseError::InvalidRequest.code(), m);
-    let ConfigResource::Topic(topic) = resource else {
-        return Err(invalid(format!(
-            "{WRITE_PROTECTION_KEY} applies to topics only"
-        )));
-    };
-    let value = match change {
-        Change::Replace(mut c) if c.len() == 1 => c.pop().and_then(|(_, v)| v),
-        Change::Incremental(mut c) if c.len() == 1 => match c.pop() {
-            Some((_, 0, v)) => v,
-            Some((_, 1, _)) => None,
-            Some((_, op, _)) => {
-                return Err(invalid(format!(
-                    "{WRITE_PROTECTION_KEY} can be SET or DELETEd, not changed with operation {op}"
-                )))
-            }
-            None => None,
-        },
-        _ => {
-            return Err(invalid(format!(
-                "a request that names {WRITE_PROTECTION_KEY} may name no other config"
-            )))
-        }
-    };
+    let (topic, value) = sole_topic_value(WRITE_PROTECTION_KEY, resource, change, true)?;
     let protection = match value.as_deref().map(str::trim) {
         None | Some("") => None,
         Some(v) => Some(WriteProtection::parse(v).map_err(|reason| {
@@ -179,29 +195,7 @@ async fn truncate_tails(
     change: Change,
     validate_only: bool,
 ) -> AlterResult {
-    let invalid = |m: String| (ResponseError::InvalidRequest.code(), m);
-    let ConfigResource::Topic(topic) = resource else {
-        return Err(invalid(format!(
-            "{TAIL_TRUNCATION_KEY} applies to topics only"
-        )));
-    };
-    let value = match change {
-        Change::Replace(mut c) if c.len() == 1 => c.pop().and_then(|(_, v)| v),
-        Change::Incremental(mut c) if c.len() == 1 => match c.pop() {
-            Some((_, 0, v)) => v,
-            Some((_, op, _)) => {
-                return Err(invalid(format!(
-                    "{TAIL_TRUNCATION_KEY} is an operation: SET it, not operation {op}"
-                )))
-            }
-            None => None,
-        },
-        _ => {
-            return Err(invalid(format!(
-                "a request that names {TAIL_TRUNCATION_KEY} may name no other config"
-            )))
-        }
-    };
+    let (topic, value) = sole_topic_value(TAIL_TRUNCATION_KEY, resource, change, false)?;
     let value = value.unwrap_or_default();
     let ends = parse_tail_truncation(&value).map_err(|reason| {
         (
