@@ -337,6 +337,51 @@ fn a_dry_run_checks_the_guards_predicts_the_loss_and_changes_nothing() {
         String::from_utf8_lossy(&out.stderr)
     );
 
+    // An unknown flow, and a mirror config whose flow the running mirror does not serve:
+    // refused with the reason, before anything changes.
+    let out = Command::new(strait_bin())
+        .args([
+            "failover",
+            "--planned",
+            "--dry-run",
+            "--flow",
+            "nope",
+            "--mirror",
+        ])
+        .arg(&mirror_config)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no flow `nope`"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let other_config = dir.path().join("other.yaml");
+    std::fs::write(&other_config, flow_config(&a, &b, "    name: other\n")).unwrap();
+    let out = Command::new(strait_bin())
+        .args([
+            "failover",
+            "--planned",
+            "--dry-run",
+            "--mirror-http",
+            &http,
+            "--mirror",
+        ])
+        .arg(&other_config)
+        .args(["--playbooks"])
+        .arg(shipped())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("the running mirror has no flow `other`"),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(protection_of(&a, "orders"), None, "nothing was fenced");
+
     // With the target gone, the planned failover's guard says so.
     b.sigkill();
     let out = dry_run("planned-failover", &[]);
