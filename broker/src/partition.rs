@@ -396,3 +396,85 @@ impl Partition {
         self.leader_state().pending_isr = None;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controller::image::TailTruncation;
+    use crate::log::batch::split_and_validate;
+    use crate::log::batch::test_util::simple_batch;
+    use crate::log::LogConfig;
+
+    fn partition_with(
+        records_per_batch: usize,
+        batches: usize,
+        epoch: i32,
+    ) -> (tempfile::TempDir, Partition) {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LogConfig::default();
+        let mut log = PartitionLog::open(&dir.path().join("t-0"), config.clone(), 0).unwrap();
+        log.assign_epoch_start_offset(epoch).unwrap();
+        for i in 0..batches {
+            let mut raw = simple_batch(records_per_batch, 10, i as i64);
+            let headers = split_and_validate(&raw, config.max_batch_bytes).unwrap();
+            log.append(&mut raw, &headers, epoch, None, 0).unwrap();
+        }
+        let state = ReplicaState {
+            leader: 1,
+            leader_epoch: epoch,
+            partition_epoch: 0,
+            replicas: vec![1, 2, 3],
+            isr: vec![1, 2, 3],
+            tail_truncation: None,
+        };
+        let (changed, _) = watch::channel(0);
+        let p = Partition::new("t".into(), 0, log, state, Arc::new(changed));
+        (dir, p)
+    }
+
+    fn leading(epoch: i32, cut: Option<TailTruncation>) -> ReplicaState {
+        ReplicaState {
+            leader: 1,
+            leader_epoch: epoch,
+            partition_epoch: 1,
+            replicas: vec![1, 2, 3],
+            isr: vec![1, 2, 3],
+            tail_truncation: cut,
+        }
+    }
+
+    #[test]
+    fn a_replica_that_never_started_the_truncation_epoch_cuts_when_it_leads_a_later_one() {
+        // A follower of epoch 4 that never fetched from the leader of epoch 5 (which cut at
+        // 30 and then failed) is elected for epoch 6: it cuts too, or the tail comes back.
+        let (_dir, p) = partition_with(10, 5, 4);
+        assert_eq!(p.log().log_end_offset(), 50);
+        let cut = TailTruncation {
+            leader_epoch: 5,
+            end_offset: 30,
+        };
+        p.become_leader(1, &leading(6, Some(cut))).unwrap();
+        assert_eq!(p.log().log_end_offset(), 30);
+        assert_eq!(p.log().latest_epoch(), Some(6));
+        // Once it has started an epoch at or after the cut's, nothing is cut again.
+        let mut raw = simple_batch(10, 10, 9);
+        let headers = split_and_validate(&raw, LogConfig::default().max_batch_bytes).unwrap();
+        p.log_mut().append(&mut raw, &headers, 6, None, 0).unwrap();
+        p.become_leader(1, &leading(7, Some(cut))).unwrap();
+        assert_eq!(p.log().log_end_offset(), 40);
+    }
+
+    #[test]
+    fn a_truncation_of_a_later_epoch_waits_for_that_epoch() {
+        // A leader of epoch 4 told of a cut that belongs to epoch 5 does nothing yet.
+        let (_dir, p) = partition_with(10, 5, 3);
+        let cut = TailTruncation {
+            leader_epoch: 5,
+            end_offset: 30,
+        };
+        p.become_leader(1, &leading(4, Some(cut))).unwrap();
+        assert_eq!(p.log().log_end_offset(), 50);
+        p.become_leader(1, &leading(5, Some(cut))).unwrap();
+        assert_eq!(p.log().log_end_offset(), 30);
+    }
+}
