@@ -90,11 +90,12 @@ pub struct GroupCheck {
     pub topic: String,
     /// Partition.
     pub partition: i32,
-    /// The group's committed offset on the source.
+    /// The group's committed offset on the source (in a failback's report: on the target,
+    /// where the group comes back from).
     pub source_offset: i64,
     /// Its exact translation through the mirror's index.
     pub translated_offset: Option<i64>,
-    /// What the group has committed on the target.
+    /// What the group has committed on the target (in a failback's report: on the source).
     pub target_offset: Option<i64>,
     /// The target's offset is the translation.
     pub verified: bool,

@@ -1,7 +1,9 @@
 //! Operator control of the daemon's flows: stop and start a flow, run a checkpoint round now,
-//! and commit every group's last checkpoint to the target while the flow is stopped (a forced
-//! failover). The failover runbooks drive these through the HTTP API (`POST
-//! /flows/NAME/stop`, `.../start`, `.../checkpoint`, `.../commit-checkpoints`).
+//! and, while the flow is stopped, commit every group's last checkpoint to the target (a
+//! forced failover) or read the index's cursors, adopt restored records and commit the groups
+//! back to the source (a failback). The runbooks drive these through the HTTP API (`POST
+//! /flows/NAME/stop`, `.../start`, `.../checkpoint`, `.../commit-checkpoints`, `.../cursors`,
+//! `.../adopt`, `.../commit-back`).
 //!
 //! A stop is durable: the set of stopped flows is kept in `<data_dir>/stopped-flows.json`
 //! (written whole, fsynced, renamed), so a flow stopped for a failover stays stopped across
@@ -43,13 +45,13 @@ pub struct FlowControl {
     running: watch::Sender<bool>,
     rounds_tx: mpsc::Sender<RoundRequest>,
     rounds_rx: Arc<tokio::sync::Mutex<mpsc::Receiver<RoundRequest>>>,
-    /// What a final commit needs, once the daemon attached it.
+    /// What the stopped flow's work needs, once the daemon attached it.
     attached: std::sync::OnceLock<Attached>,
-    /// One final commit at a time.
+    /// One such piece of work at a time (a final commit, a failback's read or change).
     committing: tokio::sync::Mutex<()>,
 }
 
-/// A flow's config, target and index, for the work done while the flow is stopped.
+/// A flow's config, source, target and index, for the work done while the flow is stopped.
 struct Attached {
     flow: Arc<FlowConfig>,
     source: ClusterConfig,
@@ -152,7 +154,7 @@ impl Controls {
         })
     }
 
-    /// Gives `flow`'s controls what a final commit needs.
+    /// Gives `flow`'s controls what the work of a stopped flow needs.
     pub fn attach(
         &self,
         flow: Arc<FlowConfig>,

@@ -1,6 +1,6 @@
 //! The daemon's HTTP server (`/metrics`, `/status`, and the flow controls the runbooks use:
-//! `POST /flows/NAME/stop`, `/start`, `/checkpoint`, `/commit-checkpoints`) and the client `strait mirror status`
-//! uses to read it.
+//! `POST /flows/NAME/stop`, `/start`, `/checkpoint`, `/commit-checkpoints`, `/cursors`,
+//! `/adopt`, `/commit-back`) and the client `strait mirror status` and the runbooks use.
 //!
 //! The controls answer only clients whose address is in the config's `http_control_from`
 //! (loopback by default); anyone else gets 403 and nothing changes. No route reads a body,
