@@ -674,26 +674,39 @@ impl Broker {
         ends: Vec<(i32, i64)>,
         validate_only: bool,
     ) -> Result<(), BrokerError> {
+        let command = MetadataCommand::TruncateTails {
+            name: name.to_string(),
+            ends: ends.clone(),
+        };
+        if self.propose_for_topic(name, command, validate_only).await? {
+            tracing::warn!(topic = %name, ?ends, "tail truncation asked");
+        }
+        Ok(())
+    }
+
+    /// Proposes `command` about the existing topic `name` (always, even when this node's
+    /// image already shows its effect: that image may be behind the controller's) and applies
+    /// the result here; with `validate_only`, only checks that the topic exists. Returns
+    /// whether it was proposed.
+    async fn propose_for_topic(
+        &self,
+        name: &str,
+        command: MetadataCommand,
+        validate_only: bool,
+    ) -> Result<bool, BrokerError> {
         if self.topic(name).is_none() {
             return Err(Self::unknown_topic(name));
         }
         if validate_only {
-            return Ok(());
+            return Ok(false);
         }
         let result = self
             .controller
-            .propose_and_apply(
-                MetadataCommand::TruncateTails {
-                    name: name.to_string(),
-                    ends: ends.clone(),
-                },
-                CONTROLLER_TIMEOUT_MS,
-            )
+            .propose_and_apply(command, CONTROLLER_TIMEOUT_MS)
             .await?;
         refused(result)?;
         self.apply_image(self.controller.image())?;
-        tracing::warn!(topic = %name, ?ends, "tail truncation asked");
-        Ok(())
+        Ok(true)
     }
 
     /// Sets or clears a topic's write protection through the controller.
@@ -703,26 +716,15 @@ impl Broker {
         protection: Option<image::WriteProtection>,
         validate_only: bool,
     ) -> Result<(), BrokerError> {
-        if self.topic(name).is_none() {
-            return Err(Self::unknown_topic(name));
-        }
-        // Always proposed, even when this node's image already shows the value: that image
-        // may be behind the controller's (an unfence after a fence it has not seen yet).
-        if validate_only {
+        // Proposed even when this node's image already shows the value (an unfence after a
+        // fence it has not seen yet).
+        let command = MetadataCommand::SetWriteProtection {
+            name: name.to_string(),
+            protection: protection.clone(),
+        };
+        if !self.propose_for_topic(name, command, validate_only).await? {
             return Ok(());
         }
-        let result = self
-            .controller
-            .propose_and_apply(
-                MetadataCommand::SetWriteProtection {
-                    name: name.to_string(),
-                    protection: protection.clone(),
-                },
-                CONTROLLER_TIMEOUT_MS,
-            )
-            .await?;
-        refused(result)?;
-        self.apply_image(self.controller.image())?;
         match protection {
             Some(p) => {
                 tracing::info!(topic = %name, flow = %p.flow, writer = ?p.writer, "topic write-protected")

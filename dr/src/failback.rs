@@ -693,6 +693,36 @@ pub async fn restore(p: &Planned, ctx: &Context) -> Result<Outcome, ActionError>
     })
 }
 
+/// Records the restore has sent and not yet seen acknowledged: the delivery, the offset it
+/// must land at, its bytes.
+type Pending = std::collections::VecDeque<(rdkafka::producer::DeliveryFuture, i64, usize)>;
+
+/// Waits for the oldest pending record and checks where it landed; false if none is pending.
+async fn settle_oldest(
+    d: &Divergence,
+    pending: &mut Pending,
+    pending_bytes: &mut usize,
+) -> Result<bool, ActionError> {
+    let Some((delivery, want, size)) = pending.pop_front() else {
+        return Ok(false);
+    };
+    *pending_bytes -= size;
+    let delivery = delivery
+        .await
+        .map_err(|_| failed("the restore's producer was dropped"))?;
+    match delivery.map(|d| d.offset) {
+        Ok(offset) if offset == want => Ok(true),
+        Ok(offset) => Err(failed(format!(
+            "{}/{}: a restored record landed at {offset}, not {want}: stop and compare the sites",
+            d.topic, d.partition
+        ))),
+        Err((e, _)) => Err(failed(format!(
+            "{}/{}: restoring the record for offset {want}: {e}",
+            d.topic, d.partition
+        ))),
+    }
+}
+
 /// Copies `[from, to)` of a partition's mirror topic on the target to the old source, each
 /// record at the offset the cursor says it belongs at.
 async fn restore_one(
@@ -736,25 +766,9 @@ async fn restore_one(
         Ok(())
     });
     let source_offset_of = |target_offset: i64| d.source_next - (d.target_next - target_offset);
-    let mut pending: std::collections::VecDeque<(rdkafka::producer::DeliveryFuture, i64, usize)> =
-        std::collections::VecDeque::new();
+    let mut pending = Pending::new();
     let mut pending_bytes = 0usize;
     let mut written = 0i64;
-    let check = |delivery: rdkafka::producer::future_producer::OwnedDeliveryResult,
-                 want: i64|
-     -> Result<(), ActionError> {
-        match delivery.map(|d| d.offset) {
-            Ok(offset) if offset == want => Ok(()),
-            Ok(offset) => Err(failed(format!(
-                "{}/{}: a restored record landed at {offset}, not {want}: stop and compare the sites",
-                d.topic, d.partition
-            ))),
-            Err((e, _)) => Err(failed(format!(
-                "{}/{}: restoring the record for offset {want}: {e}",
-                d.topic, d.partition
-            ))),
-        }
-    };
     while let Some(copy) = rx.recv().await {
         let want = source_offset_of(copy.target_offset);
         let bytes = copy.key.as_ref().map_or(0, Vec::len) + copy.value.as_ref().map_or(0, Vec::len);
@@ -776,18 +790,10 @@ async fn restore_one(
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
                     // The producer's own queue is full: wait for the oldest record, or a
                     // moment if none is ours.
-                    match pending.pop_front() {
-                        Some((delivery, want, size)) => {
-                            check(
-                                delivery
-                                    .await
-                                    .map_err(|_| failed("the restore's producer was dropped"))?,
-                                want,
-                            )?;
-                            pending_bytes -= size;
-                            written += 1;
-                        }
-                        None => tokio::time::sleep(Duration::from_millis(10)).await,
+                    if settle_oldest(d, &mut pending, &mut pending_bytes).await? {
+                        written += 1;
+                    } else {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
                     }
                 }
                 Err((e, _)) => {
@@ -802,24 +808,11 @@ async fn restore_one(
         pending_bytes += bytes;
         while pending.len() >= RESTORE_IN_FLIGHT_MAX || pending_bytes > RESTORE_IN_FLIGHT_BYTES_MAX
         {
-            let (delivery, want, size) = pending.pop_front().expect("not empty");
-            check(
-                delivery
-                    .await
-                    .map_err(|_| failed("the restore's producer was dropped"))?,
-                want,
-            )?;
-            pending_bytes -= size;
+            settle_oldest(d, &mut pending, &mut pending_bytes).await?;
             written += 1;
         }
     }
-    while let Some((delivery, want, _)) = pending.pop_front() {
-        check(
-            delivery
-                .await
-                .map_err(|_| failed("the restore's producer was dropped"))?,
-            want,
-        )?;
+    while settle_oldest(d, &mut pending, &mut pending_bytes).await? {
         written += 1;
     }
     reader
