@@ -1190,7 +1190,9 @@ fn a_forced_failover_after_sigkill_of_the_source_loses_at_most_its_last_second_a
     // The group resumes on the target where it stopped on the source: nothing skipped.
     assert_eq!(
         common::mirror::committed(&b, "billing", "a.orders", 2),
-        vec![Some(1_000), Some(1_200)]
+        vec![Some(1_000), Some(1_200)],
+        "the report's groups: {:#}",
+        r["groups"]
     );
     // The target takes writes; the flow is stopped.
     let copied: Vec<Vec<Option<Vec<u8>>>> = (0..2).map(|p| values_of(&b, "a.orders", p)).collect();
@@ -1331,17 +1333,16 @@ fn a_planned_failover_killed_at_any_step_and_resumed_still_copies_everything_onc
     let a = Broker::start();
     let b = Broker::start();
     for (k, step) in PLANNED_STEPS.iter().enumerate() {
-        // A topic and a flow of its own on the same two sites for each step.
-        let topic = format!("orders{k}");
-        let remote = format!("a.{topic}");
-        let group = format!("billing{k}");
-        a.create_topic(&topic, 2, &[]);
-        let config = flow_config(&a, &b, &format!("    name: f{k}\n    topics: {{include: ['{topic}']}}\n    groups: {{include: ['{group}']}}\n    heartbeat_interval_ms: 0\n"));
-        let mirror = MirrorDaemon::start(&config);
-        let dir = tempfile::tempdir().unwrap();
-        let mirror_config = dir.path().join("mirror.yaml");
-        std::fs::write(&mirror_config, &config).unwrap();
-        let journal = dir.path().join("journal");
+        let StepFlow {
+            topic,
+            remote,
+            group,
+            mirror,
+            dir,
+            mirror_config,
+            journal,
+            ..
+        } = step_flow(&a, &b, k);
         let producer = a.producer(&[]);
         let deadline = Instant::now() + Duration::from_secs(60);
         for i in 0..100 {
@@ -1405,6 +1406,42 @@ fn a_planned_failover_killed_at_any_step_and_resumed_still_copies_everything_onc
         );
         assert_eq!(produce_one(&b, &remote), None, "killed at `{step}`");
         eprintln!("killed at `{step}`: resumed, succeeded, exact");
+    }
+}
+
+/// A flow of its own on two shared sites, for one step of a kill test: topic `orders{k}` (two
+/// partitions) on `a`, flow `f{k}` syncing group `billing{k}`, its mirror running, and a
+/// temporary directory with the mirror config and the runs' journal.
+struct StepFlow {
+    topic: String,
+    remote: String,
+    flow: String,
+    group: String,
+    mirror: MirrorDaemon,
+    dir: tempfile::TempDir,
+    mirror_config: std::path::PathBuf,
+    journal: std::path::PathBuf,
+    http: String,
+}
+
+fn step_flow(a: &Broker, b: &Broker, k: usize) -> StepFlow {
+    let (topic, flow, group) = (format!("orders{k}"), format!("f{k}"), format!("billing{k}"));
+    a.create_topic(&topic, 2, &[]);
+    let config = flow_config(a, b, &format!("    name: {flow}\n    topics: {{include: ['{topic}']}}\n    groups: {{include: ['{group}']}}\n    heartbeat_interval_ms: 0\n"));
+    let mirror = MirrorDaemon::start(&config);
+    let dir = tempfile::tempdir().unwrap();
+    let mirror_config = dir.path().join("mirror.yaml");
+    std::fs::write(&mirror_config, &config).unwrap();
+    StepFlow {
+        remote: format!("a.{topic}"),
+        journal: dir.path().join("journal"),
+        http: mirror.http_addr().to_string(),
+        topic,
+        flow,
+        group,
+        mirror,
+        dir,
+        mirror_config,
     }
 }
 
@@ -1802,17 +1839,17 @@ fn a_failback_killed_at_any_step_and_resumed_ends_exactly_as_an_uninterrupted_on
     let a = Broker::start();
     let b = Broker::start();
     for (k, step) in FAILBACK_STEPS.iter().enumerate() {
-        // A topic and a flow of their own on the same two sites for each step.
-        let (topic, flow, group) = (format!("orders{k}"), format!("f{k}"), format!("billing{k}"));
-        let remote = format!("a.{topic}");
-        a.create_topic(&topic, 2, &[]);
-        let config = flow_config(&a, &b, &format!("    name: {flow}\n    topics: {{include: ['{topic}']}}\n    groups: {{include: ['{group}']}}\n    heartbeat_interval_ms: 0\n"));
-        let mirror = MirrorDaemon::start(&config);
-        let dir = tempfile::tempdir().unwrap();
-        let mirror_config = dir.path().join("mirror.yaml");
-        std::fs::write(&mirror_config, &config).unwrap();
-        let journal = dir.path().join("journal");
-        let http = mirror.http_addr().to_string();
+        let StepFlow {
+            topic,
+            remote,
+            flow,
+            group,
+            mirror: _mirror,
+            dir,
+            mirror_config,
+            journal,
+            http,
+        } = step_flow(&a, &b, k);
         for p in 0..2 {
             produce_values(&a, &topic, p, &format!("before{p}"), 50);
             wait_for_records(&b, &remote, p, 50, Duration::from_secs(60));
@@ -1922,16 +1959,17 @@ fn a_forced_failover_killed_at_any_step_and_resumed_ends_exactly_as_an_uninterru
     for (k, step) in FORCED_STEPS.iter().enumerate() {
         // A source of its own for each step, killed before the failover.
         let mut a = Broker::start();
-        let (topic, flow, group) = (format!("orders{k}"), format!("f{k}"), format!("billing{k}"));
-        let remote = format!("a.{topic}");
-        a.create_topic(&topic, 2, &[]);
-        let config = flow_config(&a, &b, &format!("    name: {flow}\n    topics: {{include: ['{topic}']}}\n    groups: {{include: ['{group}']}}\n    heartbeat_interval_ms: 0\n"));
-        let mirror = MirrorDaemon::start(&config);
-        let dir = tempfile::tempdir().unwrap();
-        let mirror_config = dir.path().join("mirror.yaml");
-        std::fs::write(&mirror_config, &config).unwrap();
-        let journal = dir.path().join("journal");
-        let http = mirror.http_addr().to_string();
+        let StepFlow {
+            topic,
+            remote,
+            flow,
+            group,
+            mirror,
+            dir,
+            mirror_config,
+            journal,
+            http,
+        } = step_flow(&a, &b, k);
         for p in 0..2 {
             produce_values(&a, &topic, p, &format!("v{p}"), 50);
             wait_for_records(&b, &remote, p, 50, Duration::from_secs(60));
