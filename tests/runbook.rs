@@ -1338,7 +1338,7 @@ fn a_planned_failover_killed_at_any_step_and_resumed_still_copies_everything_onc
             remote,
             group,
             mirror,
-            dir,
+            dir: _dir,
             mirror_config,
             journal,
             ..
@@ -1367,31 +1367,18 @@ fn a_planned_failover_killed_at_any_step_and_resumed_still_copies_everything_onc
             Duration::from_secs(60),
             || (mirror.held_partitions() == 2).then_some(()),
         );
-        let mut child = dr_command(
+        kill_at_step_and_resume(
             &[
                 "failover",
                 "--planned",
                 "--mirror",
                 mirror_config.to_str().unwrap(),
             ],
+            step,
+            &mirror_config,
             &http,
             &journal,
-        )
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-        let run_id = kill_when_step_starts(&mut child, &journal, step);
-        let report = dir.path().join("report.json");
-        let out = resume_run(&run_id, &mirror_config, &report, &http, &journal);
-        let printed = String::from_utf8_lossy(&out.stdout).to_string();
-        assert!(
-            out.status.success(),
-            "killed at `{step}`, the resume failed:\n{printed}{}",
-            String::from_utf8_lossy(&out.stderr)
         );
-        let r = report_of(&report);
-        assert_eq!(r["outcome"], "succeeded", "killed at `{step}`: {r:#}");
         // Everything once, in order; the group where it was; a fenced, b open.
         assert_exact_copy(&a, &topic, &b, &remote, 2, &format!("killed at `{step}`"));
         assert_eq!(
@@ -1443,6 +1430,34 @@ fn step_flow(a: &Broker, b: &Broker, k: usize) -> StepFlow {
         dir,
         mirror_config,
     }
+}
+
+/// Runs `strait ARGS` (a runbook front end), SIGKILLs it as `step` starts, resumes the run
+/// with `strait runbook resume` and asserts that the resumed run succeeded; returns its report.
+fn kill_at_step_and_resume(
+    args: &[&str],
+    step: &str,
+    mirror_config: &Path,
+    http: &str,
+    journal: &Path,
+) -> serde_json::Value {
+    let mut child = dr_command(args, http, journal)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let run_id = kill_when_step_starts(&mut child, journal, step);
+    let report = journal.with_file_name("report.json");
+    let out = resume_run(&run_id, mirror_config, &report, http, journal);
+    let printed = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "killed at `{step}`, the resume failed:\n{printed}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = report_of(&report);
+    assert_eq!(r["outcome"], "succeeded", "killed at `{step}`: {r:#}");
+    r
 }
 
 /// SIGKILLs `child` (a runbook run) as soon as its audit log shows `step` starting; returns
@@ -1875,7 +1890,7 @@ fn a_failback_killed_at_any_step_and_resumed_ends_exactly_as_an_uninterrupted_on
         common::mirror::commit(&b, &group, &remote, &[(0, 55), (1, 45)]);
 
         let archive = dir.path().join("archive");
-        let mut child = dr_command(
+        kill_at_step_and_resume(
             &[
                 "failback",
                 "--flow",
@@ -1885,26 +1900,10 @@ fn a_failback_killed_at_any_step_and_resumed_ends_exactly_as_an_uninterrupted_on
                 "--archive-dir",
                 archive.to_str().unwrap(),
             ],
+            step,
+            &mirror_config,
             &http,
             &journal,
-        )
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-        let run_id = kill_when_step_starts(&mut child, &journal, step);
-        let report = dir.path().join("report.json");
-        let out = resume_run(&run_id, &mirror_config, &report, &http, &journal);
-        let printed = String::from_utf8_lossy(&out.stdout).to_string();
-        assert!(
-            out.status.success(),
-            "killed at `{step}`, the resume failed:\n{printed}{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert_eq!(
-            report_of(&report)["outcome"],
-            "succeeded",
-            "killed at `{step}`"
         );
         for p in 0..2 {
             let mut want: Vec<String> = (0..50).map(|i| format!("before{p}-{i}")).collect();
@@ -1965,7 +1964,7 @@ fn a_forced_failover_killed_at_any_step_and_resumed_ends_exactly_as_an_uninterru
             flow,
             group,
             mirror,
-            dir,
+            dir: _dir,
             mirror_config,
             journal,
             http,
@@ -1986,7 +1985,7 @@ fn a_forced_failover_killed_at_any_step_and_resumed_ends_exactly_as_an_uninterru
         assert_eq!(produce_one(&b, &remote), Some(PolicyViolation));
         a.sigkill();
 
-        let mut child = dr_command(
+        kill_at_step_and_resume(
             &[
                 "failover",
                 "--forced",
@@ -1997,24 +1996,11 @@ fn a_forced_failover_killed_at_any_step_and_resumed_ends_exactly_as_an_uninterru
                 "--mirror",
                 mirror_config.to_str().unwrap(),
             ],
+            step,
+            &mirror_config,
             &http,
             &journal,
-        )
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-        let run_id = kill_when_step_starts(&mut child, &journal, step);
-        let report = dir.path().join("report.json");
-        let out = resume_run(&run_id, &mirror_config, &report, &http, &journal);
-        let printed = String::from_utf8_lossy(&out.stdout).to_string();
-        assert!(
-            out.status.success(),
-            "killed at `{step}`, the resume failed:\n{printed}{}",
-            String::from_utf8_lossy(&out.stderr)
         );
-        let r = report_of(&report);
-        assert_eq!(r["outcome"], "succeeded", "killed at `{step}`: {r:#}");
         for p in 0..2 {
             let want: Vec<String> = (0..50).map(|i| format!("v{p}-{i}")).collect();
             assert_eq!(

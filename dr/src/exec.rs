@@ -17,8 +17,8 @@ use strait_mirror::checkpoints::{FinalCommit, GroupTranslation};
 use strait_mirror::metrics::{FlowStatus, Status};
 
 use crate::outcome::{
-    checks_of, cluster_of, flow_config, mirror_addr, mirror_config, text, Committed,
-    CONTROL_REQUEST_TIMEOUT_MS, POLL_INTERVAL_MS,
+    checks_of, cluster_of, flow_config, mirror_addr, mirror_commits, mirror_config, text,
+    Committed, CONTROL_REQUEST_TIMEOUT_MS, POLL_INTERVAL_MS,
 };
 pub use crate::outcome::{
     ActionError, Context, GroupCheck, Outcome, PartitionLag, TailReport, REQUEST_TIMEOUT_MS,
@@ -511,20 +511,8 @@ pub async fn execute(p: &Planned, ctx: &Context) -> Result<Outcome, ActionError>
             .map_err(|e| ActionError::Failed(format!("group check panicked: {e}")))?
         }
         "commit_last_translated_offsets" => {
-            let addr = mirror_addr(p, ctx)?;
-            let flow_name = text(p, "flow");
-            let answer = strait_mirror::http::post_control(
-                addr,
-                flow_name,
-                "commit-checkpoints",
-                Duration::from_millis(CONTROL_REQUEST_TIMEOUT_MS),
-            )
-            .await
-            .map_err(|e| ActionError::Failed(format!("final commit of flow `{flow_name}`: {e}")))?;
-            let commits: Vec<FinalCommit> = serde_json::from_value(answer["commits"].clone())
-                .map_err(|e| {
-                    ActionError::Failed(format!("the mirror's final commit answer: {e}"))
-                })?;
+            let commits: Vec<FinalCommit> =
+                mirror_commits(p, ctx, "commit-checkpoints", "final commit").await?;
             let (groups, skipped) = checks_of(
                 commits
                     .into_iter()

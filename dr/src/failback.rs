@@ -40,8 +40,9 @@ use strait_mirror::config::{ClusterConfig, FlowConfig};
 use strait_mirror::failback::BackCommit;
 
 use crate::outcome::{
-    checks_of, cluster_of, flow_config, mirror_addr, mirror_config, text, ActionError, Committed,
-    Context, Outcome, TailReport, CONTROL_REQUEST_TIMEOUT_MS, POLL_INTERVAL_MS, REQUEST_TIMEOUT_MS,
+    checks_of, cluster_of, flow_config, mirror_addr, mirror_commits, mirror_config, text,
+    ActionError, Committed, Context, Outcome, TailReport, CONTROL_REQUEST_TIMEOUT_MS,
+    POLL_INTERVAL_MS, REQUEST_TIMEOUT_MS,
 };
 use crate::playbook::Planned;
 
@@ -645,7 +646,7 @@ pub async fn restore(p: &Planned, ctx: &Context) -> Result<Outcome, ActionError>
             // Past the cursor, the source may hold only what an earlier attempt restored.
             check_restored(&flow, &source, &target, d).await?;
         }
-        let copied = restore_one(&flow, &source, &target, &producer, d, from, to).await?;
+        let copied = restore_one(&flow, &target, &producer, d, from, to).await?;
         restored_total += copied;
         if copied > 0 {
             lines.push(format!("{}/{}: {copied}", d.topic, d.partition));
@@ -727,7 +728,6 @@ async fn settle_oldest(
 /// record at the offset the cursor says it belongs at.
 async fn restore_one(
     flow: &FlowConfig,
-    _source: &ClusterConfig,
     target: &ClusterConfig,
     producer: &FutureProducer,
     d: &Divergence,
@@ -971,22 +971,8 @@ fn to_copy(
 
 /// Commits every group's target offsets, translated back, on the old source, and checks them.
 pub async fn commit_back(p: &Planned, ctx: &Context) -> Result<Outcome, ActionError> {
-    let addr = mirror_addr(p, ctx)?;
-    let flow_name = text(p, "flow");
-    let answer = strait_mirror::http::post_control(
-        addr,
-        flow_name,
-        "commit-back",
-        Duration::from_millis(CONTROL_REQUEST_TIMEOUT_MS),
-    )
-    .await
-    .map_err(|e| {
-        failed(format!(
-            "translating the groups of flow `{flow_name}` back: {e}"
-        ))
-    })?;
-    let commits: Vec<BackCommit> = serde_json::from_value(answer["commits"].clone())
-        .map_err(|e| failed(format!("the mirror's commit-back answer: {e}")))?;
+    let commits: Vec<BackCommit> =
+        mirror_commits(p, ctx, "commit-back", "translation of the groups back").await?;
     // Seen from the failback, the target is where the groups come from.
     let (groups, skipped) = checks_of(
         commits

@@ -210,3 +210,25 @@ pub(crate) fn checks_of(commits: Vec<Committed>) -> (Vec<GroupCheck>, Vec<String
         .collect();
     (checks, skipped)
 }
+
+/// The group offsets the running mirror committed when asked `action` for `flow` (its answer's
+/// `commits`); `what` names the request in errors.
+pub(crate) async fn mirror_commits<T: serde::de::DeserializeOwned>(
+    p: &Planned,
+    ctx: &Context,
+    action: &str,
+    what: &str,
+) -> Result<Vec<T>, ActionError> {
+    let addr = mirror_addr(p, ctx)?;
+    let flow = text(p, "flow");
+    let answer = strait_mirror::http::post_control(
+        addr,
+        flow,
+        action,
+        std::time::Duration::from_millis(CONTROL_REQUEST_TIMEOUT_MS),
+    )
+    .await
+    .map_err(|e| ActionError::Failed(format!("{what} of flow `{flow}`: {e}")))?;
+    serde_json::from_value(answer["commits"].clone())
+        .map_err(|e| ActionError::Failed(format!("the mirror's answer to the {what}: {e}")))
+}
