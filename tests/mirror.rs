@@ -1119,3 +1119,192 @@ fn a_foreign_write_into_a_mirror_topic_is_reported_and_translation_steps_over_it
         "the group resumes at source record 15"
     );
 }
+
+/// Sets one strait pseudo-config of `topic` on `broker` (alone in its request, as the broker
+/// requires for these keys).
+fn alter_topic(broker: &Broker, topic: &str, key: &str, value: &str) {
+    let admin = broker.admin();
+    let opts = AdminOptions::new().request_timeout(Some(OP_TIMEOUT));
+    let alter = AlterConfig::new(ResourceSpecifier::Topic(topic)).set(key, value);
+    let results = block_on(admin.alter_configs([&alter], &opts), OP_TIMEOUT).expect("AlterConfigs");
+    for r in results {
+        r.unwrap_or_else(|e| panic!("{key}={value} on {topic}: {e:?}"));
+    }
+}
+
+/// Cuts `topic`/`partition` on `broker` back to `end`, as an unclean leader election would:
+/// write-protected (no writer may be active for a cut), cut, unprotected.
+fn truncate_source(broker: &Broker, topic: &str, partition: i32, end: i64) {
+    alter_topic(
+        broker,
+        topic,
+        "strait.write.protection",
+        "flow=test-truncation",
+    );
+    alter_topic(
+        broker,
+        topic,
+        "strait.truncate.tail",
+        &format!("{partition}:{end}"),
+    );
+    wait_for("the source's cut", MIRROR_WAIT, || {
+        (broker.watermarks(topic, partition).1 == end).then_some(())
+    });
+    alter_topic(broker, topic, "strait.write.protection", "");
+}
+
+/// A partition's status entry.
+fn partition_status(
+    mirror: &MirrorDaemon,
+    topic: &str,
+    partition: i64,
+) -> Option<serde_json::Value> {
+    let status = mirror.status();
+    status["flows"][0]["topics"]
+        .as_array()?
+        .iter()
+        .find(|t| t["topic"] == topic)?["partitions"]
+        .as_array()?
+        .iter()
+        .find(|p| p["partition"] == partition)
+        .cloned()
+}
+
+#[test]
+fn a_source_truncated_below_the_mirror_stops_that_partition_until_an_operator_resolves_it() {
+    let a = Broker::start();
+    let b = Broker::start();
+    a.create_topic("events", 2, &[]);
+    let ts = now_ms();
+    let records = |p: i32, from: usize, to: usize| -> Vec<(i32, TestRecord)> {
+        (from..to)
+            .map(|i| (p, generated_record("ev", i, ts)))
+            .collect()
+    };
+    // Two flushes, so that a batch starts at 60 (a cut takes whole batches).
+    produce(&a, "events", &records(0, 0, 60));
+    produce(&a, "events", &records(0, 60, 100));
+    produce(&a, "events", &records(1, 0, 20));
+    let mut mirror = MirrorDaemon::start(&flow_config(&a, &b, ""));
+    wait_for_records(&b, "a.events", 0, 100, MIRROR_WAIT);
+    wait_for_records(&b, "a.events", 1, 20, MIRROR_WAIT);
+
+    // The source loses its last 40 records of partition 0 while the mirror runs (caught
+    // up): the mirror stops that partition and says where.
+    truncate_source(&a, "events", 0, 60);
+    let diverged = wait_for("the divergence in /status", MIRROR_WAIT, || {
+        partition_status(&mirror, "events", 0)?
+            .get("diverged")
+            .filter(|d| d.is_object())
+            .cloned()
+    });
+    assert_eq!(diverged["source_offset"], 60, "{diverged}");
+    assert_eq!(diverged["mirrored_to"], 100, "{diverged}");
+    assert_eq!(diverged["source_end_offset"], 60, "{diverged}");
+    // New records on the diverged partition are not copied on top of the old ones; the
+    // other partition keeps flowing.
+    produce(&a, "events", &records(0, 1000, 1010));
+    produce(&a, "events", &records(1, 20, 30));
+    wait_for_records(&b, "a.events", 1, 30, MIRROR_WAIT);
+    thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        b.watermarks("a.events", 0).1,
+        100,
+        "nothing was copied on top"
+    );
+    let metrics = mirror.metrics();
+    for line in [
+        "strait_mirror_partition_diverged{flow=\"a-to-b\",topic=\"events\",partition=\"0\"} 1",
+        "strait_mirror_partition_diverged{flow=\"a-to-b\",topic=\"events\",partition=\"1\"} 0",
+    ] {
+        assert!(metrics.contains(line), "no `{line}` in\n{metrics}");
+    }
+    assert_eq!(
+        mirror.log_lines_containing("no longer holds what was mirrored"),
+        1
+    );
+    let table = Command::new(strait_bin())
+        .args(["mirror", "status", "--http"])
+        .arg(mirror.http_addr().to_string())
+        .output()
+        .expect("strait mirror status");
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        table.contains("DIVERGED from source offset 60 (mirrored to 100, source end 60)"),
+        "{table}"
+    );
+
+    // A restart keeps it stopped (the divergence is in the index), and a resolution past
+    // the divergence is refused.
+    mirror.sigterm_and_wait();
+    mirror.restart();
+    wait_for("the divergence after a restart", MIRROR_WAIT, || {
+        partition_status(&mirror, "events", 0)?
+            .get("diverged")
+            .filter(|d| d.is_object())
+            .map(|_| ())
+    });
+    let resolve = |from: Option<&str>| {
+        let mut cmd = Command::new(strait_bin());
+        cmd.args(["mirror", "resolve-divergence", "--http"])
+            .arg(mirror.http_addr().to_string())
+            .args(["--flow", "a-to-b", "--topic", "events", "--partition", "0"]);
+        if let Some(from) = from {
+            cmd.args(["--from", from]);
+        }
+        cmd.output().expect("strait mirror resolve-divergence")
+    };
+    let refused = resolve(Some("61"));
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(err.contains("between 0 and 60"), "{err}");
+    assert_eq!(b.watermarks("a.events", 0).1, 100);
+
+    let resolved = resolve(None);
+    let out = String::from_utf8_lossy(&resolved.stdout);
+    assert!(
+        resolved.status.success(),
+        "{out}\n{}",
+        String::from_utf8_lossy(&resolved.stderr)
+    );
+    assert!(
+        out.contains("copied again from offset 60, to the target from offset 100"),
+        "{out}"
+    );
+    assert!(out.contains("target offsets 60..100 hold copies"), "{out}");
+
+    // The new records follow the old copies, exactly once, in order, and translate.
+    wait_for_records(&b, "a.events", 0, 110, MIRROR_WAIT);
+    let target = read_partition(&b, "a.events", 0);
+    assert_eq!(
+        sequence(&target),
+        (0..100).chain(1000..1010).collect::<Vec<_>>()
+    );
+    for (i, c) in target[100..].iter().enumerate() {
+        let source = c
+            .headers
+            .iter()
+            .find(|(k, _)| k == "strait.source")
+            .and_then(|(_, v)| v.clone());
+        assert_eq!(source, Some(format!("a-to-b/{}", 60 + i).into_bytes()));
+    }
+    wait_for("the partition resumed in /status", MIRROR_WAIT, || {
+        let p = partition_status(&mirror, "events", 0)?;
+        (p.get("diverged").is_none() && p["mirrored_offset"] == 70).then_some(())
+    });
+    commit(&a, "readers", "events", &[(0, 65)]);
+    let checkpoint = wait_for(
+        "a checkpoint of the group past the divergence",
+        MIRROR_WAIT,
+        || {
+            checkpoints(&b, "a.checkpoints.internal")
+                .into_iter()
+                .rfind(|c| c["group"] == "readers" && c["partition"] == 0)
+                .filter(|c| c["upstream_offset"] == 65)
+        },
+    );
+    assert_eq!(checkpoint["downstream_offset"], 105, "{checkpoint}");
+    assert!(mirror.metrics().contains(
+        "strait_mirror_partition_diverged{flow=\"a-to-b\",topic=\"events\",partition=\"0\"} 0"
+    ));
+}

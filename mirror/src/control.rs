@@ -235,6 +235,26 @@ impl Controls {
         .await
     }
 
+    /// Resolves the open divergence of a partition of the stopped `flow`: mirroring resumes
+    /// at `from` (see [`crate::divergence::resolve`]).
+    pub async fn resolve_divergence(
+        &self,
+        flow: &str,
+        topic: &str,
+        partition: i32,
+        from: Option<i64>,
+    ) -> Result<crate::divergence::Resolved, ControlError> {
+        let topic = topic.to_string();
+        self.stopped_and_attached(flow, |a| {
+            Box::pin(async move {
+                crate::divergence::resolve(&a.flow, &a.target, &a.index, &topic, partition, from)
+                    .await
+                    .map_err(ControlError::Refused)
+            })
+        })
+        .await
+    }
+
     /// Translates every group's target offsets back and commits them on the source, while
     /// `flow` is stopped (see [`crate::failback::commit_back`]).
     pub async fn commit_back(&self, flow: &str) -> Result<Vec<BackCommit>, ControlError> {

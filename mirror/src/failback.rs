@@ -12,14 +12,9 @@ use rdkafka::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoints::{committed, group_client, list_groups, offsets_of};
-use crate::clients::{blocking, send_to_partition_zero, target_producer, MirrorError};
+use crate::clients::{blocking, MirrorError};
 use crate::config::{ClusterConfig, FlowConfig};
 use crate::offsets::{Cursor, FlowIndex, Run, RunUpdate};
-
-/// Bytes the adoption's producer may queue (one small record).
-const ADOPT_QUEUE_BYTES: u64 = 1 << 20;
-/// How long the adoption's record may take to be acknowledged.
-const ADOPT_TIMEOUT_MS: u64 = 8_000;
 
 /// Records that source offsets `source_next .. source_next + count` of a partition are on
 /// the target at `target_next ..`, one for one (a failback restored them on the source from
@@ -52,31 +47,15 @@ pub async fn adopt(
         source_next: cursor.source_next + count,
         target_next: cursor.target_next + count,
     };
-    let update = RunUpdate {
-        topic: topic.to_string(),
-        partition,
-        runs: vec![Run {
-            source_start: cursor.source_next,
-            target_start: cursor.target_next,
-            length: count,
-        }],
-        cursor: after,
-        lost: Vec::new(),
+    let run = Run {
+        source_start: cursor.source_next,
+        target_start: cursor.target_next,
+        length: count,
     };
-    let producer = target_producer(target, ADOPT_QUEUE_BYTES, ADOPT_TIMEOUT_MS, None)
+    let update = RunUpdate::runs(topic, partition, vec![run], after);
+    crate::follower::record(flow, target, index, &update, "recording restored records")
+        .await
         .map_err(|e| e.to_string())?;
-    let key = format!("{topic}/{partition}").into_bytes();
-    let value = serde_json::to_vec(&update).map_err(|e| e.to_string())?;
-    send_to_partition_zero(
-        &producer,
-        &flow.offset_runs_topic(),
-        &[(key, value)],
-        "recording restored records",
-    )
-    .map_err(|e| e.to_string())?
-    .await
-    .map_err(|e| e.to_string())?;
-    index.apply(&update).map_err(|e| e.to_string())?;
     tracing::info!(flow = %flow.name, topic, partition, source = cursor.source_next,
         target = cursor.target_next, count, "adopted records restored on the source");
     Ok(after)

@@ -18,6 +18,37 @@ use crate::clients::{blocking, client_config, watermarks, MirrorContext, MirrorE
 use crate::config::{ClusterConfig, FlowConfig};
 use crate::offsets::{FlowIndex, RunUpdate};
 
+/// Bytes an operator's update may queue (one small record).
+const RECORD_QUEUE_BYTES: u64 = 1 << 20;
+/// How long an operator's update may take to be acknowledged.
+const RECORD_TIMEOUT_MS: u64 = 8_000;
+
+/// Appends one update made outside the pump (an operator's: restored records adopted, a
+/// divergence resolved) to `flow`'s runs topic and, once acknowledged, applies it to
+/// `index`, so every daemon's follower and this daemon's index agree on it.
+pub async fn record(
+    flow: &FlowConfig,
+    target: &ClusterConfig,
+    index: &FlowIndex,
+    update: &RunUpdate,
+    what: &str,
+) -> Result<(), MirrorError> {
+    let producer =
+        crate::clients::target_producer(target, RECORD_QUEUE_BYTES, RECORD_TIMEOUT_MS, None)?;
+    let key = format!("{}/{}", update.topic, update.partition).into_bytes();
+    let value = serde_json::to_vec(update)
+        .map_err(|e| MirrorError::Other(format!("encoding an offset run: {e}")))?;
+    crate::clients::send_to_partition_zero(
+        &producer,
+        &flow.offset_runs_topic(),
+        &[(key, value)],
+        what,
+    )?
+    .await?;
+    index.apply(update)?;
+    Ok(())
+}
+
 /// How long a pump waits for the follower to apply what the topic held when it asked.
 pub const CATCH_UP_TIMEOUT_MS: u64 = 30_000;
 

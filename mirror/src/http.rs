@@ -134,6 +134,14 @@ async fn control(
                 }),
             Err(reason) => return error(StatusCode::BAD_REQUEST, reason),
         },
+        "resolve-divergence" => match ResolveQuery::parse(query.as_deref()) {
+            Ok(q) => api
+                .controls
+                .resolve_divergence(&flow, &q.topic, q.partition, q.from)
+                .await
+                .map(|r| serde_json::json!({ "flow": flow, "resolved": r })),
+            Err(reason) => return error(StatusCode::BAD_REQUEST, reason),
+        },
         "commit-back" => api
             .controls
             .commit_back(&flow)
@@ -142,7 +150,7 @@ async fn control(
         other => {
             return error(
                 StatusCode::NOT_FOUND,
-                format!("unknown action `{other}` (stop, start, checkpoint, commit-checkpoints, cursors, adopt, commit-back)"),
+                format!("unknown action `{other}` (stop, start, checkpoint, commit-checkpoints, cursors, adopt, commit-back, resolve-divergence)"),
             )
         }
     };
@@ -180,34 +188,43 @@ struct AdoptQuery {
     count: i64,
 }
 
-impl AdoptQuery {
-    fn parse(query: Option<&str>) -> Result<AdoptQuery, String> {
+/// A control's query `k=v&...`: every key known, none given twice.
+struct Query<'a> {
+    fields: std::collections::BTreeMap<&'a str, &'a str>,
+    known: &'static [&'static str],
+}
+
+impl<'a> Query<'a> {
+    fn parse(query: Option<&'a str>, known: &'static [&'static str]) -> Result<Query<'a>, String> {
         let mut fields: std::collections::BTreeMap<&str, &str> = Default::default();
         for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
             let (k, v) = pair
                 .split_once('=')
                 .ok_or_else(|| format!("`{pair}` is not KEY=VALUE"))?;
+            if !known.contains(&k) {
+                return Err(format!("unknown parameter `{k}`"));
+            }
             if fields.insert(k, v).is_some() {
                 return Err(format!("`{k}` given twice"));
             }
         }
-        let take = |k: &str| {
-            fields
-                .get(k)
-                .copied()
-                .ok_or_else(|| format!("missing `{k}` (topic, partition, source, target, count)"))
-        };
-        let number = |k: &str| -> Result<i64, String> {
-            let v = take(k)?;
-            v.parse().map_err(|_| format!("`{k}={v}` is not a number"))
-        };
-        if let Some(k) = fields
-            .keys()
-            .find(|k| !["topic", "partition", "source", "target", "count"].contains(k))
-        {
-            return Err(format!("unknown parameter `{k}`"));
-        }
-        let topic = take("topic")?;
+        Ok(Query { fields, known })
+    }
+
+    fn take(&self, k: &str) -> Result<&'a str, String> {
+        self.fields
+            .get(k)
+            .copied()
+            .ok_or_else(|| format!("missing `{k}` ({})", self.known.join(", ")))
+    }
+
+    fn number(&self, k: &str) -> Result<i64, String> {
+        let v = self.take(k)?;
+        v.parse().map_err(|_| format!("`{k}={v}` is not a number"))
+    }
+
+    fn topic(&self) -> Result<String, String> {
+        let topic = self.take("topic")?;
         if topic.is_empty()
             || !topic
                 .chars()
@@ -215,15 +232,46 @@ impl AdoptQuery {
         {
             return Err(format!("`{topic}` is not a topic name"));
         }
+        Ok(topic.to_string())
+    }
+
+    fn partition(&self) -> Result<i32, String> {
+        i32::try_from(self.number("partition")?).map_err(|_| "partition out of range".to_string())
+    }
+}
+
+impl AdoptQuery {
+    fn parse(query: Option<&str>) -> Result<AdoptQuery, String> {
+        let q = Query::parse(query, &["topic", "partition", "source", "target", "count"])?;
         Ok(AdoptQuery {
-            topic: topic.to_string(),
-            partition: i32::try_from(number("partition")?)
-                .map_err(|_| "partition out of range".to_string())?,
+            topic: q.topic()?,
+            partition: q.partition()?,
             expected: crate::offsets::Cursor {
-                source_next: number("source")?,
-                target_next: number("target")?,
+                source_next: q.number("source")?,
+                target_next: q.number("target")?,
             },
-            count: number("count")?,
+            count: q.number("count")?,
+        })
+    }
+}
+
+/// `resolve-divergence`'s query: `topic=T&partition=P[&from=N]`.
+struct ResolveQuery {
+    topic: String,
+    partition: i32,
+    from: Option<i64>,
+}
+
+impl ResolveQuery {
+    fn parse(query: Option<&str>) -> Result<ResolveQuery, String> {
+        let q = Query::parse(query, &["topic", "partition", "from"])?;
+        Ok(ResolveQuery {
+            topic: q.topic()?,
+            partition: q.partition()?,
+            from: match q.fields.contains_key("from") {
+                true => Some(q.number("from")?),
+                false => None,
+            },
         })
     }
 }

@@ -9,13 +9,14 @@
 //! a JSON status. Checkpoints and heartbeats are written in MirrorMaker 2's formats ([`mm2`]).
 //! [`fence`] keeps an old owner of a partition from writing after the group moved it.
 //! [`control`] stops and starts flows for an operator (durably) and runs a checkpoint round
-//! on request. [`protection`] makes mirror topics read-only on a strait target while their flow runs.
+//! on request; [`divergence`] resumes a partition stopped because its source diverged. [`protection`] makes mirror topics read-only on a strait target while their flow runs.
 
 pub mod checkpoints;
 pub mod clients;
 pub mod config;
 pub mod control;
 pub mod daemon;
+pub mod divergence;
 pub mod failback;
 pub mod fence;
 pub mod follower;

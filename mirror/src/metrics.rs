@@ -217,6 +217,19 @@ impl Metrics {
             },
         );
         family(
+            "strait_mirror_partition_diverged",
+            "gauge",
+            "1 while a partition is stopped because its source no longer holds what was mirrored (truncated below the cursor, or recreated); resolve with `strait mirror resolve-divergence`.",
+            &mut |o| {
+                for (f, ps) in &partitions {
+                    for p in ps {
+                        let v = u8::from(p.diverged.is_some());
+                        let _ = writeln!(o, "strait_mirror_partition_diverged{{flow=\"{}\",topic=\"{}\",partition=\"{}\"}} {v}", f.name, p.topic, p.partition);
+                    }
+                }
+            },
+        );
+        family(
             "strait_mirror_foreign_records_total",
             "counter",
             "Records found in a mirror topic that the flow did not write (a foreign write), per source partition, since the daemon started.",
@@ -391,6 +404,8 @@ pub struct PartitionProgress {
     pub foreign_records: i64,
     /// `(time ms, source log start offset, cursor)` over [`HEADROOM_WINDOW_MS`].
     pub headroom_samples: VecDeque<(i64, i64, i64)>,
+    /// The source no longer holds what was mirrored: the partition is stopped.
+    pub diverged: Option<crate::offsets::Divergence>,
 }
 
 /// One record the target acknowledged.
@@ -516,6 +531,11 @@ pub struct PartitionStatus {
     /// yet (the Prometheus gauge says `+Inf` for the former).
     #[serde(default)]
     pub retention_headroom_seconds: Option<f64>,
+    /// Set while the partition is stopped because the source no longer holds what was
+    /// mirrored from it (truncated below the cursor, or recreated); `strait mirror
+    /// resolve-divergence` resumes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diverged: Option<crate::offsets::Divergence>,
     #[serde(skip)]
     headroom: Option<f64>,
 }
@@ -597,6 +617,15 @@ impl FlowMetrics {
         if p.lost.len() > LOST_RANGES_SHOWN {
             p.lost.remove(0);
         }
+    }
+
+    /// Marks a partition stopped by a divergence of its source, or no longer.
+    pub fn diverged(&self, topic: &str, partition: i32, d: Option<&crate::offsets::Divergence>) {
+        let mut parts = lock(&self.partitions);
+        parts
+            .entry((topic.to_string(), partition))
+            .or_default()
+            .diverged = d.copied();
     }
 
     /// Counts `records` someone else wrote into a partition's mirror topic.
@@ -690,6 +719,7 @@ impl FlowMetrics {
                     foreign_records: p.foreign_records,
                     lost: p.lost.clone(),
                     retention_headroom_seconds: headroom.filter(|h| h.is_finite()),
+                    diverged: p.diverged,
                     headroom,
                 }
             })
@@ -793,6 +823,13 @@ pub fn render_status(status: &Status) -> String {
                     seconds(p.lag_seconds),
                     p.records_lost
                 );
+                if let Some(d) = &p.diverged {
+                    let _ = writeln!(
+                        out,
+                        "    DIVERGED from source offset {} (mirrored to {}, source end {}): stopped; resume with `strait mirror resolve-divergence --flow {} --topic {} --partition {}`",
+                        d.source_offset, d.mirrored_to, d.source_end_offset, f.name, t.topic, p.partition
+                    );
+                }
                 for l in &p.lost {
                     let _ = writeln!(
                         out,

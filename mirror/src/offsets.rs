@@ -15,6 +15,12 @@
 //! `strait_mirror_records_lost_total`. A gap is loss only when the source's log start offset
 //! had passed its first offset; other gaps (compaction, transaction markers) are not.
 //!
+//! A source partition that no longer holds what was mirrored from it (it was truncated below
+//! the cursor, by an unclean leader election or by hand, or deleted and recreated smaller)
+//! is a [`Divergence`], recorded beside the runs: the pump stops that partition until an
+//! operator resolves it, which cuts the runs at the chosen source offset and moves the
+//! cursor back there (the only update that moves a cursor backwards).
+//!
 //! **Invariants**: a stored run's length is never zero; stored runs of a partition never
 //! overlap (a newer run trims or replaces what it overlaps, so the latest write wins); a
 //! source offset beyond the cursor never translates.
@@ -112,6 +118,32 @@ pub fn lost_in_gap(from: i64, to: i64, log_start_offset: i64) -> Option<(i64, i6
     (end > from).then_some((from, end))
 }
 
+/// A source partition found no longer holding what was mirrored from it: from
+/// `source_offset` on, what the source holds now is not what the target holds (or the source
+/// holds nothing there any more).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Divergence {
+    /// The first source offset that no longer matches what was mirrored: the source's end
+    /// when it was found below the cursor, or the first record found different.
+    pub source_offset: i64,
+    /// The cursor's source offset when it was found: everything below it was mirrored.
+    pub mirrored_to: i64,
+    /// The source's end offset (high watermark) when it was found.
+    pub source_end_offset: i64,
+    /// When it was found (ms since the epoch); names the divergence for its resolution.
+    pub detected_ms: i64,
+}
+
+/// An operator's resolution of a [`Divergence`]: mirroring resumes at `from_source_offset`
+/// (at or below the divergence), appending after what the target holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resolution {
+    /// The divergence resolved (its `detected_ms`).
+    pub detected_ms: i64,
+    /// Where the source is copied from again.
+    pub from_source_offset: i64,
+}
+
 /// What the pump appends to the internal topic after records were acknowledged: new or
 /// extended runs of one partition and its cursor.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -127,6 +159,28 @@ pub struct RunUpdate {
     /// Ranges found lost since the last update.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub lost: Vec<Lost>,
+    /// A divergence found since the last update: the partition is stopped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diverged: Option<Divergence>,
+    /// A divergence resolved: applied before everything else of the update, it cuts the runs
+    /// at its source offset and sets the cursor to this update's, even backwards.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved: Option<Resolution>,
+}
+
+impl RunUpdate {
+    /// An update of runs and cursor only.
+    pub fn runs(topic: &str, partition: i32, runs: Vec<Run>, cursor: Cursor) -> RunUpdate {
+        RunUpdate {
+            topic: topic.to_string(),
+            partition,
+            runs,
+            cursor,
+            lost: Vec::new(),
+            diverged: None,
+            resolved: None,
+        }
+    }
 }
 
 /// The last checkpoint of one group's partition: the source offset it was made from and the
@@ -173,6 +227,7 @@ impl OffsetStore {
             lost: tree("lost")?,
             runs: tree("runs")?,
             cursors: tree("cursors")?,
+            diverged: tree("diverged")?,
             checkpoints: tree("checkpoints")?,
             meta: tree("meta")?,
             path: self.path.clone(),
@@ -200,6 +255,9 @@ pub struct FlowIndex {
     runs: sled::Tree,
     lost: sled::Tree,
     cursors: sled::Tree,
+    /// Per partition: its open divergence (32 bytes) or, once resolved, the resolved one's
+    /// `detected_ms` (8 bytes).
+    diverged: sled::Tree,
     checkpoints: sled::Tree,
     meta: sled::Tree,
     path: String,
@@ -390,6 +448,34 @@ impl FlowIndex {
     /// Applies one update: each run replaces what it overlaps; the cursor moves only forward
     /// (an update from a daemon that lost the partition may arrive after its successor's).
     pub fn apply(&self, update: &RunUpdate) -> Result<()> {
+        let key = partition_key(&update.topic, update.partition);
+        if let Some(resolved) = &update.resolved {
+            self.cut(&update.topic, update.partition, resolved.from_source_offset)?;
+            self.diverged
+                .insert(&key, &resolved.detected_ms.to_be_bytes())
+                .map_err(|e| self.err(e))?;
+            self.cursors
+                .insert(
+                    &key,
+                    &pair(update.cursor.source_next, update.cursor.target_next),
+                )
+                .map_err(|e| self.err(e))?;
+        }
+        if let Some(d) = &update.diverged {
+            // A divergence already resolved (an update that arrives late) stays resolved.
+            if self.resolved(&update.topic, update.partition)? != Some(d.detected_ms) {
+                let mut value = Vec::with_capacity(32);
+                for v in [
+                    d.source_offset,
+                    d.mirrored_to,
+                    d.source_end_offset,
+                    d.detected_ms,
+                ] {
+                    value.extend_from_slice(&v.to_be_bytes());
+                }
+                self.diverged.insert(&key, value).map_err(|e| self.err(e))?;
+            }
+        }
         for run in &update.runs {
             self.insert_run(&update.topic, update.partition, *run)?;
         }
@@ -406,7 +492,6 @@ impl FlowIndex {
                 )
                 .map_err(|e| self.err(e))?;
         }
-        let key = partition_key(&update.topic, update.partition);
         let newer = match self.cursor(&update.topic, update.partition)? {
             Some(c) => update.cursor.source_next >= c.source_next,
             None => true,
@@ -418,6 +503,84 @@ impl FlowIndex {
                     &pair(update.cursor.source_next, update.cursor.target_next),
                 )
                 .map_err(|e| self.err(e))?;
+        }
+        Ok(())
+    }
+
+    /// The open divergence of a partition, if one was found and not resolved.
+    pub fn divergence(&self, topic: &str, partition: i32) -> Result<Option<Divergence>> {
+        let v = self
+            .diverged
+            .get(partition_key(topic, partition))
+            .map_err(|e| self.err(e))?;
+        Ok(match v {
+            Some(v) if v.len() == 32 => {
+                match (i64_at(&v, 0), i64_at(&v, 8), i64_at(&v, 16), i64_at(&v, 24)) {
+                    (
+                        Some(source_offset),
+                        Some(mirrored_to),
+                        Some(source_end_offset),
+                        Some(detected_ms),
+                    ) => Some(Divergence {
+                        source_offset,
+                        mirrored_to,
+                        source_end_offset,
+                        detected_ms,
+                    }),
+                    _ => return Err(Self::malformed("diverged")),
+                }
+            }
+            Some(v) if v.len() == 8 => None,
+            Some(_) => return Err(Self::malformed("diverged")),
+            None => None,
+        })
+    }
+
+    /// The `detected_ms` of the partition's last resolved divergence.
+    pub fn resolved(&self, topic: &str, partition: i32) -> Result<Option<i64>> {
+        let v = self
+            .diverged
+            .get(partition_key(topic, partition))
+            .map_err(|e| self.err(e))?;
+        Ok(v.filter(|v| v.len() == 8).and_then(|v| i64_at(&v, 0)))
+    }
+
+    /// Forgets the runs and lost ranges of a partition at and past `source_offset`, keeping
+    /// the head of a run that crosses it.
+    fn cut(&self, topic: &str, partition: i32, source_offset: i64) -> Result<()> {
+        let prefix = partition_key(topic, partition);
+        let at = run_key(topic, partition, source_offset.max(0));
+        let mut past = prefix.clone();
+        past.push(0xff);
+        for tree in [&self.runs, &self.lost] {
+            let doomed: Vec<sled::IVec> = tree
+                .range(at.clone()..past.clone())
+                .keys()
+                .collect::<std::result::Result<_, _>>()
+                .map_err(|e| self.err(e))?;
+            for k in doomed {
+                tree.remove(k).map_err(|e| self.err(e))?;
+            }
+        }
+        if let Some(kv) = self.runs.range(prefix.clone()..at.clone()).next_back() {
+            let (k, v) = kv.map_err(|e| self.err(e))?;
+            let before = self.decode_run(&k, &v)?;
+            if before.source_end() > source_offset {
+                self.runs
+                    .insert(
+                        &k,
+                        &pair(before.target_start, source_offset - before.source_start),
+                    )
+                    .map_err(|e| self.err(e))?;
+            }
+        }
+        if let Some(kv) = self.lost.range(prefix..at).next_back() {
+            let (k, v) = kv.map_err(|e| self.err(e))?;
+            if i64_at(&v, 0).is_some_and(|end| end > source_offset) {
+                let mut value = v.to_vec();
+                value[..8].copy_from_slice(&source_offset.to_be_bytes());
+                self.lost.insert(&k, value).map_err(|e| self.err(e))?;
+            }
         }
         Ok(())
     }
@@ -545,6 +708,7 @@ impl FlowIndex {
             &self.runs,
             &self.lost,
             &self.cursors,
+            &self.diverged,
             &self.checkpoints,
             &self.meta,
         ] {
@@ -684,7 +848,105 @@ mod tests {
                 target_next: cursor.1,
             },
             lost: Vec::new(),
+            diverged: None,
+            resolved: None,
         }
+    }
+
+    #[test]
+    fn a_divergence_stays_open_until_resolved_and_the_resolution_cuts_the_runs_behind_it() {
+        let (_d, ix) = index();
+        ix.apply(&update(&[(0, 0, 60), (60, 61, 40)], (100, 101)))
+            .unwrap();
+        ix.apply(&RunUpdate {
+            topic: "orders".into(),
+            partition: 0,
+            runs: Vec::new(),
+            cursor: Cursor {
+                source_next: 95,
+                target_next: 96,
+            },
+            lost: vec![Lost {
+                source_start: 50,
+                source_end: 70,
+                log_start_offset: 70,
+                detected_ms: 1,
+            }],
+            diverged: None,
+            resolved: None,
+        })
+        .unwrap();
+        assert_eq!(
+            ix.cursor("orders", 0).unwrap().unwrap().source_next,
+            100,
+            "never backwards"
+        );
+        let d = Divergence {
+            source_offset: 80,
+            mirrored_to: 100,
+            source_end_offset: 80,
+            detected_ms: 42,
+        };
+        ix.apply(&RunUpdate {
+            diverged: Some(d),
+            ..update(&[], (100, 101))
+        })
+        .unwrap();
+        assert_eq!(ix.divergence("orders", 0).unwrap(), Some(d));
+        assert_eq!(ix.resolved("orders", 0).unwrap(), None);
+        // Resolved at 70: runs and lost ranges at and past 70 are cut, the cursor goes back.
+        ix.apply(&RunUpdate {
+            resolved: Some(Resolution {
+                detected_ms: 42,
+                from_source_offset: 70,
+            }),
+            ..update(&[], (70, 101))
+        })
+        .unwrap();
+        assert_eq!(ix.divergence("orders", 0).unwrap(), None);
+        assert_eq!(ix.resolved("orders", 0).unwrap(), Some(42));
+        assert_eq!(
+            ix.cursor("orders", 0).unwrap(),
+            Some(Cursor {
+                source_next: 70,
+                target_next: 101
+            })
+        );
+        let runs: Vec<(i64, i64, i64)> = ix
+            .runs("orders", 0)
+            .unwrap()
+            .iter()
+            .map(|r| (r.source_start, r.target_start, r.length))
+            .collect();
+        assert_eq!(runs, vec![(0, 0, 60), (60, 61, 10)]);
+        let lost: Vec<(i64, i64)> = ix
+            .lost("orders", 0)
+            .unwrap()
+            .iter()
+            .map(|l| (l.source_start, l.source_end))
+            .collect();
+        assert_eq!(lost, vec![(50, 70)]);
+        assert_eq!(ix.translate("orders", 0, 65).unwrap(), Some(66));
+        assert_eq!(
+            ix.translate("orders", 0, 70).unwrap(),
+            Some(101),
+            "the cursor's target offset"
+        );
+        assert_eq!(
+            ix.translate("orders", 0, 75).unwrap(),
+            None,
+            "past the cursor"
+        );
+        // The pump's record of the same divergence, arriving late, does not reopen it; new
+        // records then extend the index from the new cursor.
+        ix.apply(&RunUpdate {
+            diverged: Some(d),
+            ..update(&[], (70, 101))
+        })
+        .unwrap();
+        assert_eq!(ix.divergence("orders", 0).unwrap(), None);
+        ix.apply(&update(&[(70, 101, 5)], (75, 106))).unwrap();
+        assert_eq!(ix.translate("orders", 0, 72).unwrap(), Some(103));
     }
 
     #[test]
@@ -950,7 +1212,7 @@ mod tests {
                     let mut runs = std::mem::take(&mut pending);
                     runs.extend(open);
                     let cursor = Cursor { source_next: source, target_next: target };
-                    ix.apply(&RunUpdate { topic: "t".into(), partition: 3, runs, cursor, lost: Vec::new() }).unwrap();
+                    ix.apply(&RunUpdate::runs("t", 3, runs, cursor)).unwrap();
                 }
             }
             for offset in 0..=source {

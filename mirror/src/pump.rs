@@ -29,7 +29,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -57,7 +57,7 @@ use crate::fence::{
 };
 use crate::follower::IndexFollower;
 use crate::metrics::{now_ms, Acked, FlowMetrics, TopicState};
-use crate::offsets::{lost_in_gap, Cursor, FlowIndex, Lost, Run, RunUpdate};
+use crate::offsets::{lost_in_gap, Cursor, Divergence, FlowIndex, Lost, Run, RunUpdate};
 
 /// How often acknowledged progress is recorded and source offsets committed.
 pub const FLUSH_INTERVAL_MS: u64 = 200;
@@ -67,6 +67,9 @@ const TARGET_PARTITION_WAIT_MS: u64 = 30_000;
 const DRAIN_TIMEOUT_MS: u64 = 30_000;
 /// How long the final commit waits to learn whether the source answers at all.
 const SOURCE_PROBE_TIMEOUT_MS: u64 = 1_000;
+/// How long a partition's source end must stay below what was read, with nothing new read,
+/// before the pump asks the source whether it was truncated.
+const END_BELOW_IDLE_MS: i64 = 3_000;
 /// How long reading a target partition's tail at a takeover may take.
 const RECONCILE_TIMEOUT_MS: u64 = 30_000;
 
@@ -96,6 +99,9 @@ struct PumpContext {
     producer: crate::clients::Producer,
     /// Set when the group took the partitions away without a clean revocation.
     fenced: Arc<AtomicBool>,
+    /// Counts assignments: after one, the consumer starts its partitions at their committed
+    /// offsets, which may be behind what the pump read.
+    assignments: Arc<AtomicU64>,
 }
 
 impl PumpContext {
@@ -177,6 +183,9 @@ impl ConsumerContext for PumpContext {
                 .collect(),
             Err(_) => BTreeSet::new(),
         };
+        if matches!(rebalance, Rebalance::Assign(_)) {
+            self.assignments.fetch_add(1, Ordering::SeqCst);
+        }
         let kind = match rebalance {
             Rebalance::Assign(_) => "assign",
             Rebalance::Revoke(_) => "revoke",
@@ -208,6 +217,15 @@ struct PartitionState {
     position_trusted: bool,
     /// Ranges found lost since the last flush.
     lost: Vec<Lost>,
+    /// The source no longer holds what was mirrored: the partition is stopped (paused, its
+    /// records dropped) until an operator resolves it.
+    diverged: Option<Divergence>,
+    /// Whether `diverged` still has to be recorded in the runs topic.
+    divergence_unrecorded: bool,
+    /// `(sent_next, since ms)`: how long nothing new was read.
+    idle_since: (i64, i64),
+    /// The `sent_next` at which the source's end was last checked against it.
+    end_checked_at: i64,
 }
 
 impl PartitionState {
@@ -273,12 +291,47 @@ impl PartitionState {
         lost
     }
 
+    /// Whether the source's end as the consumer's statistics last saw it, `stats_end`, has
+    /// stayed below what was read for [`END_BELOW_IDLE_MS`] without a new record, once per
+    /// position: worth asking the source itself. (A record read since the statistics were
+    /// taken puts `sent_next` past a stale end for a moment; a partition at its end gets
+    /// fresh statistics within a second.)
+    fn end_below_sent(&mut self, stats_end: Option<i64>, now_ms: i64) -> bool {
+        if self.idle_since.0 != self.sent_next {
+            self.idle_since = (self.sent_next, now_ms);
+        }
+        let below = self.diverged.is_none()
+            && self.in_flight == 0
+            && stats_end.is_some_and(|end| end < self.sent_next)
+            && now_ms - self.idle_since.1 >= END_BELOW_IDLE_MS
+            && self.end_checked_at != self.sent_next;
+        if below {
+            self.end_checked_at = self.sent_next;
+        }
+        below
+    }
+
+    /// Stops the partition: the source holds something else than what was mirrored from
+    /// `source_offset` on; its end is `source_end_offset`.
+    fn diverge(&mut self, source_offset: i64, source_end_offset: i64) {
+        let d = Divergence {
+            source_offset: source_offset.min(self.cursor.source_next),
+            mirrored_to: self.sent_next.max(self.cursor.source_next),
+            source_end_offset,
+            detected_ms: now_ms(),
+        };
+        self.diverged = Some(d);
+        self.divergence_unrecorded = true;
+        self.dirty = true;
+    }
+
     /// A partition that is caught up (the consumer's `position` is the source's end and
     /// nothing is in flight) but whose cursor is behind it: the consumer passed offsets that
     /// held no data for the pump (transaction markers, aborted records). Returns the gap to
     /// record (`sent_next .. position`) and marks it sent, or `None`.
     fn caught_up_gap(&mut self, position: i64, source_end: Option<i64>) -> Option<(i64, i64)> {
         if !self.position_trusted
+            || self.diverged.is_some()
             || self.in_flight > 0
             || position <= self.sent_next
             || source_end != Some(position)
@@ -366,12 +419,14 @@ impl Pump {
             Some(&flow.writer_client_id()),
         )?;
         let fenced = Arc::new(AtomicBool::new(false));
+        let assignments = Arc::new(AtomicU64::new(0));
         let context = PumpContext {
             flow: Arc::from(flow.name.as_str()),
             metrics: self.metrics.clone(),
             assigned: self.assigned_tx.clone(),
             producer: producer.clone(),
             fenced: fenced.clone(),
+            assignments: assignments.clone(),
         };
         let mut consumer_config = client_config(
             &self.source,
@@ -416,6 +471,8 @@ impl Pump {
             freeze: FreezeWatch::start(),
             confirmed_freezes: 0,
             fenced,
+            assignments,
+            seen_assignments: 0,
         };
         run.subscribe()?;
         let mut flush = tokio::time::interval(Duration::from_millis(FLUSH_INTERVAL_MS));
@@ -521,6 +578,11 @@ struct PumpRun<'a> {
     confirmed_freezes: u64,
     /// Set by the rebalance callback when the partitions were lost.
     fenced: Arc<AtomicBool>,
+    /// Assignments made by the rebalance callback, and the count the states were last
+    /// reset for: a partition given again starts over at its committed offset, and the
+    /// pump seeks it to its cursor as at its first start.
+    assignments: Arc<AtomicU64>,
+    seen_assignments: u64,
 }
 
 /// The acknowledgement of one flush's records in the runs topic, and then the source offsets
@@ -622,6 +684,31 @@ fn read_tail(
     result
 }
 
+/// The source partition's end offset if it stays below `offset` (it was truncated below
+/// what was read): read up to three times over a second, since a leader elected a moment
+/// ago may report an end that its followers have not confirmed yet.
+async fn source_end_below(
+    admin: Arc<Admin>,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+) -> Result<Option<i64>, MirrorError> {
+    let mut end = offset;
+    for attempt in 0..3 {
+        if attempt > 0 {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        let (admin, t) = (admin.clone(), topic.to_string());
+        end = blocking(move || watermarks(admin.inner(), &t, partition))
+            .await?
+            .1;
+        if end >= offset {
+            return Ok(None);
+        }
+    }
+    Ok(Some(end))
+}
+
 /// The target partition's end offset. A partition the topic syncer just created may be
 /// unknown to the producer's metadata for a moment (librdkafka then answers "unknown
 /// partition"), so this retries, bounded by [`TARGET_PARTITION_WAIT_MS`].
@@ -692,9 +779,29 @@ impl PumpRun<'_> {
                     started: false,
                     position_trusted: false,
                     lost: Vec::new(),
+                    diverged: self.pump.index.divergence(topic, partition)?,
+                    divergence_unrecorded: false,
+                    idle_since: (-1, 0),
+                    end_checked_at: -1,
                 };
-                let from = state.cursor.target_next;
-                self.reconcile(topic, partition, &mut state, from).await?;
+                if state.diverged.is_none() {
+                    // A source that ends below the cursor no longer holds what was mirrored
+                    // (truncated, or deleted and recreated, while this pump was away).
+                    if let Some(end) = source_end_below(
+                        self.source_admin.clone(),
+                        topic,
+                        partition,
+                        cursor.source_next,
+                    )
+                    .await?
+                    {
+                        state.diverge(end, end);
+                    }
+                }
+                if state.diverged.is_none() {
+                    let from = state.cursor.target_next;
+                    self.reconcile(topic, partition, &mut state, from).await?;
+                }
                 state
             }
             None => {
@@ -725,6 +832,10 @@ impl PumpRun<'_> {
                     started: start == first_offset,
                     position_trusted: false,
                     lost: Vec::new(),
+                    diverged: None,
+                    divergence_unrecorded: false,
+                    idle_since: (-1, 0),
+                    end_checked_at: -1,
                 };
                 // Unknown to the index, but this flow may have written there before the
                 // index learned it (a daemon killed before its first record of runs, or an
@@ -736,8 +847,31 @@ impl PumpRun<'_> {
                 state
             }
         };
+        match state.diverged {
+            Some(d) => self.stop_diverged(topic, partition, &d, state.divergence_unrecorded),
+            // Resolved since this daemon last held it, if it had diverged.
+            None => self.pump.metrics.diverged(topic, partition, None),
+        }
         self.states.insert((topic.clone(), partition), state);
         Ok(())
+    }
+
+    /// Stops a partition whose source diverged: pauses it, and tells the operator (once per
+    /// divergence found; a divergence read back from the index is shown, not logged again).
+    fn stop_diverged(&self, topic: &str, partition: i32, d: &Divergence, found_now: bool) {
+        let mut tpl = TopicPartitionList::new();
+        let _ = tpl.add_partition(topic, partition);
+        if let Err(e) = self.consumer.pause(&tpl) {
+            tracing::debug!(topic, partition, error = %e, "pausing a diverged partition");
+        }
+        self.pump.metrics.diverged(topic, partition, Some(d));
+        if found_now {
+            self.pump.metrics.error("source_diverged");
+            tracing::error!(flow = %self.pump.flow.name, topic, partition,
+                source_offset = d.source_offset, mirrored_to = d.mirrored_to, source_end_offset = d.source_end_offset,
+                "the source partition no longer holds what was mirrored from it (truncated below the mirror's cursor, or deleted and recreated); \
+                 the partition is stopped and nothing more is copied from it until `strait mirror resolve-divergence` resumes it");
+        }
     }
 
     /// Takes into `state` what the target partition holds from `from_target_offset` on that
@@ -858,9 +992,23 @@ impl PumpRun<'_> {
         let topic: Arc<str> = Arc::from(m.topic());
         let partition = m.partition();
         let offset = m.offset();
+        let assignments = self.assignments.load(Ordering::SeqCst);
+        if assignments != self.seen_assignments {
+            self.seen_assignments = assignments;
+            for state in self.states.values_mut() {
+                state.started = false;
+                state.position_trusted = false;
+            }
+        }
         self.state_for(&topic, partition, offset).await?;
         let key = (topic.clone(), partition);
         let state = self.states.get_mut(&key).expect("state_for made it");
+        if let Some(d) = state.diverged {
+            // Stopped; a record fetched before the pause (or after a new assignment, which
+            // unpauses) is dropped and the partition paused again.
+            self.stop_diverged(&topic, partition, &d, false);
+            return Ok(());
+        }
         if !state.started {
             state.started = true;
             if offset != state.sent_next {
@@ -885,6 +1033,24 @@ impl PumpRun<'_> {
             }
         }
         if offset < state.sent_next {
+            if state.position_trusted {
+                // The consumer went back by itself, which it does only when the source no
+                // longer holds what it read (an assignment, after which it starts at the
+                // committed offset, resets `position_trusted` first). Either librdkafka's
+                // leader-epoch check (KIP-320) found the log truncated and moved to where
+                // it diverged, which is this record, or the position was past the source's
+                // end and the consumer went back to the log start: the divergence is then
+                // at the source's end, or below it if records were written since the cut.
+                state.position_trusted = false;
+                let (admin, t) = (self.source_admin.clone(), topic.to_string());
+                let (start, end) =
+                    blocking(move || watermarks(admin.inner(), &t, partition)).await?;
+                let at = if offset > start { offset } else { end };
+                let state = self.states.get_mut(&key).expect("state_for made it");
+                state.diverge(at, end);
+                let d = state.diverged.expect("just set");
+                self.stop_diverged(&topic, partition, &d, true);
+            }
             return Ok(()); // mirrored before a restart or by the previous owner
         }
         state.position_trusted = true;
@@ -1208,6 +1374,27 @@ impl PumpRun<'_> {
                 self.push_gap(topic, partition, from, to);
             }
         }
+        // A partition whose source end stays below what was read: librdkafka found the
+        // source truncated and moved back to where it diverged, with no record there to
+        // show for it (see `mirror`).
+        let now = now_ms();
+        let mut went_back = Vec::new();
+        for ((topic, partition), state) in &mut self.states {
+            let (_, end) = self.pump.metrics.watermarks(topic, *partition);
+            if state.end_below_sent(end, now) {
+                went_back.push((topic.clone(), *partition, state.sent_next));
+            }
+        }
+        for (topic, partition, read_to) in went_back {
+            let admin = self.source_admin.clone();
+            if let Some(end) = source_end_below(admin, &topic, partition, read_to).await? {
+                if let Some(state) = self.states.get_mut(&(topic.clone(), partition)) {
+                    state.diverge(end, end);
+                    let d = state.diverged.expect("just set");
+                    self.stop_diverged(&topic, partition, &d, true);
+                }
+            }
+        }
         let mut updates = Vec::new();
         for ((topic, partition), state) in self.states.iter_mut().filter(|(_, s)| s.dirty) {
             let mut runs = std::mem::take(&mut state.closed);
@@ -1218,7 +1405,10 @@ impl PumpRun<'_> {
                 runs,
                 cursor: state.cursor,
                 lost: std::mem::take(&mut state.lost),
+                diverged: state.diverged.filter(|_| state.divergence_unrecorded),
+                resolved: None,
             });
+            state.divergence_unrecorded = false;
             state.dirty = false;
         }
         if !updates.is_empty() {
@@ -1337,7 +1527,45 @@ mod tests {
             started: true,
             position_trusted: true,
             lost: Vec::new(),
+            diverged: None,
+            divergence_unrecorded: false,
+            idle_since: (-1, 0),
+            end_checked_at: -1,
         }
+    }
+
+    #[test]
+    fn a_source_end_below_what_was_read_is_checked_once_after_it_stayed_there() {
+        let mut s = state(100, 100);
+        s.sent_next = 100;
+        // The statistics lag a moment behind a record just read: not yet.
+        assert!(!s.end_below_sent(Some(90), 0));
+        assert!(!s.end_below_sent(Some(90), END_BELOW_IDLE_MS - 1));
+        assert!(!s.end_below_sent(Some(100), END_BELOW_IDLE_MS));
+        // Below for long enough with nothing new read: once, then not again at this position.
+        assert!(s.end_below_sent(Some(60), END_BELOW_IDLE_MS));
+        assert!(!s.end_below_sent(Some(60), 2 * END_BELOW_IDLE_MS));
+        // A new record restarts the wait; records in flight or a divergence hold it.
+        s.sent_next = 101;
+        assert!(!s.end_below_sent(Some(60), 2 * END_BELOW_IDLE_MS));
+        s.in_flight = 1;
+        assert!(!s.end_below_sent(Some(60), 4 * END_BELOW_IDLE_MS));
+        s.in_flight = 0;
+        assert!(s.end_below_sent(Some(60), 4 * END_BELOW_IDLE_MS));
+        s.diverge(60, 60);
+        s.sent_next = 102;
+        assert!(!s.end_below_sent(Some(60), 10 * END_BELOW_IDLE_MS));
+        let d = s.diverged.expect("diverged");
+        assert_eq!(
+            (d.source_offset, d.mirrored_to, d.source_end_offset),
+            (60, 101, 60)
+        );
+        assert!(s.divergence_unrecorded && s.dirty);
+        assert_eq!(
+            s.caught_up_gap(200, Some(200)),
+            None,
+            "a stopped partition moves nowhere"
+        );
     }
 
     #[test]
@@ -1464,11 +1692,8 @@ mod tests {
             let mut runs = std::mem::take(&mut s.closed);
             runs.extend(s.open);
             ix.apply(&RunUpdate {
-                topic: "t".into(),
-                partition: 0,
-                runs,
-                cursor: s.cursor,
                 lost: std::mem::take(&mut s.lost),
+                ..RunUpdate::runs("t", 0, runs, s.cursor)
             })
             .unwrap();
             // The open run is recorded as it stands; later records extend it in place.
