@@ -134,6 +134,11 @@ enum BenchCommand {
     /// site a and run `strait failover --forced`) and print its RTO against a limit, each
     /// step's time and the group offsets verified.
     Failover(strait::bench::FailoverBenchArgs),
+    /// Start two fresh local three-node sites, mirror a backlog, stop the mirror once cleanly
+    /// and then SIGKILL it a few times mid-stream, and print how long the partitions take to
+    /// resume after each restart (the reconciliation with the target's tail included), the
+    /// ratio of the two, and that every record reached the target exactly once.
+    Takeover(strait::bench::TakeoverBenchArgs),
 }
 
 fn init_tracing() {
@@ -207,6 +212,7 @@ fn main() -> ExitCode {
             Command::Up(args) => strait::up::run(args).await,
             Command::Bench(BenchCommand::Produce(args)) => strait::bench::produce(args).await,
             Command::Bench(BenchCommand::Consume(args)) => strait::bench::consume(args).await,
+            Command::Bench(BenchCommand::Takeover(args)) => strait::bench::takeover(args).await,
             Command::Bench(BenchCommand::Replication(args)) => {
                 strait::bench::replication(args).await
             }

@@ -69,7 +69,7 @@ pub struct MirrorBenchArgs {
 }
 
 /// A child process (kcat, the mirror) killed when dropped.
-pub(super) struct Guard(Child);
+pub(super) struct Guard(pub(super) Child);
 
 impl Drop for Guard {
     fn drop(&mut self) {
@@ -388,19 +388,39 @@ pub(super) fn spawn_mirror(
     config: &Path,
     data_dir: &Path,
 ) -> anyhow::Result<(Guard, std::net::SocketAddr)> {
+    spawn_mirror_logged(config, data_dir, None)
+}
+
+/// [`spawn_mirror`], logging at info level to the end of `log` when given (else warnings to
+/// this process's stderr).
+pub(super) fn spawn_mirror_logged(
+    config: &Path,
+    data_dir: &Path,
+    log: Option<&Path>,
+) -> anyhow::Result<(Guard, std::net::SocketAddr)> {
     let exe = std::env::current_exe().context("locating the strait binary")?;
-    let mut child = Command::new(exe)
-        .arg("mirror")
+    let mut cmd = Command::new(exe);
+    cmd.arg("mirror")
         .arg("--config")
         .arg(config)
         .arg("--data-dir")
         .arg(data_dir)
         .args(["--http", "127.0.0.1:0"])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .context("starting strait mirror")?;
+        .stdout(Stdio::piped());
+    match log {
+        Some(path) => {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .with_context(|| format!("opening {}", path.display()))?;
+            cmd.env("RUST_LOG", "info").stderr(file);
+        }
+        None => {
+            cmd.env("RUST_LOG", "warn").stderr(Stdio::inherit());
+        }
+    }
+    let mut child = cmd.spawn().context("starting strait mirror")?;
     let stdout = child.stdout.take().context("mirror stdout")?;
     let guard = Guard(child);
     let mut line = String::new();
@@ -413,7 +433,7 @@ pub(super) fn spawn_mirror(
     Ok((guard, addr))
 }
 
-fn consumer(bootstrap: &str) -> anyhow::Result<BaseConsumer> {
+pub(super) fn consumer(bootstrap: &str) -> anyhow::Result<BaseConsumer> {
     ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", "strait-bench-mirror")

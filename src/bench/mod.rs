@@ -8,6 +8,8 @@
 //!   between the same sites.
 //! - [`failover`]: a planned failover's RTO between two three-node sites for a flow of many
 //!   partitions and groups, against a limit.
+//! - [`takeover`]: how long a flow's partitions take to resume after the mirror is SIGKILLed
+//!   mid-stream (reconciliation with the target's tail included) against a clean restart.
 //! - [`wire`]: the broker's check of every count and length in a message against the decode
 //!   it guards, in process.
 //!
@@ -25,6 +27,7 @@ pub mod failover;
 pub mod mirror;
 pub mod produce;
 pub mod replication;
+pub mod takeover;
 pub mod wire;
 
 pub use consume::{consume, ConsumeBenchArgs};
@@ -32,6 +35,7 @@ pub use failover::{failover, FailoverBenchArgs};
 pub use mirror::{mirror, MirrorBenchArgs};
 pub use produce::{produce, ProduceBenchArgs};
 pub use replication::{replication, ReplicationBenchArgs};
+pub use takeover::{takeover, TakeoverBenchArgs};
 pub use wire::{wire, WireBenchArgs};
 
 /// The directory a benchmark keeps its data in: `dir` (created if missing), or a fresh temp
