@@ -1308,3 +1308,89 @@ fn a_source_truncated_below_the_mirror_stops_that_partition_until_an_operator_re
         "strait_mirror_partition_diverged{flow=\"a-to-b\",topic=\"events\",partition=\"0\"} 0"
     ));
 }
+
+/// Deletes `topic` on `broker`, waits until it is gone, and creates it again empty.
+fn recreate_topic(broker: &Broker, topic: &str, partitions: i32) {
+    for r in broker.delete_topics(&[topic]) {
+        r.unwrap_or_else(|e| panic!("deleting {topic}: {e:?}"));
+    }
+    wait_for("the topic's deletion", MIRROR_WAIT, || {
+        broker.topic_partition_count(topic).is_none().then_some(())
+    });
+    broker.create_topic(topic, partitions, &[]);
+}
+
+#[test]
+fn a_source_topic_recreated_under_the_same_name_is_copied_from_its_start_after_the_old_copies() {
+    let a = Broker::start();
+    let b = Broker::start();
+    a.create_topic("orders", 1, &[]);
+    let ts = now_ms();
+    let records = |from: usize, to: usize| -> Vec<(i32, TestRecord)> {
+        (from..to)
+            .map(|i| (0, generated_record("or", i, ts)))
+            .collect()
+    };
+    produce(&a, "orders", &records(0, 50));
+    let mut mirror = MirrorDaemon::start(&flow_config(&a, &b, ""));
+    wait_for_records(&b, "a.orders", 0, 50, MIRROR_WAIT);
+
+    // Recreated while the mirror is away, and grown past what was mirrored of the old one:
+    // only the topic id tells them apart.
+    mirror.sigterm_and_wait();
+    recreate_topic(&a, "orders", 1);
+    produce(&a, "orders", &records(100, 180));
+    mirror.restart();
+    wait_for_records(&b, "a.orders", 0, 130, MIRROR_WAIT);
+    let recreated = wait_for("the recreation in /status", MIRROR_WAIT, || {
+        let p = partition_status(&mirror, "orders", 0)?;
+        (p["source_recreations"] == 1).then_some(p)
+    });
+    assert_eq!(recreated["recreated"]["target_offset"], 50, "{recreated}");
+    assert_eq!(
+        mirror.log_lines_containing("deleted and recreated under the same name"),
+        1
+    );
+
+    // Recreated again while the mirror runs.
+    recreate_topic(&a, "orders", 1);
+    produce(&a, "orders", &records(200, 230));
+    wait_for_records(&b, "a.orders", 0, 160, MIRROR_WAIT);
+    thread::sleep(Duration::from_secs(2));
+    let target = read_partition(&b, "a.orders", 0);
+    assert_eq!(
+        sequence(&target),
+        (0..50).chain(100..180).chain(200..230).collect::<Vec<_>>(),
+        "each incarnation whole, once, in order, after the one before"
+    );
+    for (i, c) in target[130..].iter().enumerate() {
+        let source = c
+            .headers
+            .iter()
+            .find(|(k, _)| k == "strait.source")
+            .and_then(|(_, v)| v.clone());
+        assert_eq!(source, Some(format!("a-to-b/{i}").into_bytes()));
+    }
+    let p = wait_for("the second recreation in /status", MIRROR_WAIT, || {
+        let p = partition_status(&mirror, "orders", 0)?;
+        (p["source_recreations"] == 2 && p["mirrored_offset"] == 30).then_some(p)
+    });
+    assert_eq!(p["recreated"]["target_offset"], 130, "{p}");
+    assert!(p.get("diverged").is_none(), "{p}");
+    assert!(mirror.metrics().contains(
+        "strait_mirror_source_recreated_total{flow=\"a-to-b\",topic=\"orders\",partition=\"0\"} 2"
+    ));
+    // Offsets of the newest incarnation translate into its own copies.
+    commit(&a, "buyers", "orders", &[(0, 10)]);
+    let checkpoint = wait_for(
+        "a checkpoint on the newest incarnation",
+        MIRROR_WAIT,
+        || {
+            checkpoints(&b, "a.checkpoints.internal")
+                .into_iter()
+                .rfind(|c| c["group"] == "buyers")
+                .filter(|c| c["upstream_offset"] == 10)
+        },
+    );
+    assert_eq!(checkpoint["downstream_offset"], 140, "{checkpoint}");
+}

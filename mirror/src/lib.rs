@@ -27,4 +27,5 @@ pub mod mm2;
 pub mod offsets;
 pub mod protection;
 pub mod pump;
+pub mod topic_ids;
 pub mod topics;

@@ -230,6 +230,18 @@ impl Metrics {
             },
         );
         family(
+            "strait_mirror_source_recreated_total",
+            "counter",
+            "Times the source topic of a partition was found deleted and recreated under the same name (a new topic id), since the daemon started.",
+            &mut |o| {
+                for (f, ps) in &partitions {
+                    for p in ps {
+                        let _ = writeln!(o, "strait_mirror_source_recreated_total{{flow=\"{}\",topic=\"{}\",partition=\"{}\"}} {}", f.name, p.topic, p.partition, p.source_recreations);
+                    }
+                }
+            },
+        );
+        family(
             "strait_mirror_foreign_records_total",
             "counter",
             "Records found in a mirror topic that the flow did not write (a foreign write), per source partition, since the daemon started.",
@@ -406,6 +418,10 @@ pub struct PartitionProgress {
     pub headroom_samples: VecDeque<(i64, i64, i64)>,
     /// The source no longer holds what was mirrored: the partition is stopped.
     pub diverged: Option<crate::offsets::Divergence>,
+    /// Times this daemon found the source topic recreated (a new topic id).
+    pub recreations: u64,
+    /// The last recreation's new topic id and the target offset its copies start at.
+    pub recreated: Option<(String, i64)>,
 }
 
 /// One record the target acknowledged.
@@ -443,6 +459,10 @@ pub struct TopicState {
     pub source_partitions: i32,
     /// Partitions on the target.
     pub target_partitions: i32,
+    /// The source topic's id (KIP-516), if the source reports one: a new id under the same
+    /// name is a recreated topic.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source_topic_id: Option<String>,
 }
 
 /// `/status`.
@@ -536,8 +556,24 @@ pub struct PartitionStatus {
     /// resolve-divergence` resumes it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub diverged: Option<crate::offsets::Divergence>,
+    /// Times this daemon found the source topic deleted and recreated under the same name.
+    #[serde(default)]
+    pub source_recreations: u64,
+    /// The last recreation found: the new topic id and the target offset from which the
+    /// target holds the new incarnation's copies (the old one's stay below it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recreated: Option<Recreated>,
     #[serde(skip)]
     headroom: Option<f64>,
+}
+
+/// A source topic found recreated.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Recreated {
+    /// The new topic's id.
+    pub topic_id: String,
+    /// The first target offset of the new incarnation's copies.
+    pub target_offset: i64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -617,6 +653,16 @@ impl FlowMetrics {
         if p.lost.len() > LOST_RANGES_SHOWN {
             p.lost.remove(0);
         }
+    }
+
+    /// Counts a recreation of a partition's source topic (new id `topic_id`), whose copies
+    /// start at `target_offset`.
+    pub fn recreated(&self, topic: &str, partition: i32, topic_id: &str, target_offset: i64) {
+        let mut parts = lock(&self.partitions);
+        let p = parts.entry((topic.to_string(), partition)).or_default();
+        p.recreations += 1;
+        p.recreated = Some((topic_id.to_string(), target_offset));
+        p.mirrored_offset = None;
     }
 
     /// Marks a partition stopped by a divergence of its source, or no longer.
@@ -720,6 +766,11 @@ impl FlowMetrics {
                     lost: p.lost.clone(),
                     retention_headroom_seconds: headroom.filter(|h| h.is_finite()),
                     diverged: p.diverged,
+                    source_recreations: p.recreations,
+                    recreated: p.recreated.as_ref().map(|(id, at)| Recreated {
+                        topic_id: id.clone(),
+                        target_offset: *at,
+                    }),
                     headroom,
                 }
             })
@@ -823,6 +874,13 @@ pub fn render_status(status: &Status) -> String {
                     seconds(p.lag_seconds),
                     p.records_lost
                 );
+                if let Some(r) = &p.recreated {
+                    let _ = writeln!(
+                        out,
+                        "    RECREATED source topic (now id {}): copied from its start to target offset {} on; the old topic's copies stay below it, no longer translated",
+                        r.topic_id, r.target_offset
+                    );
+                }
                 if let Some(d) = &p.diverged {
                     let _ = writeln!(
                         out,
@@ -944,6 +1002,7 @@ mod tests {
                 remote_topic: "a.orders".into(),
                 source_partitions: 2,
                 target_partitions: 2,
+                source_topic_id: None,
             },
         )]));
         let lost = crate::offsets::Lost {

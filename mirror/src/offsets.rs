@@ -166,6 +166,16 @@ pub struct RunUpdate {
     /// at its source offset and sets the cursor to this update's, even backwards.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resolved: Option<Resolution>,
+    /// The id of the source topic incarnation these runs came from, when the source reports
+    /// topic ids. An update of another incarnation than the index's is ignored (a late one
+    /// of a topic since recreated), unless it starts a new one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_topic_id: Option<String>,
+    /// This update starts a new incarnation of the source topic (deleted and recreated
+    /// under the same name): everything the index holds of the partition is forgotten
+    /// first, and the cursor is set to this update's.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub new_incarnation: bool,
 }
 
 impl RunUpdate {
@@ -179,6 +189,8 @@ impl RunUpdate {
             lost: Vec::new(),
             diverged: None,
             resolved: None,
+            source_topic_id: None,
+            new_incarnation: false,
         }
     }
 }
@@ -228,6 +240,7 @@ impl OffsetStore {
             runs: tree("runs")?,
             cursors: tree("cursors")?,
             diverged: tree("diverged")?,
+            incarnations: tree("incarnations")?,
             checkpoints: tree("checkpoints")?,
             meta: tree("meta")?,
             path: self.path.clone(),
@@ -258,6 +271,8 @@ pub struct FlowIndex {
     /// Per partition: its open divergence (32 bytes) or, once resolved, the resolved one's
     /// `detected_ms` (8 bytes).
     diverged: sled::Tree,
+    /// Per partition: the id of the source topic incarnation it mirrors.
+    incarnations: sled::Tree,
     checkpoints: sled::Tree,
     meta: sled::Tree,
     path: String,
@@ -449,6 +464,30 @@ impl FlowIndex {
     /// (an update from a daemon that lost the partition may arrive after its successor's).
     pub fn apply(&self, update: &RunUpdate) -> Result<()> {
         let key = partition_key(&update.topic, update.partition);
+        if let Some(id) = &update.source_topic_id {
+            let known = self.incarnation(&update.topic, update.partition)?;
+            if update.new_incarnation {
+                if known.as_deref() != Some(id.as_str()) {
+                    self.cut(&update.topic, update.partition, 0)?;
+                    self.diverged.remove(&key).map_err(|e| self.err(e))?;
+                    self.cursors
+                        .insert(
+                            &key,
+                            &pair(update.cursor.source_next, update.cursor.target_next),
+                        )
+                        .map_err(|e| self.err(e))?;
+                }
+                self.incarnations
+                    .insert(&key, id.as_bytes())
+                    .map_err(|e| self.err(e))?;
+            } else if known.is_none() {
+                self.incarnations
+                    .insert(&key, id.as_bytes())
+                    .map_err(|e| self.err(e))?;
+            } else if known.as_deref() != Some(id.as_str()) {
+                return Ok(()); // of an incarnation since replaced
+            }
+        }
         if let Some(resolved) = &update.resolved {
             self.cut(&update.topic, update.partition, resolved.from_source_offset)?;
             self.diverged
@@ -534,6 +573,16 @@ impl FlowIndex {
             Some(_) => return Err(Self::malformed("diverged")),
             None => None,
         })
+    }
+
+    /// The id of the source topic incarnation a partition mirrors, if known.
+    pub fn incarnation(&self, topic: &str, partition: i32) -> Result<Option<String>> {
+        let v = self
+            .incarnations
+            .get(partition_key(topic, partition))
+            .map_err(|e| self.err(e))?;
+        v.map(|v| String::from_utf8(v.to_vec()).map_err(|_| Self::malformed("incarnations")))
+            .transpose()
     }
 
     /// The `detected_ms` of the partition's last resolved divergence.
@@ -709,6 +758,7 @@ impl FlowIndex {
             &self.lost,
             &self.cursors,
             &self.diverged,
+            &self.incarnations,
             &self.checkpoints,
             &self.meta,
         ] {
@@ -850,6 +900,8 @@ mod tests {
             lost: Vec::new(),
             diverged: None,
             resolved: None,
+            source_topic_id: None,
+            new_incarnation: false,
         }
     }
 
@@ -874,6 +926,8 @@ mod tests {
             }],
             diverged: None,
             resolved: None,
+            source_topic_id: None,
+            new_incarnation: false,
         })
         .unwrap();
         assert_eq!(
@@ -947,6 +1001,44 @@ mod tests {
         assert_eq!(ix.divergence("orders", 0).unwrap(), None);
         ix.apply(&update(&[(70, 101, 5)], (75, 106))).unwrap();
         assert_eq!(ix.translate("orders", 0, 72).unwrap(), Some(103));
+    }
+
+    #[test]
+    fn a_new_incarnation_forgets_the_old_one_and_late_updates_of_the_old_one_are_ignored() {
+        let (_d, ix) = index();
+        let of = |id: &str, runs: &[(i64, i64, i64)], cursor: (i64, i64)| RunUpdate {
+            source_topic_id: Some(id.to_string()),
+            ..update(runs, cursor)
+        };
+        ix.apply(&of("old", &[(0, 0, 50)], (50, 50))).unwrap();
+        assert_eq!(ix.incarnation("orders", 0).unwrap().as_deref(), Some("old"));
+        let start = RunUpdate {
+            new_incarnation: true,
+            ..of("new", &[], (0, 50))
+        };
+        ix.apply(&start).unwrap();
+        assert_eq!(ix.incarnation("orders", 0).unwrap().as_deref(), Some("new"));
+        assert!(ix.runs("orders", 0).unwrap().is_empty());
+        assert_eq!(
+            ix.cursor("orders", 0).unwrap(),
+            Some(Cursor {
+                source_next: 0,
+                target_next: 50
+            })
+        );
+        // A late update of the old incarnation changes nothing; the new one's extend it, and
+        // a replay of the start (a follower rebuilding the index) does not cut them again.
+        ix.apply(&of("old", &[(50, 50, 10)], (60, 60))).unwrap();
+        ix.apply(&of("new", &[(0, 50, 20)], (20, 70))).unwrap();
+        ix.apply(&start).unwrap();
+        assert_eq!(ix.translate("orders", 0, 10).unwrap(), Some(60));
+        assert_eq!(
+            ix.cursor("orders", 0).unwrap().map(|c| c.source_next),
+            Some(20)
+        );
+        // Updates without an id (a source that reports none) apply as before.
+        ix.apply(&update(&[(20, 70, 5)], (25, 75))).unwrap();
+        assert_eq!(ix.translate("orders", 0, 22).unwrap(), Some(72));
     }
 
     #[test]

@@ -226,9 +226,32 @@ struct PartitionState {
     idle_since: (i64, i64),
     /// The `sent_next` at which the source's end was last checked against it.
     end_checked_at: i64,
+    /// The id of the source topic incarnation this state mirrors, if the source reports ids.
+    topic_id: Option<String>,
 }
 
 impl PartitionState {
+    /// A partition at `cursor`, nothing sent past it yet, not started.
+    fn new(remote: String, cursor: Cursor, topic_id: Option<String>) -> PartitionState {
+        PartitionState {
+            remote,
+            cursor,
+            sent_next: cursor.source_next,
+            open: None,
+            closed: Vec::new(),
+            dirty: false,
+            in_flight: 0,
+            started: false,
+            position_trusted: false,
+            lost: Vec::new(),
+            diverged: None,
+            divergence_unrecorded: false,
+            idle_since: (-1, 0),
+            end_checked_at: -1,
+            topic_id,
+        }
+    }
+
     /// Records that `source_offset` landed at `target_offset`.
     /// Records that `source_offset` is on the target at `target_offset`. Returns the target
     /// offsets between the cursor and `target_offset`, if any: records someone else wrote
@@ -764,25 +787,27 @@ impl PumpRun<'_> {
         }
         self.pump.follower.caught_up().await?;
         let remote = self.pump.flow.remote_topic(topic);
+        let current_id = self
+            .pump
+            .topics
+            .borrow()
+            .get(&**topic)
+            .and_then(|t| t.source_topic_id.clone());
+        let known_id = self.pump.index.incarnation(topic, partition)?;
+        if let (Some(known), Some(current)) = (&known_id, &current_id) {
+            if known != current {
+                return self
+                    .new_incarnation(topic, partition, first_offset, known, current)
+                    .await;
+            }
+        }
         let state = match self.pump.index.cursor(topic, partition)? {
             Some(cursor) => {
                 let lost = self.pump.index.lost(topic, partition)?;
                 self.pump.metrics.set_lost(topic, partition, &lost);
                 let mut state = PartitionState {
-                    remote,
-                    cursor,
-                    sent_next: cursor.source_next,
-                    open: None,
-                    closed: Vec::new(),
-                    dirty: false,
-                    in_flight: 0,
-                    started: false,
-                    position_trusted: false,
-                    lost: Vec::new(),
                     diverged: self.pump.index.divergence(topic, partition)?,
-                    divergence_unrecorded: false,
-                    idle_since: (-1, 0),
-                    end_checked_at: -1,
+                    ..PartitionState::new(remote, cursor, current_id.clone())
                 };
                 if state.diverged.is_none() {
                     // A source that ends below the cursor no longer holds what was mirrored
@@ -819,23 +844,16 @@ impl PumpRun<'_> {
                 let target_end = target_end(self.producer.clone(), &remote, partition).await?;
                 tracing::info!(flow = %self.pump.flow.name, topic = %topic, partition, source_offset = start, target_offset = target_end, "partition starts");
                 let mut state = PartitionState {
-                    remote,
-                    cursor: Cursor {
-                        source_next: start,
-                        target_next: target_end,
-                    },
-                    sent_next: start,
-                    open: None,
-                    closed: Vec::new(),
                     dirty: true,
-                    in_flight: 0,
                     started: start == first_offset,
-                    position_trusted: false,
-                    lost: Vec::new(),
-                    diverged: None,
-                    divergence_unrecorded: false,
-                    idle_since: (-1, 0),
-                    end_checked_at: -1,
+                    ..PartitionState::new(
+                        remote,
+                        Cursor {
+                            source_next: start,
+                            target_next: target_end,
+                        },
+                        current_id.clone(),
+                    )
                 };
                 // Unknown to the index, but this flow may have written there before the
                 // index learned it (a daemon killed before its first record of runs, or an
@@ -852,6 +870,61 @@ impl PumpRun<'_> {
             // Resolved since this daemon last held it, if it had diverged.
             None => self.pump.metrics.diverged(topic, partition, None),
         }
+        self.states.insert((topic.clone(), partition), state);
+        Ok(())
+    }
+
+    /// The source topic was deleted and recreated under the same name (its id changed from
+    /// `known` to `current`): the old incarnation's runs are forgotten (recorded before
+    /// anything is sent, so a restart cannot mistake the new topic's records for the old
+    /// one's), and the new topic is copied from its log start, after everything the target
+    /// partition holds.
+    async fn new_incarnation(
+        &mut self,
+        topic: &Arc<str>,
+        partition: i32,
+        first_offset: i64,
+        known: &str,
+        current: &str,
+    ) -> Result<(), MirrorError> {
+        let remote = self.pump.flow.remote_topic(topic);
+        let (admin, t) = (self.source_admin.clone(), topic.to_string());
+        let (start, _) = blocking(move || watermarks(admin.inner(), &t, partition)).await?;
+        let target_end = target_end(self.producer.clone(), &remote, partition).await?;
+        let cursor = Cursor {
+            source_next: start,
+            target_next: target_end,
+        };
+        let update = RunUpdate {
+            source_topic_id: Some(current.to_string()),
+            new_incarnation: true,
+            ..RunUpdate::runs(topic, partition, Vec::new(), cursor)
+        };
+        self.check_fence()?;
+        crate::follower::record(
+            &self.pump.flow,
+            &self.pump.target,
+            &self.pump.index,
+            &update,
+            "recording a recreated source topic",
+        )
+        .await?;
+        self.pump
+            .metrics
+            .recreated(topic, partition, current, target_end);
+        self.pump.metrics.diverged(topic, partition, None);
+        self.pump.metrics.set_lost(topic, partition, &[]);
+        self.pump.metrics.error("source_recreated");
+        tracing::warn!(flow = %self.pump.flow.name, topic = %topic, partition, old_topic_id = known, topic_id = current,
+            source_offset = start, target_offset = target_end,
+            "the source topic was deleted and recreated under the same name: the old one's offsets no longer translate; the new one is copied from its start, after what the target holds");
+        let mut tpl = TopicPartitionList::new();
+        let _ = tpl.add_partition(topic, partition);
+        let _ = self.consumer.resume(&tpl);
+        let state = PartitionState {
+            started: start == first_offset,
+            ..PartitionState::new(remote, cursor, Some(current.to_string()))
+        };
         self.states.insert((topic.clone(), partition), state);
         Ok(())
     }
@@ -1395,6 +1468,28 @@ impl PumpRun<'_> {
                 }
             }
         }
+        // A held partition whose source topic got a new id was recreated: its state is
+        // dropped once nothing is in flight, and the next record (or the anchor of an empty
+        // partition above) makes the new incarnation's.
+        let recreated: Vec<(Arc<str>, i32)> = {
+            let topics = self.pump.topics.borrow();
+            self.states
+                .iter()
+                .filter(|((t, _), s)| {
+                    let published = topics.get(&**t).and_then(|t| t.source_topic_id.as_ref());
+                    s.in_flight == 0
+                        && s.topic_id.is_some()
+                        && published.is_some_and(|id| Some(id) != s.topic_id.as_ref())
+                })
+                .map(|(k, _)| k.clone())
+                .collect()
+        };
+        for (topic, partition) in recreated {
+            self.states.remove(&(topic.clone(), partition));
+            let mut tpl = TopicPartitionList::new();
+            let _ = tpl.add_partition(&topic, partition);
+            let _ = self.consumer.resume(&tpl);
+        }
         let mut updates = Vec::new();
         for ((topic, partition), state) in self.states.iter_mut().filter(|(_, s)| s.dirty) {
             let mut runs = std::mem::take(&mut state.closed);
@@ -1407,6 +1502,8 @@ impl PumpRun<'_> {
                 lost: std::mem::take(&mut state.lost),
                 diverged: state.diverged.filter(|_| state.divergence_unrecorded),
                 resolved: None,
+                source_topic_id: state.topic_id.clone(),
+                new_incarnation: false,
             });
             state.divergence_unrecorded = false;
             state.dirty = false;
@@ -1514,23 +1611,16 @@ mod tests {
 
     fn state(source_next: i64, target_next: i64) -> PartitionState {
         PartitionState {
-            remote: "a.t".into(),
-            cursor: Cursor {
-                source_next,
-                target_next,
-            },
-            sent_next: source_next,
-            open: None,
-            closed: Vec::new(),
-            dirty: false,
-            in_flight: 0,
             started: true,
             position_trusted: true,
-            lost: Vec::new(),
-            diverged: None,
-            divergence_unrecorded: false,
-            idle_since: (-1, 0),
-            end_checked_at: -1,
+            ..PartitionState::new(
+                "a.t".into(),
+                Cursor {
+                    source_next,
+                    target_next,
+                },
+                None,
+            )
         }
     }
 

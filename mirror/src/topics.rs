@@ -274,8 +274,32 @@ impl TopicSync {
                     remote_topic: remote,
                     source_partitions: partitions,
                     target_partitions,
+                    source_topic_id: None,
                 },
             );
+        }
+        // The source topics' ids, which tell a recreated topic from the one mirrored before.
+        // A source that cannot describe topics leaves them unknown (and the pump then cannot
+        // tell incarnations apart).
+        let names: Vec<String> = mirrored.keys().cloned().collect();
+        let admin = self.source.clone();
+        let ids = blocking(move || {
+            crate::topic_ids::topic_ids(
+                admin.inner(),
+                &names,
+                Duration::from_millis(REQUEST_TIMEOUT_MS),
+            )
+        })
+        .await;
+        match ids {
+            Ok(ids) => {
+                for (topic, state) in mirrored.iter_mut() {
+                    state.source_topic_id = ids.get(topic).cloned();
+                }
+            }
+            Err(e) => {
+                tracing::debug!(flow = %self.flow.name, error = %e, "source topic ids unknown this round");
+            }
         }
         self.protect(&mirrored).await;
         // A topic gone from the source (or from the filter) is no longer refused.
