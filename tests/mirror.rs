@@ -1394,3 +1394,79 @@ fn a_source_topic_recreated_under_the_same_name_is_copied_from_its_start_after_t
     );
     assert_eq!(checkpoint["downstream_offset"], 140, "{checkpoint}");
 }
+
+#[test]
+fn a_target_topic_recreated_by_hand_is_copied_again_from_the_source_log_start() {
+    let a = Broker::start();
+    let b = Broker::start();
+    a.create_topic("orders", 1, &[]);
+    let ts = now_ms();
+    let records = |from: usize, to: usize| -> Vec<(i32, TestRecord)> {
+        (from..to)
+            .map(|i| (0, generated_record("or", i, ts)))
+            .collect()
+    };
+    produce(&a, "orders", &records(0, 40));
+    let mut mirror = MirrorDaemon::start(&flow_config(&a, &b, ""));
+    wait_for_records(&b, "a.orders", 0, 40, MIRROR_WAIT);
+    mirror.sigterm_and_wait();
+
+    // While the mirror is away, someone deletes the mirror topic, and the source's log start
+    // moves to 10: records 0..9 are then on neither side.
+    for r in b.delete_topics(&["a.orders"]) {
+        r.expect("deleting the mirror topic");
+    }
+    wait_for("the mirror topic's deletion", MIRROR_WAIT, || {
+        b.topic_partition_count("a.orders").is_none().then_some(())
+    });
+    let admin = a.admin();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition_offset("orders", 0, rdkafka::Offset::Offset(10))
+        .unwrap();
+    block_on(
+        admin.delete_records(&tpl, &AdminOptions::new().request_timeout(Some(OP_TIMEOUT))),
+        OP_TIMEOUT,
+    )
+    .expect("DeleteRecords");
+    assert_eq!(a.watermarks("orders", 0).0, 10);
+
+    mirror.restart();
+    wait_for_records(&b, "a.orders", 0, 30, MIRROR_WAIT);
+    produce(&a, "orders", &records(40, 50));
+    wait_for_records(&b, "a.orders", 0, 40, MIRROR_WAIT);
+    thread::sleep(Duration::from_secs(2));
+    let target = read_partition(&b, "a.orders", 0);
+    assert_eq!(
+        sequence(&target),
+        (10..50).collect::<Vec<_>>(),
+        "what the source still holds, once, in order"
+    );
+    let p = wait_for("the recreation in /status", MIRROR_WAIT, || {
+        let p = partition_status(&mirror, "orders", 0)?;
+        (p["target_recreations"] == 1 && p["mirrored_offset"] == 50).then_some(p)
+    });
+    assert_eq!(p["recreated"]["side"], "target", "{p}");
+    assert_eq!(p["recreated"]["target_offset"], 0, "{p}");
+    assert_eq!(p["records_lost"], 10, "{p}");
+    assert_eq!(p["lost"][0]["source_start"], 0, "{p}");
+    assert_eq!(p["lost"][0]["source_end"], 10, "{p}");
+    assert!(mirror.metrics().contains(
+        "strait_mirror_target_recreated_total{flow=\"a-to-b\",topic=\"orders\",partition=\"0\"} 1"
+    ));
+    assert_eq!(
+        mirror.log_lines_containing("the target topic was deleted and recreated"),
+        1
+    );
+    commit(&a, "buyers", "orders", &[(0, 25)]);
+    let checkpoint = wait_for(
+        "a checkpoint into the new mirror topic",
+        MIRROR_WAIT,
+        || {
+            checkpoints(&b, "a.checkpoints.internal")
+                .into_iter()
+                .rfind(|c| c["group"] == "buyers")
+                .filter(|c| c["upstream_offset"] == 25)
+        },
+    );
+    assert_eq!(checkpoint["downstream_offset"], 15, "{checkpoint}");
+}

@@ -210,6 +210,27 @@ fn a_dry_run_checks_the_guards_predicts_the_loss_and_changes_nothing() {
         },
     );
 
+    // The prediction reads the mirror's /status, whose source ends come from the consumer's
+    // statistics (every second) and whose cursors move as acknowledgements are taken: the
+    // target holding every record does not mean /status says so yet.
+    wait_for(
+        "the mirror's status to show both partitions caught up",
+        Duration::from_secs(60),
+        || {
+            let status = mirror.status();
+            let parts = status["flows"][0]["topics"]
+                .as_array()?
+                .iter()
+                .find(|t| t["topic"] == "orders")?["partitions"]
+                .as_array()?
+                .clone();
+            (parts.len() == 2
+                && parts
+                    .iter()
+                    .all(|p| p["mirrored_offset"] == 200 && p["source_end_offset"] == 200))
+            .then_some(())
+        },
+    );
     let out = dry_run("planned-failover", &[]);
     let printed = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(

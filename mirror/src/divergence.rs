@@ -6,8 +6,9 @@
 //! partition meanwhile. It records, through the runs topic like every change of the index,
 //! that the source is copied again from `from` (by default the divergence's own offset):
 //! the runs at and past `from` are cut, so nothing translates into the copies of records
-//! the source no longer holds, and the cursor moves back to `from` while its target offset
-//! stays where it is, so the new records are appended after everything the target holds.
+//! the source no longer holds, and the cursor moves back to `from` with its target offset at
+//! the target partition's end, so the new records are appended after everything the target
+//! holds (also copies a killed pump acknowledged without recording them).
 //! Those old copies stay on the target (nothing is deleted there); the answer names their
 //! target offsets so that an operator can archive or skip them.
 
@@ -68,9 +69,19 @@ pub async fn resolve(
         .translate(topic, partition, from.min(cursor.source_next))
         .map_err(|e| e.to_string())?
         .unwrap_or(cursor.target_next);
+    // The target's end, not the cursor's target offset: copies acknowledged after the last
+    // recorded runs (a pump killed before its next flush) lie past the cursor, and the
+    // restarted pump's reconciliation would take them for records of the new log.
+    let remote = flow.remote_topic(topic);
+    let admin = crate::clients::admin(target).map_err(|e| e.to_string())?;
+    let (r, p) = (remote.clone(), partition);
+    let (_, target_end) =
+        crate::clients::blocking(move || crate::clients::watermarks(admin.inner(), &r, p))
+            .await
+            .map_err(|e| e.to_string())?;
     let after = Cursor {
         source_next: from,
-        target_next: cursor.target_next,
+        target_next: target_end.max(cursor.target_next),
     };
     let update = RunUpdate {
         resolved: Some(Resolution {
@@ -89,13 +100,13 @@ pub async fn resolve(
     .await
     .map_err(|e| e.to_string())?;
     tracing::warn!(flow = %flow.name, topic, partition, from, stale_target_from = stale_from,
-        stale_target_to = cursor.target_next,
+        stale_target_to = after.target_next,
         "divergence resolved: the source is copied again from `from`, appended after what the target holds; the target's copies in the stale range are no longer translated");
     Ok(Resolved {
         topic: topic.to_string(),
         partition,
         divergence,
         cursor: after,
-        stale_target_offsets: (stale_from, cursor.target_next),
+        stale_target_offsets: (stale_from, after.target_next),
     })
 }

@@ -242,6 +242,18 @@ impl Metrics {
             },
         );
         family(
+            "strait_mirror_target_recreated_total",
+            "counter",
+            "Times the remote topic of a partition was found deleted and recreated on the target (a new topic id), since the daemon started; the source is then copied again from its log start.",
+            &mut |o| {
+                for (f, ps) in &partitions {
+                    for p in ps {
+                        let _ = writeln!(o, "strait_mirror_target_recreated_total{{flow=\"{}\",topic=\"{}\",partition=\"{}\"}} {}", f.name, p.topic, p.partition, p.target_recreations);
+                    }
+                }
+            },
+        );
+        family(
             "strait_mirror_foreign_records_total",
             "counter",
             "Records found in a mirror topic that the flow did not write (a foreign write), per source partition, since the daemon started.",
@@ -420,8 +432,10 @@ pub struct PartitionProgress {
     pub diverged: Option<crate::offsets::Divergence>,
     /// Times this daemon found the source topic recreated (a new topic id).
     pub recreations: u64,
-    /// The last recreation's new topic id and the target offset its copies start at.
-    pub recreated: Option<(String, i64)>,
+    /// Times this daemon found the target topic recreated.
+    pub target_recreations: u64,
+    /// The last recreation found.
+    pub recreated: Option<Recreated>,
 }
 
 /// One record the target acknowledged.
@@ -463,6 +477,9 @@ pub struct TopicState {
     /// name is a recreated topic.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub source_topic_id: Option<String>,
+    /// The remote topic's id on the target, if the target reports one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target_topic_id: Option<String>,
 }
 
 /// `/status`.
@@ -559,6 +576,9 @@ pub struct PartitionStatus {
     /// Times this daemon found the source topic deleted and recreated under the same name.
     #[serde(default)]
     pub source_recreations: u64,
+    /// Times this daemon found the target (remote) topic deleted and recreated.
+    #[serde(default)]
+    pub target_recreations: u64,
     /// The last recreation found: the new topic id and the target offset from which the
     /// target holds the new incarnation's copies (the old one's stay below it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -567,9 +587,11 @@ pub struct PartitionStatus {
     headroom: Option<f64>,
 }
 
-/// A source topic found recreated.
+/// A topic found recreated.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Recreated {
+    /// Which topic: the source's or the target's.
+    pub side: crate::topic_ids::Side,
     /// The new topic's id.
     pub topic_id: String,
     /// The first target offset of the new incarnation's copies.
@@ -655,13 +677,27 @@ impl FlowMetrics {
         }
     }
 
-    /// Counts a recreation of a partition's source topic (new id `topic_id`), whose copies
-    /// start at `target_offset`.
-    pub fn recreated(&self, topic: &str, partition: i32, topic_id: &str, target_offset: i64) {
+    /// Counts a recreation of a partition's source or target topic (new id `topic_id`);
+    /// the copies of what the source holds now start at `target_offset`.
+    pub fn recreated(
+        &self,
+        topic: &str,
+        partition: i32,
+        side: crate::topic_ids::Side,
+        topic_id: &str,
+        target_offset: i64,
+    ) {
         let mut parts = lock(&self.partitions);
         let p = parts.entry((topic.to_string(), partition)).or_default();
-        p.recreations += 1;
-        p.recreated = Some((topic_id.to_string(), target_offset));
+        match side {
+            crate::topic_ids::Side::Source => p.recreations += 1,
+            crate::topic_ids::Side::Target => p.target_recreations += 1,
+        }
+        p.recreated = Some(Recreated {
+            side,
+            topic_id: topic_id.to_string(),
+            target_offset,
+        });
         p.mirrored_offset = None;
     }
 
@@ -767,10 +803,8 @@ impl FlowMetrics {
                     retention_headroom_seconds: headroom.filter(|h| h.is_finite()),
                     diverged: p.diverged,
                     source_recreations: p.recreations,
-                    recreated: p.recreated.as_ref().map(|(id, at)| Recreated {
-                        topic_id: id.clone(),
-                        target_offset: *at,
-                    }),
+                    target_recreations: p.target_recreations,
+                    recreated: p.recreated.clone(),
                     headroom,
                 }
             })
@@ -875,9 +909,13 @@ pub fn render_status(status: &Status) -> String {
                     p.records_lost
                 );
                 if let Some(r) = &p.recreated {
+                    let side = match r.side {
+                        crate::topic_ids::Side::Source => "source topic",
+                        crate::topic_ids::Side::Target => "target topic",
+                    };
                     let _ = writeln!(
                         out,
-                        "    RECREATED source topic (now id {}): copied from its start to target offset {} on; the old topic's copies stay below it, no longer translated",
+                        "    RECREATED {side} (now id {}): the source is copied from its start to target offset {} on; what lies below it is no longer translated",
                         r.topic_id, r.target_offset
                     );
                 }
@@ -1003,6 +1041,7 @@ mod tests {
                 source_partitions: 2,
                 target_partitions: 2,
                 source_topic_id: None,
+                target_topic_id: None,
             },
         )]));
         let lost = crate::offsets::Lost {

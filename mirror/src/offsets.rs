@@ -171,9 +171,13 @@ pub struct RunUpdate {
     /// of a topic since recreated), unless it starts a new one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_topic_id: Option<String>,
-    /// This update starts a new incarnation of the source topic (deleted and recreated
-    /// under the same name): everything the index holds of the partition is forgotten
-    /// first, and the cursor is set to this update's.
+    /// The id of the target topic incarnation these runs were written to (the same rule as
+    /// `source_topic_id`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_topic_id: Option<String>,
+    /// This update starts a new incarnation of the partition (its source or its target topic
+    /// was deleted and recreated under the same name): everything the index holds of the
+    /// partition is forgotten first, and the cursor is set to this update's.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub new_incarnation: bool,
 }
@@ -190,6 +194,7 @@ impl RunUpdate {
             diverged: None,
             resolved: None,
             source_topic_id: None,
+            target_topic_id: None,
             new_incarnation: false,
         }
     }
@@ -241,6 +246,7 @@ impl OffsetStore {
             cursors: tree("cursors")?,
             diverged: tree("diverged")?,
             incarnations: tree("incarnations")?,
+            target_incarnations: tree("target_incarnations")?,
             checkpoints: tree("checkpoints")?,
             meta: tree("meta")?,
             path: self.path.clone(),
@@ -273,6 +279,8 @@ pub struct FlowIndex {
     diverged: sled::Tree,
     /// Per partition: the id of the source topic incarnation it mirrors.
     incarnations: sled::Tree,
+    /// Per partition: the id of the target topic incarnation it writes to.
+    target_incarnations: sled::Tree,
     checkpoints: sled::Tree,
     meta: sled::Tree,
     path: String,
@@ -464,28 +472,60 @@ impl FlowIndex {
     /// (an update from a daemon that lost the partition may arrive after its successor's).
     pub fn apply(&self, update: &RunUpdate) -> Result<()> {
         let key = partition_key(&update.topic, update.partition);
-        if let Some(id) = &update.source_topic_id {
-            let known = self.incarnation(&update.topic, update.partition)?;
-            if update.new_incarnation {
-                if known.as_deref() != Some(id.as_str()) {
-                    self.cut(&update.topic, update.partition, 0)?;
-                    self.diverged.remove(&key).map_err(|e| self.err(e))?;
-                    self.cursors
-                        .insert(
-                            &key,
-                            &pair(update.cursor.source_next, update.cursor.target_next),
-                        )
-                        .map_err(|e| self.err(e))?;
+        let sides = [
+            (&self.incarnations, &update.source_topic_id),
+            (&self.target_incarnations, &update.target_topic_id),
+        ];
+        let mut known = Vec::with_capacity(2);
+        for (tree, _) in &sides {
+            let v = tree.get(&key).map_err(|e| self.err(e))?;
+            known.push(v.map(|v| v.to_vec()));
+        }
+        // Whether an id the update gives differs from the one the index knows.
+        let replaced = sides
+            .iter()
+            .zip(&known)
+            .any(|((_, given), known)| matches!((given, known), (Some(g), Some(k)) if g.as_bytes() != k.as_slice()));
+        if update.new_incarnation {
+            let same = sides.iter().zip(&known).all(|((_, given), known)| {
+                given
+                    .as_ref()
+                    .is_none_or(|g| known.as_deref() == Some(g.as_bytes()))
+            });
+            if !same {
+                // A topic recreated on either side: forget the partition (its groups' last
+                // checkpoints too: they point into the old incarnation, and checkpoints
+                // never go backwards), then record its lost ranges and cursor as the update
+                // gives them.
+                self.cut(&update.topic, update.partition, 0)?;
+                self.diverged.remove(&key).map_err(|e| self.err(e))?;
+                let mut suffix = vec![0u8];
+                suffix.extend_from_slice(&key);
+                let stale: Vec<sled::IVec> = self
+                    .checkpoints
+                    .iter()
+                    .keys()
+                    .filter(|k| k.as_ref().map_or(true, |k| k.ends_with(&suffix)))
+                    .collect::<std::result::Result<_, _>>()
+                    .map_err(|e| self.err(e))?;
+                for k in stale {
+                    self.checkpoints.remove(k).map_err(|e| self.err(e))?;
                 }
-                self.incarnations
-                    .insert(&key, id.as_bytes())
+                self.cursors
+                    .insert(
+                        &key,
+                        &pair(update.cursor.source_next, update.cursor.target_next),
+                    )
                     .map_err(|e| self.err(e))?;
-            } else if known.is_none() {
-                self.incarnations
-                    .insert(&key, id.as_bytes())
-                    .map_err(|e| self.err(e))?;
-            } else if known.as_deref() != Some(id.as_str()) {
-                return Ok(()); // of an incarnation since replaced
+            }
+        } else if replaced {
+            return Ok(()); // of an incarnation since replaced
+        }
+        for ((tree, given), known) in sides.iter().zip(&known) {
+            if let Some(id) = given {
+                if update.new_incarnation || known.is_none() {
+                    tree.insert(&key, id.as_bytes()).map_err(|e| self.err(e))?;
+                }
             }
         }
         if let Some(resolved) = &update.resolved {
@@ -577,11 +617,30 @@ impl FlowIndex {
 
     /// The id of the source topic incarnation a partition mirrors, if known.
     pub fn incarnation(&self, topic: &str, partition: i32) -> Result<Option<String>> {
-        let v = self
-            .incarnations
+        self.id_in(&self.incarnations, "incarnations", topic, partition)
+    }
+
+    /// The id of the target topic incarnation a partition writes to, if known.
+    pub fn target_incarnation(&self, topic: &str, partition: i32) -> Result<Option<String>> {
+        self.id_in(
+            &self.target_incarnations,
+            "target_incarnations",
+            topic,
+            partition,
+        )
+    }
+
+    fn id_in(
+        &self,
+        tree: &sled::Tree,
+        name: &str,
+        topic: &str,
+        partition: i32,
+    ) -> Result<Option<String>> {
+        let v = tree
             .get(partition_key(topic, partition))
             .map_err(|e| self.err(e))?;
-        v.map(|v| String::from_utf8(v.to_vec()).map_err(|_| Self::malformed("incarnations")))
+        v.map(|v| String::from_utf8(v.to_vec()).map_err(|_| Self::malformed(name)))
             .transpose()
     }
 
@@ -759,6 +818,7 @@ impl FlowIndex {
             &self.cursors,
             &self.diverged,
             &self.incarnations,
+            &self.target_incarnations,
             &self.checkpoints,
             &self.meta,
         ] {
@@ -901,6 +961,7 @@ mod tests {
             diverged: None,
             resolved: None,
             source_topic_id: None,
+            target_topic_id: None,
             new_incarnation: false,
         }
     }
@@ -927,6 +988,7 @@ mod tests {
             diverged: None,
             resolved: None,
             source_topic_id: None,
+            target_topic_id: None,
             new_incarnation: false,
         })
         .unwrap();
@@ -1012,6 +1074,12 @@ mod tests {
         };
         ix.apply(&of("old", &[(0, 0, 50)], (50, 50))).unwrap();
         assert_eq!(ix.incarnation("orders", 0).unwrap().as_deref(), Some("old"));
+        let c = Checkpoint {
+            source_offset: 40,
+            target_offset: 40,
+        };
+        ix.set_checkpoint("g", "orders", 0, c).unwrap();
+        ix.set_checkpoint("g", "orders", 1, c).unwrap();
         let start = RunUpdate {
             new_incarnation: true,
             ..of("new", &[], (0, 50))
@@ -1019,6 +1087,16 @@ mod tests {
         ix.apply(&start).unwrap();
         assert_eq!(ix.incarnation("orders", 0).unwrap().as_deref(), Some("new"));
         assert!(ix.runs("orders", 0).unwrap().is_empty());
+        assert_eq!(
+            ix.checkpoint("g", "orders", 0).unwrap(),
+            None,
+            "it pointed into the old one"
+        );
+        assert_eq!(
+            ix.checkpoint("g", "orders", 1).unwrap(),
+            Some(c),
+            "another partition's stays"
+        );
         assert_eq!(
             ix.cursor("orders", 0).unwrap(),
             Some(Cursor {
@@ -1039,6 +1117,54 @@ mod tests {
         // Updates without an id (a source that reports none) apply as before.
         ix.apply(&update(&[(20, 70, 5)], (25, 75))).unwrap();
         assert_eq!(ix.translate("orders", 0, 22).unwrap(), Some(72));
+    }
+
+    #[test]
+    fn a_recreated_target_topic_starts_a_new_incarnation_as_a_recreated_source_does() {
+        let (_d, ix) = index();
+        let of =
+            |source: &str, target: &str, runs: &[(i64, i64, i64)], cursor: (i64, i64)| RunUpdate {
+                source_topic_id: Some(source.to_string()),
+                target_topic_id: Some(target.to_string()),
+                ..update(runs, cursor)
+            };
+        ix.apply(&of("s", "t1", &[(0, 0, 40)], (40, 40))).unwrap();
+        assert_eq!(
+            ix.target_incarnation("orders", 0).unwrap().as_deref(),
+            Some("t1")
+        );
+        // The target recreated: what was below the source's log start (10) is lost.
+        ix.apply(&RunUpdate {
+            new_incarnation: true,
+            lost: vec![Lost {
+                source_start: 0,
+                source_end: 10,
+                log_start_offset: 10,
+                detected_ms: 7,
+            }],
+            ..of("s", "t2", &[], (10, 0))
+        })
+        .unwrap();
+        assert_eq!(
+            ix.target_incarnation("orders", 0).unwrap().as_deref(),
+            Some("t2")
+        );
+        assert_eq!(ix.incarnation("orders", 0).unwrap().as_deref(), Some("s"));
+        assert!(ix.runs("orders", 0).unwrap().is_empty());
+        assert_eq!(ix.lost("orders", 0).unwrap().len(), 1);
+        assert_eq!(
+            ix.translate("orders", 0, 5).unwrap(),
+            Some(0),
+            "a gap before the cursor"
+        );
+        // A late update written into the old target topic changes nothing.
+        ix.apply(&of("s", "t1", &[(40, 40, 5)], (45, 45))).unwrap();
+        assert_eq!(
+            ix.cursor("orders", 0).unwrap().map(|c| c.source_next),
+            Some(10)
+        );
+        ix.apply(&of("s", "t2", &[(10, 0, 30)], (40, 30))).unwrap();
+        assert_eq!(ix.translate("orders", 0, 25).unwrap(), Some(15));
     }
 
     #[test]

@@ -58,6 +58,7 @@ use crate::fence::{
 use crate::follower::IndexFollower;
 use crate::metrics::{now_ms, Acked, FlowMetrics, TopicState};
 use crate::offsets::{lost_in_gap, Cursor, Divergence, FlowIndex, Lost, Run, RunUpdate};
+use crate::topic_ids::Side;
 
 /// How often acknowledged progress is recorded and source offsets committed.
 pub const FLUSH_INTERVAL_MS: u64 = 200;
@@ -67,6 +68,9 @@ const TARGET_PARTITION_WAIT_MS: u64 = 30_000;
 const DRAIN_TIMEOUT_MS: u64 = 30_000;
 /// How long the final commit waits to learn whether the source answers at all.
 const SOURCE_PROBE_TIMEOUT_MS: u64 = 1_000;
+/// How long a partition start waits for the id of a target topic the syncer has just created
+/// (once per pump run: after a miss, the rest of the run does not wait).
+const TARGET_ID_WAIT_MS: u64 = 5_000;
 /// How long a partition's source end must stay below what was read, with nothing new read,
 /// before the pump asks the source whether it was truncated.
 const END_BELOW_IDLE_MS: i64 = 3_000;
@@ -226,13 +230,21 @@ struct PartitionState {
     idle_since: (i64, i64),
     /// The `sent_next` at which the source's end was last checked against it.
     end_checked_at: i64,
-    /// The id of the source topic incarnation this state mirrors, if the source reports ids.
-    topic_id: Option<String>,
+    /// The ids of the source and target topic incarnations this state mirrors between, where
+    /// the clusters report ids.
+    ids: Ids,
+}
+
+/// The ids of a partition's source and target topics (KIP-516), where known.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Ids {
+    source: Option<String>,
+    target: Option<String>,
 }
 
 impl PartitionState {
     /// A partition at `cursor`, nothing sent past it yet, not started.
-    fn new(remote: String, cursor: Cursor, topic_id: Option<String>) -> PartitionState {
+    fn new(remote: String, cursor: Cursor, ids: Ids) -> PartitionState {
         PartitionState {
             remote,
             cursor,
@@ -248,7 +260,7 @@ impl PartitionState {
             divergence_unrecorded: false,
             idle_since: (-1, 0),
             end_checked_at: -1,
-            topic_id,
+            ids,
         }
     }
 
@@ -496,6 +508,7 @@ impl Pump {
             fenced,
             assignments,
             seen_assignments: 0,
+            target_ids_missing: false,
         };
         run.subscribe()?;
         let mut flush = tokio::time::interval(Duration::from_millis(FLUSH_INTERVAL_MS));
@@ -606,6 +619,9 @@ struct PumpRun<'a> {
     /// pump seeks it to its cursor as at its first start.
     assignments: Arc<AtomicU64>,
     seen_assignments: u64,
+    /// A target topic's id could not be read at a partition's start: the rest of this run
+    /// does not wait for ids again.
+    target_ids_missing: bool,
 }
 
 /// The acknowledgement of one flush's records in the runs topic, and then the source offsets
@@ -732,6 +748,44 @@ async fn source_end_below(
     Ok(Some(end))
 }
 
+/// The id of a target topic, read from the target (tries for [`TARGET_ID_WAIT_MS`]; `None`
+/// if it stays unknown).
+async fn target_topic_id(producer: crate::clients::Producer, remote: &str) -> Option<String> {
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(TARGET_ID_WAIT_MS);
+    loop {
+        let (producer, names) = (producer.clone(), vec![remote.to_string()]);
+        let ids = blocking(move || {
+            crate::topic_ids::topic_ids(
+                producer.client(),
+                &names,
+                Duration::from_millis(TARGET_ID_WAIT_MS / 2),
+            )
+        })
+        .await;
+        if let Ok(mut ids) = ids {
+            if let Some(id) = ids.remove(remote) {
+                return Some(id);
+            }
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Whether the topic syncer now publishes another id than `held` for either side of a
+/// source topic (an id unknown on either part counts as no change).
+fn ids_changed(topics: &BTreeMap<String, TopicState>, topic: &str, held: &Ids) -> bool {
+    let changed = |published: Option<&String>, held: Option<&String>| {
+        held.is_some() && published.is_some_and(|id| Some(id) != held)
+    };
+    topics.get(topic).is_some_and(|t| {
+        changed(t.source_topic_id.as_ref(), held.source.as_ref())
+            || changed(t.target_topic_id.as_ref(), held.target.as_ref())
+    })
+}
+
 /// The target partition's end offset. A partition the topic syncer just created may be
 /// unknown to the producer's metadata for a moment (librdkafka then answers "unknown
 /// partition"), so this retries, bounded by [`TARGET_PARTITION_WAIT_MS`].
@@ -787,18 +841,40 @@ impl PumpRun<'_> {
         }
         self.pump.follower.caught_up().await?;
         let remote = self.pump.flow.remote_topic(topic);
-        let current_id = self
+        let (current_id, mut current_target_id) = self
             .pump
             .topics
             .borrow()
             .get(&**topic)
-            .and_then(|t| t.source_topic_id.clone());
+            .map_or((None, None), |t| {
+                (t.source_topic_id.clone(), t.target_topic_id.clone())
+            });
         let known_id = self.pump.index.incarnation(topic, partition)?;
-        if let (Some(known), Some(current)) = (&known_id, &current_id) {
-            if known != current {
-                return self
-                    .new_incarnation(topic, partition, first_offset, known, current)
-                    .await;
+        let known_target_id = self.pump.index.target_incarnation(topic, partition)?;
+        if known_target_id.is_some() && current_target_id.is_none() && !self.target_ids_missing {
+            // The topic syncer may have just created the remote topic and not learnt its id
+            // yet: without it, a recreated target could not be told from the old one.
+            current_target_id = target_topic_id(self.producer.clone(), &remote).await;
+            self.target_ids_missing = current_target_id.is_none();
+        }
+        // Ids unknown this round are taken from the index, so that this state's updates name
+        // the incarnation they belong to (and are ignored if it turns out replaced).
+        let ids = Ids {
+            source: current_id.clone().or_else(|| known_id.clone()),
+            target: current_target_id
+                .clone()
+                .or_else(|| known_target_id.clone()),
+        };
+        for (side, known, current) in [
+            (Side::Source, &known_id, &current_id),
+            (Side::Target, &known_target_id, &current_target_id),
+        ] {
+            if let (Some(known), Some(current)) = (known, current) {
+                if known != current {
+                    return self
+                        .new_incarnation(topic, partition, first_offset, side, known, ids)
+                        .await;
+                }
             }
         }
         let state = match self.pump.index.cursor(topic, partition)? {
@@ -807,7 +883,7 @@ impl PumpRun<'_> {
                 self.pump.metrics.set_lost(topic, partition, &lost);
                 let mut state = PartitionState {
                     diverged: self.pump.index.divergence(topic, partition)?,
-                    ..PartitionState::new(remote, cursor, current_id.clone())
+                    ..PartitionState::new(remote, cursor, ids.clone())
                 };
                 if state.diverged.is_none() {
                     // A source that ends below the cursor no longer holds what was mirrored
@@ -852,7 +928,7 @@ impl PumpRun<'_> {
                             source_next: start,
                             target_next: target_end,
                         },
-                        current_id.clone(),
+                        ids.clone(),
                     )
                 };
                 // Unknown to the index, but this flow may have written there before the
@@ -874,18 +950,20 @@ impl PumpRun<'_> {
         Ok(())
     }
 
-    /// The source topic was deleted and recreated under the same name (its id changed from
-    /// `known` to `current`): the old incarnation's runs are forgotten (recorded before
-    /// anything is sent, so a restart cannot mistake the new topic's records for the old
-    /// one's), and the new topic is copied from its log start, after everything the target
-    /// partition holds.
+    /// The source or the target topic of a partition was deleted and recreated under the
+    /// same name (its id changed from `known`): the old incarnation's runs are forgotten
+    /// (recorded before anything is sent, so a restart cannot mistake one incarnation's
+    /// records for the other's), and the source is copied from its log start, after
+    /// everything the target partition holds. With the target recreated, what it held of
+    /// source offsets the source has deleted since is gone from both: recorded as lost.
     async fn new_incarnation(
         &mut self,
         topic: &Arc<str>,
         partition: i32,
         first_offset: i64,
+        side: Side,
         known: &str,
-        current: &str,
+        ids: Ids,
     ) -> Result<(), MirrorError> {
         let remote = self.pump.flow.remote_topic(topic);
         let (admin, t) = (self.source_admin.clone(), topic.to_string());
@@ -895,9 +973,26 @@ impl PumpRun<'_> {
             source_next: start,
             target_next: target_end,
         };
+        let first_mirrored = self
+            .pump
+            .index
+            .runs(topic, partition)?
+            .first()
+            .map(|r| r.source_start);
+        let lost: Vec<Lost> = match (side, first_mirrored) {
+            (Side::Target, Some(first)) if first < start => vec![Lost {
+                source_start: first,
+                source_end: start,
+                log_start_offset: start,
+                detected_ms: now_ms(),
+            }],
+            _ => Vec::new(),
+        };
         let update = RunUpdate {
-            source_topic_id: Some(current.to_string()),
+            source_topic_id: ids.source.clone(),
+            target_topic_id: ids.target.clone(),
             new_incarnation: true,
+            lost: lost.clone(),
             ..RunUpdate::runs(topic, partition, Vec::new(), cursor)
         };
         self.check_fence()?;
@@ -906,27 +1001,75 @@ impl PumpRun<'_> {
             &self.pump.target,
             &self.pump.index,
             &update,
-            "recording a recreated source topic",
+            "recording a recreated topic",
         )
         .await?;
+        let current = match side {
+            Side::Source => ids.source.clone(),
+            Side::Target => ids.target.clone(),
+        }
+        .unwrap_or_default();
         self.pump
             .metrics
-            .recreated(topic, partition, current, target_end);
+            .recreated(topic, partition, side, &current, target_end);
         self.pump.metrics.diverged(topic, partition, None);
-        self.pump.metrics.set_lost(topic, partition, &[]);
-        self.pump.metrics.error("source_recreated");
-        tracing::warn!(flow = %self.pump.flow.name, topic = %topic, partition, old_topic_id = known, topic_id = current,
-            source_offset = start, target_offset = target_end,
-            "the source topic was deleted and recreated under the same name: the old one's offsets no longer translate; the new one is copied from its start, after what the target holds");
+        self.pump.metrics.set_lost(topic, partition, &lost);
+        match side {
+            Side::Source => {
+                self.pump.metrics.error("source_recreated");
+                tracing::warn!(flow = %self.pump.flow.name, topic = %topic, partition, old_topic_id = known, topic_id = %current,
+                    source_offset = start, target_offset = target_end,
+                    "the source topic was deleted and recreated under the same name: the old one's offsets no longer translate; the new one is copied from its start, after what the target holds");
+            }
+            Side::Target => {
+                self.pump.metrics.error("target_recreated");
+                tracing::warn!(flow = %self.pump.flow.name, topic = %topic, partition, remote = %remote, old_topic_id = known, topic_id = %current,
+                    source_offset = start, lost_records = lost.iter().map(Lost::records).sum::<i64>(),
+                    "the target topic was deleted and recreated under the same name: nothing translates into the old one any more; the source is copied again from its log start");
+            }
+        }
         let mut tpl = TopicPartitionList::new();
         let _ = tpl.add_partition(topic, partition);
         let _ = self.consumer.resume(&tpl);
+        if start != first_offset {
+            // Moved now, in case no record comes to move it by (see `mirror`); a seek that
+            // cannot be made yet is made when the first record arrives.
+            if let Err(e) = self.consumer.seek(
+                topic,
+                partition,
+                Offset::Offset(start),
+                Duration::from_millis(5_000),
+            ) {
+                tracing::debug!(topic = %topic, partition, error = %e, "seeking a new incarnation's start");
+            }
+        }
         let state = PartitionState {
             started: start == first_offset,
-            ..PartitionState::new(remote, cursor, Some(current.to_string()))
+            ..PartitionState::new(remote, cursor, ids)
         };
         self.states.insert((topic.clone(), partition), state);
         Ok(())
+    }
+
+    /// Whether the index knows another source or target topic id for a partition than the
+    /// topic syncer publishes now.
+    fn recreated_since_recorded(&self, topic: &str, partition: i32) -> Result<bool, MirrorError> {
+        let (source, target) = self
+            .pump
+            .topics
+            .borrow()
+            .get(topic)
+            .map_or((None, None), |t| {
+                (t.source_topic_id.clone(), t.target_topic_id.clone())
+            });
+        let differs = |known: Option<String>, now: Option<String>| matches!((known, now), (Some(k), Some(n)) if k != n);
+        Ok(
+            differs(self.pump.index.incarnation(topic, partition)?, source)
+                || differs(
+                    self.pump.index.target_incarnation(topic, partition)?,
+                    target,
+                ),
+        )
     }
 
     /// Stops a partition whose source diverged: pauses it, and tells the operator (once per
@@ -1082,6 +1225,12 @@ impl PumpRun<'_> {
             self.stop_diverged(&topic, partition, &d, false);
             return Ok(());
         }
+        if ids_changed(&self.pump.topics.borrow(), &topic, &state.ids) {
+            // The topic was recreated on one side: nothing more goes out under the old
+            // incarnation; once what is in flight is acknowledged, the flush drops this state
+            // and the new incarnation starts at the source's log start.
+            return Ok(());
+        }
         if !state.started {
             state.started = true;
             if offset != state.sent_next {
@@ -1116,8 +1265,11 @@ impl PumpRun<'_> {
                 // at the source's end, or below it if records were written since the cut.
                 state.position_trusted = false;
                 let (admin, t) = (self.source_admin.clone(), topic.to_string());
-                let (start, end) =
-                    blocking(move || watermarks(admin.inner(), &t, partition)).await?;
+                // Without the watermarks (the source not answering), the record's own offset
+                // is taken, with the end unknown (-1): stopped either way, never skipped.
+                let (start, end) = blocking(move || watermarks(admin.inner(), &t, partition))
+                    .await
+                    .unwrap_or((-1, -1));
                 let at = if offset > start { offset } else { end };
                 let state = self.states.get_mut(&key).expect("state_for made it");
                 state.diverge(at, end);
@@ -1396,6 +1548,13 @@ impl PumpRun<'_> {
             if self.states.contains_key(&(topic.clone(), *partition)) {
                 continue;
             }
+            // A partition whose source or target topic was recreated may get no record to
+            // notice it by (its consumer sits at the old end): its new incarnation starts
+            // here, and the consumer is moved to the source's start.
+            if self.recreated_since_recorded(&topic, *partition)? {
+                self.state_for(&topic, *partition, -1).await?;
+                continue;
+            }
             // A partition held but idle since this pump started shows the index's cursor, so
             // its lag is known (0 when everything was copied before) without a new record.
             if self
@@ -1471,24 +1630,58 @@ impl PumpRun<'_> {
         // A held partition whose source topic got a new id was recreated: its state is
         // dropped once nothing is in flight, and the next record (or the anchor of an empty
         // partition above) makes the new incarnation's.
-        let recreated: Vec<(Arc<str>, i32)> = {
+        let mut recreated: Vec<(Arc<str>, i32)> = {
             let topics = self.pump.topics.borrow();
             self.states
                 .iter()
-                .filter(|((t, _), s)| {
-                    let published = topics.get(&**t).and_then(|t| t.source_topic_id.as_ref());
-                    s.in_flight == 0
-                        && s.topic_id.is_some()
-                        && published.is_some_and(|id| Some(id) != s.topic_id.as_ref())
-                })
+                .filter(|((t, _), s)| s.in_flight == 0 && ids_changed(&topics, t, &s.ids))
                 .map(|(k, _)| k.clone())
                 .collect()
         };
+        // A held state made while ids were unknown is checked against the index's.
+        for ((topic, partition), state) in &self.states {
+            if state.in_flight == 0
+                && (state.ids.source.is_none() || state.ids.target.is_none())
+                && self.recreated_since_recorded(topic, *partition)?
+            {
+                recreated.push((topic.clone(), *partition));
+            }
+        }
         for (topic, partition) in recreated {
             self.states.remove(&(topic.clone(), partition));
             let mut tpl = TopicPartitionList::new();
             let _ = tpl.add_partition(&topic, partition);
             let _ = self.consumer.resume(&tpl);
+        }
+        // A divergence resolved while this pump held the partition (by an operator through
+        // another daemon of the flow, whose stop did not stop this one): the state is made
+        // again from the index, at the resolution's cursor.
+        let mut resolved = Vec::new();
+        for ((topic, partition), state) in &self.states {
+            if let Some(d) = state.diverged {
+                if state.in_flight == 0
+                    && self.pump.index.resolved(topic, *partition)? == Some(d.detected_ms)
+                {
+                    resolved.push((topic.clone(), *partition));
+                }
+            }
+        }
+        for (topic, partition) in resolved {
+            self.states.remove(&(topic.clone(), partition));
+            self.pump.metrics.diverged(&topic, partition, None);
+            let mut tpl = TopicPartitionList::new();
+            let _ = tpl.add_partition(&topic, partition);
+            let _ = self.consumer.resume(&tpl);
+            if let Some(cursor) = self.pump.index.cursor(&topic, partition)? {
+                if let Err(e) = self.consumer.seek(
+                    &topic,
+                    partition,
+                    Offset::Offset(cursor.source_next),
+                    Duration::from_millis(5_000),
+                ) {
+                    tracing::debug!(topic = %topic, partition, error = %e, "seeking a resolved partition to its cursor");
+                }
+            }
         }
         let mut updates = Vec::new();
         for ((topic, partition), state) in self.states.iter_mut().filter(|(_, s)| s.dirty) {
@@ -1502,7 +1695,8 @@ impl PumpRun<'_> {
                 lost: std::mem::take(&mut state.lost),
                 diverged: state.diverged.filter(|_| state.divergence_unrecorded),
                 resolved: None,
-                source_topic_id: state.topic_id.clone(),
+                source_topic_id: state.ids.source.clone(),
+                target_topic_id: state.ids.target.clone(),
                 new_incarnation: false,
             });
             state.divergence_unrecorded = false;
@@ -1619,7 +1813,7 @@ mod tests {
                     source_next,
                     target_next,
                 },
-                None,
+                Ids::default(),
             )
         }
     }

@@ -15,6 +15,16 @@ use rdkafka::client::{Client, ClientContext};
 
 use crate::clients::MirrorError;
 
+/// Which side of a flow a topic is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Side {
+    /// The source cluster.
+    Source,
+    /// The target cluster.
+    Target,
+}
+
 /// The zero id, in Kafka's base64 form: a topic without an id.
 const ZERO_ID: &str = "AAAAAAAAAAAAAAAAAAAAAA";
 /// Topics described per request.

@@ -59,6 +59,23 @@ fn options() -> AdminOptions {
         .operation_timeout(Some(Duration::from_millis(REQUEST_TIMEOUT_MS)))
 }
 
+/// The ids of `topics` on a cluster; none when it cannot say (logged at debug).
+async fn topic_ids_of(admin: &Admin, topics: Vec<String>) -> BTreeMap<String, String> {
+    let admin = admin.clone();
+    let ids = blocking(move || {
+        crate::topic_ids::topic_ids(
+            admin.inner(),
+            &topics,
+            Duration::from_millis(REQUEST_TIMEOUT_MS),
+        )
+    })
+    .await;
+    ids.unwrap_or_else(|e| {
+        tracing::debug!(error = %e, "topic ids unknown this round");
+        BTreeMap::new()
+    })
+}
+
 /// Topic names and partition counts of a cluster.
 async fn partition_counts(admin: &Admin) -> Result<BTreeMap<String, i32>, MirrorError> {
     let admin = admin.clone();
@@ -275,31 +292,22 @@ impl TopicSync {
                     source_partitions: partitions,
                     target_partitions,
                     source_topic_id: None,
+                    target_topic_id: None,
                 },
             );
         }
-        // The source topics' ids, which tell a recreated topic from the one mirrored before.
-        // A source that cannot describe topics leaves them unknown (and the pump then cannot
+        // Both sides' topic ids, which tell a recreated topic from the one mirrored before.
+        // A cluster that cannot describe topics leaves them unknown (and the pump then cannot
         // tell incarnations apart).
         let names: Vec<String> = mirrored.keys().cloned().collect();
-        let admin = self.source.clone();
-        let ids = blocking(move || {
-            crate::topic_ids::topic_ids(
-                admin.inner(),
-                &names,
-                Duration::from_millis(REQUEST_TIMEOUT_MS),
-            )
-        })
-        .await;
-        match ids {
-            Ok(ids) => {
-                for (topic, state) in mirrored.iter_mut() {
-                    state.source_topic_id = ids.get(topic).cloned();
-                }
-            }
-            Err(e) => {
-                tracing::debug!(flow = %self.flow.name, error = %e, "source topic ids unknown this round");
-            }
+        let remotes: Vec<String> = mirrored.values().map(|t| t.remote_topic.clone()).collect();
+        let (source_ids, target_ids) = (
+            topic_ids_of(&self.source, names).await,
+            topic_ids_of(&self.target, remotes).await,
+        );
+        for (topic, state) in mirrored.iter_mut() {
+            state.source_topic_id = source_ids.get(topic).cloned();
+            state.target_topic_id = target_ids.get(&state.remote_topic).cloned();
         }
         self.protect(&mirrored).await;
         // A topic gone from the source (or from the filter) is no longer refused.

@@ -48,13 +48,15 @@ pub struct TakeoverBenchArgs {
     pub dir: Option<PathBuf>,
 }
 
-/// The target's end offset of every partition.
-fn ends(client: &BaseConsumer, topic: &str, partitions: i32) -> Vec<i64> {
+/// The end offset of every partition of `topic` (an error rather than a guess: a missing
+/// figure would fake a resume).
+fn ends(client: &BaseConsumer, topic: &str, partitions: i32) -> anyhow::Result<Vec<i64>> {
     (0..partitions)
         .map(|p| {
             client
                 .fetch_watermarks(topic, p, Duration::from_secs(5))
-                .map_or(0, |(_, high)| high)
+                .map(|(_, high)| high)
+                .with_context(|| format!("reading the end offset of {topic}/{p}"))
         })
         .collect()
 }
@@ -79,7 +81,7 @@ fn resume_times(
                 RESUME_TIMEOUT.as_secs()
             );
         }
-        let now = ends(target, "a.backlog", partitions);
+        let now = ends(target, "a.backlog", partitions)?;
         let elapsed = started.elapsed().as_secs_f64();
         waiting.retain(|&p| {
             let moved = now[p] > at_stop[p];
@@ -179,7 +181,9 @@ pub async fn takeover(args: TakeoverBenchArgs) -> anyhow::Result<()> {
     tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
         let source = consumer(&a)?;
         let target = consumer(&b)?;
-        let total = |t: &BaseConsumer| ends(t, "a.backlog", partitions).iter().sum::<i64>();
+        let total = |t: &BaseConsumer| {
+            ends(t, "a.backlog", partitions).map(|e| e.iter().sum::<i64>())
+        };
         let mut mirror: Option<Guard> = None;
         let mut rounds: Vec<(String, Vec<f64>)> = Vec::new();
         for round in 0..=kills {
@@ -192,7 +196,7 @@ pub async fn takeover(args: TakeoverBenchArgs) -> anyhow::Result<()> {
             println!("loading {} records on site a...", chunk.records);
             runtime.block_on(produce(&a, "backlog", &chunk))?;
             let m = spawn_mirror_logged(&config, &data, Some(&log))?.0;
-            let source_ends = ends(&source, "backlog", partitions);
+            let source_ends = ends(&source, "backlog", partitions)?;
             let loaded = chunk.records * u64::from(round + 1);
             anyhow::ensure!(
                 source_ends.iter().sum::<i64>() == loaded as i64,
@@ -202,12 +206,13 @@ pub async fn takeover(args: TakeoverBenchArgs) -> anyhow::Result<()> {
             // The stop comes when half of the new chunk is on the target.
             let at = (loaded - chunk.records / 2) as f64;
             let deadline = Instant::now() + CATCH_UP_TIMEOUT;
-            while (total(&target) as f64) < at {
+            // Before the mirror creates the remote topic there is no end to read: keep waiting.
+            while (total(&target).unwrap_or(0) as f64) < at {
                 anyhow::ensure!(Instant::now() < deadline, "the mirror did not reach {at:.0} records");
                 std::thread::sleep(Duration::from_millis(POLL_MS));
             }
             stop(m, kill)?;
-            let at_stop = ends(&target, "a.backlog", partitions);
+            let at_stop = ends(&target, "a.backlog", partitions)?;
             let started = Instant::now();
             mirror = Some(spawn_mirror_logged(&config, &data, Some(&log))?.0);
             let times = resume_times(&target, partitions, &at_stop, &source_ends, started)?;
@@ -226,12 +231,12 @@ pub async fn takeover(args: TakeoverBenchArgs) -> anyhow::Result<()> {
             rounds.push((what, times));
         }
         let deadline = Instant::now() + CATCH_UP_TIMEOUT;
-        while total(&target) < records as i64 {
+        while total(&target).unwrap_or(0) < records as i64 {
             anyhow::ensure!(Instant::now() < deadline, "the mirror did not copy the whole backlog");
             std::thread::sleep(Duration::from_millis(100));
         }
         std::thread::sleep(Duration::from_secs(2));
-        let on_target = total(&target);
+        let on_target = total(&target)?;
         drop(mirror);
         anyhow::ensure!(
             on_target == records as i64,
@@ -270,7 +275,7 @@ pub async fn takeover(args: TakeoverBenchArgs) -> anyhow::Result<()> {
             "resume after SIGKILL (median of the kills' medians) {killed_median:.2} s vs after a clean stop {clean:.2} s: ratio {:.2}",
             if clean > 0.0 { killed_median / clean } else { f64::NAN }
         );
-        println!("every record on the target exactly once: {on_target} of {records}");
+        println!("records on the target: {on_target} of {records} (a loss and a duplicate would cancel out in this count; the e2e tests check records one by one)");
         Ok(())
     })
     .await
