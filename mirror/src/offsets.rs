@@ -942,28 +942,19 @@ mod tests {
     }
 
     fn update(runs: &[(i64, i64, i64)], cursor: (i64, i64)) -> RunUpdate {
-        RunUpdate {
-            topic: "orders".into(),
-            partition: 0,
-            runs: runs
-                .iter()
-                .map(|&(s, t, l)| Run {
-                    source_start: s,
-                    target_start: t,
-                    length: l,
-                })
-                .collect(),
-            cursor: Cursor {
-                source_next: cursor.0,
-                target_next: cursor.1,
-            },
-            lost: Vec::new(),
-            diverged: None,
-            resolved: None,
-            source_topic_id: None,
-            target_topic_id: None,
-            new_incarnation: false,
-        }
+        let runs = runs
+            .iter()
+            .map(|&(s, t, l)| Run {
+                source_start: s,
+                target_start: t,
+                length: l,
+            })
+            .collect();
+        let cursor = Cursor {
+            source_next: cursor.0,
+            target_next: cursor.1,
+        };
+        RunUpdate::runs("orders", 0, runs, cursor)
     }
 
     #[test]

@@ -34,7 +34,8 @@ use super::replication::{create_topic, produce, start_cluster};
 use super::ProduceBenchArgs;
 
 /// Settings of every node of both sites: remote topics the mirror creates get three replicas.
-const NODE_YAML: &str = "default_replication_factor: 3\noffsets_topic_replication_factor: 3\n";
+pub(super) const NODE_YAML: &str =
+    "default_replication_factor: 3\noffsets_topic_replication_factor: 3\n";
 /// How long one pipeline may take to copy the backlog, or to deliver the latency records.
 const PIPELINE_TIMEOUT: Duration = Duration::from_secs(600);
 /// How long a pipeline gets to deliver its first warm-up record.
@@ -187,14 +188,7 @@ pub async fn mirror(args: MirrorBenchArgs) -> anyhow::Result<()> {
     );
     let site_a = start_cluster(&dir.join("site-a"), NODE_YAML)?;
     let site_b = start_cluster(&dir.join("site-b"), NODE_YAML)?;
-    let join = |nodes: &[super::ChildBroker]| {
-        nodes
-            .iter()
-            .map(|n| n.bootstrap.as_str())
-            .collect::<Vec<_>>()
-            .join(",")
-    };
-    let (a, b) = (join(&site_a), join(&site_b));
+    let (a, b) = (super::bootstrap_of(&site_a), super::bootstrap_of(&site_b));
     let nodes: Vec<u32> = site_a.iter().chain(&site_b).map(|n| n.child.id()).collect();
     let rf3 = [("min.insync.replicas", "2")];
     for topic in ["backlog", "latency-mirror", "latency-kcat"] {

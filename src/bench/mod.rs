@@ -38,6 +38,15 @@ pub use replication::{replication, ReplicationBenchArgs};
 pub use takeover::{takeover, TakeoverBenchArgs};
 pub use wire::{wire, WireBenchArgs};
 
+/// The bootstrap list of a cluster's nodes (`host:port,host:port,...`).
+fn bootstrap_of(nodes: &[ChildBroker]) -> String {
+    nodes
+        .iter()
+        .map(|n| n.bootstrap.as_str())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// The directory a benchmark keeps its data in: `dir` (created if missing), or a fresh temp
 /// dir, removed when the returned guard is dropped.
 fn work_dir(dir: Option<&Path>) -> anyhow::Result<(Option<tempfile::TempDir>, PathBuf)> {

@@ -13,12 +13,10 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 
-use super::mirror::{consumer, spawn_mirror_logged, Guard};
+use super::mirror::{consumer, spawn_mirror_logged, Guard, NODE_YAML};
 use super::replication::{create_topic, produce, start_cluster};
 use super::ProduceBenchArgs;
 
-/// Settings of every node of both sites.
-const NODE_YAML: &str = "default_replication_factor: 3\noffsets_topic_replication_factor: 3\n";
 /// How long the partitions get to resume after a restart.
 const RESUME_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long the whole backlog may take.
@@ -140,14 +138,7 @@ pub async fn takeover(args: TakeoverBenchArgs) -> anyhow::Result<()> {
     );
     let site_a = start_cluster(&dir.join("site-a"), NODE_YAML)?;
     let site_b = start_cluster(&dir.join("site-b"), NODE_YAML)?;
-    let join = |nodes: &[super::ChildBroker]| {
-        nodes
-            .iter()
-            .map(|n| n.bootstrap.as_str())
-            .collect::<Vec<_>>()
-            .join(",")
-    };
-    let (a, b) = (join(&site_a), join(&site_b));
+    let (a, b) = (super::bootstrap_of(&site_a), super::bootstrap_of(&site_b));
     create_topic(
         &a,
         "backlog",
