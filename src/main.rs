@@ -139,6 +139,11 @@ enum BenchCommand {
     /// resume after each restart (the reconciliation with the target's tail included), the
     /// ratio of the two, and that every record reached the target exactly once.
     Takeover(strait::bench::TakeoverBenchArgs),
+    /// Start two fresh local three-node sites, mirror a topic, commit 5,000 consumer groups on
+    /// site a at once, and print how long the mirror takes to sync them all against two
+    /// checkpoint intervals, that every group's target offset is the exact translation, and
+    /// the daemon's threads and RSS against what a client per group would cost.
+    Groups(strait::bench::GroupsBenchArgs),
 }
 
 fn init_tracing() {
@@ -213,6 +218,7 @@ fn main() -> ExitCode {
             Command::Bench(BenchCommand::Produce(args)) => strait::bench::produce(args).await,
             Command::Bench(BenchCommand::Consume(args)) => strait::bench::consume(args).await,
             Command::Bench(BenchCommand::Takeover(args)) => strait::bench::takeover(args).await,
+            Command::Bench(BenchCommand::Groups(args)) => strait::bench::groups(args).await,
             Command::Bench(BenchCommand::Replication(args)) => {
                 strait::bench::replication(args).await
             }

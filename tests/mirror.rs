@@ -1396,7 +1396,8 @@ fn a_source_topic_recreated_under_the_same_name_is_copied_from_its_start_after_t
 }
 
 #[test]
-fn a_target_topic_recreated_by_hand_is_copied_again_from_the_source_log_start() {
+fn a_target_topic_recreated_by_hand_stops_the_partition_or_is_copied_again_from_the_source_log_start(
+) {
     let a = Broker::start();
     let b = Broker::start();
     a.create_topic("orders", 1, &[]);
@@ -1430,6 +1431,55 @@ fn a_target_topic_recreated_by_hand_is_copied_again_from_the_source_log_start() 
     .expect("DeleteRecords");
     assert_eq!(a.watermarks("orders", 0).0, 10);
 
+    // First under `on_target_topic_recreated: stop`: the partition stops with an error,
+    // nothing is copied into the new mirror topic and no group translates into it.
+    let config = flow_config(&a, &b, "    on_target_topic_recreated: stop\n");
+    mirror.set_config(&config);
+    mirror.restart();
+    let p = wait_for("the stop in /status", MIRROR_WAIT, || {
+        partition_status(&mirror, "orders", 0).filter(|p| p["stopped"].is_string())
+    });
+    assert!(
+        p["stopped"]
+            .as_str()
+            .unwrap()
+            .contains("on_target_topic_recreated is stop"),
+        "{p}"
+    );
+    commit(&a, "buyers", "orders", &[(0, 25)]);
+    wait_for(
+        "the mirror topic made again by the topic syncer",
+        MIRROR_WAIT,
+        || b.topic_partition_count("a.orders").map(|_| ()),
+    );
+    thread::sleep(Duration::from_secs(3));
+    let age = mirror.status()["flows"][0]["checkpoint_age_seconds"].as_f64();
+    assert!(
+        age.is_some_and(|a| a < 2.0),
+        "checkpoint rounds went on meanwhile (last {age:?} s ago)"
+    );
+    assert_eq!(
+        b.watermarks("a.orders", 0),
+        (0, 0),
+        "nothing copied while stopped"
+    );
+    assert!(
+        checkpoints(&b, "a.checkpoints.internal")
+            .iter()
+            .all(|c| c["group"] != "buyers"),
+        "no checkpoint into a mirror topic the flow did not fill"
+    );
+    assert!(mirror.metrics().contains(
+        "strait_mirror_partition_stopped{flow=\"a-to-b\",topic=\"orders\",partition=\"0\"} 1"
+    ));
+    assert_eq!(
+        mirror.log_lines_containing("this partition is stopped (on_target_topic_recreated: stop)"),
+        1
+    );
+
+    // Then the default, `recopy`.
+    mirror.sigterm_and_wait();
+    mirror.set_config(&flow_config(&a, &b, ""));
     mirror.restart();
     wait_for_records(&b, "a.orders", 0, 30, MIRROR_WAIT);
     produce(&a, "orders", &records(40, 50));
@@ -1457,7 +1507,6 @@ fn a_target_topic_recreated_by_hand_is_copied_again_from_the_source_log_start() 
         mirror.log_lines_containing("the target topic was deleted and recreated"),
         1
     );
-    commit(&a, "buyers", "orders", &[(0, 25)]);
     let checkpoint = wait_for(
         "a checkpoint into the new mirror topic",
         MIRROR_WAIT,
@@ -1469,4 +1518,137 @@ fn a_target_topic_recreated_by_hand_is_copied_again_from_the_source_log_start() 
         },
     );
     assert_eq!(checkpoint["downstream_offset"], 15, "{checkpoint}");
+}
+
+/// A line of `/proc/PID/status` (such as `Threads` or `VmRSS`), as its number.
+fn proc_status(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+}
+
+/// Runs `tests/python/many_groups.py` (kafka-python) and returns its stdout.
+fn many_groups(action: &str, bootstrap: &str, topic: &str, count: usize, extra: &[&str]) -> String {
+    let path = common::repo_root().join("tests/python/many_groups.py");
+    let output = Command::new("python3")
+        .arg(&path)
+        .arg(action)
+        .args([
+            "--bootstrap",
+            bootstrap,
+            "--topic",
+            topic,
+            "--prefix",
+            "many",
+        ])
+        .args(["--count", &count.to_string()])
+        .args(extra)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run python3 {}: {e}", path.display()));
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "many_groups.py {action} failed ({}):\n{stdout}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
+/// Case 10 of the mirror's guarantees: thousands of groups are synced with no client per
+/// group. The daemon's thread count (librdkafka starts threads per client) must not grow
+/// with the groups, and every group must land at its exact translation, as an independent
+/// client (kafka-python) reads it on the target.
+#[test]
+fn five_thousand_groups_are_synced_exactly_without_a_client_per_group() {
+    const GROUPS: usize = 5_000;
+    let a = Broker::start();
+    let b = Broker::start();
+    a.create_topic("many", 2, &[]);
+    // Five foreign records on the target's partition 0: translation is not the identity.
+    b.create_topic("a.many", 2, &[]);
+    let ts = now_ms();
+    let foreign: Vec<(i32, TestRecord)> = (0..5)
+        .map(|i| (0, generated_record("foreign", i, ts)))
+        .collect();
+    produce(&b, "a.many", &foreign);
+    let source: Vec<(i32, TestRecord)> = (0..100)
+        .map(|i| (if i < 60 { 0 } else { 1 }, generated_record("many", i, ts)))
+        .collect();
+    produce(&a, "many", &source);
+
+    let config = flow_config(&a, &b, "").replace(
+        "checkpoint_interval_ms: 500",
+        "checkpoint_interval_ms: 5000",
+    );
+    let mirror = MirrorDaemon::start(&config);
+    wait_for_records(&b, "a.many", 0, 65, MIRROR_WAIT);
+    wait_for_records(&b, "a.many", 1, 40, MIRROR_WAIT);
+    // A round with no group yet, so the daemon's clients all exist.
+    wait_for("a first checkpoint round", MIRROR_WAIT, || {
+        mirror.status()["flows"][0]["checkpoint_round_seconds"]
+            .as_f64()
+            .map(|_| ())
+    });
+    let threads_before = proc_status(mirror.pid(), "Threads");
+    let rss_before_kib = proc_status(mirror.pid(), "VmRSS");
+
+    // Group i: offset i % 61 on partition 0 (0..=60, all mirrored), i % 41 on partition 1.
+    many_groups("commit", &a.bootstrap(), "many", GROUPS, &[]);
+    let created = Instant::now();
+    wait_for(
+        "a round covering every group",
+        Duration::from_secs(300),
+        || {
+            let flow = &mirror.status()["flows"][0];
+            (flow["checkpoint_groups"].as_u64() == Some(GROUPS as u64)).then_some(())
+        },
+    );
+    let synced_after = created.elapsed();
+    let checked = many_groups(
+        "check",
+        &b.bootstrap(),
+        "a.many",
+        GROUPS,
+        &["--shift0", "5"],
+    );
+    assert!(checked.contains("all 5000 groups"), "{checked}");
+
+    let threads_after = proc_status(mirror.pid(), "Threads");
+    let rss_after_kib = proc_status(mirror.pid(), "VmRSS");
+    println!(
+        "{GROUPS} groups synced {synced_after:?} after they were committed; daemon threads {threads_before} -> {threads_after}, RSS {rss_before_kib} -> {rss_after_kib} KiB"
+    );
+    // One client per group would add librdkafka's threads (several per client) per group.
+    assert!(
+        threads_after <= threads_before + 4,
+        "the daemon's threads grew from {threads_before} to {threads_after} with {GROUPS} groups"
+    );
+    // Thousands of clients would take hundreds of MiB; the groups' own state is small.
+    assert!(
+        rss_after_kib < rss_before_kib + 128 * 1024,
+        "the daemon's RSS grew from {rss_before_kib} to {rss_after_kib} KiB with {GROUPS} groups"
+    );
+    let status = mirror.status();
+    assert!(
+        status["flows"][0]["errors"].get("checkpoint").is_none(),
+        "no checkpoint round failed: {}",
+        status["flows"][0]["errors"]
+    );
+    let metrics = mirror.metrics();
+    assert!(
+        metrics.contains(&format!(
+            "strait_mirror_checkpoint_groups{{flow=\"a-to-b\"}} {GROUPS}"
+        )),
+        "the groups gauge: {}",
+        metrics
+            .lines()
+            .filter(|l| l.contains("checkpoint"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
 }

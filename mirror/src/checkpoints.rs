@@ -11,13 +11,16 @@
 //! target while that group has no active members there, when the target's committed offset
 //! is behind the checkpoint or the source group was rewound. A group that runs on the target
 //! (after a failover) is never moved under its members' feet.
+//!
+//! There is no cap on the number of groups: every group's offsets are read and committed
+//! from one client per cluster ([`crate::group_offsets`]), a bounded number of requests in
+//! flight at a time, and the target's groups are listed once per round.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rdkafka::consumer::{CommitMode, Consumer};
-use rdkafka::{Offset, TopicPartitionList};
+use rdkafka::consumer::Consumer;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
@@ -26,11 +29,12 @@ use crate::clients::{
     PollConsumer, Producer, REQUEST_TIMEOUT_MS,
 };
 use crate::config::{ClusterConfig, FlowConfig};
+use crate::group_offsets::{
+    all_answered, read_each, read_with, write_with, GroupCommit, PartitionOffset,
+};
 use crate::metrics::{now_ms, FlowMetrics, TopicState};
 use crate::offsets::{next_checkpoint, Checkpoint, FlowIndex};
 
-/// At most this many groups are checkpointed per round; the rest wait for a later round.
-pub const GROUPS_PER_ROUND_MAX: usize = 1_000;
 /// How long a checkpoint or heartbeat record may wait for the target: a target down for
 /// longer fails the task, which restarts with the flow.
 const CHECKPOINT_MESSAGE_TIMEOUT_MS: u64 = 120_000;
@@ -73,17 +77,6 @@ pub struct GroupTranslation {
     pub translated_offset: Option<i64>,
 }
 
-/// The committed offsets in `tpl` by (topic, partition); a partition without one is left out.
-pub(crate) fn offsets_of(tpl: &TopicPartitionList) -> HashMap<(String, i32), i64> {
-    tpl.elements()
-        .iter()
-        .filter_map(|e| match e.offset() {
-            Offset::Offset(o) => Some(((e.topic().to_string(), e.partition()), o)),
-            _ => None,
-        })
-        .collect()
-}
-
 /// A group's last checkpoint and what the target holds for it after a final commit.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FinalCommit {
@@ -109,7 +102,8 @@ pub struct FinalCommit {
 /// Commits every group's last checkpoint from the index to the target (a forced failover:
 /// the source is gone, so its groups cannot be read again). A group with active members on
 /// the target, or whose target offset is already at or past the checkpoint, is left as it
-/// is and says so. Returns every checkpoint with what the target holds afterwards.
+/// is and says so. Returns every checkpoint with what the target holds afterwards. Every
+/// group's offsets are read and written from one client.
 pub async fn commit_last_checkpoints(
     flow: &FlowConfig,
     target: &ClusterConfig,
@@ -122,39 +116,41 @@ pub async fn commit_last_checkpoints(
             .or_default()
             .push((topic, partition, c));
     }
-    let lister = group_client(target, &format!("strait-mirror-final-{}", flow.name))?;
-    let mut out = Vec::new();
-    for (group, list) in by_group {
-        let client = group_client(target, &group)?;
-        let members: usize = {
-            let lister = lister.clone();
-            let g = group.clone();
-            blocking(move || {
-                lister
-                    .fetch_group_list(Some(&g), Duration::from_millis(REQUEST_TIMEOUT_MS))
-                    .map(|l| l.groups().iter().map(|g| g.members().len()).sum())
-                    .map_err(MirrorError::kafka("describing a group on the target"))
-            })
-            .await?
-        };
-        let mut tpl = TopicPartitionList::new();
-        for (t, p, _) in &list {
-            tpl.add_partition(&flow.remote_topic(t), *p);
-        }
-        let current = offsets_of(&committed(&client, tpl).await?);
-        let mut commit = TopicPartitionList::new();
-        let mut entries = Vec::new();
+    if by_group.is_empty() {
+        return Ok(Vec::new());
+    }
+    let client = group_client(target, &format!("strait-mirror-final-{}", flow.name))?;
+    let members = members_by_group(&client).await?;
+    let groups: Vec<String> = by_group.keys().cloned().collect();
+    let remote = |list: &[(String, i32, Checkpoint)]| -> Vec<(String, i32)> {
+        list.iter()
+            .map(|(t, p, _)| (flow.remote_topic(t), *p))
+            .collect()
+    };
+    let requests = by_group
+        .iter()
+        .map(|(g, list)| (g.clone(), remote(list)))
+        .collect();
+    let current = all_answered(
+        &groups,
+        read_with(&client, requests).await?,
+        "reading the target's offsets",
+    )?;
+    let mut entries = Vec::new();
+    let mut commits = Vec::new();
+    for ((group, list), current) in by_group.into_iter().zip(current) {
+        let current = offsets_by_partition(&current);
+        let active = members.get(&group).copied().unwrap_or(0);
+        let mut commit = Vec::new();
         for (t, p, c) in list {
             let remote = flow.remote_topic(&t);
             let have = current.get(&(remote.clone(), p)).copied();
-            let skipped = if members > 0 {
-                Some(format!("{members} members active on the target"))
+            let skipped = if active > 0 {
+                Some(format!("{active} members active on the target"))
             } else if have.is_some_and(|h| h >= c.target_offset) {
                 Some("the target is already at or past the checkpoint".to_string())
             } else {
-                commit
-                    .add_partition_offset(&remote, p, Offset::Offset(c.target_offset))
-                    .map_err(MirrorError::kafka("building a commit"))?;
+                commit.push((remote.clone(), p, c.target_offset));
                 None
             };
             entries.push(FinalCommit {
@@ -168,30 +164,35 @@ pub async fn commit_last_checkpoints(
                 skipped,
             });
         }
-        if commit.count() > 0 {
-            let committer = client.clone();
-            blocking(move || {
-                committer
-                    .commit(&commit, CommitMode::Sync)
-                    .map_err(MirrorError::kafka(
-                        "committing the last checkpoints on the target",
-                    ))
-            })
-            .await?;
-            // Read back, so the answer is what the target holds, not what was asked.
-            let mut tpl = TopicPartitionList::new();
-            for e in &entries {
-                tpl.add_partition(&e.topic, e.partition);
-            }
-            let after = offsets_of(&committed(&client, tpl).await?);
-            for e in &mut entries {
-                e.target_offset = after.get(&(e.topic.clone(), e.partition)).copied();
-            }
+        if !commit.is_empty() {
+            commits.push((group, commit));
         }
-        tracing::info!(flow = %flow.name, group, offsets = entries.len(), "committed the last checkpoints on the target");
-        out.extend(entries);
     }
-    Ok(out)
+    if !commits.is_empty() {
+        let names: Vec<String> = commits.iter().map(|(g, _)| g.clone()).collect();
+        all_answered(
+            &names,
+            write_with(&client, commits).await?,
+            "committing the last checkpoints on the target",
+        )?;
+        // Read back, so the answer is what the target holds, not what was asked.
+        let keys = entries
+            .iter()
+            .map(|e| (e.group.clone(), e.topic.clone(), e.partition));
+        let after = read_each(
+            &client,
+            keys.collect::<Vec<_>>(),
+            "reading the target's offsets back",
+        )
+        .await?;
+        for e in &mut entries {
+            e.target_offset = after
+                .get(&(e.group.clone(), e.topic.clone(), e.partition))
+                .copied();
+        }
+    }
+    tracing::info!(flow = %flow.name, groups = groups.len(), offsets = entries.len(), "committed the last checkpoints on the target");
+    Ok(entries)
 }
 
 /// A request for a round now (the failover's final checkpoint), answered with the round's
@@ -201,17 +202,15 @@ pub type RoundRequest = tokio::sync::oneshot::Sender<Result<Vec<GroupTranslation
 /// The checkpoint task of one flow.
 pub struct Checkpointer {
     flow: Arc<FlowConfig>,
-    source: ClusterConfig,
-    target: ClusterConfig,
     index: FlowIndex,
     metrics: Arc<FlowMetrics>,
     topics: watch::Receiver<BTreeMap<String, TopicState>>,
     assigned: watch::Receiver<BTreeSet<(String, i32)>>,
     producer: Producer,
+    /// Lists the source's groups and reads their offsets, all groups from this one client.
     source_client: Arc<PollConsumer>,
+    /// Lists the target's groups and reads and commits their offsets.
     target_client: Arc<PollConsumer>,
-    source_groups: HashMap<String, Arc<PollConsumer>>,
-    target_groups: HashMap<String, Arc<PollConsumer>>,
     /// Group partitions whose source offset went backwards and whose target group has not
     /// been moved back yet.
     rewound: BTreeSet<(String, String, i32)>,
@@ -240,20 +239,28 @@ pub(crate) async fn list_groups(
     .await
 }
 
-/// The offsets committed for the partitions of `tpl` by `client`'s group.
-pub(crate) async fn committed(
+/// The member count of every group `client`'s cluster knows, by name (one listing).
+pub(crate) async fn members_by_group(
     client: &Arc<PollConsumer>,
-    tpl: TopicPartitionList,
-) -> Result<TopicPartitionList, MirrorError> {
-    let client = client.clone();
-    blocking(move || {
-        client
-            .committed_offsets(tpl, Duration::from_millis(REQUEST_TIMEOUT_MS))
-            .map_err(MirrorError::kafka("reading committed offsets"))
-    })
-    .await
+) -> Result<HashMap<String, usize>, MirrorError> {
+    let mut members = HashMap::new();
+    for (group, count) in list_groups(client, None).await? {
+        *members.entry(group).or_insert(0) += count;
+    }
+    Ok(members)
 }
 
+/// The committed offsets in a group's answer by (topic, partition); a partition without one
+/// is left out.
+pub(crate) fn offsets_by_partition(partitions: &[PartitionOffset]) -> HashMap<(String, i32), i64> {
+    partitions
+        .iter()
+        .filter_map(|p| Some(((p.topic.clone(), p.partition), p.offset?)))
+        .collect()
+}
+
+/// A client of `cluster` under `group`, used for listing groups and, through
+/// [`crate::group_offsets`], for the offsets of any group (it never joins its own).
 pub(crate) fn group_client(
     cluster: &ClusterConfig,
     group: &str,
@@ -287,14 +294,10 @@ impl Checkpointer {
             source_client: group_client(&source, &name)?,
             target_client: group_client(&target, &name)?,
             flow,
-            source,
-            target,
             index,
             metrics,
             topics,
             assigned,
-            source_groups: HashMap::new(),
-            target_groups: HashMap::new(),
             rewound: BTreeSet::new(),
             incomplete: None,
         })
@@ -312,21 +315,26 @@ impl Checkpointer {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let reply = tokio::select! {
-                _ = async { let _ = stop.wait_for(|s| *s).await; } => return self.close(),
+                _ = async { let _ = stop.wait_for(|s| *s).await; } => return,
                 _ = tick.tick() => None,
                 request = async { requests.lock().await.recv().await } => request,
             };
             // A round in progress ends with the flow: what it published but did not remember
             // is published again by the next life's first round, which is harmless.
+            let started = std::time::Instant::now();
             let result = tokio::select! {
-                _ = async { let _ = stop.wait_for(|s| *s).await; } => return self.close(),
+                _ = async { let _ = stop.wait_for(|s| *s).await; } => return,
                 r = self.round() => r,
             };
             match &result {
-                Ok(_) => self
-                    .metrics
-                    .last_checkpoint_ms
-                    .store(now_ms() as u64, std::sync::atomic::Ordering::Relaxed),
+                Ok(_) => {
+                    use std::sync::atomic::Ordering::Relaxed;
+                    let round_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+                    self.metrics.checkpoint_round_ms.store(round_ms, Relaxed);
+                    self.metrics
+                        .last_checkpoint_ms
+                        .store(now_ms() as u64, Relaxed);
+                }
                 Err(e) => {
                     tracing::warn!(flow = %self.flow.name, error = %e, "checkpoint round failed; retrying");
                     self.metrics.error("checkpoint");
@@ -344,29 +352,37 @@ impl Checkpointer {
         }
     }
 
-    /// Lets go of the per-group clients off the async threads: librdkafka's destroy of each
-    /// takes a moment, and a flow with many groups would otherwise hold its stop for seconds.
-    fn close(mut self) {
-        let clients: Vec<Arc<PollConsumer>> = self
-            .source_groups
-            .drain()
-            .chain(self.target_groups.drain())
-            .map(|(_, c)| c)
-            .collect();
-        tokio::task::spawn_blocking(move || drop(clients));
-    }
-
     /// One round: translate, publish, sync. Returns every translation it made, emitted as a
     /// new checkpoint or not.
     pub async fn round(&mut self) -> Result<Vec<GroupTranslation>, MirrorError> {
         let topics = self.topics.borrow().clone();
-        let held: Vec<(String, i32)> = self
+        let candidates: Vec<(String, i32)> = self
             .assigned
             .borrow()
             .iter()
             .filter(|(t, _)| topics.contains_key(t))
             .cloned()
             .collect();
+        // A partition whose source or target topic has another id than the index's runs
+        // belong to (recreated, and the pump has not started the new incarnation, or is
+        // stopped by `on_target_topic_recreated: stop`) does not translate: its runs point
+        // into a topic that is gone.
+        let mut held = Vec::with_capacity(candidates.len());
+        let mut withheld = Vec::new();
+        for (t, p) in candidates {
+            let state = &topics[&t];
+            let differs = |known: Option<String>, now: &Option<String>| matches!((known, now), (Some(k), Some(n)) if &k != n);
+            if differs(self.index.incarnation(&t, p)?, &state.source_topic_id)
+                || differs(
+                    self.index.target_incarnation(&t, p)?,
+                    &state.target_topic_id,
+                )
+            {
+                withheld.push(format!("{t}/{p}"));
+            } else {
+                held.push((t, p));
+            }
+        }
         let partitions: usize = topics
             .values()
             .map(|t| usize::try_from(t.source_partitions).unwrap_or(0))
@@ -377,69 +393,71 @@ impl Checkpointer {
                 held.len()
             )
         });
+        if !withheld.is_empty() {
+            tracing::debug!(flow = %self.flow.name, partitions = ?withheld, "no checkpoints for partitions whose topic was recreated");
+            self.incomplete = Some(format!(
+                "no checkpoints for {} partitions whose topic was recreated and not copied again yet: {}",
+                withheld.len(),
+                withheld.join(", ")
+            ));
+        }
         if held.is_empty() {
             return Ok(Vec::new());
         }
         let mut translations = Vec::new();
-        let mut groups: Vec<String> = list_groups(&self.source_client, None)
+        let groups: Vec<String> = list_groups(&self.source_client, None)
             .await?
             .into_iter()
             .map(|(g, _)| g)
             .filter(|g| self.flow.groups.matches(g))
             .collect();
-        if groups.len() > GROUPS_PER_ROUND_MAX {
-            tracing::warn!(flow = %self.flow.name, groups = groups.len(), limit = GROUPS_PER_ROUND_MAX, "too many groups for one round; the rest wait");
-            self.incomplete = Some(format!(
-                "{} groups match the flow, above the {GROUPS_PER_ROUND_MAX} a round takes",
-                groups.len()
-            ));
-            groups.truncate(GROUPS_PER_ROUND_MAX);
-        }
-        self.source_groups.retain(|g, _| groups.contains(g));
-        self.target_groups.retain(|g, _| groups.contains(g));
+        let requests = groups.iter().map(|g| (g.clone(), held.clone())).collect();
+        let answers = read_with(&self.source_client, requests).await?;
+        let mut failed: Vec<String> = Vec::new();
         let mut emitted: Vec<(CheckpointRecord, bool)> = Vec::new();
-        for group in &groups {
-            let client = match self.source_groups.get(group) {
-                Some(c) => c.clone(),
-                None => {
-                    let c = group_client(&self.source, group)?;
-                    self.source_groups.insert(group.clone(), c.clone());
-                    c
+        for (group, answer) in groups.iter().zip(answers) {
+            let partitions = match answer {
+                Ok(p) => p,
+                Err(e) => {
+                    failed.push(format!("group {group}: {e}"));
+                    continue;
                 }
             };
-            let mut tpl = TopicPartitionList::new();
-            for (t, p) in &held {
-                tpl.add_partition(t, *p);
-            }
-            let committed = committed(&client, tpl).await?;
-            for e in committed.elements() {
-                let Offset::Offset(offset) = e.offset() else {
+            for e in partitions {
+                if let Some(error) = &e.error {
+                    failed.push(format!(
+                        "group {group}, {}/{}: {error}",
+                        e.topic, e.partition
+                    ));
+                    continue;
+                }
+                let Some(offset) = e.offset else {
                     continue; // the group never committed this partition
                 };
-                let translated = self.index.translate(e.topic(), e.partition(), offset)?;
+                let translated = self.index.translate(&e.topic, e.partition, offset)?;
                 translations.push(GroupTranslation {
                     group: group.clone(),
-                    source_topic: e.topic().to_string(),
-                    topic: self.flow.remote_topic(e.topic()),
-                    partition: e.partition(),
+                    source_topic: e.topic.clone(),
+                    topic: self.flow.remote_topic(&e.topic),
+                    partition: e.partition,
                     source_offset: offset,
                     translated_offset: translated,
                 });
                 let Some(translated) = translated else {
                     continue; // not mirrored that far yet
                 };
-                let last = self.index.checkpoint(group, e.topic(), e.partition())?;
+                let last = self.index.checkpoint(group, &e.topic, e.partition)?;
                 if let Some(c) = next_checkpoint(last, offset, translated) {
                     let rewound = last.is_some_and(|l| offset < l.source_offset);
                     emitted.push((
                         CheckpointRecord {
                             group: group.clone(),
-                            source_topic: e.topic().to_string(),
-                            topic: self.flow.remote_topic(e.topic()),
-                            partition: e.partition(),
+                            source_topic: e.topic.clone(),
+                            topic: self.flow.remote_topic(&e.topic),
+                            partition: e.partition,
                             upstream_offset: c.source_offset,
                             downstream_offset: c.target_offset,
-                            metadata: e.metadata().to_string(),
+                            metadata: e.metadata,
                         },
                         rewound,
                     ));
@@ -463,10 +481,20 @@ impl Checkpointer {
             }
         }
         if self.flow.sync_group_offsets {
-            for group in &groups {
-                self.sync_group(group, &held).await?;
-            }
+            self.sync_groups(&groups, &held, &mut failed).await?;
         }
+        if let Some(first) = failed.first() {
+            // The other groups went on; a caller acting on this round is told it is partial.
+            tracing::warn!(flow = %self.flow.name, failures = failed.len(), first = %first, "some group offsets could not be read or synced this round");
+            self.metrics.error("checkpoint");
+            self.incomplete = Some(format!(
+                "{} group offsets could not be read or synced, the first: {first}",
+                failed.len()
+            ));
+        }
+        self.metrics
+            .checkpoint_groups
+            .store(groups.len() as u64, std::sync::atomic::Ordering::Relaxed);
         Ok(translations)
     }
 
@@ -494,70 +522,101 @@ impl Checkpointer {
         send_to_partition_zero(&self.producer, &topic, &encoded, "publishing a checkpoint")?.await
     }
 
-    /// Commits `group`'s checkpoints on the target if no member is active there.
-    async fn sync_group(&mut self, group: &str, held: &[(String, i32)]) -> Result<(), MirrorError> {
-        let mut wanted = Vec::new();
-        for (t, p) in held {
-            if let Some(c) = self.index.checkpoint(group, t, *p)? {
-                wanted.push((t.clone(), *p, c.target_offset));
+    /// Commits each group's checkpoints on the target where the group has no active member
+    /// there and the target is behind (or the source group was rewound). Every group is read
+    /// and committed from one client; a group that fails is added to `failed` and the others
+    /// go on.
+    async fn sync_groups(
+        &mut self,
+        groups: &[String],
+        held: &[(String, i32)],
+        failed: &mut Vec<String>,
+    ) -> Result<(), MirrorError> {
+        let mut wanted: Vec<GroupCommit> = Vec::new();
+        for group in groups {
+            let mut list = Vec::new();
+            for (t, p) in held {
+                if let Some(c) = self.index.checkpoint(group, t, *p)? {
+                    list.push((t.clone(), *p, c.target_offset));
+                }
+            }
+            if !list.is_empty() {
+                wanted.push((group.clone(), list));
             }
         }
         if wanted.is_empty() {
             return Ok(());
         }
-        let members: usize = list_groups(&self.target_client, Some(group.to_string()))
-            .await?
+        let members = members_by_group(&self.target_client).await?;
+        wanted.retain(|(group, _)| {
+            let active = members.get(group).copied().unwrap_or(0);
+            if active > 0 {
+                tracing::debug!(flow = %self.flow.name, group, members = active, "group is active on the target; not syncing its offsets");
+            }
+            active == 0
+        });
+        let requests = wanted
             .iter()
-            .map(|(_, m)| *m)
-            .sum();
-        if members > 0 {
-            tracing::debug!(flow = %self.flow.name, group, members, "group is active on the target; not syncing its offsets");
-            return Ok(());
-        }
-        let client = match self.target_groups.get(group) {
-            Some(c) => c.clone(),
-            None => {
-                let c = group_client(&self.target, group)?;
-                self.target_groups.insert(group.to_string(), c.clone());
-                c
+            .map(|(g, list)| {
+                let partitions = list
+                    .iter()
+                    .map(|(t, p, _)| (self.flow.remote_topic(t), *p))
+                    .collect();
+                (g.clone(), partitions)
+            })
+            .collect();
+        let answers = read_with(&self.target_client, requests).await?;
+        let mut commits = Vec::new();
+        for ((group, list), answer) in wanted.into_iter().zip(answers) {
+            let current = match answer {
+                Ok(p) => offsets_by_partition(&p),
+                Err(e) => {
+                    failed.push(format!("group {group} on the target: {e}"));
+                    continue;
+                }
+            };
+            let mut commit = Vec::new();
+            for (t, p, offset) in list {
+                let remote = self.flow.remote_topic(&t);
+                let behind = current
+                    .get(&(remote.clone(), p))
+                    .is_none_or(|have| *have < offset);
+                if behind || self.rewound.contains(&(group.clone(), t, p)) {
+                    commit.push((remote, p, offset));
+                }
             }
-        };
-        let mut tpl = TopicPartitionList::new();
-        for (t, p, _) in &wanted {
-            tpl.add_partition(&self.flow.remote_topic(t), *p);
-        }
-        let current = offsets_of(&committed(&client, tpl).await?);
-        let mut commit = TopicPartitionList::new();
-        let mut rewinds = Vec::new();
-        for (t, p, offset) in &wanted {
-            let remote = self.flow.remote_topic(t);
-            let key = (group.to_string(), t.clone(), *p);
-            let behind = current
-                .get(&(remote.clone(), *p))
-                .is_none_or(|have| have < offset);
-            if behind || self.rewound.contains(&key) {
-                commit
-                    .add_partition_offset(&remote, *p, Offset::Offset(*offset))
-                    .map_err(MirrorError::kafka("building a commit"))?;
-                rewinds.push(key);
+            if !commit.is_empty() {
+                commits.push((group, commit));
             }
         }
-        if commit.count() == 0 {
+        if commits.is_empty() {
             return Ok(());
         }
-        let n = commit.count();
-        blocking(move || {
-            client
-                .commit(&commit, CommitMode::Sync)
-                .map_err(MirrorError::kafka(
-                    "committing translated offsets on the target",
-                ))
-        })
-        .await?;
-        for key in rewinds {
-            self.rewound.remove(&key);
+        let names: Vec<String> = commits.iter().map(|(g, _)| g.clone()).collect();
+        let answers = write_with(&self.target_client, commits).await?;
+        let mut synced = 0usize;
+        for (group, answer) in names.iter().zip(answers) {
+            match answer {
+                Ok(partitions) => {
+                    for p in partitions {
+                        if let Some(error) = p.error {
+                            failed.push(format!(
+                                "committing group {group}, {}/{} on the target: {error}",
+                                p.topic, p.partition
+                            ));
+                            continue;
+                        }
+                        synced += 1;
+                        if let Some(source_topic) = self.flow.source_topic_of(&p.topic) {
+                            self.rewound
+                                .remove(&(group.clone(), source_topic, p.partition));
+                        }
+                    }
+                }
+                Err(e) => failed.push(format!("committing group {group} on the target: {e}")),
+            }
         }
-        tracing::debug!(flow = %self.flow.name, group, partitions = n, "synced group offsets to the target");
+        tracing::debug!(flow = %self.flow.name, groups = names.len(), partitions = synced, "synced group offsets to the target");
         Ok(())
     }
 }

@@ -127,6 +127,19 @@ pub enum StartPosition {
     Latest,
 }
 
+/// What a flow does when one of its mirror topics is deleted (or deleted and recreated) on
+/// the target behind its back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnTargetRecreated {
+    /// Copy the source again from its log start into the new topic (what the source deleted
+    /// since is recorded as lost). The default: the target is made whole again by itself.
+    Recopy,
+    /// Stop the topic's partitions with an error until an operator decides (set `recopy` and
+    /// restart, or put the old topic back).
+    Stop,
+}
+
 /// Include and exclude lists of regular expressions, each matched against the whole name (as
 /// Java's `Pattern.matches`, which MirrorMaker 2 uses). A name is selected when it matches an
 /// include and no exclude.
@@ -240,6 +253,8 @@ pub struct FlowConfig {
     pub replication_policy: ReplicationPolicy,
     /// Where a partition never mirrored before starts.
     pub start_position: StartPosition,
+    /// What happens when a mirror topic is deleted or recreated on the target.
+    pub on_target_topic_recreated: OnTargetRecreated,
     /// Commit translated offsets to the target's groups while they have no active members.
     pub sync_group_offsets: bool,
     /// Write-protect the remote topics on the target while the flow runs (only the flow's
@@ -289,6 +304,8 @@ struct RawFlow {
     replication_policy: ReplicationPolicy,
     #[serde(default = "earliest")]
     start_position: StartPosition,
+    #[serde(default = "recopy")]
+    on_target_topic_recreated: OnTargetRecreated,
     #[serde(default = "yes")]
     sync_group_offsets: bool,
     protect_target_topics: Option<bool>,
@@ -347,6 +364,9 @@ fn prefix() -> ReplicationPolicy {
 }
 fn earliest() -> StartPosition {
     StartPosition::Earliest
+}
+fn recopy() -> OnTargetRecreated {
+    OnTargetRecreated::Recopy
 }
 /// New topics appear on the target within seconds, not after MirrorMaker 2's ten minutes.
 fn topic_refresh_interval_ms_default() -> Interval {
@@ -490,6 +510,7 @@ impl TryFrom<RawFlow> for FlowConfig {
             groups,
             replication_policy: this.replication_policy,
             start_position: this.start_position,
+            on_target_topic_recreated: this.on_target_topic_recreated,
             sync_group_offsets: this.sync_group_offsets,
             protect_target_topics: this
                 .protect_target_topics
@@ -751,6 +772,7 @@ mod tests {
         assert!(!f.groups.matches("strait-mirror-b-to-a"));
         assert!(f.config_sync_exclude.contains("min.insync.replicas"));
         assert_eq!(f.start_position, StartPosition::Earliest);
+        assert_eq!(f.on_target_topic_recreated, OnTargetRecreated::Recopy);
         assert!(f.sync_group_offsets && f.enabled);
         assert_eq!(f.in_flight_bytes_limit, IN_FLIGHT_BYTES_LIMIT_DEFAULT);
     }

@@ -5,15 +5,12 @@
 //! Both run only while the flow is stopped (see `control.rs`), so no pump or checkpoint
 //! round runs beside them.
 
-use std::collections::BTreeMap;
-
-use rdkafka::consumer::{CommitMode, Consumer};
-use rdkafka::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 
-use crate::checkpoints::{committed, group_client, list_groups, offsets_of};
-use crate::clients::{blocking, MirrorError};
+use crate::checkpoints::{group_client, members_by_group, offsets_by_partition};
+use crate::clients::MirrorError;
 use crate::config::{ClusterConfig, FlowConfig};
+use crate::group_offsets::{all_answered, read_each, read_with, write_with};
 use crate::offsets::{Cursor, FlowIndex, Run, RunUpdate};
 
 /// Records that source offsets `source_next .. source_next + count` of a partition are on
@@ -86,7 +83,8 @@ pub struct BackCommit {
 /// Reads every group's committed offsets on the target for the flow's mirror topics,
 /// translates them back through the index and commits them on the source, where the group
 /// has no active member on either side (a group with members is named and left alone).
-/// Returns every translation with what the source holds afterwards.
+/// Returns every translation with what the source holds afterwards. Every group is read and
+/// committed from one client per cluster.
 pub async fn commit_back(
     flow: &FlowConfig,
     source: &ClusterConfig,
@@ -98,38 +96,40 @@ pub async fn commit_back(
         .into_iter()
         .map(|(t, p, _)| (t, p))
         .collect();
-    let lister = group_client(target, &format!("strait-mirror-back-{}", flow.name))?;
-    let source_lister = group_client(source, &format!("strait-mirror-back-{}", flow.name))?;
-    let groups: Vec<String> = list_groups(&lister, None)
-        .await?
-        .into_iter()
-        .map(|(g, _)| g)
+    if partitions.is_empty() {
+        return Ok(Vec::new());
+    }
+    let on_target = group_client(target, &format!("strait-mirror-back-{}", flow.name))?;
+    let on_source = group_client(source, &format!("strait-mirror-back-{}", flow.name))?;
+    // Consumers still on the target could commit after this read and lose the commit.
+    let members_on_target = members_by_group(&on_target).await?;
+    let members_on_source = members_by_group(&on_source).await?;
+    let mut groups: Vec<String> = members_on_target
+        .keys()
         .filter(|g| flow.groups.matches(g))
+        .cloned()
         .collect();
-    let mut out = Vec::new();
-    for group in groups {
-        let on_target = group_client(target, &group)?;
-        let mut tpl = TopicPartitionList::new();
-        for (t, p) in &partitions {
-            tpl.add_partition(&flow.remote_topic(t), *p);
-        }
-        let on_target_offsets = offsets_of(&committed(&on_target, tpl).await?);
+    groups.sort();
+    let remote: Vec<(String, i32)> = partitions
+        .iter()
+        .map(|(t, p)| (flow.remote_topic(t), *p))
+        .collect();
+    let requests = groups.iter().map(|g| (g.clone(), remote.clone())).collect();
+    let read = all_answered(
+        &groups,
+        read_with(&on_target, requests).await?,
+        "reading the target's offsets",
+    )?;
+    let mut entries: Vec<BackCommit> = Vec::new();
+    let mut commits = Vec::new();
+    for (group, answer) in groups.iter().zip(read) {
+        let on_target_offsets = offsets_by_partition(&answer);
         if on_target_offsets.is_empty() {
             continue;
         }
-        let members: usize = list_groups(&source_lister, Some(group.clone()))
-            .await?
-            .iter()
-            .map(|(_, m)| m)
-            .sum();
-        // Consumers still on the target could commit after this read and lose the commit.
-        let members_on_target: usize = list_groups(&lister, Some(group.clone()))
-            .await?
-            .iter()
-            .map(|(_, m)| m)
-            .sum();
-        let mut by_source: BTreeMap<(String, i32), BackCommit> = BTreeMap::new();
-        let mut commit = TopicPartitionList::new();
+        let active_target = members_on_target.get(group).copied().unwrap_or(0);
+        let active_source = members_on_source.get(group).copied().unwrap_or(0);
+        let mut commit = Vec::new();
         for (t, p) in &partitions {
             let remote = flow.remote_topic(t);
             let Some(&target_offset) = on_target_offsets.get(&(remote.clone(), *p)) else {
@@ -138,55 +138,54 @@ pub async fn commit_back(
             let Some(translated) = index.translate_back(t, *p, target_offset)? else {
                 continue;
             };
-            let skipped = if members_on_target > 0 {
+            let skipped = if active_target > 0 {
                 Some(format!(
-                    "{members_on_target} members still active on the target"
+                    "{active_target} members still active on the target"
                 ))
             } else {
-                (members > 0).then(|| format!("{members} members active on the source"))
+                (active_source > 0).then(|| format!("{active_source} members active on the source"))
             };
             if skipped.is_none() {
-                commit
-                    .add_partition_offset(t, *p, Offset::Offset(translated))
-                    .map_err(MirrorError::kafka("building a commit"))?;
+                commit.push((t.clone(), *p, translated));
             }
-            by_source.insert(
-                (t.clone(), *p),
-                BackCommit {
-                    group: group.clone(),
-                    source_topic: t.clone(),
-                    topic: remote,
-                    partition: *p,
-                    target_offset,
-                    translated_offset: translated,
-                    source_offset: None,
-                    skipped,
-                },
-            );
+            entries.push(BackCommit {
+                group: group.clone(),
+                source_topic: t.clone(),
+                topic: remote,
+                partition: *p,
+                target_offset,
+                translated_offset: translated,
+                source_offset: None,
+                skipped,
+            });
         }
-        let on_source = group_client(source, &group)?;
-        if commit.count() > 0 {
-            let committer = on_source.clone();
-            blocking(move || {
-                committer
-                    .commit(&commit, CommitMode::Sync)
-                    .map_err(MirrorError::kafka(
-                        "committing translated offsets on the source",
-                    ))
-            })
-            .await?;
+        if !commit.is_empty() {
+            commits.push((group.clone(), commit));
         }
-        // Read back, so the answer is what the source holds, not what was asked.
-        let mut tpl = TopicPartitionList::new();
-        for (t, p) in by_source.keys() {
-            tpl.add_partition(t, *p);
-        }
-        let after = offsets_of(&committed(&on_source, tpl).await?);
-        for (key, mut entry) in by_source {
-            entry.source_offset = after.get(&key).copied();
-            out.push(entry);
-        }
-        tracing::info!(flow = %flow.name, group, members, "translated a group's offsets back to the source");
+        tracing::info!(flow = %flow.name, group, members = active_source, "translating a group's offsets back to the source");
     }
-    Ok(out)
+    if !commits.is_empty() {
+        let names: Vec<String> = commits.iter().map(|(g, _)| g.clone()).collect();
+        all_answered(
+            &names,
+            write_with(&on_source, commits).await?,
+            "committing translated offsets on the source",
+        )?;
+    }
+    // Read back, so the answer is what the source holds, not what was asked.
+    let keys = entries
+        .iter()
+        .map(|e| (e.group.clone(), e.source_topic.clone(), e.partition));
+    let after = read_each(
+        &on_source,
+        keys.collect::<Vec<_>>(),
+        "reading the source's offsets back",
+    )
+    .await?;
+    for e in &mut entries {
+        e.source_offset = after
+            .get(&(e.group.clone(), e.source_topic.clone(), e.partition))
+            .copied();
+    }
+    Ok(entries)
 }

@@ -20,6 +20,7 @@ pub mod divergence;
 pub mod failback;
 pub mod fence;
 pub mod follower;
+pub mod group_offsets;
 pub mod heartbeats;
 pub mod http;
 pub mod metrics;

@@ -217,6 +217,19 @@ impl Metrics {
             },
         );
         family(
+            "strait_mirror_partition_stopped",
+            "gauge",
+            "1 while a partition is stopped for a reason other than a divergence (its mirror topic was recreated on the target and the flow says on_target_topic_recreated: stop).",
+            &mut |o| {
+                for (f, ps) in &partitions {
+                    for p in ps {
+                        let v = u8::from(p.stopped.is_some());
+                        let _ = writeln!(o, "strait_mirror_partition_stopped{{flow=\"{}\",topic=\"{}\",partition=\"{}\"}} {v}", f.name, p.topic, p.partition);
+                    }
+                }
+            },
+        );
+        family(
             "strait_mirror_partition_diverged",
             "gauge",
             "1 while a partition is stopped because its source no longer holds what was mirrored (truncated below the cursor, or recreated); resolve with `strait mirror resolve-divergence`.",
@@ -310,6 +323,38 @@ impl Metrics {
             },
         );
         family(
+            "strait_mirror_checkpoint_groups",
+            "gauge",
+            "Consumer groups the last completed checkpoint round covered.",
+            &mut |o| {
+                for f in &flows {
+                    let _ = writeln!(
+                        o,
+                        "strait_mirror_checkpoint_groups{{flow=\"{}\"}} {}",
+                        f.name,
+                        f.checkpoint_groups.load(Ordering::Relaxed)
+                    );
+                }
+            },
+        );
+        family(
+            "strait_mirror_checkpoint_round_seconds",
+            "gauge",
+            "How long the last completed checkpoint round took.",
+            &mut |o| {
+                for f in &flows {
+                    if f.last_checkpoint_ms.load(Ordering::Relaxed) > 0 {
+                        let _ = writeln!(
+                            o,
+                            "strait_mirror_checkpoint_round_seconds{{flow=\"{}\"}} {:.3}",
+                            f.name,
+                            f.checkpoint_round_ms.load(Ordering::Relaxed) as f64 / 1_000.0
+                        );
+                    }
+                }
+            },
+        );
+        family(
             "strait_mirror_checkpoint_age_seconds",
             "gauge",
             "Time since the last completed checkpoint round.",
@@ -393,6 +438,10 @@ pub struct FlowMetrics {
     pub skipped_total: AtomicU64,
     /// Unix ms of the last completed checkpoint round (0: none yet).
     pub last_checkpoint_ms: AtomicU64,
+    /// Consumer groups the last completed checkpoint round covered.
+    pub checkpoint_groups: AtomicU64,
+    /// How long the last completed checkpoint round took, in ms.
+    pub checkpoint_round_ms: AtomicU64,
     /// Source timestamp (Unix ms) of the newest mirrored heartbeat (0: none yet).
     pub last_heartbeat_ms: AtomicU64,
     /// Set while an operator has the flow stopped (`POST /flows/NAME/stop`).
@@ -430,6 +479,9 @@ pub struct PartitionProgress {
     pub headroom_samples: VecDeque<(i64, i64, i64)>,
     /// The source no longer holds what was mirrored: the partition is stopped.
     pub diverged: Option<crate::offsets::Divergence>,
+    /// Why the partition is stopped other than by a divergence (its target topic was
+    /// recreated and the flow says `on_target_topic_recreated: stop`).
+    pub stopped: Option<String>,
     /// Times this daemon found the source topic recreated (a new topic id).
     pub recreations: u64,
     /// Times this daemon found the target topic recreated.
@@ -506,6 +558,12 @@ pub struct FlowStatus {
     pub bytes_total: u64,
     /// Seconds since the last checkpoint round, if any.
     pub checkpoint_age_seconds: Option<f64>,
+    /// Consumer groups the last checkpoint round covered.
+    #[serde(default)]
+    pub checkpoint_groups: u64,
+    /// How long the last checkpoint round took, if one completed.
+    #[serde(default)]
+    pub checkpoint_round_seconds: Option<f64>,
     /// Seconds since the newest mirrored heartbeat was written on the source, if any.
     pub heartbeat_age_seconds: Option<f64>,
     /// Errors by kind.
@@ -573,6 +631,10 @@ pub struct PartitionStatus {
     /// resolve-divergence` resumes it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub diverged: Option<crate::offsets::Divergence>,
+    /// Set while the partition is stopped for another reason, which it gives (its mirror
+    /// topic was recreated on the target under `on_target_topic_recreated: stop`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped: Option<String>,
     /// Times this daemon found the source topic deleted and recreated under the same name.
     #[serde(default)]
     pub source_recreations: u64,
@@ -710,6 +772,15 @@ impl FlowMetrics {
             .diverged = d.copied();
     }
 
+    /// Marks a partition stopped for `reason`, or no longer.
+    pub fn stopped(&self, topic: &str, partition: i32, reason: Option<String>) {
+        let mut parts = lock(&self.partitions);
+        parts
+            .entry((topic.to_string(), partition))
+            .or_default()
+            .stopped = reason;
+    }
+
     /// Counts `records` someone else wrote into a partition's mirror topic.
     pub fn foreign(&self, topic: &str, partition: i32, records: i64) {
         let mut parts = lock(&self.partitions);
@@ -802,6 +873,7 @@ impl FlowMetrics {
                     lost: p.lost.clone(),
                     retention_headroom_seconds: headroom.filter(|h| h.is_finite()),
                     diverged: p.diverged,
+                    stopped: p.stopped.clone(),
                     source_recreations: p.recreations,
                     target_recreations: p.target_recreations,
                     recreated: p.recreated.clone(),
@@ -824,6 +896,9 @@ impl FlowMetrics {
                 now,
                 self.last_checkpoint_ms.load(Ordering::Relaxed),
             ),
+            checkpoint_groups: self.checkpoint_groups.load(Ordering::Relaxed),
+            checkpoint_round_seconds: (self.last_checkpoint_ms.load(Ordering::Relaxed) > 0)
+                .then(|| self.checkpoint_round_ms.load(Ordering::Relaxed) as f64 / 1_000.0),
             heartbeat_age_seconds: age_seconds(now, self.last_heartbeat_ms.load(Ordering::Relaxed)),
             errors: lock(&self.errors).clone(),
             stopped: self.stopped_by_operator.load(Ordering::Relaxed),
@@ -863,9 +938,10 @@ pub fn render_status(status: &Status) -> String {
     for f in &status.flows {
         let _ = writeln!(
             out,
-            "flow {} ({} -> {}): {} records, {} bytes mirrored; checkpoint age {}, heartbeat age {}",
+            "flow {} ({} -> {}): {} records, {} bytes mirrored; checkpoint age {} ({} groups, round {}), heartbeat age {}",
             f.name, f.source, f.target, f.records_total, f.bytes_total,
-            seconds(f.checkpoint_age_seconds), seconds(f.heartbeat_age_seconds)
+            seconds(f.checkpoint_age_seconds), f.checkpoint_groups,
+            seconds(f.checkpoint_round_seconds), seconds(f.heartbeat_age_seconds)
         );
         if !f.errors.is_empty() {
             let errors: Vec<String> = f.errors.iter().map(|(k, n)| format!("{k}={n}")).collect();
@@ -918,6 +994,9 @@ pub fn render_status(status: &Status) -> String {
                         "    RECREATED {side} (now id {}): the source is copied from its start to target offset {} on; what lies below it is no longer translated",
                         r.topic_id, r.target_offset
                     );
+                }
+                if let Some(reason) = &p.stopped {
+                    let _ = writeln!(out, "    STOPPED: {reason}");
                 }
                 if let Some(d) = &p.diverged {
                     let _ = writeln!(

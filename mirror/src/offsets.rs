@@ -941,6 +941,24 @@ mod tests {
         (dir, flow)
     }
 
+    /// Opens a store that this process has just dropped. sled's flusher thread holds the old
+    /// database (and its file lock) until its next wake-up, so the lock may still be taken
+    /// for a moment; a daemon restart is a new process and never meets this.
+    fn reopen(dir: &std::path::Path) -> OffsetStore {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            match OffsetStore::open(dir) {
+                Ok(store) => return store,
+                Err(e)
+                    if std::time::Instant::now() < deadline && e.to_string().contains("lock") =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Err(e) => panic!("reopening the store: {e}"),
+            }
+        }
+    }
+
     fn update(runs: &[(i64, i64, i64)], cursor: (i64, i64)) -> RunUpdate {
         let runs = runs
             .iter()
@@ -1383,6 +1401,22 @@ mod tests {
         );
     }
 
+    /// The pump's run building in the property tests' models: a record acknowledged at
+    /// (`source`, `target`) extends the open run or closes it and opens another.
+    fn acknowledge(open: &mut Option<Run>, pending: &mut Vec<Run>, source: i64, target: i64) {
+        match open {
+            Some(r) if r.source_end() == source && r.target_end() == target => r.length += 1,
+            _ => {
+                pending.extend(open.take());
+                *open = Some(Run {
+                    source_start: source,
+                    target_start: target,
+                    length: 1,
+                });
+            }
+        }
+    }
+
     proptest! {
         /// A partition mirrored record by record, with random gaps and skipped records,
         /// translates every processed offset to exactly the target offset of the first
@@ -1407,13 +1441,7 @@ mod tests {
                     if let Some(r) = open.take() { pending.push(r); }
                 } else {
                     mirrored.push((source, target));
-                    match &mut open {
-                        Some(r) if r.source_end() == source && r.target_end() == target => r.length += 1,
-                        _ => {
-                            if let Some(r) = open.take() { pending.push(r); }
-                            open = Some(Run { source_start: source, target_start: target, length: 1 });
-                        }
-                    }
+                    acknowledge(&mut open, &mut pending, source, target);
                     target += 1;
                 }
                 source += 1;
@@ -1431,6 +1459,142 @@ mod tests {
             prop_assert_eq!(ix.translate("t", 3, source + 1).unwrap(), None);
             for r in ix.runs("t", 3).unwrap() {
                 prop_assert!(r.length > 0);
+            }
+        }
+
+        /// The index against a model of one partition over a random life: records mirrored
+        /// (some skipped, some target offsets taken by others), gaps in the source (lost when
+        /// below the log start, else empty offsets), flushes in any grouping, restarts of the
+        /// store from disk, truncations of the source resolved by an operator, late updates
+        /// of a replaced incarnation, and the source topic recreated. After every step that
+        /// reaches the index, every processed source offset translates to the first mirrored
+        /// record at or after it (or the cursor's target offset past the last one), nothing
+        /// past the cursor translates, and the lost ranges are what the model lost.
+        #[test]
+        fn the_index_follows_a_model_through_gaps_truncations_restarts_and_recreations(
+            ops in proptest::collection::vec((0u8..9, 0i64..6, any::<bool>()), 1..120),
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let mut store = OffsetStore::open(dir.path()).unwrap();
+            let mut ix = store.flow("a-to-b").unwrap();
+            // The model: mirrored (source, target) pairs of the current incarnation, the
+            // cursor, lost ranges, and the pump's unflushed update.
+            let mut mirrored: Vec<(i64, i64)> = Vec::new();
+            let (mut source, mut target) = (0i64, 0i64);
+            let mut lost: Vec<(i64, i64)> = Vec::new();
+            let mut incarnation = 0u32;
+            // Divergences are named by when they were found: a new one each time.
+            let mut clock_ms = 1_000i64;
+            let mut open: Option<Run> = None;
+            let mut pending: Vec<Run> = Vec::new();
+            let mut pending_lost: Vec<Lost> = Vec::new();
+            let id = |n: u32| Some(format!("topic-id-{n}"));
+            let flush = |ix: &FlowIndex, open: &mut Option<Run>, pending: &mut Vec<Run>, pending_lost: &mut Vec<Lost>, source: i64, target: i64, incarnation: u32| {
+                let mut runs = std::mem::take(pending);
+                runs.extend(open.take());
+                let update = RunUpdate {
+                    lost: std::mem::take(pending_lost),
+                    source_topic_id: id(incarnation),
+                    ..RunUpdate::runs("t", 0, runs, Cursor { source_next: source, target_next: target })
+                };
+                ix.apply(&update).unwrap();
+            };
+            for (op, n, flag) in ops {
+                match op {
+                    // Records: `n + 1` of them, every other one skipped when `flag`.
+                    0..=2 => {
+                        for k in 0..=n {
+                            if flag && k % 2 == 1 {
+                                if let Some(r) = open.take() { pending.push(r); }
+                            } else {
+                                mirrored.push((source, target));
+                                acknowledge(&mut open, &mut pending, source, target);
+                                target += 1;
+                            }
+                            source += 1;
+                        }
+                    }
+                    // Someone else's records on the target: the next run starts further on.
+                    3 => target += n,
+                    // A gap of `n + 1` source offsets: lost (below the log start) when `flag`.
+                    4 => {
+                        if let Some(r) = open.take() { pending.push(r); }
+                        let to = source + n + 1;
+                        if flag {
+                            pending_lost.push(Lost { source_start: source, source_end: to, log_start_offset: to, detected_ms: 1 });
+                            lost.push((source, to));
+                        }
+                        source = to;
+                    }
+                    5 => flush(&ix, &mut open, &mut pending, &mut pending_lost, source, target, incarnation),
+                    // A restart: what was flushed survives, what was not is sent again later
+                    // (the model forgets it, as the pump's reconciliation would take it).
+                    6 => {
+                        flush(&ix, &mut open, &mut pending, &mut pending_lost, source, target, incarnation);
+                        store.flush().unwrap();
+                        drop(ix);
+                        drop(store);
+                        store = reopen(dir.path());
+                        ix = store.flow("a-to-b").unwrap();
+                    }
+                    // The source truncated `n` offsets back, found and resolved at that point:
+                    // copying resumes there, after everything the target holds.
+                    7 => {
+                        flush(&ix, &mut open, &mut pending, &mut pending_lost, source, target, incarnation);
+                        let at = (source - n).max(0);
+                        clock_ms += 1;
+                        let detected_ms = clock_ms;
+                        let d = Divergence { source_offset: at, mirrored_to: source, source_end_offset: at, detected_ms };
+                        let diverged = RunUpdate { diverged: Some(d), source_topic_id: id(incarnation), ..RunUpdate::runs("t", 0, Vec::new(), Cursor { source_next: source, target_next: target }) };
+                        ix.apply(&diverged).unwrap();
+                        prop_assert_eq!(ix.divergence("t", 0).unwrap(), Some(d));
+                        let resolution = RunUpdate {
+                            resolved: Some(Resolution { detected_ms, from_source_offset: at }),
+                            source_topic_id: id(incarnation),
+                            ..RunUpdate::runs("t", 0, Vec::new(), Cursor { source_next: at, target_next: target })
+                        };
+                        ix.apply(&resolution).unwrap();
+                        prop_assert_eq!(ix.divergence("t", 0).unwrap(), None);
+                        mirrored.retain(|(s, _)| *s < at);
+                        lost.retain_mut(|(from, to)| { *to = (*to).min(at); *from < *to });
+                        source = at;
+                    }
+                    // The source recreated (when `flag`), or a late update of the incarnation
+                    // before this one, which must change nothing.
+                    _ => {
+                        flush(&ix, &mut open, &mut pending, &mut pending_lost, source, target, incarnation);
+                        if flag {
+                            incarnation += 1;
+                            let update = RunUpdate {
+                                source_topic_id: id(incarnation),
+                                new_incarnation: true,
+                                ..RunUpdate::runs("t", 0, Vec::new(), Cursor { source_next: 0, target_next: target })
+                            };
+                            ix.apply(&update).unwrap();
+                            mirrored.clear();
+                            lost.clear();
+                            source = 0;
+                        } else if incarnation > 0 {
+                            let late = RunUpdate {
+                                source_topic_id: id(incarnation - 1),
+                                ..RunUpdate::runs("t", 0, vec![Run { source_start: 0, target_start: target + 100, length: 50 }], Cursor { source_next: 50, target_next: target + 150 })
+                            };
+                            ix.apply(&late).unwrap();
+                        }
+                    }
+                }
+                if op >= 5 {
+                    // Everything is in the index now: it must match the model.
+                    prop_assert_eq!(ix.cursor("t", 0).unwrap().map(|c| (c.source_next, c.target_next)), Some((source, target)));
+                    for offset in 0..=source {
+                        let expected = mirrored.iter().find(|(s, _)| *s >= offset).map_or(target, |(_, t)| *t);
+                        prop_assert_eq!(ix.translate("t", 0, offset).unwrap(), Some(expected), "offset {}", offset);
+                    }
+                    prop_assert_eq!(ix.translate("t", 0, source + 1).unwrap(), None);
+                    let have: Vec<(i64, i64)> = ix.lost("t", 0).unwrap().iter().map(|l| (l.source_start, l.source_end)).collect();
+                    prop_assert_eq!(have, lost.clone());
+                    prop_assert_eq!(ix.incarnation("t", 0).unwrap(), id(incarnation));
+                }
             }
         }
     }

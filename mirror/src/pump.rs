@@ -50,7 +50,7 @@ use crate::clients::{
     admin, blocking, client_config, parse_source_header, send_to_partition_zero, source_header,
     watermarks, Admin, MirrorContext, MirrorError, PollConsumer, ORIGIN_HEADER, SOURCE_HEADER,
 };
-use crate::config::{ClusterConfig, FlowConfig, StartPosition};
+use crate::config::{ClusterConfig, FlowConfig, OnTargetRecreated, StartPosition};
 use crate::fence::{
     FreezeWatch, HEARTBEAT_INTERVAL_MS, PUMP_MESSAGE_TIMEOUT_MS, REVOKE_DRAIN_TIMEOUT_MS,
     SESSION_TIMEOUT_MS,
@@ -226,6 +226,10 @@ struct PartitionState {
     diverged: Option<Divergence>,
     /// Whether `diverged` still has to be recorded in the runs topic.
     divergence_unrecorded: bool,
+    /// The target topic was recreated and the flow says `on_target_topic_recreated: stop`:
+    /// the partition is paused, its records dropped, nothing recorded, until the daemon
+    /// restarts with another setting.
+    halted: bool,
     /// `(sent_next, since ms)`: how long nothing new was read.
     idle_since: (i64, i64),
     /// The `sent_next` at which the source's end was last checked against it.
@@ -258,6 +262,7 @@ impl PartitionState {
             lost: Vec::new(),
             diverged: None,
             divergence_unrecorded: false,
+            halted: false,
             idle_since: (-1, 0),
             end_checked_at: -1,
             ids,
@@ -336,6 +341,7 @@ impl PartitionState {
             self.idle_since = (self.sent_next, now_ms);
         }
         let below = self.diverged.is_none()
+            && !self.halted
             && self.in_flight == 0
             && stats_end.is_some_and(|end| end < self.sent_next)
             && now_ms - self.idle_since.1 >= END_BELOW_IDLE_MS
@@ -367,6 +373,7 @@ impl PartitionState {
     fn caught_up_gap(&mut self, position: i64, source_end: Option<i64>) -> Option<(i64, i64)> {
         if !self.position_trusted
             || self.diverged.is_some()
+            || self.halted
             || self.in_flight > 0
             || position <= self.sent_next
             || source_end != Some(position)
@@ -870,6 +877,13 @@ impl PumpRun<'_> {
             (Side::Target, &known_target_id, &current_target_id),
         ] {
             if let (Some(known), Some(current)) = (known, current) {
+                if known != current
+                    && side == Side::Target
+                    && self.pump.flow.on_target_topic_recreated == OnTargetRecreated::Stop
+                {
+                    let (known, current) = (known.clone(), current.clone());
+                    return self.halt(topic, partition, remote, &known, &current, ids);
+                }
                 if known != current {
                     return self
                         .new_incarnation(topic, partition, first_offset, side, known, ids)
@@ -946,6 +960,7 @@ impl PumpRun<'_> {
             // Resolved since this daemon last held it, if it had diverged.
             None => self.pump.metrics.diverged(topic, partition, None),
         }
+        self.pump.metrics.stopped(topic, partition, None);
         self.states.insert((topic.clone(), partition), state);
         Ok(())
     }
@@ -1013,6 +1028,7 @@ impl PumpRun<'_> {
             .metrics
             .recreated(topic, partition, side, &current, target_end);
         self.pump.metrics.diverged(topic, partition, None);
+        self.pump.metrics.stopped(topic, partition, None);
         self.pump.metrics.set_lost(topic, partition, &lost);
         match side {
             Side::Source => {
@@ -1045,6 +1061,42 @@ impl PumpRun<'_> {
         }
         let state = PartitionState {
             started: start == first_offset,
+            ..PartitionState::new(remote, cursor, ids)
+        };
+        self.states.insert((topic.clone(), partition), state);
+        Ok(())
+    }
+
+    /// Stops a partition whose target topic was recreated (id `known` in the index, `current`
+    /// now) under `on_target_topic_recreated: stop`: paused, nothing sent or recorded, and
+    /// the operator told once per time this pump takes the partition.
+    fn halt(
+        &mut self,
+        topic: &Arc<str>,
+        partition: i32,
+        remote: String,
+        known: &str,
+        current: &str,
+        ids: Ids,
+    ) -> Result<(), MirrorError> {
+        let cursor = self.pump.index.cursor(topic, partition)?.unwrap_or(Cursor {
+            source_next: 0,
+            target_next: 0,
+        });
+        let mut tpl = TopicPartitionList::new();
+        let _ = tpl.add_partition(topic, partition);
+        if let Err(e) = self.consumer.pause(&tpl) {
+            tracing::debug!(topic = %topic, partition, error = %e, "pausing a stopped partition");
+        }
+        let reason = format!(
+            "the mirror topic {remote} was deleted or recreated on the target (topic id {known}, now {current}); on_target_topic_recreated is stop: set it to recopy and restart to copy the source again into it"
+        );
+        tracing::error!(flow = %self.pump.flow.name, topic = %topic, partition, remote = %remote, old_topic_id = known, topic_id = current,
+            "the target topic was recreated: this partition is stopped (on_target_topic_recreated: stop)");
+        self.pump.metrics.error("target_recreated");
+        self.pump.metrics.stopped(topic, partition, Some(reason));
+        let state = PartitionState {
+            halted: true,
             ..PartitionState::new(remote, cursor, ids)
         };
         self.states.insert((topic.clone(), partition), state);
@@ -1219,6 +1271,13 @@ impl PumpRun<'_> {
         self.state_for(&topic, partition, offset).await?;
         let key = (topic.clone(), partition);
         let state = self.states.get_mut(&key).expect("state_for made it");
+        if state.halted {
+            // Stopped by the flow's setting; a record fetched before the pause is dropped.
+            let mut tpl = TopicPartitionList::new();
+            let _ = tpl.add_partition(&topic, partition);
+            let _ = self.consumer.pause(&tpl);
+            return Ok(());
+        }
         if let Some(d) = state.diverged {
             // Stopped; a record fetched before the pause (or after a new assignment, which
             // unpauses) is dropped and the partition paused again.
@@ -1634,13 +1693,16 @@ impl PumpRun<'_> {
             let topics = self.pump.topics.borrow();
             self.states
                 .iter()
-                .filter(|((t, _), s)| s.in_flight == 0 && ids_changed(&topics, t, &s.ids))
+                .filter(|((t, _), s)| {
+                    s.in_flight == 0 && !s.halted && ids_changed(&topics, t, &s.ids)
+                })
                 .map(|(k, _)| k.clone())
                 .collect()
         };
         // A held state made while ids were unknown is checked against the index's.
         for ((topic, partition), state) in &self.states {
             if state.in_flight == 0
+                && !state.halted
                 && (state.ids.source.is_none() || state.ids.target.is_none())
                 && self.recreated_since_recorded(topic, *partition)?
             {

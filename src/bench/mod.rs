@@ -8,6 +8,8 @@
 //!   between the same sites.
 //! - [`failover`]: a planned failover's RTO between two three-node sites for a flow of many
 //!   partitions and groups, against a limit.
+//! - [`groups`]: how long the mirror takes to sync thousands of consumer groups, against
+//!   two checkpoint intervals, and the daemon's threads and RSS against a client per group.
 //! - [`takeover`]: how long a flow's partitions take to resume after the mirror is SIGKILLed
 //!   mid-stream (reconciliation with the target's tail included) against a clean restart.
 //! - [`wire`]: the broker's check of every count and length in a message against the decode
@@ -24,6 +26,7 @@ use anyhow::{bail, Context};
 
 pub mod consume;
 pub mod failover;
+pub mod groups;
 pub mod mirror;
 pub mod produce;
 pub mod replication;
@@ -32,6 +35,7 @@ pub mod wire;
 
 pub use consume::{consume, ConsumeBenchArgs};
 pub use failover::{failover, FailoverBenchArgs};
+pub use groups::{groups, GroupsBenchArgs};
 pub use mirror::{mirror, MirrorBenchArgs};
 pub use produce::{produce, ProduceBenchArgs};
 pub use replication::{replication, ReplicationBenchArgs};

@@ -174,6 +174,16 @@ impl MirrorDaemon {
         serde_json::from_str(&body).unwrap_or_else(|e| panic!("/status is not JSON ({e}): {body}"))
     }
 
+    /// Replaces the config file; the next start or restart reads it.
+    pub fn set_config(&self, config: &str) {
+        std::fs::write(self.dir.path().join("mirror.yaml"), config).expect("write mirror config");
+    }
+
+    /// The daemon's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("mirror is running").id()
+    }
+
     /// The daemon's HTTP address (for `strait mirror status --http`).
     pub fn http_addr(&self) -> SocketAddr {
         self.http
