@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::cluster::{create_topic_with_configs, Cluster};
 use common::mirror::{
     checkpoints, commit, committed, flow_config, read_partition, wait_for_records, MirrorDaemon,
 };
@@ -23,7 +24,12 @@ use rdkafka::admin::{AdminOptions, AlterConfig, ConfigSource, NewPartitions, Res
 const MIRROR_WAIT: Duration = Duration::from_secs(60);
 
 fn produce(broker: &Broker, topic: &str, records: &[(i32, TestRecord)]) {
-    let producer = broker.producer(&[]);
+    produce_to(&broker.bootstrap(), topic, records);
+}
+
+/// [`produce`] to any cluster, with acks=all.
+fn produce_to(bootstrap: &str, topic: &str, records: &[(i32, TestRecord)]) {
+    let producer = common::TestProducer::new(bootstrap, &[("acks", "all")]);
     let deadline = Instant::now() + Duration::from_secs(60);
     for (i, (p, r)) in records.iter().enumerate() {
         producer
@@ -708,9 +714,14 @@ fn a_target_outage_under_load_loses_and_repeats_nothing_and_checkpoints_and_hear
             .then_some(())
     });
     // The target goes away mid-stream for longer than the mirror's request timeouts, and
-    // comes back on the same address and data.
+    // comes back on the same address and data. 15 s in the suite; a soak run sets
+    // STRAIT_TARGET_OUTAGE_S (an hour: 3600).
+    let outage_s: u64 = std::env::var("STRAIT_TARGET_OUTAGE_S")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(15);
     b.sigkill();
-    thread::sleep(Duration::from_secs(15));
+    thread::sleep(Duration::from_secs(outage_s));
     b.restart_on_same_port();
     let restarted_ms = now_ms();
     assert_eq!(producer_thread.join().unwrap(), total);
@@ -737,9 +748,13 @@ fn a_target_outage_under_load_loses_and_repeats_nothing_and_checkpoints_and_hear
             .into_iter()
             .find(|(_, _, at)| *at > restarted_ms)
     });
-    eprintln!(
-        "pump restarts across the outage: {}",
-        mirror.log_lines_containing("restarting")
+    // No restart storm: the pump's backoff doubles up to 30 s, so an outage of `outage_s`
+    // costs about one restart per 30 s once it is long.
+    let restarts = mirror.log_lines_containing("restarting");
+    eprintln!("pump restarts across a {outage_s} s outage: {restarts}");
+    assert!(
+        restarts as u64 <= outage_s / 30 + 10,
+        "{restarts} pump restarts across a {outage_s} s outage"
     );
 }
 
@@ -1310,6 +1325,156 @@ fn a_source_truncated_below_the_mirror_stops_that_partition_until_an_operator_re
 }
 
 /// Deletes `topic` on `broker`, waits until it is gone, and creates it again empty.
+/// Case 4 while the mirror is away: the source is cut below what was mirrored and written
+/// again past the mirror's cursor before it restarts, so neither its end nor its log start
+/// gives the cut away. The leader epoch recorded with the runs does: the restarted pump
+/// finds the epoch changed, has the position validated (KIP-320), and stops the partition
+/// where the source diverged.
+#[test]
+fn a_source_cut_and_refilled_past_the_cursor_while_the_mirror_was_away_is_found_at_restart() {
+    let a = Broker::start();
+    let b = Broker::start();
+    a.create_topic("refill", 1, &[]);
+    let ts = now_ms();
+    let records = |prefix: &str, from: usize, to: usize| -> Vec<(i32, TestRecord)> {
+        (from..to)
+            .map(|i| (0, generated_record(prefix, i, ts)))
+            .collect()
+    };
+    // Two flushes, so that a batch starts at 60 (a cut takes whole batches).
+    produce(&a, "refill", &records("old", 0, 60));
+    produce(&a, "refill", &records("old", 60, 100));
+    let mut mirror = MirrorDaemon::start(&flow_config(&a, &b, ""));
+    wait_for_records(&b, "a.refill", 0, 100, MIRROR_WAIT);
+    mirror.sigterm_and_wait();
+
+    truncate_source(&a, "refill", 0, 60);
+    produce(&a, "refill", &records("new", 60, 130));
+    assert_eq!(a.watermarks("refill", 0), (0, 130));
+
+    mirror.restart();
+    let diverged = wait_for("the divergence in /status", MIRROR_WAIT, || {
+        partition_status(&mirror, "refill", 0)?
+            .get("diverged")
+            .filter(|d| d.is_object())
+            .cloned()
+    });
+    assert_eq!(diverged["source_offset"], 60, "{diverged}");
+    assert_eq!(diverged["mirrored_to"], 100, "{diverged}");
+    thread::sleep(Duration::from_secs(2));
+    let target = read_partition(&b, "a.refill", 0);
+    assert_eq!(
+        sequence(&target),
+        (0..100).collect::<Vec<_>>(),
+        "the old copies once each, none of the new records on top"
+    );
+    assert_eq!(
+        mirror.log_lines_containing(
+            "the source's leader epoch changed since this partition was last read"
+        ),
+        1
+    );
+}
+
+/// Case 4 with a real unclean leader election on a three-node source: a follower frozen out
+/// of the ISR, records the leader alone held (and the mirror copied), the leader killed, and
+/// the stale follower elected because the topic allows it. The source now holds other records
+/// at offsets the mirror copied: the partition must stop, with nothing copied on top.
+#[test]
+fn an_unclean_leader_election_on_a_three_node_source_stops_the_partition_at_the_divergence() {
+    let mut source = Cluster::new(3, "replica_lag_time_max_ms: 2000\n");
+    source.start_all();
+    // Every node, also those that will be down: the mirror's bootstrap list outlives them.
+    let bootstrap = source
+        .ids()
+        .iter()
+        .map(|id| source.node(*id).addr().to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    let b = Broker::start();
+    create_topic_with_configs(
+        &bootstrap,
+        "ledger",
+        1,
+        2,
+        &[
+            ("unclean.leader.election.enable", "true"),
+            ("min.insync.replicas", "1"),
+        ],
+        OP_TIMEOUT,
+    )
+    .expect("create ledger");
+    let ts = now_ms();
+    let records = |prefix: &str, from: usize, to: usize| -> Vec<(i32, TestRecord)> {
+        (from..to)
+            .map(|i| (0, generated_record(prefix, i, ts)))
+            .collect()
+    };
+    let md = source.wait_metadata(1, "ledger on two in-sync replicas", MIRROR_WAIT, |md| {
+        md.partitions("ledger")
+            .first()
+            .is_some_and(|p| p.leader >= 0 && p.isr.len() == 2)
+    });
+    let p = md.partitions("ledger")[0].clone();
+    let leader = p.leader;
+    let follower = *p.replicas.iter().find(|r| **r != leader).unwrap();
+    let bystander = source
+        .ids()
+        .into_iter()
+        .find(|id| !p.replicas.contains(id))
+        .unwrap();
+    produce_to(&bootstrap, "ledger", &records("old", 0, 50));
+    let mirror = MirrorDaemon::start(&flow_config(&bootstrap, &b, ""));
+    wait_for_records(&b, "a.ledger", 0, 50, MIRROR_WAIT);
+
+    // The follower freezes and leaves the ISR; the leader alone takes 50 more, which the
+    // mirror copies.
+    let frozen = source.node(follower).pid();
+    // SAFETY: kill(2) on a child process of this test.
+    unsafe { libc::kill(frozen, libc::SIGSTOP) };
+    source.wait_metadata(
+        bystander,
+        "the frozen follower out of the ISR",
+        MIRROR_WAIT,
+        |md| md.partitions("ledger")[0].isr == [leader],
+    );
+    produce_to(&bootstrap, "ledger", &records("old", 50, 100));
+    wait_for_records(&b, "a.ledger", 0, 100, MIRROR_WAIT);
+
+    // The leader dies with records no one else has; the follower comes back and is elected
+    // uncleanly (the only live replica), its log ending at 50.
+    source.sigkill(leader);
+    // SAFETY: as above.
+    unsafe { libc::kill(frozen, libc::SIGCONT) };
+    let md = source.wait_metadata(bystander, "the stale follower elected", MIRROR_WAIT, |md| {
+        md.partitions("ledger")[0].leader == follower
+    });
+    assert!(md.partitions("ledger")[0].leader_epoch > p.leader_epoch);
+    wait_for("the new leader's end at 50", MIRROR_WAIT, || {
+        (common::watermarks(&source.bootstrap(), "ledger", 0).1 == 50).then_some(())
+    });
+    produce_to(&source.bootstrap(), "ledger", &records("new", 50, 60));
+
+    let diverged = wait_for("the divergence in /status", MIRROR_WAIT, || {
+        partition_status(&mirror, "ledger", 0)?
+            .get("diverged")
+            .filter(|d| d.is_object())
+            .cloned()
+    });
+    assert_eq!(diverged["source_offset"], 50, "{diverged}");
+    assert_eq!(diverged["mirrored_to"], 100, "{diverged}");
+    thread::sleep(Duration::from_secs(2));
+    let target = read_partition(&b, "a.ledger", 0);
+    assert_eq!(
+        sequence(&target),
+        (0..100).collect::<Vec<_>>(),
+        "the old copies once each, nothing of the new leader's on top"
+    );
+    assert!(mirror.metrics().contains(
+        "strait_mirror_partition_diverged{flow=\"a-to-b\",topic=\"ledger\",partition=\"0\"} 1"
+    ));
+}
+
 fn recreate_topic(broker: &Broker, topic: &str, partitions: i32) {
     for r in broker.delete_topics(&[topic]) {
         r.unwrap_or_else(|e| panic!("deleting {topic}: {e:?}"));
@@ -1410,6 +1575,13 @@ fn a_target_topic_recreated_by_hand_stops_the_partition_or_is_copied_again_from_
     produce(&a, "orders", &records(0, 40));
     let mut mirror = MirrorDaemon::start(&flow_config(&a, &b, ""));
     wait_for_records(&b, "a.orders", 0, 40, MIRROR_WAIT);
+    // A group checkpointed into the mirror topic that is about to go.
+    commit(&a, "auditors", "orders", &[(0, 20)]);
+    wait_for("the auditors' checkpoint", MIRROR_WAIT, || {
+        checkpoints(&b, "a.checkpoints.internal")
+            .into_iter()
+            .find(|c| c["group"] == "auditors" && c["upstream_offset"] == 20)
+    });
     mirror.sigterm_and_wait();
 
     // While the mirror is away, someone deletes the mirror topic, and the source's log start
@@ -1476,6 +1648,26 @@ fn a_target_topic_recreated_by_hand_stops_the_partition_or_is_copied_again_from_
         mirror.log_lines_containing("this partition is stopped (on_target_topic_recreated: stop)"),
         1
     );
+    // A forced failover's final commit does not carry the auditors' old checkpoint into
+    // the new topic either: the entry says why.
+    let before = committed(&b, "auditors", "a.orders", 1);
+    mirror.post("/flows/a-to-b/stop");
+    let answer = mirror.post("/flows/a-to-b/commit-checkpoints");
+    let entry = answer["commits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["group"] == "auditors")
+        .cloned()
+        .unwrap_or_else(|| panic!("no auditors entry in {answer}"));
+    assert!(
+        entry["skipped"]
+            .as_str()
+            .is_some_and(|s| s.contains("no longer translate")),
+        "{entry}"
+    );
+    assert_eq!(committed(&b, "auditors", "a.orders", 1), before);
+    mirror.post("/flows/a-to-b/start");
 
     // Then the default, `recopy`.
     mirror.sigterm_and_wait();
@@ -1623,9 +1815,10 @@ fn five_thousand_groups_are_synced_exactly_without_a_client_per_group() {
     println!(
         "{GROUPS} groups synced {synced_after:?} after they were committed; daemon threads {threads_before} -> {threads_after}, RSS {rss_before_kib} -> {rss_after_kib} KiB"
     );
-    // One client per group would add librdkafka's threads (several per client) per group.
+    // One client per group would add librdkafka's threads (several per client) per group,
+    // tens of thousands here; the margin is for tokio's blocking pool.
     assert!(
-        threads_after <= threads_before + 4,
+        threads_after <= threads_before + 16,
         "the daemon's threads grew from {threads_before} to {threads_after} with {GROUPS} groups"
     );
     // Thousands of clients would take hundreds of MiB; the groups' own state is small.

@@ -1462,12 +1462,15 @@ fn kill_at_step_and_resume(
     http: &str,
     journal: &Path,
 ) -> serde_json::Value {
+    // The killed run's output, for the message of a run that ends before the step.
+    let output = journal.with_file_name("killed-run.log");
+    let log = std::fs::File::create(&output).unwrap();
     let mut child = dr_command(args, http, journal)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
         .spawn()
         .unwrap();
-    let run_id = kill_when_step_starts(&mut child, journal, step);
+    let run_id = kill_when_step_starts(&mut child, journal, step, &output);
     let report = journal.with_file_name("report.json");
     let out = resume_run(&run_id, mirror_config, &report, http, journal);
     let printed = String::from_utf8_lossy(&out.stdout).to_string();
@@ -1483,7 +1486,12 @@ fn kill_at_step_and_resume(
 
 /// SIGKILLs `child` (a runbook run) as soon as its audit log shows `step` starting; returns
 /// the run's id.
-fn kill_when_step_starts(child: &mut std::process::Child, journal: &Path, step: &str) -> String {
+fn kill_when_step_starts(
+    child: &mut std::process::Child,
+    journal: &Path,
+    step: &str,
+    output: &Path,
+) -> String {
     let deadline = Instant::now() + Duration::from_secs(60);
     let run_id = loop {
         let lines: Vec<serde_json::Value> = std::fs::read_to_string(journal.join("audit.jsonl"))
@@ -1499,7 +1507,10 @@ fn kill_when_step_starts(child: &mut std::process::Child, journal: &Path, step: 
             break l["run_id"].as_str().unwrap().to_string();
         }
         if let Some(status) = child.try_wait().unwrap() {
-            panic!("`{step}`: the run ended ({status}) before the step started");
+            panic!(
+                "`{step}`: the run ended ({status}) before the step started; its output:\n{}",
+                std::fs::read_to_string(output).unwrap_or_default()
+            );
         }
         assert!(Instant::now() < deadline, "step `{step}` never started");
         std::thread::sleep(Duration::from_millis(1));

@@ -30,10 +30,12 @@ use crate::clients::{
 };
 use crate::config::{ClusterConfig, FlowConfig};
 use crate::group_offsets::{
-    all_answered, read_each, read_with, write_with, GroupCommit, PartitionOffset,
+    all_answered, read_each, read_with, refusals, write_with, GroupCommit, Interrupt,
+    PartitionOffset,
 };
 use crate::metrics::{now_ms, FlowMetrics, TopicState};
 use crate::offsets::{next_checkpoint, Checkpoint, FlowIndex};
+use crate::topic_ids::Side;
 
 /// How long a checkpoint or heartbeat record may wait for the target: a target down for
 /// longer fails the task, which restarts with the flow.
@@ -121,6 +123,13 @@ pub async fn commit_last_checkpoints(
     }
     let client = group_client(target, &format!("strait-mirror-final-{}", flow.name))?;
     let members = members_by_group(&client).await?;
+    let partitions: BTreeSet<(String, i32)> = by_group
+        .values()
+        .flatten()
+        .map(|(t, p, _)| (t.clone(), *p))
+        .collect();
+    let replaced = replaced_topics(&client, flow, index, &partitions, Side::Target).await?;
+    let interrupt = Interrupt::default();
     let groups: Vec<String> = by_group.keys().cloned().collect();
     let remote = |list: &[(String, i32, Checkpoint)]| -> Vec<(String, i32)> {
         list.iter()
@@ -133,7 +142,7 @@ pub async fn commit_last_checkpoints(
         .collect();
     let current = all_answered(
         &groups,
-        read_with(&client, requests).await?,
+        read_with(&client, requests, &interrupt).await?,
         "reading the target's offsets",
     )?;
     let mut entries = Vec::new();
@@ -145,7 +154,9 @@ pub async fn commit_last_checkpoints(
         for (t, p, c) in list {
             let remote = flow.remote_topic(&t);
             let have = current.get(&(remote.clone(), p)).copied();
-            let skipped = if active > 0 {
+            let skipped = if replaced.contains(&(t.clone(), p)) {
+                Some(REPLACED.to_string())
+            } else if active > 0 {
                 Some(format!("{active} members active on the target"))
             } else if have.is_some_and(|h| h >= c.target_offset) {
                 Some("the target is already at or past the checkpoint".to_string())
@@ -169,12 +180,14 @@ pub async fn commit_last_checkpoints(
         }
     }
     if !commits.is_empty() {
-        let names: Vec<String> = commits.iter().map(|(g, _)| g.clone()).collect();
-        all_answered(
-            &names,
-            write_with(&client, commits).await?,
-            "committing the last checkpoints on the target",
-        )?;
+        // A group the coordinator refuses is named in its entries; the others are committed.
+        let answers = write_with(&client, commits.clone(), &interrupt).await?;
+        let refused = refusals(&commits, answers);
+        for e in &mut entries {
+            if let Some(why) = refused.get(&(e.group.clone(), e.topic.clone(), e.partition)) {
+                e.skipped = Some(format!("the target refused the commit: {why}"));
+            }
+        }
         // Read back, so the answer is what the target holds, not what was asked.
         let keys = entries
             .iter()
@@ -193,6 +206,53 @@ pub async fn commit_last_checkpoints(
     }
     tracing::info!(flow = %flow.name, groups = groups.len(), offsets = entries.len(), "committed the last checkpoints on the target");
     Ok(entries)
+}
+
+/// Why a partition whose topic was recreated gets no offset: its runs describe the old one.
+pub(crate) const REPLACED: &str =
+    "the topic was deleted or recreated since it was mirrored; its offsets no longer translate";
+
+/// The partitions among `partitions` (source topic names) whose topic on `side` has another
+/// id now than the one the index's runs were recorded for.
+pub(crate) async fn replaced_topics(
+    client: &Arc<PollConsumer>,
+    flow: &FlowConfig,
+    index: &FlowIndex,
+    partitions: &BTreeSet<(String, i32)>,
+    side: Side,
+) -> Result<BTreeSet<(String, i32)>, MirrorError> {
+    let name = |t: &str| match side {
+        Side::Source => t.to_string(),
+        Side::Target => flow.remote_topic(t),
+    };
+    let names: Vec<String> = partitions
+        .iter()
+        .map(|(t, _)| name(t))
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let c = client.clone();
+    let ids = blocking(move || {
+        crate::topic_ids::topic_ids(
+            c.client(),
+            &names,
+            Duration::from_millis(REQUEST_TIMEOUT_MS),
+        )
+    })
+    .await?;
+    let mut replaced = BTreeSet::new();
+    for (t, p) in partitions {
+        let known = match side {
+            Side::Source => index.incarnation(t, *p)?,
+            Side::Target => index.target_incarnation(t, *p)?,
+        };
+        if let (Some(known), Some(now)) = (known, ids.get(&name(t))) {
+            if &known != now {
+                replaced.insert((t.clone(), *p));
+            }
+        }
+    }
+    Ok(replaced)
 }
 
 /// A request for a round now (the failover's final checkpoint), answered with the round's
@@ -216,6 +276,11 @@ pub struct Checkpointer {
     rewound: BTreeSet<(String, String, i32)>,
     /// Why the last round did not cover the whole flow, if it did not.
     incomplete: Option<String>,
+    /// Whether some group's offsets could not be read or synced in the last round (which
+    /// then does not count as a completed one).
+    groups_failed: bool,
+    /// Stops the round's bulk calls when the flow stops.
+    interrupt: Interrupt,
 }
 
 /// The groups `client`'s cluster knows (or just `group`), with their member counts; dead
@@ -300,6 +365,8 @@ impl Checkpointer {
             assigned,
             rewound: BTreeSet::new(),
             incomplete: None,
+            groups_failed: false,
+            interrupt: Interrupt::default(),
         })
     }
 
@@ -315,7 +382,7 @@ impl Checkpointer {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let reply = tokio::select! {
-                _ = async { let _ = stop.wait_for(|s| *s).await; } => return,
+                _ = async { let _ = stop.wait_for(|s| *s).await; } => return self.close().await,
                 _ = tick.tick() => None,
                 request = async { requests.lock().await.recv().await } => request,
             };
@@ -323,10 +390,13 @@ impl Checkpointer {
             // is published again by the next life's first round, which is harmless.
             let started = std::time::Instant::now();
             let result = tokio::select! {
-                _ = async { let _ = stop.wait_for(|s| *s).await; } => return,
+                _ = async { let _ = stop.wait_for(|s| *s).await; } => return self.close().await,
                 r = self.round() => r,
             };
             match &result {
+                // A round that could not read or sync every group is not a completed one:
+                // the checkpoint age keeps growing, so an alert on it fires.
+                Ok(_) if self.groups_failed => {}
                 Ok(_) => {
                     use std::sync::atomic::Ordering::Relaxed;
                     let round_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
@@ -349,6 +419,20 @@ impl Checkpointer {
                 };
                 let _ = reply.send(answer);
             }
+        }
+    }
+
+    /// Stops the bulk call of a round that was running, and waits (bounded) until the
+    /// answers to the commits it had sent are in: no commit of this flow's lands after it
+    /// stopped (the daemon gives its tasks 2 s, then abandons them).
+    async fn close(self) {
+        self.interrupt.stop();
+        if !self
+            .interrupt
+            .wait_idle(Duration::from_millis(REQUEST_TIMEOUT_MS + 1_000))
+            .await
+        {
+            tracing::warn!(flow = %self.flow.name, "a group offsets call was still waiting for answers when the flow stopped");
         }
     }
 
@@ -401,7 +485,11 @@ impl Checkpointer {
                 withheld.join(", ")
             ));
         }
+        self.groups_failed = false;
         if held.is_empty() {
+            self.metrics
+                .checkpoint_groups
+                .store(0, std::sync::atomic::Ordering::Relaxed);
             return Ok(Vec::new());
         }
         let mut translations = Vec::new();
@@ -412,8 +500,9 @@ impl Checkpointer {
             .filter(|g| self.flow.groups.matches(g))
             .collect();
         let requests = groups.iter().map(|g| (g.clone(), held.clone())).collect();
-        let answers = read_with(&self.source_client, requests).await?;
+        let answers = read_with(&self.source_client, requests, &self.interrupt).await?;
         let mut failed: Vec<String> = Vec::new();
+        let mut covered = 0u64;
         let mut emitted: Vec<(CheckpointRecord, bool)> = Vec::new();
         for (group, answer) in groups.iter().zip(answers) {
             let partitions = match answer {
@@ -423,6 +512,7 @@ impl Checkpointer {
                     continue;
                 }
             };
+            covered += 1;
             for e in partitions {
                 if let Some(error) = &e.error {
                     failed.push(format!(
@@ -487,6 +577,7 @@ impl Checkpointer {
             // The other groups went on; a caller acting on this round is told it is partial.
             tracing::warn!(flow = %self.flow.name, failures = failed.len(), first = %first, "some group offsets could not be read or synced this round");
             self.metrics.error("checkpoint");
+            self.groups_failed = true;
             self.incomplete = Some(format!(
                 "{} group offsets could not be read or synced, the first: {first}",
                 failed.len()
@@ -494,7 +585,7 @@ impl Checkpointer {
         }
         self.metrics
             .checkpoint_groups
-            .store(groups.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            .store(covered, std::sync::atomic::Ordering::Relaxed);
         Ok(translations)
     }
 
@@ -565,7 +656,7 @@ impl Checkpointer {
                 (g.clone(), partitions)
             })
             .collect();
-        let answers = read_with(&self.target_client, requests).await?;
+        let answers = read_with(&self.target_client, requests, &self.interrupt).await?;
         let mut commits = Vec::new();
         for ((group, list), answer) in wanted.into_iter().zip(answers) {
             let current = match answer {
@@ -593,7 +684,7 @@ impl Checkpointer {
             return Ok(());
         }
         let names: Vec<String> = commits.iter().map(|(g, _)| g.clone()).collect();
-        let answers = write_with(&self.target_client, commits).await?;
+        let answers = write_with(&self.target_client, commits, &self.interrupt).await?;
         let mut synced = 0usize;
         for (group, answer) in names.iter().zip(answers) {
             match answer {

@@ -135,8 +135,8 @@ pub enum OnTargetRecreated {
     /// Copy the source again from its log start into the new topic (what the source deleted
     /// since is recorded as lost). The default: the target is made whole again by itself.
     Recopy,
-    /// Stop the topic's partitions with an error until an operator decides (set `recopy` and
-    /// restart, or put the old topic back).
+    /// Stop the topic's partitions with an error until an operator decides (sets `recopy`
+    /// and restarts the daemon).
     Stop,
 }
 

@@ -7,11 +7,16 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::checkpoints::{group_client, members_by_group, offsets_by_partition};
+use std::collections::BTreeSet;
+
+use crate::checkpoints::{
+    group_client, members_by_group, offsets_by_partition, replaced_topics, REPLACED,
+};
 use crate::clients::MirrorError;
 use crate::config::{ClusterConfig, FlowConfig};
-use crate::group_offsets::{all_answered, read_each, read_with, write_with};
+use crate::group_offsets::{all_answered, read_each, read_with, refusals, write_with, Interrupt};
 use crate::offsets::{Cursor, FlowIndex, Run, RunUpdate};
+use crate::topic_ids::Side;
 
 /// Records that source offsets `source_next .. source_next + count` of a partition are on
 /// the target at `target_next ..`, one for one (a failback restored them on the source from
@@ -104,6 +109,11 @@ pub async fn commit_back(
     // Consumers still on the target could commit after this read and lose the commit.
     let members_on_target = members_by_group(&on_target).await?;
     let members_on_source = members_by_group(&on_source).await?;
+    // Runs recorded for a topic since recreated on either side no longer translate.
+    let all: BTreeSet<(String, i32)> = partitions.iter().cloned().collect();
+    let mut replaced = replaced_topics(&on_target, flow, index, &all, Side::Target).await?;
+    replaced.extend(replaced_topics(&on_source, flow, index, &all, Side::Source).await?);
+    let interrupt = Interrupt::default();
     let mut groups: Vec<String> = members_on_target
         .keys()
         .filter(|g| flow.groups.matches(g))
@@ -117,7 +127,7 @@ pub async fn commit_back(
     let requests = groups.iter().map(|g| (g.clone(), remote.clone())).collect();
     let read = all_answered(
         &groups,
-        read_with(&on_target, requests).await?,
+        read_with(&on_target, requests, &interrupt).await?,
         "reading the target's offsets",
     )?;
     let mut entries: Vec<BackCommit> = Vec::new();
@@ -138,7 +148,9 @@ pub async fn commit_back(
             let Some(translated) = index.translate_back(t, *p, target_offset)? else {
                 continue;
             };
-            let skipped = if active_target > 0 {
+            let skipped = if replaced.contains(&(t.clone(), *p)) {
+                Some(REPLACED.to_string())
+            } else if active_target > 0 {
                 Some(format!(
                     "{active_target} members still active on the target"
                 ))
@@ -165,12 +177,15 @@ pub async fn commit_back(
         tracing::info!(flow = %flow.name, group, members = active_source, "translating a group's offsets back to the source");
     }
     if !commits.is_empty() {
-        let names: Vec<String> = commits.iter().map(|(g, _)| g.clone()).collect();
-        all_answered(
-            &names,
-            write_with(&on_source, commits).await?,
-            "committing translated offsets on the source",
-        )?;
+        // A group the coordinator refuses is named in its entries; the others are committed.
+        let answers = write_with(&on_source, commits.clone(), &interrupt).await?;
+        let refused = refusals(&commits, answers);
+        for e in &mut entries {
+            let key = (e.group.clone(), e.source_topic.clone(), e.partition);
+            if let Some(why) = refused.get(&key) {
+                e.skipped = Some(format!("the source refused the commit: {why}"));
+            }
+        }
     }
     // Read back, so the answer is what the source holds, not what was asked.
     let keys = entries

@@ -13,8 +13,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::{c_char, c_void, CStr, CString};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rdkafka::bindings as rd;
 use rdkafka::client::{Client, ClientContext};
@@ -25,6 +26,43 @@ use crate::clients::{blocking, MirrorError, PollConsumer, REQUEST_TIMEOUT_MS};
 
 /// Group requests in flight on the client at once: the rest wait for an answer.
 pub const IN_FLIGHT_MAX: usize = 64;
+/// No request of a bulk call is sent after this long: with a coordinator that does not
+/// answer, thousands of groups at 64 at a time would otherwise take many request timeouts.
+pub const BULK_DEADLINE_MS: u64 = 60_000;
+
+/// Stops bulk calls from sending more requests (those in flight are still awaited), and
+/// tells when no commit runs: what lets a flow that stops know no commit of its lands
+/// later. (A read still running is not waited for: it changes nothing, and against a site
+/// that is gone it would hold the stop for a request timeout.)
+#[derive(Clone)]
+pub struct Interrupt {
+    stop: Arc<AtomicBool>,
+    idle: Arc<tokio::sync::Semaphore>,
+}
+
+impl Default for Interrupt {
+    fn default() -> Self {
+        Interrupt {
+            stop: Arc::new(AtomicBool::new(false)),
+            idle: Arc::new(tokio::sync::Semaphore::new(1)),
+        }
+    }
+}
+
+impl Interrupt {
+    /// No more requests: a bulk call running stops sending and waits for the answers to
+    /// what it sent.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+
+    /// Waits until no bulk commit runs, at most `timeout`; whether none does.
+    pub async fn wait_idle(&self, timeout: Duration) -> bool {
+        tokio::time::timeout(timeout, self.idle.acquire())
+            .await
+            .is_ok_and(|permit| permit.is_ok())
+    }
+}
 
 /// One partition of a group's answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,6 +98,7 @@ pub fn read<C: ClientContext>(
     client: &Client<C>,
     requests: &[(String, Vec<(String, i32)>)],
     timeout: Duration,
+    stop: &AtomicBool,
 ) -> Result<Vec<GroupAnswer>, MirrorError> {
     let lists = requests
         .iter()
@@ -71,7 +110,7 @@ pub fn read<C: ClientContext>(
             (group.as_str(), tpl)
         })
         .collect::<Vec<_>>();
-    bulk(client, Op::Read, &lists, timeout)
+    bulk(client, Op::Read, &lists, timeout, stop)
 }
 
 /// Commits each group's offsets on the partitions named with it (blocking), as a client
@@ -82,6 +121,7 @@ pub fn write<C: ClientContext>(
     client: &Client<C>,
     requests: &[GroupCommit],
     timeout: Duration,
+    stop: &AtomicBool,
 ) -> Result<Vec<GroupAnswer>, MirrorError> {
     let mut lists = Vec::with_capacity(requests.len());
     for (group, partitions) in requests {
@@ -92,39 +132,59 @@ pub fn write<C: ClientContext>(
         }
         lists.push((group.as_str(), tpl));
     }
-    bulk(client, Op::Write, &lists, timeout)
+    bulk(client, Op::Write, &lists, timeout, stop)
 }
 
-/// [`read`] on `client` off the async threads.
+/// [`read`] on `client` off the async threads, stopped by `interrupt`.
 pub async fn read_with(
     client: &Arc<PollConsumer>,
     requests: Vec<(String, Vec<(String, i32)>)>,
+    interrupt: &Interrupt,
 ) -> Result<Vec<GroupAnswer>, MirrorError> {
     let client = client.clone();
+    let stop = interrupt.stop.clone();
     blocking(move || {
         read(
             client.client(),
             &requests,
             Duration::from_millis(REQUEST_TIMEOUT_MS),
+            &stop,
         )
     })
     .await
 }
 
-/// [`write`] on `client` off the async threads.
+/// [`write`] on `client` off the async threads, stopped by `interrupt`.
 pub async fn write_with(
     client: &Arc<PollConsumer>,
     requests: Vec<GroupCommit>,
+    interrupt: &Interrupt,
 ) -> Result<Vec<GroupAnswer>, MirrorError> {
     let client = client.clone();
+    let (stop, busy) = running(interrupt).await?;
     blocking(move || {
+        let _busy = busy;
         write(
             client.client(),
             &requests,
             Duration::from_millis(REQUEST_TIMEOUT_MS),
+            &stop,
         )
     })
     .await
+}
+
+/// The stop flag and the permit a bulk commit holds while it runs.
+async fn running(
+    interrupt: &Interrupt,
+) -> Result<(Arc<AtomicBool>, tokio::sync::OwnedSemaphorePermit), MirrorError> {
+    let busy = interrupt
+        .idle
+        .clone()
+        .acquire_owned()
+        .await
+        .map_err(|_| MirrorError::Other("the group offsets client is closed".into()))?;
+    Ok((interrupt.stop.clone(), busy))
 }
 
 /// The committed offset of each `(group, topic, partition)` of `keys` (absent: none), read
@@ -134,6 +194,7 @@ pub async fn read_each(
     keys: impl IntoIterator<Item = (String, String, i32)>,
     what: &str,
 ) -> Result<HashMap<(String, String, i32), i64>, MirrorError> {
+    let interrupt = Interrupt::default();
     let mut asked: BTreeMap<String, Vec<(String, i32)>> = BTreeMap::new();
     for (group, topic, partition) in keys {
         asked.entry(group).or_default().push((topic, partition));
@@ -141,7 +202,7 @@ pub async fn read_each(
     let names: Vec<String> = asked.keys().cloned().collect();
     let answers = all_answered(
         &names,
-        read_with(client, asked.into_iter().collect()).await?,
+        read_with(client, asked.into_iter().collect(), &interrupt).await?,
         what,
     )?;
     Ok(names
@@ -153,6 +214,32 @@ pub async fn read_each(
                 .filter_map(move |p| Some(((g.clone(), p.topic, p.partition), p.offset?)))
         })
         .collect())
+}
+
+/// What a commit did not do: each `(group, topic, partition)` of `requests` that its answer
+/// refused (the whole group's request, or that partition), with why.
+pub fn refusals(
+    requests: &[GroupCommit],
+    answers: Vec<GroupAnswer>,
+) -> HashMap<(String, String, i32), String> {
+    let mut refused = HashMap::new();
+    for ((group, partitions), answer) in requests.iter().zip(answers) {
+        match answer {
+            Err(e) => {
+                for (t, p, _) in partitions {
+                    refused.insert((group.clone(), t.clone(), *p), e.clone());
+                }
+            }
+            Ok(answered) => {
+                for a in answered {
+                    if let Some(e) = a.error {
+                        refused.insert((group.clone(), a.topic, a.partition), e);
+                    }
+                }
+            }
+        }
+    }
+    refused
 }
 
 /// Every answer's partitions, or the first failure (of a group or of one of its
@@ -214,7 +301,9 @@ fn bulk<C: ClientContext>(
     op: Op,
     requests: &[(&str, TopicPartitionList)],
     timeout: Duration,
+    stop: &AtomicBool,
 ) -> Result<Vec<GroupAnswer>, MirrorError> {
+    let deadline = Instant::now() + Duration::from_millis(BULK_DEADLINE_MS);
     let what = match op {
         Op::Read => "reading group offsets",
         Op::Write => "committing group offsets",
@@ -245,8 +334,17 @@ fn bulk<C: ClientContext>(
         return Err(fail("librdkafka could not make a queue".into()));
     }
     let mut in_flight = 0usize;
-    while in_flight > 0 || !pending.is_empty() {
-        while in_flight < IN_FLIGHT_MAX {
+    let mut abandoned: Option<&str> = None;
+    while in_flight > 0 || (!pending.is_empty() && abandoned.is_none()) {
+        while in_flight < IN_FLIGHT_MAX && abandoned.is_none() {
+            if stop.load(Ordering::SeqCst) {
+                abandoned = Some("not sent: the flow is stopping");
+                break;
+            }
+            if Instant::now() > deadline {
+                abandoned = Some("not sent: the call ran past its deadline");
+                break;
+            }
             let Some(i) = pending.pop_front() else { break };
             // SAFETY: as above; the request objects and options are copied by librdkafka
             // when the call is made and destroyed here right after.
@@ -284,9 +382,10 @@ fn bulk<C: ClientContext>(
         in_flight -= 1;
     }
     drop(owned);
+    let unanswered = abandoned.unwrap_or("not answered");
     Ok(answers
         .into_iter()
-        .map(|a| a.unwrap_or_else(|| Err("not answered".to_string())))
+        .map(|a| a.unwrap_or_else(|| Err(unanswered.to_string())))
         .collect())
 }
 

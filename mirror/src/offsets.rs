@@ -175,6 +175,12 @@ pub struct RunUpdate {
     /// `source_topic_id`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_topic_id: Option<String>,
+    /// The source leader epoch of the record just below the update's cursor, when known (a
+    /// gap or an adopted range makes it unknown): where a restart asks the source whether
+    /// that epoch still reaches the cursor (KIP-320), to find a log cut and refilled while
+    /// the mirror was away.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_leader_epoch: Option<i32>,
     /// This update starts a new incarnation of the partition (its source or its target topic
     /// was deleted and recreated under the same name): everything the index holds of the
     /// partition is forgotten first, and the cursor is set to this update's.
@@ -195,6 +201,7 @@ impl RunUpdate {
             resolved: None,
             source_topic_id: None,
             target_topic_id: None,
+            source_leader_epoch: None,
             new_incarnation: false,
         }
     }
@@ -247,6 +254,7 @@ impl OffsetStore {
             diverged: tree("diverged")?,
             incarnations: tree("incarnations")?,
             target_incarnations: tree("target_incarnations")?,
+            epochs: tree("epochs")?,
             checkpoints: tree("checkpoints")?,
             meta: tree("meta")?,
             path: self.path.clone(),
@@ -281,6 +289,9 @@ pub struct FlowIndex {
     incarnations: sled::Tree,
     /// Per partition: the id of the target topic incarnation it writes to.
     target_incarnations: sled::Tree,
+    /// Per partition: the source leader epoch of the record below the cursor (4 bytes),
+    /// absent when unknown.
+    epochs: sled::Tree,
     checkpoints: sled::Tree,
     meta: sled::Tree,
     path: String,
@@ -575,6 +586,15 @@ impl FlowIndex {
             Some(c) => update.cursor.source_next >= c.source_next,
             None => true,
         };
+        // A cursor set by a new incarnation or a resolution, even backwards, takes the
+        // update's epoch as well.
+        if newer || update.new_incarnation || update.resolved.is_some() {
+            match update.source_leader_epoch {
+                Some(e) => self.epochs.insert(&key, &e.to_be_bytes()[..]),
+                None => self.epochs.remove(&key),
+            }
+            .map_err(|e| self.err(e))?;
+        }
         if newer {
             self.cursors
                 .insert(
@@ -584,6 +604,20 @@ impl FlowIndex {
                 .map_err(|e| self.err(e))?;
         }
         Ok(())
+    }
+
+    /// The source leader epoch of the record just below a partition's cursor, if known.
+    pub fn epoch(&self, topic: &str, partition: i32) -> Result<Option<i32>> {
+        let v = self
+            .epochs
+            .get(partition_key(topic, partition))
+            .map_err(|e| self.err(e))?;
+        v.map(|v| {
+            <[u8; 4]>::try_from(v.as_ref())
+                .map(i32::from_be_bytes)
+                .map_err(|_| Self::malformed("epochs"))
+        })
+        .transpose()
     }
 
     /// The open divergence of a partition, if one was found and not resolved.
@@ -819,6 +853,7 @@ impl FlowIndex {
             &self.diverged,
             &self.incarnations,
             &self.target_incarnations,
+            &self.epochs,
             &self.checkpoints,
             &self.meta,
         ] {
@@ -976,6 +1011,34 @@ mod tests {
     }
 
     #[test]
+    fn the_leader_epoch_follows_the_cursor_and_is_forgotten_where_unknown() {
+        let (_d, ix) = index();
+        let with_epoch = |cursor: (i64, i64), epoch: Option<i32>| RunUpdate {
+            source_leader_epoch: epoch,
+            ..update(&[], cursor)
+        };
+        ix.apply(&with_epoch((10, 10), Some(3))).unwrap();
+        assert_eq!(ix.epoch("orders", 0).unwrap(), Some(3));
+        // A late update behind the cursor changes nothing.
+        ix.apply(&with_epoch((5, 5), Some(2))).unwrap();
+        assert_eq!(ix.epoch("orders", 0).unwrap(), Some(3));
+        ix.apply(&with_epoch((20, 20), Some(4))).unwrap();
+        assert_eq!(ix.epoch("orders", 0).unwrap(), Some(4));
+        // Past a gap (or adopted records) the epoch is unknown.
+        ix.apply(&with_epoch((30, 20), None)).unwrap();
+        assert_eq!(ix.epoch("orders", 0).unwrap(), None);
+        ix.apply(&with_epoch((31, 21), Some(4))).unwrap();
+        // A new incarnation starts without one.
+        let fresh = RunUpdate {
+            new_incarnation: true,
+            source_topic_id: Some("new".into()),
+            ..update(&[], (0, 21))
+        };
+        ix.apply(&fresh).unwrap();
+        assert_eq!(ix.epoch("orders", 0).unwrap(), None);
+    }
+
+    #[test]
     fn a_divergence_stays_open_until_resolved_and_the_resolution_cuts_the_runs_behind_it() {
         let (_d, ix) = index();
         ix.apply(&update(&[(0, 0, 60), (60, 61, 40)], (100, 101)))
@@ -998,6 +1061,7 @@ mod tests {
             resolved: None,
             source_topic_id: None,
             target_topic_id: None,
+            source_leader_epoch: None,
             new_incarnation: false,
         })
         .unwrap();

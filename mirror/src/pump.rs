@@ -34,6 +34,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::stream::{FuturesOrdered, StreamExt};
+use rdkafka::bindings as rd;
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
@@ -237,6 +238,15 @@ struct PartitionState {
     /// The ids of the source and target topic incarnations this state mirrors between, where
     /// the clusters report ids.
     ids: Ids,
+    /// The source leader epoch of the record just below the cursor, where known (recorded
+    /// with the runs).
+    acked_epoch: Option<i32>,
+    /// The source leader epoch of the record just below `sent_next`, where known: what the
+    /// position is validated against when the partition resumes (KIP-320).
+    sent_epoch: Option<i32>,
+    /// Whether the first record taken since the state was made (or the partition assigned
+    /// again) was looked at for a leader epoch change.
+    epoch_checked: bool,
 }
 
 /// The ids of a partition's source and target topics (KIP-516), where known.
@@ -266,6 +276,9 @@ impl PartitionState {
             idle_since: (-1, 0),
             end_checked_at: -1,
             ids,
+            acked_epoch: None,
+            sent_epoch: None,
+            epoch_checked: false,
         }
     }
 
@@ -386,11 +399,43 @@ impl PartitionState {
     }
 }
 
+/// Moves the consumer to `offset` of a partition carrying `leader_epoch`, the source leader
+/// epoch of the record before it: librdkafka then asks the leader where that epoch ends
+/// before it fetches (KIP-320's validation), and if that is below `offset` (the log was cut
+/// and maybe written again) it goes back there.
+fn seek_validated<C: ConsumerContext>(
+    consumer: &StreamConsumer<C>,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+    leader_epoch: i32,
+) -> Result<(), MirrorError> {
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, partition, Offset::Offset(offset))
+        .map_err(MirrorError::kafka("building a seek"))?;
+    // SAFETY: `tpl` holds exactly the element just added, which it owns; librdkafka only
+    // sets a field of it.
+    unsafe { rd::rd_kafka_topic_partition_set_leader_epoch((*tpl.ptr()).elems, leader_epoch) };
+    let done = consumer
+        .seek_partitions(tpl, Duration::from_millis(5_000))
+        .map_err(MirrorError::kafka(format!(
+            "seeking {topic}/{partition} to {offset}"
+        )))?;
+    if let Some(e) = done.elements().first().and_then(|e| e.error().err()) {
+        return Err(MirrorError::kafka(format!(
+            "seeking {topic}/{partition} to {offset}"
+        ))(e));
+    }
+    Ok(())
+}
+
 /// A sent record (or a skipped one) waiting for its turn in acknowledgement order.
 struct Sent {
     topic: Arc<str>,
     partition: i32,
     source_offset: i64,
+    /// The source leader epoch of the record (-1: unknown, or a gap).
+    leader_epoch: i32,
     bytes: u64,
     timestamp_ms: Option<i64>,
     result: SentResult,
@@ -533,8 +578,11 @@ impl Pump {
                 Some(sent) = run.in_flight.next(), if !run.in_flight.is_empty() => run.acknowledged(sent),
                 message = run.consumer.recv(), if room => match message {
                     Ok(m) => {
+                        // SAFETY: `m` is a live message of this consumer, read before it is
+                        // detached (which copies it and lets librdkafka's go).
+                        let leader_epoch = unsafe { rd::rd_kafka_message_leader_epoch(m.ptr()) };
                         let m = m.detach();
-                        run.mirror(m).await
+                        run.mirror(m, leader_epoch).await
                     }
                     Err(e) => {
                         tracing::warn!(flow = %flow.name, error = %e, "source consumer");
@@ -872,18 +920,21 @@ impl PumpRun<'_> {
                 .clone()
                 .or_else(|| known_target_id.clone()),
         };
+        // A recreated target under `stop` halts first, even if the source was recreated
+        // too (a new source incarnation would record the new target id and copy into it).
+        if let (Some(known), Some(current)) = (&known_target_id, &current_target_id) {
+            if known != current
+                && self.pump.flow.on_target_topic_recreated == OnTargetRecreated::Stop
+            {
+                let (known, current) = (known.clone(), current.clone());
+                return self.halt(topic, partition, remote, &known, &current, ids);
+            }
+        }
         for (side, known, current) in [
             (Side::Source, &known_id, &current_id),
             (Side::Target, &known_target_id, &current_target_id),
         ] {
             if let (Some(known), Some(current)) = (known, current) {
-                if known != current
-                    && side == Side::Target
-                    && self.pump.flow.on_target_topic_recreated == OnTargetRecreated::Stop
-                {
-                    let (known, current) = (known.clone(), current.clone());
-                    return self.halt(topic, partition, remote, &known, &current, ids);
-                }
                 if known != current {
                     return self
                         .new_incarnation(topic, partition, first_offset, side, known, ids)
@@ -916,6 +967,13 @@ impl PumpRun<'_> {
                 if state.diverged.is_none() {
                     let from = state.cursor.target_next;
                     self.reconcile(topic, partition, &mut state, from).await?;
+                }
+                // The recorded epoch belongs to the recorded cursor: one the reconciliation
+                // moved is past records whose epochs are unknown.
+                if state.cursor == cursor {
+                    let epoch = self.pump.index.epoch(topic, partition)?;
+                    state.acked_epoch = epoch;
+                    state.sent_epoch = epoch;
                 }
                 state
             }
@@ -1256,7 +1314,11 @@ impl PumpRun<'_> {
         }
     }
 
-    async fn mirror(&mut self, m: rdkafka::message::OwnedMessage) -> Result<(), MirrorError> {
+    async fn mirror(
+        &mut self,
+        m: rdkafka::message::OwnedMessage,
+        leader_epoch: i32,
+    ) -> Result<(), MirrorError> {
         let topic: Arc<str> = Arc::from(m.topic());
         let partition = m.partition();
         let offset = m.offset();
@@ -1266,6 +1328,7 @@ impl PumpRun<'_> {
             for state in self.states.values_mut() {
                 state.started = false;
                 state.position_trusted = false;
+                state.epoch_checked = false;
             }
         }
         self.state_for(&topic, partition, offset).await?;
@@ -1313,6 +1376,29 @@ impl PumpRun<'_> {
                 return Ok(());
             }
         }
+        if !state.epoch_checked {
+            state.epoch_checked = true;
+            let now = (leader_epoch >= 0).then_some(leader_epoch);
+            if let (true, Some(known), Some(now)) =
+                (offset == state.sent_next, state.sent_epoch, now)
+            {
+                if known != now {
+                    // The source's leader changed since the record before this position was
+                    // read: the log may have been cut there and written again since (an
+                    // unclean election, a cut while this pump was away). librdkafka is asked
+                    // to validate the position against the old epoch (KIP-320): where the
+                    // leader says that epoch ends before the position, it goes back there,
+                    // and the record that arrives below `sent_next` with the position
+                    // trusted stops the partition (below). This record waits for the answer.
+                    tracing::info!(flow = %self.pump.flow.name, topic = %topic, partition, offset, known_epoch = known, leader_epoch = now,
+                        "the source's leader epoch changed since this partition was last read; validating the position");
+                    state.position_trusted = true;
+                    let to = state.sent_next;
+                    seek_validated(&self.consumer, &topic, partition, to, known)?;
+                    return Ok(());
+                }
+            }
+        }
         if offset < state.sent_next {
             if state.position_trusted {
                 // The consumer went back by itself, which it does only when the source no
@@ -1345,6 +1431,7 @@ impl PumpRun<'_> {
         }
         let state = self.states.get_mut(&key).expect("state_for made it");
         state.sent_next = offset + 1;
+        state.sent_epoch = (leader_epoch >= 0).then_some(leader_epoch);
         state.in_flight += 1;
         let remote = state.remote.clone();
         let origin = m.headers().and_then(|h| {
@@ -1361,6 +1448,7 @@ impl PumpRun<'_> {
                     topic,
                     partition,
                     source_offset: offset,
+                    leader_epoch,
                     bytes: 0,
                     timestamp_ms,
                     result: SentResult::Skipped,
@@ -1432,6 +1520,7 @@ impl PumpRun<'_> {
                 topic,
                 partition,
                 source_offset: offset,
+                leader_epoch,
                 bytes,
                 timestamp_ms,
                 result,
@@ -1507,6 +1596,7 @@ impl PumpRun<'_> {
                 topic,
                 partition,
                 source_offset: from,
+                leader_epoch: -1,
                 bytes: 0,
                 timestamp_ms: None,
                 result: SentResult::Gap {
@@ -1525,6 +1615,10 @@ impl PumpRun<'_> {
             .get_mut(&key)
             .expect("a partition's state lives while it has records in flight");
         state.in_flight -= 1;
+        if !matches!(sent.result, SentResult::Failed(_)) {
+            // The epoch of the record now just below the cursor (a gap makes it unknown).
+            state.acked_epoch = (sent.leader_epoch >= 0).then_some(sent.leader_epoch);
+        }
         let metrics = &self.pump.metrics;
         match sent.result {
             SentResult::Acknowledged(target_offset) => {
@@ -1759,6 +1853,7 @@ impl PumpRun<'_> {
                 resolved: None,
                 source_topic_id: state.ids.source.clone(),
                 target_topic_id: state.ids.target.clone(),
+                source_leader_epoch: state.acked_epoch,
                 new_incarnation: false,
             });
             state.divergence_unrecorded = false;

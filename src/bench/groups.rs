@@ -11,6 +11,7 @@
 //! group would cost, measured in this process on a sample of clients.
 
 use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -210,7 +211,12 @@ pub async fn groups(args: GroupsBenchArgs) -> anyhow::Result<()> {
         .collect();
     let committer = consumer(&a)?;
     let answers = tokio::task::block_in_place(|| {
-        strait_mirror::group_offsets::write(committer.client(), &requests, Duration::from_secs(30))
+        strait_mirror::group_offsets::write(
+            committer.client(),
+            &requests,
+            Duration::from_secs(30),
+            &AtomicBool::new(false),
+        )
     })?;
     let names: Vec<String> = requests.iter().map(|(g, _)| g.clone()).collect();
     strait_mirror::group_offsets::all_answered(&names, answers, "committing on site a")?;
@@ -246,7 +252,12 @@ pub async fn groups(args: GroupsBenchArgs) -> anyhow::Result<()> {
         .collect();
     let reader = consumer(&b)?;
     let answers = tokio::task::block_in_place(|| {
-        strait_mirror::group_offsets::read(reader.client(), &reads, Duration::from_secs(30))
+        strait_mirror::group_offsets::read(
+            reader.client(),
+            &reads,
+            Duration::from_secs(30),
+            &AtomicBool::new(false),
+        )
     })?;
     let found = strait_mirror::group_offsets::all_answered(&names, answers, "reading on site b")?;
     let mut wrong = 0usize;

@@ -189,6 +189,29 @@ impl MirrorDaemon {
         self.http
     }
 
+    /// `POST path` (an operator action such as `/flows/NAME/stop`), asserted to succeed;
+    /// its JSON answer.
+    pub fn post(&self, path: &str) -> serde_json::Value {
+        let mut s = TcpStream::connect_timeout(&self.http, OP_TIMEOUT)
+            .expect("connect to the mirror's HTTP port");
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        write!(
+            s,
+            "POST {path} HTTP/1.0\r\nHost: test\r\nContent-Length: 0\r\n\r\n"
+        )
+        .unwrap();
+        let mut response = String::new();
+        s.read_to_string(&mut response).expect("read HTTP response");
+        let (head, body) = response
+            .split_once("\r\n\r\n")
+            .expect("HTTP response has a header");
+        assert!(
+            head.starts_with("HTTP/1.1 200") || head.starts_with("HTTP/1.0 200"),
+            "POST {path}: {head}\n{body}"
+        );
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("POST {path}: not JSON ({e}): {body}"))
+    }
+
     /// The daemon's `/metrics` text.
     pub fn metrics(&self) -> String {
         self.get("/metrics")
