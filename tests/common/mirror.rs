@@ -192,12 +192,28 @@ impl MirrorDaemon {
     /// `POST path` (an operator action such as `/flows/NAME/stop`), asserted to succeed;
     /// its JSON answer.
     pub fn post(&self, path: &str) -> serde_json::Value {
+        let body = self.request("POST", path, Duration::from_secs(30));
+        serde_json::from_str(&body)
+            .unwrap_or_else(|e| panic!("POST {path}: not JSON ({e}): {body}"))
+    }
+
+    /// The daemon's `/metrics` text.
+    pub fn metrics(&self) -> String {
+        self.get("/metrics")
+    }
+
+    fn get(&self, path: &str) -> String {
+        self.request("GET", path, OP_TIMEOUT)
+    }
+
+    /// `METHOD path` on the daemon's HTTP port, asserted to answer 200; the body.
+    fn request(&self, method: &str, path: &str, timeout: Duration) -> String {
         let mut s = TcpStream::connect_timeout(&self.http, OP_TIMEOUT)
             .expect("connect to the mirror's HTTP port");
-        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        s.set_read_timeout(Some(timeout)).unwrap();
         write!(
             s,
-            "POST {path} HTTP/1.0\r\nHost: test\r\nContent-Length: 0\r\n\r\n"
+            "{method} {path} HTTP/1.0\r\nHost: test\r\nContent-Length: 0\r\n\r\n"
         )
         .unwrap();
         let mut response = String::new();
@@ -207,29 +223,7 @@ impl MirrorDaemon {
             .expect("HTTP response has a header");
         assert!(
             head.starts_with("HTTP/1.1 200") || head.starts_with("HTTP/1.0 200"),
-            "POST {path}: {head}\n{body}"
-        );
-        serde_json::from_str(body).unwrap_or_else(|e| panic!("POST {path}: not JSON ({e}): {body}"))
-    }
-
-    /// The daemon's `/metrics` text.
-    pub fn metrics(&self) -> String {
-        self.get("/metrics")
-    }
-
-    fn get(&self, path: &str) -> String {
-        let mut s = TcpStream::connect_timeout(&self.http, OP_TIMEOUT)
-            .expect("connect to the mirror's HTTP port");
-        s.set_read_timeout(Some(OP_TIMEOUT)).unwrap();
-        write!(s, "GET {path} HTTP/1.0\r\nHost: test\r\n\r\n").unwrap();
-        let mut response = String::new();
-        s.read_to_string(&mut response).expect("read HTTP response");
-        let (head, body) = response
-            .split_once("\r\n\r\n")
-            .expect("HTTP response has a header");
-        assert!(
-            head.starts_with("HTTP/1.1 200") || head.starts_with("HTTP/1.0 200"),
-            "GET {path}: {head}"
+            "{method} {path}: {head}\n{body}"
         );
         body.to_string()
     }
