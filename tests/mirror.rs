@@ -1168,6 +1168,32 @@ fn truncate_source(broker: &Broker, topic: &str, partition: i32, end: i64) {
     alter_topic(broker, topic, "strait.write.protection", "");
 }
 
+/// Waits for `/status` to show a partition stopped by a divergence; its entry.
+fn wait_for_divergence(mirror: &MirrorDaemon, topic: &str, partition: i64) -> serde_json::Value {
+    wait_for("the divergence in /status", MIRROR_WAIT, || {
+        partition_status(mirror, topic, partition)?
+            .get("diverged")
+            .filter(|d| d.is_object())
+            .cloned()
+    })
+}
+
+/// Asserts that partition 0 of `topic` stopped at source offset `at` after `mirrored_to`
+/// were copied, and that the target holds exactly the old copies, 0 .. `mirrored_to`, once
+/// each in order: nothing of what the source holds now was copied on top.
+fn assert_stopped_at(mirror: &MirrorDaemon, b: &Broker, topic: &str, at: i64, mirrored_to: i64) {
+    let diverged = wait_for_divergence(mirror, topic, 0);
+    assert_eq!(diverged["source_offset"], at, "{diverged}");
+    assert_eq!(diverged["mirrored_to"], mirrored_to, "{diverged}");
+    thread::sleep(Duration::from_secs(2));
+    let target = read_partition(b, &format!("a.{topic}"), 0);
+    assert_eq!(
+        sequence(&target),
+        (0..mirrored_to as usize).collect::<Vec<_>>(),
+        "the old copies once each, nothing new on top"
+    );
+}
+
 /// A partition's status entry.
 fn partition_status(
     mirror: &MirrorDaemon,
@@ -1207,12 +1233,7 @@ fn a_source_truncated_below_the_mirror_stops_that_partition_until_an_operator_re
     // The source loses its last 40 records of partition 0 while the mirror runs (caught
     // up): the mirror stops that partition and says where.
     truncate_source(&a, "events", 0, 60);
-    let diverged = wait_for("the divergence in /status", MIRROR_WAIT, || {
-        partition_status(&mirror, "events", 0)?
-            .get("diverged")
-            .filter(|d| d.is_object())
-            .cloned()
-    });
+    let diverged = wait_for_divergence(&mirror, "events", 0);
     assert_eq!(diverged["source_offset"], 60, "{diverged}");
     assert_eq!(diverged["mirrored_to"], 100, "{diverged}");
     assert_eq!(diverged["source_end_offset"], 60, "{diverged}");
@@ -1353,21 +1374,7 @@ fn a_source_cut_and_refilled_past_the_cursor_while_the_mirror_was_away_is_found_
     assert_eq!(a.watermarks("refill", 0), (0, 130));
 
     mirror.restart();
-    let diverged = wait_for("the divergence in /status", MIRROR_WAIT, || {
-        partition_status(&mirror, "refill", 0)?
-            .get("diverged")
-            .filter(|d| d.is_object())
-            .cloned()
-    });
-    assert_eq!(diverged["source_offset"], 60, "{diverged}");
-    assert_eq!(diverged["mirrored_to"], 100, "{diverged}");
-    thread::sleep(Duration::from_secs(2));
-    let target = read_partition(&b, "a.refill", 0);
-    assert_eq!(
-        sequence(&target),
-        (0..100).collect::<Vec<_>>(),
-        "the old copies once each, none of the new records on top"
-    );
+    assert_stopped_at(&mirror, &b, "refill", 60, 100);
     assert_eq!(
         mirror.log_lines_containing(
             "the source's leader epoch changed since this partition was last read"
@@ -1455,24 +1462,30 @@ fn an_unclean_leader_election_on_a_three_node_source_stops_the_partition_at_the_
     });
     produce_to(&source.bootstrap(), "ledger", &records("new", 50, 60));
 
-    let diverged = wait_for("the divergence in /status", MIRROR_WAIT, || {
-        partition_status(&mirror, "ledger", 0)?
-            .get("diverged")
-            .filter(|d| d.is_object())
-            .cloned()
-    });
-    assert_eq!(diverged["source_offset"], 50, "{diverged}");
-    assert_eq!(diverged["mirrored_to"], 100, "{diverged}");
-    thread::sleep(Duration::from_secs(2));
-    let target = read_partition(&b, "a.ledger", 0);
-    assert_eq!(
-        sequence(&target),
-        (0..100).collect::<Vec<_>>(),
-        "the old copies once each, nothing of the new leader's on top"
-    );
+    assert_stopped_at(&mirror, &b, "ledger", 50, 100);
     assert!(mirror.metrics().contains(
         "strait_mirror_partition_diverged{flow=\"a-to-b\",topic=\"ledger\",partition=\"0\"} 1"
     ));
+}
+
+/// Records `from..to` of `orders`, all on partition 0, stamped `ts`.
+fn orders_records(ts: i64, from: usize, to: usize) -> Vec<(i32, TestRecord)> {
+    (from..to)
+        .map(|i| (0, generated_record("or", i, ts)))
+        .collect()
+}
+
+/// Two single-node sites with `orders` (one partition) on the source, its first `count`
+/// records mirrored by a running daemon; and their timestamp.
+fn mirrored_orders(count: usize) -> (Broker, Broker, MirrorDaemon, i64) {
+    let a = Broker::start();
+    let b = Broker::start();
+    a.create_topic("orders", 1, &[]);
+    let ts = now_ms();
+    produce(&a, "orders", &orders_records(ts, 0, count));
+    let mirror = MirrorDaemon::start(&flow_config(&a, &b, ""));
+    wait_for_records(&b, "a.orders", 0, count as i64, MIRROR_WAIT);
+    (a, b, mirror, ts)
 }
 
 fn recreate_topic(broker: &Broker, topic: &str, partitions: i32) {
@@ -1487,18 +1500,8 @@ fn recreate_topic(broker: &Broker, topic: &str, partitions: i32) {
 
 #[test]
 fn a_source_topic_recreated_under_the_same_name_is_copied_from_its_start_after_the_old_copies() {
-    let a = Broker::start();
-    let b = Broker::start();
-    a.create_topic("orders", 1, &[]);
-    let ts = now_ms();
-    let records = |from: usize, to: usize| -> Vec<(i32, TestRecord)> {
-        (from..to)
-            .map(|i| (0, generated_record("or", i, ts)))
-            .collect()
-    };
-    produce(&a, "orders", &records(0, 50));
-    let mut mirror = MirrorDaemon::start(&flow_config(&a, &b, ""));
-    wait_for_records(&b, "a.orders", 0, 50, MIRROR_WAIT);
+    let (a, b, mut mirror, ts) = mirrored_orders(50);
+    let records = |from, to| orders_records(ts, from, to);
 
     // Recreated while the mirror is away, and grown past what was mirrored of the old one:
     // only the topic id tells them apart.
@@ -1563,18 +1566,8 @@ fn a_source_topic_recreated_under_the_same_name_is_copied_from_its_start_after_t
 #[test]
 fn a_target_topic_recreated_by_hand_stops_the_partition_or_is_copied_again_from_the_source_log_start(
 ) {
-    let a = Broker::start();
-    let b = Broker::start();
-    a.create_topic("orders", 1, &[]);
-    let ts = now_ms();
-    let records = |from: usize, to: usize| -> Vec<(i32, TestRecord)> {
-        (from..to)
-            .map(|i| (0, generated_record("or", i, ts)))
-            .collect()
-    };
-    produce(&a, "orders", &records(0, 40));
-    let mut mirror = MirrorDaemon::start(&flow_config(&a, &b, ""));
-    wait_for_records(&b, "a.orders", 0, 40, MIRROR_WAIT);
+    let (a, b, mut mirror, ts) = mirrored_orders(40);
+    let records = |from, to| orders_records(ts, from, to);
     // A group checkpointed into the mirror topic that is about to go.
     commit(&a, "auditors", "orders", &[(0, 20)]);
     wait_for("the auditors' checkpoint", MIRROR_WAIT, || {

@@ -30,7 +30,7 @@ use crate::clients::{
 };
 use crate::config::{ClusterConfig, FlowConfig};
 use crate::group_offsets::{
-    all_answered, read_each, read_with, refusals, write_with, GroupCommit, Interrupt,
+    all_answered, commit_and_read_back, read_with, write_with, GroupCommit, Interrupt,
     PartitionOffset,
 };
 use crate::metrics::{now_ms, FlowMetrics, TopicState};
@@ -181,27 +181,17 @@ pub async fn commit_last_checkpoints(
     }
     if !commits.is_empty() {
         // A group the coordinator refuses is named in its entries; the others are committed.
-        let answers = write_with(&client, commits.clone(), &interrupt).await?;
-        let refused = refusals(&commits, answers);
-        for e in &mut entries {
-            if let Some(why) = refused.get(&(e.group.clone(), e.topic.clone(), e.partition)) {
-                e.skipped = Some(format!("the target refused the commit: {why}"));
-            }
-        }
-        // Read back, so the answer is what the target holds, not what was asked.
         let keys = entries
             .iter()
-            .map(|e| (e.group.clone(), e.topic.clone(), e.partition));
-        let after = read_each(
-            &client,
-            keys.collect::<Vec<_>>(),
-            "reading the target's offsets back",
-        )
-        .await?;
+            .map(|e| (e.group.clone(), e.topic.clone(), e.partition))
+            .collect();
+        let (refused, after) = commit_and_read_back(&client, commits, keys, "the target").await?;
         for e in &mut entries {
-            e.target_offset = after
-                .get(&(e.group.clone(), e.topic.clone(), e.partition))
-                .copied();
+            let key = (e.group.clone(), e.topic.clone(), e.partition);
+            if let Some(why) = refused.get(&key) {
+                e.skipped = Some(format!("the target refused the commit: {why}"));
+            }
+            e.target_offset = after.get(&key).copied();
         }
     }
     tracing::info!(flow = %flow.name, groups = groups.len(), offsets = entries.len(), "committed the last checkpoints on the target");
@@ -242,14 +232,13 @@ pub(crate) async fn replaced_topics(
     .await?;
     let mut replaced = BTreeSet::new();
     for (t, p) in partitions {
-        let known = match side {
-            Side::Source => index.incarnation(t, *p)?,
-            Side::Target => index.target_incarnation(t, *p)?,
+        let now = ids.get(&name(t)).map(String::as_str);
+        let (source_id, target_id) = match side {
+            Side::Source => (now, None),
+            Side::Target => (None, now),
         };
-        if let (Some(known), Some(now)) = (known, ids.get(&name(t))) {
-            if &known != now {
-                replaced.insert((t.clone(), *p));
-            }
+        if index.replaced(t, *p, source_id, target_id)? {
+            replaced.insert((t.clone(), *p));
         }
     }
     Ok(replaced)
@@ -455,12 +444,10 @@ impl Checkpointer {
         let mut withheld = Vec::new();
         for (t, p) in candidates {
             let state = &topics[&t];
-            let differs = |known: Option<String>, now: &Option<String>| matches!((known, now), (Some(k), Some(n)) if &k != n);
-            if differs(self.index.incarnation(&t, p)?, &state.source_topic_id)
-                || differs(
-                    self.index.target_incarnation(&t, p)?,
-                    &state.target_topic_id,
-                )
+            let (source_id, target_id) = (&state.source_topic_id, &state.target_topic_id);
+            if self
+                .index
+                .replaced(&t, p, source_id.as_deref(), target_id.as_deref())?
             {
                 withheld.push(format!("{t}/{p}"));
             } else {

@@ -14,7 +14,7 @@ use crate::checkpoints::{
 };
 use crate::clients::MirrorError;
 use crate::config::{ClusterConfig, FlowConfig};
-use crate::group_offsets::{all_answered, read_each, read_with, refusals, write_with, Interrupt};
+use crate::group_offsets::{all_answered, commit_and_read_back, read_with, Interrupt};
 use crate::offsets::{Cursor, FlowIndex, Run, RunUpdate};
 use crate::topic_ids::Side;
 
@@ -176,31 +176,18 @@ pub async fn commit_back(
         }
         tracing::info!(flow = %flow.name, group, members = active_source, "translating a group's offsets back to the source");
     }
-    if !commits.is_empty() {
-        // A group the coordinator refuses is named in its entries; the others are committed.
-        let answers = write_with(&on_source, commits.clone(), &interrupt).await?;
-        let refused = refusals(&commits, answers);
-        for e in &mut entries {
-            let key = (e.group.clone(), e.source_topic.clone(), e.partition);
-            if let Some(why) = refused.get(&key) {
-                e.skipped = Some(format!("the source refused the commit: {why}"));
-            }
-        }
-    }
-    // Read back, so the answer is what the source holds, not what was asked.
+    // A group the coordinator refuses is named in its entries; the others are committed.
     let keys = entries
         .iter()
-        .map(|e| (e.group.clone(), e.source_topic.clone(), e.partition));
-    let after = read_each(
-        &on_source,
-        keys.collect::<Vec<_>>(),
-        "reading the source's offsets back",
-    )
-    .await?;
+        .map(|e| (e.group.clone(), e.source_topic.clone(), e.partition))
+        .collect();
+    let (refused, after) = commit_and_read_back(&on_source, commits, keys, "the source").await?;
     for e in &mut entries {
-        e.source_offset = after
-            .get(&(e.group.clone(), e.source_topic.clone(), e.partition))
-            .copied();
+        let key = (e.group.clone(), e.source_topic.clone(), e.partition);
+        if let Some(why) = refused.get(&key) {
+            e.skipped = Some(format!("the source refused the commit: {why}"));
+        }
+        e.source_offset = after.get(&key).copied();
     }
     Ok(entries)
 }

@@ -189,11 +189,11 @@ async fn running(
 
 /// The committed offset of each `(group, topic, partition)` of `keys` (absent: none), read
 /// from `client` in one pass; fails, naming `what`, if any group's read does.
-pub async fn read_each(
+async fn read_each(
     client: &Arc<PollConsumer>,
-    keys: impl IntoIterator<Item = (String, String, i32)>,
+    keys: impl IntoIterator<Item = GroupPartition>,
     what: &str,
-) -> Result<HashMap<(String, String, i32), i64>, MirrorError> {
+) -> Result<HashMap<GroupPartition, i64>, MirrorError> {
     let interrupt = Interrupt::default();
     let mut asked: BTreeMap<String, Vec<(String, i32)>> = BTreeMap::new();
     for (group, topic, partition) in keys {
@@ -216,12 +216,42 @@ pub async fn read_each(
         .collect())
 }
 
+/// A group's offset on one partition: (group, topic, partition).
+pub type GroupPartition = (String, String, i32);
+
+/// Commits `commits` from `client` (a group the coordinator refuses does not stop the
+/// others), then reads back what the cluster holds for every key of `keys`, so a caller
+/// reports what is there, not what it asked. Returns the refused keys with why, and the
+/// committed offset of each key that has one.
+pub async fn commit_and_read_back(
+    client: &Arc<PollConsumer>,
+    commits: Vec<GroupCommit>,
+    keys: Vec<GroupPartition>,
+    what: &str,
+) -> Result<
+    (
+        HashMap<GroupPartition, String>,
+        HashMap<GroupPartition, i64>,
+    ),
+    MirrorError,
+> {
+    let interrupt = Interrupt::default();
+    let refused = if commits.is_empty() {
+        HashMap::new()
+    } else {
+        let answers = write_with(client, commits.clone(), &interrupt).await?;
+        refusals(&commits, answers)
+    };
+    let after = read_each(client, keys, &format!("reading {what}'s offsets back")).await?;
+    Ok((refused, after))
+}
+
 /// What a commit did not do: each `(group, topic, partition)` of `requests` that its answer
 /// refused (the whole group's request, or that partition), with why.
-pub fn refusals(
+fn refusals(
     requests: &[GroupCommit],
     answers: Vec<GroupAnswer>,
-) -> HashMap<(String, String, i32), String> {
+) -> HashMap<GroupPartition, String> {
     let mut refused = HashMap::new();
     for ((group, partitions), answer) in requests.iter().zip(answers) {
         match answer {

@@ -654,6 +654,21 @@ impl FlowIndex {
         self.id_in(&self.incarnations, "incarnations", topic, partition)
     }
 
+    /// Whether the source or target topic id published now (`None`: not known) differs
+    /// from the one the partition's runs were recorded for: that topic was recreated since,
+    /// and the runs no longer describe it.
+    pub fn replaced(
+        &self,
+        topic: &str,
+        partition: i32,
+        source_id: Option<&str>,
+        target_id: Option<&str>,
+    ) -> Result<bool> {
+        let differs = |known: Option<String>, now: Option<&str>| matches!((known.as_deref(), now), (Some(k), Some(n)) if k != n);
+        Ok(differs(self.incarnation(topic, partition)?, source_id)
+            || differs(self.target_incarnation(topic, partition)?, target_id))
+    }
+
     /// The id of the target topic incarnation a partition writes to, if known.
     pub fn target_incarnation(&self, topic: &str, partition: i32) -> Result<Option<String>> {
         self.id_in(
@@ -1465,19 +1480,86 @@ mod tests {
         );
     }
 
-    /// The pump's run building in the property tests' models: a record acknowledged at
-    /// (`source`, `target`) extends the open run or closes it and opens another.
-    fn acknowledge(open: &mut Option<Run>, pending: &mut Vec<Run>, source: i64, target: i64) {
-        match open {
-            Some(r) if r.source_end() == source && r.target_end() == target => r.length += 1,
-            _ => {
-                pending.extend(open.take());
-                *open = Some(Run {
-                    source_start: source,
-                    target_start: target,
-                    length: 1,
-                });
+    /// The property tests' model of a pump on one partition: every record it mirrored as
+    /// (source, target), where it is, and the runs it has not flushed yet, built as the pump
+    /// builds them.
+    #[derive(Default)]
+    struct Model {
+        mirrored: Vec<(i64, i64)>,
+        source: i64,
+        target: i64,
+        open: Option<Run>,
+        pending: Vec<Run>,
+    }
+
+    impl Model {
+        /// The record at `source` is mirrored at `target` (extending the open run, or
+        /// closing it and opening another), or skipped (closing it).
+        fn record(&mut self, skip: bool) {
+            if skip {
+                self.pending.extend(self.open.take());
+            } else {
+                self.mirrored.push((self.source, self.target));
+                match &mut self.open {
+                    Some(r) if r.source_end() == self.source && r.target_end() == self.target => {
+                        r.length += 1
+                    }
+                    _ => {
+                        self.pending.extend(self.open.take());
+                        self.open = Some(Run {
+                            source_start: self.source,
+                            target_start: self.target,
+                            length: 1,
+                        });
+                    }
+                }
+                self.target += 1;
             }
+            self.source += 1;
+        }
+
+        /// The runs to flush: the closed ones and the open one, which stays open (as the
+        /// pump's does, sent again with its start as it grows) unless `close`.
+        fn runs(&mut self, close: bool) -> Vec<Run> {
+            let mut runs = std::mem::take(&mut self.pending);
+            runs.extend(if close { self.open.take() } else { self.open });
+            runs
+        }
+
+        fn cursor(&self) -> Cursor {
+            Cursor {
+                source_next: self.source,
+                target_next: self.target,
+            }
+        }
+
+        /// Checks that `ix` translates every offset up to the cursor as the model says (the
+        /// first mirrored record at or after it, else the cursor's target offset), and
+        /// nothing past it.
+        fn check_translation(
+            &self,
+            ix: &FlowIndex,
+            topic: &str,
+            partition: i32,
+        ) -> std::result::Result<(), TestCaseError> {
+            for offset in 0..=self.source {
+                let expected = self
+                    .mirrored
+                    .iter()
+                    .find(|(s, _)| *s >= offset)
+                    .map_or(self.target, |(_, t)| *t);
+                prop_assert_eq!(
+                    ix.translate(topic, partition, offset).unwrap(),
+                    Some(expected),
+                    "offset {}",
+                    offset
+                );
+            }
+            prop_assert_eq!(
+                ix.translate(topic, partition, self.source + 1).unwrap(),
+                None
+            );
+            Ok(())
         }
     }
 
@@ -1492,35 +1574,17 @@ mod tests {
             flush_every in 1usize..20,
         ) {
             let (_d, ix) = index();
-            // (source offset, target offset) of every mirrored record.
-            let mut mirrored: Vec<(i64, i64)> = Vec::new();
-            let mut source = 0i64;
-            let mut target = 0i64;
-            let mut open: Option<Run> = None;
-            let mut pending: Vec<Run> = Vec::new();
+            let mut m = Model::default();
             for (i, (source_gap, skip, target_gap)) in steps.iter().enumerate() {
-                source += source_gap;
-                target += target_gap;
-                if *skip {
-                    if let Some(r) = open.take() { pending.push(r); }
-                } else {
-                    mirrored.push((source, target));
-                    acknowledge(&mut open, &mut pending, source, target);
-                    target += 1;
-                }
-                source += 1;
+                m.source += source_gap;
+                m.target += target_gap;
+                m.record(*skip);
                 if i % flush_every == 0 || i + 1 == steps.len() {
-                    let mut runs = std::mem::take(&mut pending);
-                    runs.extend(open);
-                    let cursor = Cursor { source_next: source, target_next: target };
-                    ix.apply(&RunUpdate::runs("t", 3, runs, cursor)).unwrap();
+                    let runs = m.runs(false);
+                    ix.apply(&RunUpdate::runs("t", 3, runs, m.cursor())).unwrap();
                 }
             }
-            for offset in 0..=source {
-                let expected = mirrored.iter().find(|(s, _)| *s >= offset).map_or(target, |(_, t)| *t);
-                prop_assert_eq!(ix.translate("t", 3, offset).unwrap(), Some(expected), "offset {}", offset);
-            }
-            prop_assert_eq!(ix.translate("t", 3, source + 1).unwrap(), None);
+            m.check_translation(&ix, "t", 3)?;
             for r in ix.runs("t", 3).unwrap() {
                 prop_assert!(r.length > 0);
             }
@@ -1541,25 +1605,20 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             let mut store = OffsetStore::open(dir.path()).unwrap();
             let mut ix = store.flow("a-to-b").unwrap();
-            // The model: mirrored (source, target) pairs of the current incarnation, the
-            // cursor, lost ranges, and the pump's unflushed update.
-            let mut mirrored: Vec<(i64, i64)> = Vec::new();
-            let (mut source, mut target) = (0i64, 0i64);
+            // The model: the pump on the current incarnation, its lost ranges, and what it
+            // has not flushed.
+            let mut m = Model::default();
             let mut lost: Vec<(i64, i64)> = Vec::new();
             let mut incarnation = 0u32;
             // Divergences are named by when they were found: a new one each time.
             let mut clock_ms = 1_000i64;
-            let mut open: Option<Run> = None;
-            let mut pending: Vec<Run> = Vec::new();
             let mut pending_lost: Vec<Lost> = Vec::new();
             let id = |n: u32| Some(format!("topic-id-{n}"));
-            let flush = |ix: &FlowIndex, open: &mut Option<Run>, pending: &mut Vec<Run>, pending_lost: &mut Vec<Lost>, source: i64, target: i64, incarnation: u32| {
-                let mut runs = std::mem::take(pending);
-                runs.extend(open.take());
+            let flush = |ix: &FlowIndex, m: &mut Model, pending_lost: &mut Vec<Lost>, incarnation: u32| {
                 let update = RunUpdate {
                     lost: std::mem::take(pending_lost),
                     source_topic_id: id(incarnation),
-                    ..RunUpdate::runs("t", 0, runs, Cursor { source_next: source, target_next: target })
+                    ..RunUpdate::runs("t", 0, m.runs(true), m.cursor())
                 };
                 ix.apply(&update).unwrap();
             };
@@ -1568,33 +1627,26 @@ mod tests {
                     // Records: `n + 1` of them, every other one skipped when `flag`.
                     0..=2 => {
                         for k in 0..=n {
-                            if flag && k % 2 == 1 {
-                                if let Some(r) = open.take() { pending.push(r); }
-                            } else {
-                                mirrored.push((source, target));
-                                acknowledge(&mut open, &mut pending, source, target);
-                                target += 1;
-                            }
-                            source += 1;
+                            m.record(flag && k % 2 == 1);
                         }
                     }
                     // Someone else's records on the target: the next run starts further on.
-                    3 => target += n,
+                    3 => m.target += n,
                     // A gap of `n + 1` source offsets: lost (below the log start) when `flag`.
                     4 => {
-                        if let Some(r) = open.take() { pending.push(r); }
-                        let to = source + n + 1;
+                        m.pending.extend(m.open.take());
+                        let to = m.source + n + 1;
                         if flag {
-                            pending_lost.push(Lost { source_start: source, source_end: to, log_start_offset: to, detected_ms: 1 });
-                            lost.push((source, to));
+                            pending_lost.push(Lost { source_start: m.source, source_end: to, log_start_offset: to, detected_ms: 1 });
+                            lost.push((m.source, to));
                         }
-                        source = to;
+                        m.source = to;
                     }
-                    5 => flush(&ix, &mut open, &mut pending, &mut pending_lost, source, target, incarnation),
+                    5 => flush(&ix, &mut m, &mut pending_lost, incarnation),
                     // A restart: what was flushed survives, what was not is sent again later
                     // (the model forgets it, as the pump's reconciliation would take it).
                     6 => {
-                        flush(&ix, &mut open, &mut pending, &mut pending_lost, source, target, incarnation);
+                        flush(&ix, &mut m, &mut pending_lost, incarnation);
                         store.flush().unwrap();
                         drop(ix);
                         drop(store);
@@ -1604,44 +1656,44 @@ mod tests {
                     // The source truncated `n` offsets back, found and resolved at that point:
                     // copying resumes there, after everything the target holds.
                     7 => {
-                        flush(&ix, &mut open, &mut pending, &mut pending_lost, source, target, incarnation);
-                        let at = (source - n).max(0);
+                        flush(&ix, &mut m, &mut pending_lost, incarnation);
+                        let at = (m.source - n).max(0);
                         clock_ms += 1;
                         let detected_ms = clock_ms;
-                        let d = Divergence { source_offset: at, mirrored_to: source, source_end_offset: at, detected_ms };
-                        let diverged = RunUpdate { diverged: Some(d), source_topic_id: id(incarnation), ..RunUpdate::runs("t", 0, Vec::new(), Cursor { source_next: source, target_next: target }) };
+                        let d = Divergence { source_offset: at, mirrored_to: m.source, source_end_offset: at, detected_ms };
+                        let diverged = RunUpdate { diverged: Some(d), source_topic_id: id(incarnation), ..RunUpdate::runs("t", 0, Vec::new(), m.cursor()) };
                         ix.apply(&diverged).unwrap();
                         prop_assert_eq!(ix.divergence("t", 0).unwrap(), Some(d));
                         let resolution = RunUpdate {
                             resolved: Some(Resolution { detected_ms, from_source_offset: at }),
                             source_topic_id: id(incarnation),
-                            ..RunUpdate::runs("t", 0, Vec::new(), Cursor { source_next: at, target_next: target })
+                            ..RunUpdate::runs("t", 0, Vec::new(), Cursor { source_next: at, target_next: m.target })
                         };
                         ix.apply(&resolution).unwrap();
                         prop_assert_eq!(ix.divergence("t", 0).unwrap(), None);
-                        mirrored.retain(|(s, _)| *s < at);
+                        m.mirrored.retain(|(s, _)| *s < at);
                         lost.retain_mut(|(from, to)| { *to = (*to).min(at); *from < *to });
-                        source = at;
+                        m.source = at;
                     }
                     // The source recreated (when `flag`), or a late update of the incarnation
                     // before this one, which must change nothing.
                     _ => {
-                        flush(&ix, &mut open, &mut pending, &mut pending_lost, source, target, incarnation);
+                        flush(&ix, &mut m, &mut pending_lost, incarnation);
                         if flag {
                             incarnation += 1;
                             let update = RunUpdate {
                                 source_topic_id: id(incarnation),
                                 new_incarnation: true,
-                                ..RunUpdate::runs("t", 0, Vec::new(), Cursor { source_next: 0, target_next: target })
+                                ..RunUpdate::runs("t", 0, Vec::new(), Cursor { source_next: 0, target_next: m.target })
                             };
                             ix.apply(&update).unwrap();
-                            mirrored.clear();
+                            m.mirrored.clear();
                             lost.clear();
-                            source = 0;
+                            m.source = 0;
                         } else if incarnation > 0 {
                             let late = RunUpdate {
                                 source_topic_id: id(incarnation - 1),
-                                ..RunUpdate::runs("t", 0, vec![Run { source_start: 0, target_start: target + 100, length: 50 }], Cursor { source_next: 50, target_next: target + 150 })
+                                ..RunUpdate::runs("t", 0, vec![Run { source_start: 0, target_start: m.target + 100, length: 50 }], Cursor { source_next: 50, target_next: m.target + 150 })
                             };
                             ix.apply(&late).unwrap();
                         }
@@ -1649,12 +1701,8 @@ mod tests {
                 }
                 if op >= 5 {
                     // Everything is in the index now: it must match the model.
-                    prop_assert_eq!(ix.cursor("t", 0).unwrap().map(|c| (c.source_next, c.target_next)), Some((source, target)));
-                    for offset in 0..=source {
-                        let expected = mirrored.iter().find(|(s, _)| *s >= offset).map_or(target, |(_, t)| *t);
-                        prop_assert_eq!(ix.translate("t", 0, offset).unwrap(), Some(expected), "offset {}", offset);
-                    }
-                    prop_assert_eq!(ix.translate("t", 0, source + 1).unwrap(), None);
+                    prop_assert_eq!(ix.cursor("t", 0).unwrap(), Some(m.cursor()));
+                    m.check_translation(&ix, "t", 0)?;
                     let have: Vec<(i64, i64)> = ix.lost("t", 0).unwrap().iter().map(|l| (l.source_start, l.source_end)).collect();
                     prop_assert_eq!(have, lost.clone());
                     prop_assert_eq!(ix.incarnation("t", 0).unwrap(), id(incarnation));

@@ -1172,14 +1172,10 @@ impl PumpRun<'_> {
             .map_or((None, None), |t| {
                 (t.source_topic_id.clone(), t.target_topic_id.clone())
             });
-        let differs = |known: Option<String>, now: Option<String>| matches!((known, now), (Some(k), Some(n)) if k != n);
-        Ok(
-            differs(self.pump.index.incarnation(topic, partition)?, source)
-                || differs(
-                    self.pump.index.target_incarnation(topic, partition)?,
-                    target,
-                ),
-        )
+        Ok(self
+            .pump
+            .index
+            .replaced(topic, partition, source.as_deref(), target.as_deref())?)
     }
 
     /// Stops a partition whose source diverged: pauses it, and tells the operator (once per
