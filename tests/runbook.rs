@@ -1274,9 +1274,9 @@ fn a_planned_failover_whose_verification_fails_rolls_back_and_leaves_both_sites_
     for p in 0..2 {
         wait_for_records(&b, "a.orders", p, 100, Duration::from_secs(60));
     }
-    common::mirror::commit(&a, "billing", "orders", &[(0, 40), (1, 60)]);
     // The same group already runs on the target: the mirror must not move its offsets, so
-    // the verification cannot pass.
+    // the verification cannot pass. It joins there before it commits on the source, or a
+    // checkpoint round (every 500 ms) could sync the offsets while it joins.
     let squatter: BaseConsumer = b
         .client_config()
         .set("group.id", "billing")
@@ -1292,6 +1292,7 @@ fn a_planned_failover_whose_verification_fails_rolls_back_and_leaves_both_sites_
             (squatter.assignment().map(|a| a.count()).unwrap_or(0) > 0).then_some(())
         },
     );
+    common::mirror::commit(&a, "billing", "orders", &[(0, 40), (1, 60)]);
     let wait_protected = || {
         wait_for(
             "the mirror topic to be write-protected",
